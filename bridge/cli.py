@@ -1,0 +1,251 @@
+"""The ``dirbridge`` command line.
+
+Exit codes: 0 success, 1 the work failed, 2 bad usage or bad config.
+Every command takes ``--config FILE``; ``DIRBRIDGE_CONFIG`` sets it too.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from bridge import __version__
+from bridge.config import Config, ConfigError, load_config
+from bridge.logs import setup_logging
+from bridge.runtime import NotMigrated, build_runtime, open_store
+from bridge.services import Actor, Services, ServiceError
+from bridge.store.models import TokenKind
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(func: F) -> F:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="DIRBRIDGE_CONFIG",
+        help="config file (TOML); default: the embedded default, or $DIRBRIDGE_CONFIG",
+    )(func)
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    click.echo(f"dirbridge: {message}", err=True)
+    sys.exit(code)
+
+
+def load(config_path: Path | None) -> Config:
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        where = f" in {config_path}" if config_path else ""
+        click.echo(f"dirbridge: the configuration{where} is not valid:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+def cli_actor() -> Actor:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return Actor(name=f"cli:{user}", channel="cli")
+
+
+def services_for(config: Config) -> Services:
+    try:
+        store = open_store(config)
+    except NotMigrated as exc:
+        fail(str(exc))
+    except SQLAlchemyError as exc:
+        fail(f"cannot open the database: {type(exc).__name__}: {exc.args[0] if exc.args else ''}")
+    return Services(store, config)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dirbridge")
+def cli() -> None:
+    """dirbridge: SCIM and LDAP in, roles, scopes and rights-groups out."""
+
+
+@cli.command()
+@config_option
+def serve(config_path: Path | None) -> None:
+    """Run the daemon: HTTP server and scheduler."""
+    from bridge.daemon import serve as run_daemon
+
+    config = load(config_path)
+    setup_logging(config.logging.level, config.logging.format, config.secret_values())
+    try:
+        rt = build_runtime(config)
+    except NotMigrated as exc:
+        fail(str(exc))
+    try:
+        run_daemon(rt)
+    except OSError as exc:
+        fail(f"cannot listen on {config.server.listen}: {exc.strerror or exc}")
+
+
+@cli.command("check-config")
+@config_option
+def check_config(config_path: Path | None) -> None:
+    """Validate the config, then try the database and each LDAP bind."""
+    from bridge.ldap.connection import check_bind
+    from bridge.store import Store, migrate
+
+    config = load(config_path)
+    click.echo(f"config: ok ({config_path or 'embedded default'})")
+    ok = True
+    try:
+        store = Store(config.database_url)
+        store.ping()
+        current, head = migrate.current_revision(store.engine), migrate.head_revision()
+        state = "schema up to date" if current == head else f"schema at {current or 'nothing'}, needs {head}"
+        click.echo(f"database: ok ({store.engine.dialect.name}, {state})")
+        store.dispose()
+    except SQLAlchemyError as exc:
+        ok = False
+        click.echo(f"database: FAILED ({type(exc).__name__})")
+    for source in config.ldap.sources:
+        bound, detail = check_bind(source)
+        ok = ok and bound
+        click.echo(f"ldap source {source.name}: {'ok' if bound else 'FAILED'} ({detail})")
+    if not ok:
+        sys.exit(EXIT_FAILURE)
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@config_option
+def db_upgrade(config_path: Path | None) -> None:
+    """Apply pending schema migrations."""
+    from bridge.store import Store, migrate
+
+    config = load(config_path)
+    try:
+        store = Store(config.database_url)
+        before, after = migrate.upgrade(store.engine)
+        store.dispose()
+    except SQLAlchemyError as exc:
+        fail(f"migration failed: {type(exc).__name__}: {exc.args[0] if exc.args else ''}")
+    if before == after:
+        click.echo(f"database schema is up to date ({after})")
+    else:
+        click.echo(f"database schema upgraded from {before or 'nothing'} to {after}")
+
+
+@cli.group()
+def token() -> None:
+    """Bearer tokens of SCIM clients and admin API clients."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="an admin API token instead of a SCIM client token")
+@config_option
+def token_create(name: str, admin: bool, config_path: Path | None) -> None:
+    """Create a token and print it once, alone on its line on stdout."""
+    services = services_for(load(config_path))
+    kind = TokenKind.admin if admin else TokenKind.scim
+    try:
+        with services.unit(cli_actor()) as uow:
+            _, plain = uow.tokens.create(name, kind)
+    except ServiceError as exc:
+        fail(exc.message)
+    click.echo(f"created {kind.value} token {name!r}; it is shown once, only its hash is stored:", err=True)
+    click.echo(plain)
+
+
+@token.command("list")
+@config_option
+def token_list(config_path: Path | None) -> None:
+    """List tokens (names, kinds, prefixes; never the tokens)."""
+    services = services_for(load(config_path))
+    with services.unit(cli_actor()) as uow:
+        tokens = uow.tokens.list()
+    if not tokens:
+        click.echo("no tokens")
+    for t in tokens:
+        state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
+        used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
+        click.echo(f"{t.name:<24} {t.kind.value:<6} dbr_{t.prefix}_…  created {t.created_at:%Y-%m-%d %H:%M}  "
+                   f"last used {used}  {state}")
+
+
+@token.command("revoke")
+@click.argument("name")
+@config_option
+def token_revoke(name: str, config_path: Path | None) -> None:
+    """Revoke a token; clients using it are refused from now on."""
+    services = services_for(load(config_path))
+    try:
+        with services.unit(cli_actor()) as uow:
+            uow.tokens.revoke(name)
+    except ServiceError as exc:
+        fail(exc.message)
+    click.echo(f"token {name!r} revoked")
+
+
+@cli.group(invoke_without_command=True)
+@config_option
+@click.pass_context
+def jobs(ctx: click.Context, config_path: Path | None) -> None:
+    """List the scheduled jobs and their last runs; 'jobs run NAME' runs one now."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = config_path
+        return
+    from sqlalchemy import select
+
+    from bridge.jobs.registry import job_specs
+    from bridge.store.models import JobRun
+
+    rt = build_runtime_or_fail(load(config_path))
+    with rt.store.read() as session:
+        for spec in job_specs(rt):
+            last = session.scalar(select(JobRun).where(JobRun.job == spec.name)
+                                  .order_by(JobRun.started_at.desc()).limit(1))
+            last_text = f"last {last.started_at:%Y-%m-%d %H:%M} {last.outcome}" if last else "never run"
+            click.echo(f"{spec.name:<20} every {spec.schedule:<10} {last_text}  ({spec.description})")
+
+
+@jobs.command("run")
+@click.argument("name")
+@config_option
+@click.pass_context
+def jobs_run(ctx: click.Context, name: str, config_path: Path | None) -> None:
+    """Run one job now."""
+    from bridge.jobs.scheduler import find_job, run_job
+
+    rt = build_runtime_or_fail(load(config_path or ctx.obj))
+    try:
+        spec = find_job(rt, name)
+    except ServiceError as exc:
+        fail(exc.message, EXIT_USAGE)
+    run = run_job(rt, spec)
+    click.echo(f"{spec.name}: {run.outcome} {run.counts or ''}{' ' + run.message if run.message else ''}")
+    if run.outcome != "ok":
+        sys.exit(EXIT_FAILURE)
+
+
+def build_runtime_or_fail(config: Config):  # type: ignore[no-untyped-def]
+    try:
+        return build_runtime(config)
+    except NotMigrated as exc:
+        fail(str(exc))
+
+
+def main() -> None:
+    cli(prog_name="dirbridge")

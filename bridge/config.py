@@ -1,0 +1,587 @@
+"""The dirbridge configuration: TOML, validated strictly, secrets kept out of the file.
+
+Every table is a pydantic model with ``extra="forbid"`` so that a typo is an
+error instead of a silently ignored setting. Errors are reported as
+``dotted.key: what is wrong`` lines so an operator can find the key at once.
+
+A secret setting ``X`` may be given as ``X`` (inline), ``X_file`` (a path),
+``X_env`` (the name of an environment variable) or ``X_credential`` (the name
+of a systemd credential, read from ``$CREDENTIALS_DIRECTORY``). Exactly one of
+them may be set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_DATA_DIR = Path("dirbridge-data")
+DEFAULT_LISTEN = "127.0.0.1:8080"
+SECRET_SOURCES = ("", "_file", "_env", "_credential")
+INTERVAL_RE = re.compile(r"^(?P<n>[1-9][0-9]*)(?P<unit>[smhd])$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists ``key: message`` lines."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+def _read_secret(owner: dict[str, Any], name: str, where: str) -> None:
+    """Resolve ``name`` from one of its four sources, in place, before validation."""
+    given = [s for s in SECRET_SOURCES if owner.get(name + s) not in (None, "")]
+    if len(given) > 1:
+        keys = ", ".join(name + s for s in given)
+        raise ValueError(f"{where}{name}: set only one of {keys}")
+    if not given:
+        return
+    suffix = given[0]
+    ref = owner.pop(name + suffix)
+    if suffix == "":
+        owner[name] = ref
+        return
+    if not isinstance(ref, str):
+        raise ValueError(f"{where}{name}{suffix}: must be a string")
+    if suffix == "_file":
+        path = Path(ref)
+    elif suffix == "_credential":
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not creds:
+            raise ValueError(
+                f"{where}{name}_credential: $CREDENTIALS_DIRECTORY is not set "
+                "(systemd LoadCredential= provides it)"
+            )
+        path = Path(creds) / ref
+    else:
+        value = os.environ.get(ref)
+        if value is None:
+            raise ValueError(f"{where}{name}_env: environment variable {ref} is not set")
+        owner[name] = value
+        return
+    try:
+        owner[name] = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"{where}{name}{suffix}: cannot read {path}: {exc.strerror}") from None
+
+
+def parse_interval(text: str) -> int:
+    """Seconds of an interval such as ``"15m"``; raises ValueError otherwise."""
+    match = INTERVAL_RE.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not an interval like '30s', '15m', '6h' or '1d'")
+    factor = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match["unit"]]
+    return int(match["n"]) * factor
+
+
+def validate_schedule(text: str) -> str:
+    """A schedule is an interval (``"15m"``) or a 5-field cron expression."""
+    if INTERVAL_RE.match(text.strip()):
+        return text.strip()
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is neither an interval like '15m' nor a cron expression: {exc}") from None
+    return text
+
+
+Schedule = Annotated[str, Field(min_length=1)]
+
+
+class ServerConfig(Strict):
+    listen: str = DEFAULT_LISTEN
+    workers: int = Field(default=8, ge=1, le=256, description="request threads")
+    public_url: str | None = None
+    shutdown_timeout: float = Field(default=30.0, gt=0, le=600)
+    trusted_proxies: int = Field(default=0, ge=0, le=5, description="X-Forwarded-* hops to trust")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT (for example 127.0.0.1:8080)")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class DatabaseConfig(Strict):
+    url: SecretStr | None = None
+    auto_migrate: bool | None = Field(
+        default=None,
+        description="apply pending migrations on serve; default: on for SQLite, off otherwise",
+    )
+    pool_size: int = Field(default=10, ge=1, le=200)
+
+    def resolved_url(self, data_dir: Path) -> str:
+        if self.url is not None:
+            return self.url.get_secret_value()
+        return f"sqlite:///{(data_dir / 'dirbridge.sqlite3').resolve()}"
+
+    def should_auto_migrate(self, data_dir: Path) -> bool:
+        if self.auto_migrate is not None:
+            return self.auto_migrate
+        return self.resolved_url(data_dir).startswith("sqlite")
+
+
+class ScimConfig(Strict):
+    enabled: bool = True
+    max_results: int = Field(default=1000, ge=1, le=100000)
+    bulk_max_operations: int = Field(default=1000, ge=1, le=100000)
+    bulk_max_payload_bytes: int = Field(default=1048576, ge=1024)
+
+
+class TlsConfig(Strict):
+    mode: Literal["ldaps", "starttls", "none"] = "ldaps"
+    ca_file: Path | None = None
+    verify: bool = Field(default=True, description="verify the server certificate")
+
+
+class SyncSchedule(Strict):
+    full: Schedule | None = "1d"
+    incremental: Schedule | None = "15m"
+
+    @field_validator("full", "incremental")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        return None if value is None else validate_schedule(value)
+
+
+class DeletionGuard(Strict):
+    max_percent: float = Field(default=10.0, ge=0, le=100)
+    max_count: int = Field(default=50, ge=0)
+    min_entries: int = Field(default=1, ge=0, description="a scan returning fewer entries stops the sync")
+
+
+class WritebackConfig(Strict):
+    enabled: bool = False
+    users_base: str | None = None
+    groups_base: str | None = None
+
+    @model_validator(mode="after")
+    def _bases(self) -> WritebackConfig:
+        if self.enabled and not (self.users_base and self.groups_base):
+            raise ValueError("writeback needs users_base and groups_base when enabled")
+        return self
+
+
+class LdapSourceConfig(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    url: list[str]
+    preset: Literal["openldap", "active_directory", "389ds", "freeipa"] = "openldap"
+    bind_dn: str | None = None
+    bind_password: SecretStr | None = None
+    users_base: str
+    users_filter: str | None = None
+    groups_base: str | None = None
+    groups_filter: str | None = None
+    tls: TlsConfig = TlsConfig()
+    schedule: SyncSchedule = SyncSchedule()
+    deletion_guard: DeletionGuard = DeletionGuard()
+    deletion: Literal["deactivate", "delete"] = "deactivate"
+    writeback: WritebackConfig = WritebackConfig()
+    page_size: int = Field(default=500, ge=1, le=10000)
+    connect_timeout: float = Field(default=5.0, gt=0, le=120)
+    receive_timeout: float = Field(default=30.0, gt=0, le=3600)
+    attributes: dict[str, str] = Field(default_factory=dict, description="overrides of the preset's attribute map")
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _urls(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _url_schemes(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one URL is required")
+        for url in value:
+            if not re.match(r"^ldaps?://[^/]+/?$", url):
+                raise ValueError(f"{url!r} is not an ldap:// or ldaps:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_matches_urls(self) -> LdapSourceConfig:
+        schemes = {u.split(":", 1)[0] for u in self.url}
+        if self.tls.mode == "ldaps" and schemes != {"ldaps"}:
+            raise ValueError("tls.mode is 'ldaps' (the default) but a URL is not ldaps://; "
+                             "use ldaps:// URLs, or tls.mode = 'starttls' or 'none'")
+        if self.tls.mode in ("starttls", "none") and schemes != {"ldap"}:
+            raise ValueError(f"tls.mode is {self.tls.mode!r}: use ldap:// URLs")
+        if self.bind_dn and self.bind_password is None:
+            raise ValueError("bind_dn is set but no bind_password (or bind_password_file/_env/_credential)")
+        return self
+
+
+class LdapConfig(Strict):
+    sources: list[LdapSourceConfig] = Field(default_factory=list)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, value: list[LdapSourceConfig]) -> list[LdapSourceConfig]:
+        seen: set[str] = set()
+        for source in value:
+            if source.name in seen:
+                raise ValueError(f"two sources are named {source.name!r}")
+            seen.add(source.name)
+        return value
+
+
+class MappingRule(Strict):
+    source: str = "*"
+    group: str | None = None
+    group_regex: str | None = None
+    attribute: str | None = None
+    value: str | None = None
+    role: str | None = None
+    scope: str = "instance"
+    customer: str | None = None
+    kind: Literal["internal", "external"] | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if not re.match(r"^(\*|scim(:[\w.-]+)?|ldap:[\w.-]+)$", value):
+            raise ValueError(f"{value!r} is not '*', 'scim', 'scim:CLIENT' or 'ldap:SOURCE'")
+        return value
+
+    @field_validator("group_regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_matcher(self) -> MappingRule:
+        matchers = [m for m in (self.group, self.group_regex, self.attribute) if m is not None]
+        if len(matchers) != 1:
+            raise ValueError("a rule needs exactly one of group, group_regex or attribute")
+        if self.attribute is not None and self.value is None:
+            raise ValueError("a rule on an attribute needs a value")
+        if self.role is None and self.customer is None:
+            raise ValueError("a rule needs a role (with a scope) or a customer")
+        return self
+
+
+class MappingConfig(Strict):
+    rules: list[MappingRule] = Field(default_factory=list)
+
+
+class RoleConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str = ""
+    rights: list[str] = Field(default_factory=list)
+    includes: list[str] = Field(default_factory=list)
+
+
+SCOPE_ID_RE = r"^(instance|[a-z_]{1,32}:[^\s:]{1,128})$"
+
+
+class ScopeNodeConfig(Strict):
+    id: str = Field(pattern=SCOPE_ID_RE)
+    parent: str = Field(default="instance", pattern=SCOPE_ID_RE)
+    name: str | None = None
+
+
+class ScopesConfig(Strict):
+    levels: list[str] = Field(default_factory=lambda: ["instance", "company_group", "pool"])
+    nodes: list[ScopeNodeConfig] = Field(default_factory=list)
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, value: list[str]) -> list[str]:
+        if len(value) < 1 or value[0] != "instance":
+            raise ValueError("the first level must be 'instance'")
+        if len(set(value)) != len(value):
+            raise ValueError("level names must be distinct")
+        return value
+
+    @model_validator(mode="after")
+    def _tree(self) -> ScopesConfig:
+        known = {"instance"}
+        for node in self.nodes:
+            level = node.id.split(":", 1)[0]
+            if level not in self.levels:
+                raise ValueError(f"node {node.id!r}: level {level!r} is not one of {self.levels}")
+            if node.parent not in known:
+                raise ValueError(f"node {node.id!r}: parent {node.parent!r} is not declared before it")
+            if node.id in known:
+                raise ValueError(f"node {node.id!r} is declared twice")
+            known.add(node.id)
+        return self
+
+
+class CustomersConfig(Strict):
+    rights_group_name: str = "X{number}-{name}"
+    remote_users_group: str = "RemoteUsers"
+    remote_admins_group: str = "RemoteAdministrators"
+
+    @field_validator("rights_group_name")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        match = re.fullmatch(r"(?P<prefix>[^{}]*)\{(?:number|name)\}(-\{(?:number|name|short_name)\})?", value)
+        if not match:
+            raise ValueError(
+                "must be a prefix, then {number} or {name}, then optionally "
+                "'-' and {number}, {name} or {short_name} (for example 'X{number}-{name}')"
+            )
+        return value
+
+
+class PasswordPolicy(Strict):
+    min_length: int = Field(default=12, ge=8, le=256)
+    require_upper: bool = True
+    require_lower: bool = True
+    require_digit: bool = True
+    require_special: bool = True
+    min_criteria: int = Field(default=3, ge=1, le=4, description="how many enabled criteria must be met")
+    history: int = Field(default=5, ge=0, le=20)
+    max_age_days: int | None = Field(default=None, ge=1)
+    warn_days: int = Field(default=7, ge=0)
+
+    @model_validator(mode="after")
+    def _criteria(self) -> PasswordPolicy:
+        enabled = sum([self.require_upper, self.require_lower, self.require_digit, self.require_special])
+        if enabled < 3:
+            raise ValueError("at least 3 of require_upper/lower/digit/special must be enabled")
+        if self.min_criteria > enabled:
+            raise ValueError(f"min_criteria is {self.min_criteria} but only {enabled} criteria are enabled")
+        return self
+
+
+class LockoutPolicy(Strict):
+    max_failures_per_account: int = Field(default=5, ge=1)
+    max_failures_per_ip: int = Field(default=25, ge=1)
+    window_hours: int = Field(default=24, ge=1)
+    lock_hours: int = Field(default=24, ge=1)
+
+
+class TotpPolicy(Strict):
+    required_for_admins: bool = False
+    issuer: str = "dirbridge"
+
+
+class PolicyConfig(Strict):
+    password: PasswordPolicy = PasswordPolicy()
+    lockout: LockoutPolicy = LockoutPolicy()
+    totp: TotpPolicy = TotpPolicy()
+
+
+class InvitesConfig(Strict):
+    valid_days: int = Field(default=5, ge=1, le=90)
+    retention_days: int = Field(default=30, ge=1, description="purge expired or used invitations after")
+    default_language: Literal["de", "en"] = "en"
+
+
+class SmtpConfig(Strict):
+    host: str = "localhost"
+    port: int = Field(default=25, ge=1, le=65535)
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = "dirbridge@localhost"
+    timeout: float = Field(default=10.0, gt=0)
+    ca_file: Path | None = None
+
+
+class StatusConfig(Strict):
+    enabled: bool = True
+    refresh_seconds: int = Field(default=30, ge=5)
+    session_secret: SecretStr | None = None
+
+
+class OwnershipRule(Strict):
+    """Lets ``source`` change users owned by any of ``may_take_over``."""
+
+    source: str
+    may_take_over: list[str]
+
+
+class OwnershipConfig(Strict):
+    rules: list[OwnershipRule] = Field(default_factory=list)
+
+
+class AuditConfig(Strict):
+    retention_days: int = Field(default=365, ge=1)
+
+
+class LoggingConfig(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class JobsConfig(Strict):
+    enabled: bool = True
+    lease_seconds: int = Field(default=30, ge=5, le=3600)
+
+
+class Config(Strict):
+    """The whole configuration; ``data_dir`` is where the embedded default keeps its files."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    scim: ScimConfig = ScimConfig()
+    ldap: LdapConfig = LdapConfig()
+    mapping: MappingConfig = MappingConfig()
+    roles: list[RoleConfig] = Field(default_factory=list)
+    scopes: ScopesConfig = ScopesConfig()
+    customers: CustomersConfig = CustomersConfig()
+    policy: PolicyConfig = PolicyConfig()
+    invites: InvitesConfig = InvitesConfig()
+    smtp: SmtpConfig = SmtpConfig()
+    status: StatusConfig = StatusConfig()
+    ownership: OwnershipConfig = OwnershipConfig()
+    audit: AuditConfig = AuditConfig()
+    logging: LoggingConfig = LoggingConfig()
+    jobs: JobsConfig = JobsConfig()
+
+    @field_validator("roles")
+    @classmethod
+    def _role_names(cls, value: list[RoleConfig]) -> list[RoleConfig]:
+        names = [r.name for r in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"roles declared twice: {', '.join(dupes)}")
+        known = set(names)
+        for role in value:
+            missing = [i for i in role.includes if i not in known]
+            if missing:
+                raise ValueError(f"role {role.name!r} includes unknown roles: {', '.join(missing)}")
+        return value
+
+    @property
+    def database_url(self) -> str:
+        return self.database.resolved_url(self.data_dir)
+
+    def secret_values(self) -> list[str]:
+        """Every secret in the config, for the log redactor."""
+        found: list[str] = []
+
+        def walk(node: Any) -> None:
+            if isinstance(node, SecretStr):
+                found.append(node.get_secret_value())
+            elif isinstance(node, BaseModel):
+                for name in type(node).model_fields:
+                    walk(getattr(node, name))
+            elif isinstance(node, (list, tuple)):
+                for item in node:
+                    walk(item)
+
+        walk(self)
+        return [s for s in found if len(s) >= 4]
+
+
+# Where secrets may appear: (path pattern of tables, key). "*" matches list items.
+SECRET_KEYS: list[tuple[tuple[str, ...], str]] = [
+    (("database",), "url"),
+    (("ldap", "sources", "*"), "bind_password"),
+    (("smtp",), "password"),
+    (("status",), "session_secret"),
+]
+
+
+def _resolve_secrets(raw: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+
+    def visit(node: Any, path: tuple[str, ...], pattern: tuple[str, ...], key: str, shown: str) -> None:
+        if not pattern:
+            if isinstance(node, dict):
+                try:
+                    _read_secret(node, key, shown)
+                except ValueError as exc:
+                    problems.append(str(exc))
+            return
+        head, rest = pattern[0], pattern[1:]
+        if head == "*":
+            if isinstance(node, list):
+                for index, item in enumerate(node):
+                    visit(item, path, rest, key, f"{shown[:-1]}[{index}].")
+            return
+        if isinstance(node, dict) and head in node:
+            visit(node[head], path + (head,), rest, key, f"{shown}{head}.")
+
+    for pattern, key in SECRET_KEYS:
+        visit(raw, (), pattern, key, "")
+    return problems
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(p for p in error["loc"] if p not in ("function-after", "function-before"))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append(f"{_format_loc(loc)}: {message}")
+    return problems
+
+
+def load_config_data(raw: dict[str, Any], base_dir: Path | None = None) -> Config:
+    """Validate an already parsed TOML document; raises ConfigError."""
+    problems = _resolve_secrets(raw)
+    if problems:
+        raise ConfigError(problems)
+    if base_dir is not None and "data_dir" in raw:
+        data_dir = Path(raw["data_dir"])
+        raw = {**raw, "data_dir": data_dir if data_dir.is_absolute() else base_dir / data_dir}
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+
+
+def load_config(path: Path | None) -> Config:
+    """Load the config file, or the embedded default when ``path`` is None."""
+    if path is None:
+        return Config()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return load_config_data(raw, base_dir=path.resolve().parent)

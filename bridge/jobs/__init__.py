@@ -1,0 +1,1 @@
+"""Scheduled jobs on APScheduler: each run recorded in the store."""

@@ -1,0 +1,38 @@
+"""The jobs dirbridge knows, each a function of the Runtime that returns its counts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete
+
+from bridge.store.models import AuditEvent, utcnow
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    schedule: str  # an interval like "1h" or a cron expression
+    run: Callable[[Runtime], dict[str, Any]]
+    description: str
+
+
+def audit_retention(rt: Runtime) -> dict[str, Any]:
+    """Delete audit events older than ``audit.retention_days``."""
+    cutoff = utcnow() - timedelta(days=rt.config.audit.retention_days)
+    with rt.store.write() as session:
+        result = session.execute(delete(AuditEvent).where(AuditEvent.at < cutoff))
+    return {"deleted": result.rowcount or 0}
+
+
+def job_specs(rt: Runtime) -> list[JobSpec]:
+    """Every job of this configuration."""
+    return [
+        JobSpec("audit-retention", "1d", audit_retention, "delete audit events past their retention"),
+    ]

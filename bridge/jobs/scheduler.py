@@ -1,0 +1,65 @@
+"""APScheduler setup: missed runs coalesced, never two runs of one job at once,
+every run recorded as a JobRun with its outcome and counts."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bridge.config import INTERVAL_RE, parse_interval
+from bridge.jobs.registry import JobSpec, job_specs
+from bridge.services.errors import NotFound
+from bridge.store.models import JobRun, utcnow
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def trigger_for(schedule: str) -> IntervalTrigger | CronTrigger:
+    if INTERVAL_RE.match(schedule):
+        return IntervalTrigger(seconds=parse_interval(schedule))
+    return CronTrigger.from_crontab(schedule, timezone="UTC")
+
+
+def run_job(rt: Runtime, spec: JobSpec) -> JobRun:
+    """Run one job now and record the run; a failure is recorded, not raised."""
+    with rt.store.write() as session:
+        run = JobRun(job=spec.name, replica=rt.replica)
+        session.add(run)
+    outcome, counts, message = "ok", {}, None
+    try:
+        counts = spec.run(rt)
+    except Exception as exc:  # a job's failure must not kill the scheduler
+        log.exception("job %s failed", spec.name, extra={"job": spec.name})
+        outcome, message = "failed", f"{type(exc).__name__}: {exc}"
+    with rt.store.write() as session:
+        row = session.get(JobRun, run.id)
+        assert row is not None
+        row.finished_at, row.outcome, row.counts, row.message = utcnow(), outcome, counts, message
+        run = row
+    log.info("job %s %s", spec.name, outcome, extra={"job": spec.name, "outcome": outcome, "counts": counts})
+    return run
+
+
+def find_job(rt: Runtime, name: str) -> JobSpec:
+    for spec in job_specs(rt):
+        if spec.name == name:
+            return spec
+    raise NotFound(f"no job named {name!r}; known: {', '.join(s.name for s in job_specs(rt))}")
+
+
+def build_scheduler(rt: Runtime) -> BackgroundScheduler:
+    scheduler = BackgroundScheduler(
+        timezone="UTC",
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
+    )
+    for spec in job_specs(rt):
+        kwargs: dict[str, Any] = {"args": (rt, spec), "id": spec.name, "name": spec.description}
+        scheduler.add_job(run_job, trigger_for(spec.schedule), **kwargs)
+    return scheduler

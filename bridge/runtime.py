@@ -1,0 +1,59 @@
+"""What one dirbridge process holds: config, store, services, scheduler. Built by the
+daemon or the tests and handed to the app factory; nothing of it exists at import time."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from bridge.config import Config
+from bridge.services import Services
+from bridge.store import Store, migrate
+from bridge.store.models import utcnow
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.base import BaseScheduler
+
+
+def replica_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Runtime:
+    config: Config
+    store: Store
+    services: Services
+    started_at: datetime = field(default_factory=utcnow)
+    replica: str = field(default_factory=replica_name)
+    scheduler: BaseScheduler | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class NotMigrated(Exception):
+    """The database schema is behind the code and may not be upgraded automatically."""
+
+
+def open_store(config: Config, *, migrate_if_allowed: bool = True) -> Store:
+    """Open the configured database; on the embedded default (or with auto_migrate)
+    apply pending migrations, otherwise refuse to work on an old schema."""
+    store = Store(config.database_url, config.database.pool_size)
+    if migrate.is_up_to_date(store.engine):
+        return store
+    if migrate_if_allowed and config.database.should_auto_migrate(config.data_dir):
+        migrate.upgrade(store.engine)
+        return store
+    current = migrate.current_revision(store.engine)
+    store.dispose()
+    raise NotMigrated(
+        f"the database schema is at {current or 'nothing'}, the code needs {migrate.head_revision()}: "
+        "run 'dirbridge db upgrade'"
+    )
+
+
+def build_runtime(config: Config, store: Store | None = None) -> Runtime:
+    store = store or open_store(config)
+    return Runtime(config=config, store=store, services=Services(store, config))

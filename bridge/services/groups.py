@@ -1,0 +1,193 @@
+"""Groups and their members (users and nested groups), through the one write path.
+
+Memberships carry an ``origin``: the same user can be in a group because the
+source says so and because a customer rule put them there; removing one origin
+leaves the other in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from bridge.services import audit
+from bridge.services.errors import Conflict, InvalidValue, NotFound, SourceConflict, VersionMismatch
+from bridge.store.models import Group, GroupGroupMember, GroupKind, GroupUserMember, User, utcnow
+
+if TYPE_CHECKING:
+    from bridge.services.unit import UnitOfWork
+
+GROUP_FIELDS = ("display_name", "external_id", "source_id", "ldap_dn", "attributes", "kind", "customer_id")
+SOURCE_ORIGIN = "source"
+
+
+def group_key(display_name: str) -> str:
+    return display_name.strip().casefold()
+
+
+def _snapshot(group: Group) -> dict[str, Any]:
+    return {field: getattr(group, field) for field in GROUP_FIELDS}
+
+
+@dataclass
+class GroupService:
+    uow: UnitOfWork
+
+    def get(self, group_id: str) -> Group:
+        group = self.uow.session.get(Group, group_id)
+        if group is None:
+            raise NotFound(f"no group with id {group_id}")
+        return group
+
+    def find_by_source_id(self, source: str, source_id: str) -> Group | None:
+        return self.uow.session.scalar(select(Group).where(Group.source == source, Group.source_id == source_id))
+
+    def create(self, display_name: str, **fields: Any) -> Group:
+        unknown = set(fields) - set(GROUP_FIELDS)
+        if unknown:
+            raise InvalidValue(f"unknown group fields: {', '.join(sorted(unknown))}")
+        display_name = self._check_name(display_name)
+        if "kind" in fields:
+            fields["kind"] = GroupKind(fields["kind"])
+        group = Group(display_name=display_name, display_name_key=group_key(display_name),
+                      source=self.uow.actor.source, **fields)
+        self.uow.session.add(group)
+        self.uow.session.flush()
+        audit.record(self.uow.session, self.uow.actor, "group.create", "group", group.id, group.display_name,
+                     audit.diff({}, _snapshot(group)))
+        return group
+
+    def update(self, group: Group, *, expected_version: int | None = None, **changes: Any) -> Group:
+        unknown = set(changes) - set(GROUP_FIELDS)
+        if unknown:
+            raise InvalidValue(f"unknown group fields: {', '.join(sorted(unknown))}")
+        self._check_version(group, expected_version)
+        if "display_name" in changes:
+            changes["display_name"] = self._check_name(changes["display_name"])
+        changed = {k: v for k, v in changes.items() if getattr(group, k) != v}
+        if not changed:
+            return group
+        self._check_ownership(group)
+        before = _snapshot(group)
+        for key, value in changed.items():
+            setattr(group, key, value)
+        group.display_name_key = group_key(group.display_name)
+        self._touch(group)
+        audit.record(self.uow.session, self.uow.actor, "group.update", "group", group.id, group.display_name,
+                     audit.diff(before, _snapshot(group)))
+        return group
+
+    def delete(self, group: Group, *, expected_version: int | None = None) -> None:
+        self._check_version(group, expected_version)
+        self._check_ownership(group)
+        audit.record(self.uow.session, self.uow.actor, "group.delete", "group", group.id, group.display_name,
+                     audit.diff(_snapshot(group), {}))
+        self.uow.session.delete(group)
+        self.uow.session.flush()
+
+    # -- members ---------------------------------------------------------------
+
+    def user_member_ids(self, group: Group, origin: str | None = SOURCE_ORIGIN) -> set[str]:
+        query = select(GroupUserMember.user_id).where(GroupUserMember.group_id == group.id)
+        if origin is not None:
+            query = query.where(GroupUserMember.origin == origin)
+        return set(self.uow.session.scalars(query))
+
+    def group_member_ids(self, group: Group) -> set[str]:
+        return set(self.uow.session.scalars(
+            select(GroupGroupMember.child_group_id).where(GroupGroupMember.group_id == group.id)))
+
+    def change_members(
+        self,
+        group: Group,
+        *,
+        add_users: Iterable[str] = (),
+        remove_users: Iterable[str] = (),
+        add_groups: Iterable[str] = (),
+        remove_groups: Iterable[str] = (),
+        origin: str = SOURCE_ORIGIN,
+        check_ownership: bool = True,
+    ) -> tuple[set[str], set[str]]:
+        """Add and remove members; returns the ids really added and removed."""
+        if check_ownership:
+            self._check_ownership(group)
+        session = self.uow.session
+        current_users = self.user_member_ids(group, origin)
+        current_groups = self.group_member_ids(group)
+        new_users = set(add_users) - current_users
+        gone_users = set(remove_users) & current_users
+        new_groups = set(add_groups) - current_groups
+        gone_groups = set(remove_groups) & current_groups
+        for user_id in new_users:
+            if session.get(User, user_id) is None:
+                raise InvalidValue(f"no user with id {user_id}", field="members")
+            session.add(GroupUserMember(group_id=group.id, user_id=user_id, origin=origin))
+        for child_id in new_groups:
+            if session.get(Group, child_id) is None:
+                raise InvalidValue(f"no group with id {child_id}", field="members")
+            if child_id == group.id or group.id in self._descendants(child_id):
+                raise Conflict(f"adding group {child_id} to {group.display_name!r} would make a cycle")
+            session.add(GroupGroupMember(group_id=group.id, child_group_id=child_id))
+        for user_id in gone_users:
+            session.delete(session.get(GroupUserMember, (group.id, user_id, origin)))
+        for child_id in gone_groups:
+            session.delete(session.get(GroupGroupMember, (group.id, child_id)))
+        added, removed = new_users | new_groups, gone_users | gone_groups
+        if added or removed:
+            self._touch(group)
+            audit.record(session, self.uow.actor, "group.members", "group", group.id, group.display_name,
+                         {"added": sorted(added), "removed": sorted(removed), "origin": origin})
+        return added, removed
+
+    def set_members(self, group: Group, user_ids: Iterable[str], group_ids: Iterable[str] = (),
+                    origin: str = SOURCE_ORIGIN) -> tuple[set[str], set[str]]:
+        """Make the members of this origin exactly these users and groups."""
+        user_ids, group_ids = set(user_ids), set(group_ids)
+        return self.change_members(
+            group,
+            add_users=user_ids,
+            remove_users=self.user_member_ids(group, origin) - user_ids,
+            add_groups=group_ids,
+            remove_groups=self.group_member_ids(group) - group_ids,
+            origin=origin,
+        )
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _descendants(self, group_id: str) -> set[str]:
+        """Every group nested (transitively) inside ``group_id``."""
+        seen: set[str] = set()
+        frontier = {group_id}
+        while frontier:
+            children = set(self.uow.session.scalars(
+                select(GroupGroupMember.child_group_id).where(GroupGroupMember.group_id.in_(frontier))))
+            frontier = children - seen
+            seen |= children
+        return seen
+
+    def _check_name(self, display_name: Any) -> str:
+        if not isinstance(display_name, str) or not display_name.strip():
+            raise InvalidValue("displayName is required", field="display_name")
+        if len(display_name) > 256:
+            raise InvalidValue("displayName is longer than 256 characters", field="display_name")
+        return display_name.strip()
+
+    def _check_version(self, group: Group, expected_version: int | None) -> None:
+        if expected_version is not None and expected_version != group.version:
+            raise VersionMismatch(f"group {group.display_name} is at version {group.version}, not {expected_version}")
+
+    def _check_ownership(self, group: Group) -> None:
+        if group.source == self.uow.actor.source or self.uow.may_take_over(group.source):
+            return
+        raise SourceConflict(
+            f"group {group.display_name!r} belongs to source {group.source!r}; "
+            f"{self.uow.actor.source!r} may not change it without an ownership rule"
+        )
+
+    def _touch(self, group: Group) -> None:
+        """A change of the group or its members gives it a new version (and ETag)."""
+        group.updated_at = utcnow()
+        self.uow.session.flush()

@@ -1,0 +1,104 @@
+"""Bearer tokens of SCIM clients and admin API clients.
+
+A token is ``dbr_<prefix>_<secret>``: the prefix finds the row, the SHA-256 of the
+whole token is compared in constant time. The plain token exists only in the
+answer to ``create``; the store keeps the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from bridge.services import audit
+from bridge.services.errors import Conflict, InvalidValue, NotFound
+from bridge.store.models import ApiToken, TokenKind, utcnow
+
+if TYPE_CHECKING:
+    from bridge.store.db import Store
+    from bridge.services.unit import UnitOfWork
+
+TOKEN_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+TOKEN_FORMAT = re.compile(r"^dbr_(?P<prefix>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{43})$")
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenIdentity:
+    """Who a valid bearer token belongs to."""
+
+    id: str
+    name: str
+    kind: TokenKind
+
+
+@dataclass
+class TokenService:
+    uow: UnitOfWork
+
+    def create(self, name: str, kind: TokenKind | str) -> tuple[ApiToken, str]:
+        """Create a token; returns the row and the plain token, which is never stored."""
+        kind = TokenKind(kind)
+        if not TOKEN_NAME.match(name):
+            raise InvalidValue(f"token name {name!r}: use 1-64 lower-case letters, digits, '.', '_' or '-'")
+        existing = self.uow.session.scalar(select(ApiToken).where(ApiToken.name == name))
+        if existing is not None:
+            state = "revoked" if existing.revoked_at else "active"
+            raise Conflict(f"a token named {name!r} exists already ({state})")
+        prefix = secrets.token_hex(6)
+        plain = f"dbr_{prefix}_{secrets.token_urlsafe(32)}"
+        token = ApiToken(name=name, kind=kind, prefix=prefix, token_hash=hash_token(plain))
+        self.uow.session.add(token)
+        self.uow.session.flush()
+        audit.record(self.uow.session, self.uow.actor, "token.create", "token", token.id, name,
+                     {"kind": [None, kind.value], "prefix": [None, prefix]})
+        return token, plain
+
+    def list(self) -> list[ApiToken]:
+        return list(self.uow.session.scalars(select(ApiToken).order_by(ApiToken.name)))
+
+    def revoke(self, name: str) -> ApiToken:
+        token = self.uow.session.scalar(select(ApiToken).where(ApiToken.name == name))
+        if token is None:
+            raise NotFound(f"no token named {name!r}")
+        if token.revoked_at is None:
+            token.revoked_at = utcnow()
+            self.uow.session.flush()
+            audit.record(self.uow.session, self.uow.actor, "token.revoke", "token", token.id, name,
+                         {"revoked_at": [None, token.revoked_at.isoformat()]})
+        return token
+
+
+def authenticate(store: Store, presented: str, kind: TokenKind) -> TokenIdentity | None:
+    """The identity of a valid, unrevoked token of ``kind``; None for anything else."""
+    match = TOKEN_FORMAT.match(presented.strip())
+    if not match:
+        return None
+    with store.read() as session:
+        token = session.scalar(select(ApiToken).where(ApiToken.prefix == match["prefix"]))
+        if token is None:
+            hmac.compare_digest(hash_token(presented), hash_token(""))  # same work as a hit
+            return None
+        if not hmac.compare_digest(hash_token(presented), token.token_hash):
+            return None
+        if token.revoked_at is not None or token.kind != kind:
+            return None
+        identity = TokenIdentity(id=token.id, name=token.name, kind=token.kind)
+        stale = token.last_used_at is None or utcnow() - token.last_used_at > LAST_USED_RESOLUTION
+    if stale:
+        with store.write() as session:
+            row = session.get(ApiToken, identity.id)
+            if row is not None:
+                row.last_used_at = utcnow()
+    return identity

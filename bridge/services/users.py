@@ -1,0 +1,262 @@
+"""Users: creation, change, deactivation and deletion, with the store's invariants.
+
+The invariants hold whoever writes, because SCIM, LDAP sync, the admin API, the
+CLI and the CSV import all come through here:
+
+- userName is unique, case-insensitively;
+- a locally created userName has no white space and at least 5 characters;
+- there is always at least one active admin once one exists;
+- a source changes only its own users, unless an ownership rule lets it take over;
+- every change writes an audit event.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from bridge.services import audit
+from bridge.services.actor import LOCAL_SOURCE
+from bridge.services.errors import (
+    InvalidValue,
+    LastAdmin,
+    NotFound,
+    SourceConflict,
+    UserNameTaken,
+    VersionMismatch,
+)
+from bridge.store.models import AccessType, Customer, User, UserKind, utcnow
+
+if TYPE_CHECKING:
+    from bridge.services.unit import UnitOfWork
+
+MIN_LOCAL_USER_NAME = 5
+WHITESPACE = re.compile(r"\s")
+
+# Identity fields belong to the user's source; portal fields are the portal's own
+# decisions, which a local operator may make for any user.
+IDENTITY_FIELDS = (
+    "user_name",
+    "display_name",
+    "given_name",
+    "family_name",
+    "email",
+    "preferred_language",
+    "timezone",
+    "active",
+    "external_id",
+    "source_id",
+    "ldap_dn",
+    "attributes",
+)
+PORTAL_FIELDS = ("kind", "access_type", "customer_id", "customer_admin", "ip_allowlist")
+SECRET_FIELDS = ("password_hash",)
+AUDITED_FIELDS = IDENTITY_FIELDS + PORTAL_FIELDS + SECRET_FIELDS + ("source", "must_change_password", "locked_until")
+WRITABLE_FIELDS = frozenset(IDENTITY_FIELDS + PORTAL_FIELDS)
+
+
+def user_name_key(user_name: str) -> str:
+    """The case-insensitive identity of a userName."""
+    return user_name.strip().casefold()
+
+
+def snapshot(user: User) -> dict[str, Any]:
+    return {field: getattr(user, field) for field in AUDITED_FIELDS}
+
+
+@dataclass
+class UserService:
+    uow: UnitOfWork
+
+    # -- reads -----------------------------------------------------------------
+
+    def get(self, user_id: str) -> User:
+        user = self.uow.session.get(User, user_id)
+        if user is None:
+            raise NotFound(f"no user with id {user_id}")
+        return user
+
+    def find_by_user_name(self, user_name: str) -> User | None:
+        return self.uow.session.scalar(select(User).where(User.user_name_key == user_name_key(user_name)))
+
+    def find_by_source_id(self, source: str, source_id: str) -> User | None:
+        return self.uow.session.scalar(select(User).where(User.source == source, User.source_id == source_id))
+
+    # -- writes ----------------------------------------------------------------
+
+    def create(self, **fields: Any) -> User:
+        """Create a user owned by the actor's source."""
+        unknown = set(fields) - WRITABLE_FIELDS
+        if unknown:
+            raise InvalidValue(f"unknown user fields: {', '.join(sorted(unknown))}")
+        source = self.uow.actor.source
+        user_name = self._check_user_name(fields.get("user_name"), source)
+        fields = self._normalise(fields)
+        self._ensure_user_name_free(user_name)
+        user = User(
+            **{**fields, "user_name": user_name},
+            user_name_key=user_name_key(user_name),
+            source=source,
+        )
+        if source == LOCAL_SOURCE and not user.email:
+            raise InvalidValue("a local user needs an e-mail address (invitations and resets go there)",
+                               field="email")
+        self.uow.session.add(user)
+        self._flush_unique(user_name)
+        audit.record(self.uow.session, self.uow.actor, "user.create", "user", user.id, user.user_name,
+                     audit.diff({}, snapshot(user)))
+        return user
+
+    def update(self, user: User, *, expected_version: int | None = None, **changes: Any) -> User:
+        """Change fields of ``user``; only what differs is written and audited."""
+        unknown = set(changes) - WRITABLE_FIELDS
+        if unknown:
+            raise InvalidValue(f"unknown user fields: {', '.join(sorted(unknown))}")
+        if expected_version is not None and expected_version != user.version:
+            raise VersionMismatch(f"user {user.user_name} is at version {user.version}, not {expected_version}")
+        changes = self._normalise(changes)
+        changed = {k: v for k, v in changes.items() if getattr(user, k) != v}
+        if not changed:
+            return user
+        self._check_ownership(user, changed)
+        if "user_name" in changed:
+            new_name = self._check_user_name(changed["user_name"], user.source)
+            if user_name_key(new_name) != user.user_name_key:
+                self._ensure_user_name_free(new_name)
+            changed["user_name"] = new_name
+        self._guard_last_admin(user, changed)
+        before = snapshot(user)
+        for key, value in changed.items():
+            setattr(user, key, value)
+        if "user_name" in changed:
+            user.user_name_key = user_name_key(user.user_name)
+        if "active" in changed:
+            user.deactivated_at = None if user.active else utcnow()
+        if self._takes_over(user):
+            user.source = self.uow.actor.source
+        user.updated_at = utcnow()
+        self._flush_unique(user.user_name)
+        action = "user.deactivate" if changed.get("active") is False else "user.update"
+        audit.record(self.uow.session, self.uow.actor, action, "user", user.id, user.user_name,
+                     audit.diff(before, snapshot(user)))
+        return user
+
+    def deactivate(self, user: User) -> User:
+        return self.update(user, active=False)
+
+    def delete(self, user: User, *, expected_version: int | None = None) -> None:
+        if expected_version is not None and expected_version != user.version:
+            raise VersionMismatch(f"user {user.user_name} is at version {user.version}, not {expected_version}")
+        self._check_ownership(user, {"active": False})
+        self._guard_last_admin(user, {"active": False})
+        audit.record(self.uow.session, self.uow.actor, "user.delete", "user", user.id, user.user_name,
+                     audit.diff(snapshot(user), {}))
+        self.uow.session.delete(user)
+        self.uow.session.flush()
+
+    def set_password_hash(self, user: User, password_hash: str, *, must_change: bool = False) -> None:
+        """Store a new password hash (the accounts module hashes and checks policy)."""
+        before = snapshot(user)
+        user.password_hash = password_hash
+        user.password_changed_at = utcnow()
+        user.must_change_password = must_change
+        user.updated_at = utcnow()
+        self.uow.session.flush()
+        audit.record(self.uow.session, self.uow.actor, "user.password", "user", user.id, user.user_name,
+                     audit.diff(before, snapshot(user)))
+
+    # -- invariants ------------------------------------------------------------
+
+    def _check_user_name(self, user_name: Any, source: str) -> str:
+        if not isinstance(user_name, str) or not user_name.strip():
+            raise InvalidValue("userName is required", field="user_name")
+        user_name = user_name.strip()
+        if len(user_name) > 256:
+            raise InvalidValue("userName is longer than 256 characters", field="user_name")
+        if source == LOCAL_SOURCE:
+            if WHITESPACE.search(user_name):
+                raise InvalidValue(f"userName {user_name!r} contains white space", field="user_name")
+            if len(user_name) < MIN_LOCAL_USER_NAME:
+                raise InvalidValue(
+                    f"userName {user_name!r} is shorter than {MIN_LOCAL_USER_NAME} characters", field="user_name"
+                )
+        return user_name
+
+    def _ensure_user_name_free(self, user_name: str) -> None:
+        existing = self.find_by_user_name(user_name)
+        if existing is not None:
+            raise UserNameTaken(f"userName {user_name!r} is already taken (case-insensitively)",
+                                field="user_name")
+
+    def _flush_unique(self, user_name: str) -> None:
+        """Flush, turning a lost race on the unique userName into the same clear error."""
+        try:
+            with self.uow.session.begin_nested():
+                self.uow.session.flush()
+        except IntegrityError as exc:
+            if "user_name_key" in str(exc.orig) or "uq_users_user_name_key" in str(exc.orig):
+                raise UserNameTaken(f"userName {user_name!r} is already taken (case-insensitively)",
+                                    field="user_name") from None
+            raise
+
+    def _normalise(self, fields: dict[str, Any]) -> dict[str, Any]:
+        out = dict(fields)
+        if "kind" in out and not isinstance(out["kind"], UserKind):
+            try:
+                out["kind"] = UserKind(out["kind"])
+            except ValueError:
+                raise InvalidValue(f"kind must be one of {[k.value for k in UserKind]}", field="kind") from None
+        if "access_type" in out and not isinstance(out["access_type"], AccessType):
+            try:
+                out["access_type"] = AccessType(out["access_type"])
+            except ValueError:
+                raise InvalidValue(f"access type must be one of {[a.value for a in AccessType]}",
+                                   field="access_type") from None
+        if out.get("customer_id") is not None and self.uow.session.get(Customer, out["customer_id"]) is None:
+            raise InvalidValue(f"no customer with id {out['customer_id']}", field="customer_id")
+        if "email" in out and out["email"] is not None:
+            email = str(out["email"]).strip()
+            if email and "@" not in email:
+                raise InvalidValue(f"{email!r} is not an e-mail address", field="email")
+            out["email"] = email or None
+        if "active" in out:
+            out["active"] = bool(out["active"])
+        return out
+
+    def _takes_over(self, user: User) -> bool:
+        return user.source != self.uow.actor.source and self.uow.may_take_over(user.source)
+
+    def _check_ownership(self, user: User, changed: dict[str, Any]) -> None:
+        """Identity fields belong to the user's source; the local operator may still
+        make the portal's own decisions (access type, customer...) for anyone."""
+        actor_source = self.uow.actor.source
+        if user.source == actor_source or self.uow.may_take_over(user.source):
+            return
+        identity_changes = [k for k in changed if k in IDENTITY_FIELDS]
+        if actor_source == LOCAL_SOURCE and not identity_changes:
+            return
+        raise SourceConflict(
+            f"user {user.user_name!r} belongs to source {user.source!r}; {actor_source!r} may not change "
+            f"{', '.join(sorted(identity_changes or changed))} without an ownership rule"
+        )
+
+    def _guard_last_admin(self, user: User, changed: dict[str, Any]) -> None:
+        was_admin = user.active and user.access_type == AccessType.admin
+        stays_admin = changed.get("active", user.active) and changed.get("access_type", user.access_type) == AccessType.admin
+        if not was_admin or stays_admin:
+            return
+        admins = (
+            select(User.id)
+            .where(User.active.is_(True), User.access_type == AccessType.admin)
+            .order_by(User.id)
+        )
+        if self.uow.session.get_bind().dialect.name != "sqlite":
+            # Lock every active admin row in one order: of two concurrent demotions the
+            # second waits, then sees the first one's result (SQLite: BEGIN IMMEDIATE).
+            admins = admins.with_for_update()
+        if not [admin_id for admin_id in self.uow.session.scalars(admins) if admin_id != user.id]:
+            raise LastAdmin(f"{user.user_name!r} is the last active admin; make another user admin first")

@@ -1,0 +1,473 @@
+"""SQLAlchemy 2 models for the whole dirbridge domain.
+
+The same models run on SQLite (the embedded default) and PostgreSQL (scale-out),
+so they avoid dialect-specific types: JSON, timezone-aware timestamps stored as
+UTC, string primary keys for identities (UUIDs as text, stable across backends).
+Case-insensitive uniqueness of userName is enforced by a unique ``user_name_key``
+column holding the case-folded name, which works identically on both.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps are always aware UTC in Python, whatever the backend returns."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+
+
+class UserKind(enum.StrEnum):
+    internal = "internal"
+    external = "external"
+
+
+class AccessType(enum.StrEnum):
+    admin = "admin"
+    backend = "backend"
+    api = "api"
+
+
+class GroupKind(enum.StrEnum):
+    directory = "directory"  # from SCIM or LDAP
+    portal = "portal"  # RemoteUsers, RemoteAdministrators and other portal groups
+    customer_rights = "customer_rights"  # one per customer with remote access
+    local = "local"  # created through the admin API
+
+
+class TokenKind(enum.StrEnum):
+    scim = "scim"
+    admin = "admin"
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(cls, name=name, native_enum=False, validate_strings=True, length=32)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        UniqueConstraint("source", "source_id", name="uq_users_source_source_id"),
+        Index("ix_users_customer", "customer_id"),
+        Index("ix_users_access_active", "access_type", "active"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_name: Mapped[str] = mapped_column(String(256))
+    user_name_key: Mapped[str] = mapped_column(String(256), unique=True)  # casefolded user_name
+    display_name: Mapped[str | None] = mapped_column(String(256))
+    given_name: Mapped[str | None] = mapped_column(String(128))
+    family_name: Mapped[str | None] = mapped_column(String(128))
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    preferred_language: Mapped[str | None] = mapped_column(String(16))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    kind: Mapped[UserKind] = mapped_column(_enum(UserKind, "user_kind"), default=UserKind.internal)
+    access_type: Mapped[AccessType] = mapped_column(_enum(AccessType, "access_type"), default=AccessType.backend)
+    # Where the user came from: "local", "scim:CLIENT", "ldap:SOURCE".
+    source: Mapped[str] = mapped_column(String(80), default="local")
+    # The source's stable id (entryUUID, objectGUID, SCIM id of the IdP...).
+    source_id: Mapped[str | None] = mapped_column(String(256))
+    external_id: Mapped[str | None] = mapped_column(String(256))  # SCIM externalId
+    ldap_dn: Mapped[str | None] = mapped_column(Text)
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
+    customer_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    ip_allowlist: Mapped[list[Any]] = mapped_column(default=list)
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)  # further SCIM attributes
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    password_changed_at: Mapped[datetime | None]
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    locked_until: Mapped[datetime | None]
+    lock_reason: Mapped[str | None] = mapped_column(String(64))
+    last_login_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deactivated_at: Mapped[datetime | None]
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    customer: Mapped[Customer | None] = relationship(back_populates="users", foreign_keys=[customer_id])
+    memberships: Mapped[list[GroupUserMember]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Group(Base):
+    __tablename__ = "groups"
+    __table_args__ = (
+        UniqueConstraint("source", "source_id", name="uq_groups_source_source_id"),
+        Index("ix_groups_display_name_key", "display_name_key"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    display_name: Mapped[str] = mapped_column(String(256))
+    display_name_key: Mapped[str] = mapped_column(String(256))  # casefolded, for lookups
+    kind: Mapped[GroupKind] = mapped_column(_enum(GroupKind, "group_kind"), default=GroupKind.directory)
+    source: Mapped[str] = mapped_column(String(80), default="local")
+    source_id: Mapped[str | None] = mapped_column(String(256))
+    external_id: Mapped[str | None] = mapped_column(String(256))
+    ldap_dn: Mapped[str | None] = mapped_column(Text)
+    customer_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    user_members: Mapped[list[GroupUserMember]] = relationship(
+        back_populates="group", cascade="all, delete-orphan", passive_deletes=True
+    )
+    group_members: Mapped[list[GroupGroupMember]] = relationship(
+        foreign_keys="GroupGroupMember.group_id", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class GroupUserMember(Base):
+    """A user in a group. ``origin`` says which rule put them there, so that removing
+    an assignment removes exactly the memberships it added and no others."""
+
+    __tablename__ = "group_user_members"
+    __table_args__ = (Index("ix_group_user_members_user", "user_id"),)
+
+    group_id: Mapped[str] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    origin: Mapped[str] = mapped_column(String(120), primary_key=True, default="source")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    group: Mapped[Group] = relationship(back_populates="user_members")
+    user: Mapped[User] = relationship(back_populates="memberships")
+
+
+class GroupGroupMember(Base):
+    """A nested group: ``child_group_id`` is a member of ``group_id``."""
+
+    __tablename__ = "group_group_members"
+    __table_args__ = (
+        CheckConstraint("group_id <> child_group_id", name="not_self"),
+        Index("ix_group_group_members_child", "child_group_id"),
+    )
+
+    group_id: Mapped[str] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    child_group_id: Mapped[str] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Right(Base):
+    __tablename__ = "rights"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class Role(Base):
+    __tablename__ = "roles"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    origin: Mapped[str] = mapped_column(String(32), default="api")  # "config" or "api"
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RoleRight(Base):
+    __tablename__ = "role_rights"
+
+    role_id: Mapped[str] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True)
+    right_name: Mapped[str] = mapped_column(ForeignKey("rights.name", ondelete="CASCADE"), primary_key=True)
+
+
+class RoleInclude(Base):
+    __tablename__ = "role_includes"
+    __table_args__ = (CheckConstraint("role_id <> included_role_id", name="not_self"),)
+
+    role_id: Mapped[str] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True)
+    included_role_id: Mapped[str] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True)
+
+
+class ScopeNode(Base):
+    """A node of the scope tree, addressed as ``TYPE:NAME``; the root is ``instance``."""
+
+    __tablename__ = "scope_nodes"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    level: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200))
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("scope_nodes.id", ondelete="RESTRICT"), index=True)
+    origin: Mapped[str] = mapped_column(String(32), default="api")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Grant(Base):
+    """A role at a scope node, for a user or for a group (exactly one of them)."""
+
+    __tablename__ = "grants"
+    __table_args__ = (
+        CheckConstraint(
+            "(user_id IS NULL) <> (group_id IS NULL)", name="user_xor_group"
+        ),
+        # NULLs are distinct in a plain unique constraint, so each holder kind gets a partial index.
+        Index("uq_grants_user_grant", "role_id", "scope_id", "user_id", "origin", unique=True,
+              sqlite_where=text("user_id IS NOT NULL"), postgresql_where=text("user_id IS NOT NULL")),
+        Index("uq_grants_group_grant", "role_id", "scope_id", "group_id", "origin", unique=True,
+              sqlite_where=text("group_id IS NOT NULL"), postgresql_where=text("group_id IS NOT NULL")),
+        Index("ix_grants_user", "user_id"),
+        Index("ix_grants_group", "group_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    role_id: Mapped[str] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"))
+    scope_id: Mapped[str] = mapped_column(ForeignKey("scope_nodes.id", ondelete="CASCADE"))
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    group_id: Mapped[str | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    origin: Mapped[str] = mapped_column(String(120), default="api")  # "api", "config", "import"...
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UserRight(Base):
+    """A right given to one user individually at a scope node, on top of their roles."""
+
+    __tablename__ = "user_rights"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    right_name: Mapped[str] = mapped_column(ForeignKey("rights.name", ondelete="CASCADE"), primary_key=True)
+    scope_id: Mapped[str] = mapped_column(ForeignKey("scope_nodes.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Customer(Base):
+    """A customer; ``id`` is a surrogate so that a re-used number is a new customer."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    number: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(256))
+    short_name: Mapped[str | None] = mapped_column(String(64))
+    remote_access: Mapped[bool] = mapped_column(Boolean, default=False)
+    quota_mb: Mapped[int | None] = mapped_column(Integer)
+    agency: Mapped[bool] = mapped_column(Boolean, default=False)
+    default_agency_id: Mapped[str | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    users: Mapped[list[User]] = relationship(back_populates="customer", foreign_keys="User.customer_id")
+
+
+class CustomerAgency(Base):
+    __tablename__ = "customer_agencies"
+
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
+    agency_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
+
+
+class SalesAssignment(Base):
+    """An internal sales representative assigned to a customer."""
+
+    __tablename__ = "sales_assignments"
+
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Invitation(Base):
+    __tablename__ = "invitations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    created_by: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+
+
+class PasswordHistory(Base):
+    __tablename__ = "password_history"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TotpCredential(Base):
+    """A user's TOTP secret. It has to be readable to verify codes, so it cannot be hashed;
+    ``last_counter`` refuses the replay of a code already used."""
+
+    __tablename__ = "totp_credentials"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    confirmed_at: Mapped[datetime | None]
+    last_counter: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RecoveryCode(Base):
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(255))
+    used_at: Mapped[datetime | None]
+
+
+class LoginAttempt(Base):
+    """One login attempt, for the per-account and per-IP lockout windows."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (
+        Index("ix_login_attempts_user_at", "user_name_key", "at"),
+        Index("ix_login_attempts_ip_at", "client_ip", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    user_name_key: Mapped[str] = mapped_column(String(256))
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    success: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_target", "target_type", "target_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(256))  # who: a token name, a user, "system"
+    source: Mapped[str] = mapped_column(String(80))  # which source: "scim:entra", "ldap:corp", "local"
+    channel: Mapped[str] = mapped_column(String(32))  # the way in: "scim", "admin-api", "cli", "job:NAME"...
+    action: Mapped[str] = mapped_column(String(64))  # "user.create", "user.update", ...
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(256))
+    target_name: Mapped[str | None] = mapped_column(String(256))
+    changes: Mapped[dict[str, Any]] = mapped_column(default=dict)  # field -> [before, after]
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class SyncRun(Base):
+    __tablename__ = "sync_runs"
+    __table_args__ = (Index("ix_sync_runs_source_started", "source", "started_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(80))
+    mode: Mapped[str] = mapped_column(String(16))  # "full" | "incremental"
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running|ok|failed|guarded|approved
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    added: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    deactivated: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    high_water_mark: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)  # guard plan, error messages
+
+
+class ApiToken(Base):
+    """A bearer token of a SCIM client or an admin API client. Only its SHA-256 is kept:
+    tokens are 256-bit random values, so a slow hash adds nothing but latency."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[TokenKind] = mapped_column(_enum(TokenKind, "token_kind"))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)  # public part, shown in lists
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class JobRun(Base):
+    __tablename__ = "job_runs"
+    __table_args__ = (Index("ix_job_runs_job_started", "job", "started_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(String(80))
+    replica: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str] = mapped_column(String(16), default="running")  # running|ok|failed
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class LeaderLease(Base):
+    """The scheduler lease: the replica named in ``holder`` runs the jobs until ``expires_at``."""
+
+    __tablename__ = "leader_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]

@@ -1,0 +1,53 @@
+"""The Flask app factory: one app per Runtime, no global state at import time."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from flask import Flask, current_app, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from bridge.runtime import Runtime
+
+log = logging.getLogger("bridge.http")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def runtime() -> Runtime:
+    """The Runtime of the app serving the current request."""
+    return current_app.extensions["dirbridge"]
+
+
+def create_app(rt: Runtime) -> Flask:
+    app = Flask(__name__)
+    app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=rt.config.scim.bulk_max_payload_bytes * 2)
+    app.extensions["dirbridge"] = rt
+    if rt.config.server.trusted_proxies:
+        hops = rt.config.server.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+
+    @app.before_request
+    def _start() -> None:
+        incoming = request.headers.get("X-Request-Id", "")
+        g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response):  # type: ignore[no-untyped-def]
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        if request.path not in ("/healthz", "/readyz"):
+            log.info("%s %s %s", request.method, request.path, response.status_code, extra={
+                "request_id": g.get("request_id"), "status": response.status_code,
+                "duration_ms": round(elapsed_ms, 2), "client": request.remote_addr,
+            })
+        return response
+
+    from bridge.web import health, status
+
+    app.register_blueprint(health.blueprint)
+    app.register_blueprint(status.blueprint)
+    return app
