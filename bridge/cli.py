@@ -199,6 +199,98 @@ def token_revoke(name: str, config_path: Path | None) -> None:
     click.echo(f"token {name!r} revoked")
 
 
+@cli.group()
+def user() -> None:
+    """Users: create local users, list, deactivate, delete."""
+
+
+@user.command("create")
+@click.argument("user_name")
+@click.option("--email", required=True, help="where invitations and resets go")
+@click.option("--name", "display_name", help="display name")
+@click.option("--access-type", type=click.Choice(["admin", "backend", "api"]), default="backend", show_default=True)
+@click.option("--kind", type=click.Choice(["internal", "external"]), default="internal", show_default=True)
+@config_option
+def user_create(user_name: str, email: str, display_name: str | None, access_type: str, kind: str,
+                config_path: Path | None) -> None:
+    """Create a local user; prints its id."""
+    services = services_for(load(config_path))
+    try:
+        with services.unit(cli_actor()) as uow:
+            created = uow.users.create(user_name=user_name, email=email, display_name=display_name,
+                                       access_type=access_type, kind=kind)
+    except ServiceError as exc:
+        fail(exc.message)
+    click.echo(created.id)
+
+
+@user.command("list")
+@click.option("--access-type", type=click.Choice(["admin", "backend", "api"]))
+@click.option("--source", help="only users of this source (local, scim:NAME, ldap:NAME)")
+@click.option("--inactive/--active-only", default=True, help="include inactive users (default) or not")
+@config_option
+def user_list(access_type: str | None, source: str | None, inactive: bool, config_path: Path | None) -> None:
+    """List users: name, access type, source, state."""
+    from sqlalchemy import select
+
+    from bridge.store.models import User
+
+    services = services_for(load(config_path))
+    query = select(User).order_by(User.user_name_key)
+    if access_type:
+        query = query.where(User.access_type == access_type)
+    if source:
+        query = query.where(User.source == source)
+    if not inactive:
+        query = query.where(User.active.is_(True))
+    with services.store.read() as session:
+        for u in session.scalars(query):
+            state = "active" if u.active else "inactive"
+            click.echo(f"{u.user_name:<32} {u.access_type.value:<8} {u.source:<16} {state:<8} {u.id}")
+
+
+def _change_user(config_path: Path | None, user_name: str, change: Callable[[Any, Any], None]) -> None:
+    services = services_for(load(config_path))
+    try:
+        with services.unit(cli_actor()) as uow:
+            found = uow.users.find_by_user_name(user_name)
+            if found is None:
+                fail(f"no user named {user_name!r}")
+            change(uow, found)
+    except ServiceError as exc:
+        fail(exc.message)
+
+
+@user.command("deactivate")
+@click.argument("user_name")
+@config_option
+def user_deactivate(user_name: str, config_path: Path | None) -> None:
+    """Deactivate a user (the normal way to remove access)."""
+    _change_user(config_path, user_name, lambda uow, u: uow.users.deactivate(u))
+    click.echo(f"{user_name} deactivated")
+
+
+@user.command("activate")
+@click.argument("user_name")
+@config_option
+def user_activate(user_name: str, config_path: Path | None) -> None:
+    """Activate a user again."""
+    _change_user(config_path, user_name, lambda uow, u: uow.users.update(u, active=True))
+    click.echo(f"{user_name} activated")
+
+
+@user.command("delete")
+@click.argument("user_name")
+@click.option("--yes", is_flag=True, help="confirm: deleting cannot be undone")
+@config_option
+def user_delete(user_name: str, yes: bool, config_path: Path | None) -> None:
+    """Delete a user for good (deactivate is usually what you want)."""
+    if not yes:
+        fail("deleting a user cannot be undone; add --yes to confirm", EXIT_USAGE)
+    _change_user(config_path, user_name, lambda uow, u: uow.users.delete(u))
+    click.echo(f"{user_name} deleted")
+
+
 @cli.group(invoke_without_command=True)
 @config_option
 @click.pass_context

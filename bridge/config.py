@@ -209,7 +209,7 @@ class LdapSourceConfig(Strict):
     writeback: WritebackConfig = WritebackConfig()
     page_size: int = Field(default=500, ge=1, le=10000)
     connect_timeout: float = Field(default=5.0, gt=0, le=120)
-    receive_timeout: float = Field(default=30.0, gt=0, le=3600)
+    receive_timeout: int = Field(default=30, ge=1, le=3600, description="seconds; ldap3 needs a whole number")
     attributes: dict[str, str] = Field(default_factory=dict, description="overrides of the preset's attribute map")
 
     @field_validator("url", mode="before")

@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.fixtures.slapd", "tests.fixtures.postgres", "tests.fixtures.smtp", "tests.fixtures.app"]

@@ -1,0 +1,189 @@
+"""The dirbridge command as an operator runs it: exit codes 0/1/2, tokens, check-config
+against the real slapd, migrations on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from bridge.services.tokens import authenticate
+from bridge.store import Store
+from bridge.store.models import TokenKind
+from tests.fixtures.app import run_cli
+from tests.fixtures.net import free_port
+
+
+def write_config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "dirbridge.toml"
+    path.write_text(body)
+    return path
+
+
+def sqlite_config(tmp_path: Path, extra: str = "") -> Path:
+    return write_config(tmp_path, f'data_dir = "data"\n[server]\nlisten = "127.0.0.1:{free_port()}"\n{extra}')
+
+
+def all_text_in_database(url: str) -> str:
+    """Every value of every table, as one string, to prove what is (not) stored."""
+    engine = create_engine(url)
+    out = []
+    with engine.connect() as conn:
+        tables = conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'")).scalars().all()
+        for table in tables:
+            out.extend(repr(row) for row in conn.execute(text(f'SELECT * FROM "{table}"')))
+    engine.dispose()
+    return "\n".join(out)
+
+
+def test_bad_config_exits_2_and_names_the_key(tmp_path):
+    bad = write_config(tmp_path, '[server]\nlisten = "127.0.0.1:8080"\nwokers = 4\n[smtp]\nport = 70000\n')
+    result = run_cli("check-config", "--config", str(bad), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "server.wokers: unknown key" in result.stderr
+    assert "smtp.port: Input should be less than or equal to 65535" in result.stderr
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    result = run_cli("check-config", "--config", str(tmp_path / "nope.toml"), cwd=tmp_path)
+    assert result.returncode == 2 and "cannot read" in result.stderr
+
+
+def test_bad_usage_exits_2(tmp_path):
+    assert run_cli("token", "create", cwd=tmp_path).returncode == 2
+    assert run_cli("no-such-verb", cwd=tmp_path).returncode == 2
+
+
+def test_check_config_on_the_embedded_default(tmp_path):
+    result = run_cli("check-config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "config: ok (embedded default)" in result.stdout
+    assert "database: ok (sqlite" in result.stdout
+
+
+def test_token_is_printed_once_and_stored_as_a_hash(tmp_path):
+    config = sqlite_config(tmp_path)
+    created = run_cli("token", "create", "entra", "--config", str(config), cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    lines = created.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dbr_")
+    token = lines[0]
+    url = f"sqlite:///{tmp_path / 'data' / 'dirbridge.sqlite3'}"
+    stored = all_text_in_database(url)
+    assert token not in stored and token.split("_")[2] not in stored
+    store = Store(url)
+    assert authenticate(store, token, TokenKind.scim).name == "entra"
+    assert authenticate(store, token, TokenKind.admin) is None  # a SCIM token cannot call the admin API
+    assert authenticate(store, token[:-1] + ("A" if token[-1] != "A" else "B"), TokenKind.scim) is None
+
+    listed = run_cli("token", "list", "--config", str(config), cwd=tmp_path)
+    assert "entra" in listed.stdout and token not in listed.stdout
+
+    again = run_cli("token", "create", "entra", "--config", str(config), cwd=tmp_path)
+    assert again.returncode == 1 and "exists already" in again.stderr
+
+    revoked = run_cli("token", "revoke", "entra", "--config", str(config), cwd=tmp_path)
+    assert revoked.returncode == 0
+    assert authenticate(store, token, TokenKind.scim) is None
+    assert run_cli("token", "revoke", "okta", "--config", str(config), cwd=tmp_path).returncode == 1
+    store.dispose()
+
+
+def test_admin_tokens_are_their_own_kind(tmp_path):
+    config = sqlite_config(tmp_path)
+    token = run_cli("token", "create", "portal", "--admin", "--config", str(config), cwd=tmp_path).stdout.strip()
+    store = Store(f"sqlite:///{tmp_path / 'data' / 'dirbridge.sqlite3'}")
+    assert authenticate(store, token, TokenKind.admin).name == "portal"
+    assert authenticate(store, token, TokenKind.scim) is None
+    store.dispose()
+
+
+def test_config_from_the_environment_variable(tmp_path):
+    config = sqlite_config(tmp_path)
+    result = run_cli("token", "create", "okta", cwd=tmp_path, env={"DIRBRIDGE_CONFIG": str(config)})
+    assert result.returncode == 0
+    assert (tmp_path / "data" / "dirbridge.sqlite3").exists()
+
+
+def test_postgres_needs_an_explicit_upgrade(tmp_path, postgres_url):
+    config = write_config(tmp_path, f'[database]\nurl = "{postgres_url}"\n')
+    refused = run_cli("token", "create", "entra", "--config", str(config), cwd=tmp_path)
+    assert refused.returncode == 1 and "dirbridge db upgrade" in refused.stderr
+    upgraded = run_cli("db", "upgrade", "--config", str(config), cwd=tmp_path)
+    assert upgraded.returncode == 0 and "upgraded from nothing to" in upgraded.stdout
+    assert "up to date" in run_cli("db", "upgrade", "--config", str(config), cwd=tmp_path).stdout
+    assert run_cli("token", "create", "entra", "--config", str(config), cwd=tmp_path).returncode == 0
+
+
+def ldap_source(slapd, password: str, url: str | None = None) -> str:
+    return f"""
+[[ldap.sources]]
+name = "corp"
+url = "{url or slapd.url}"
+preset = "openldap"
+bind_dn = "{slapd.admin_dn}"
+bind_password = "{password}"
+users_base = "{slapd.users_base}"
+groups_base = "{slapd.groups_base}"
+tls = {{ mode = "none" }}
+"""
+
+
+def test_check_config_binds_to_the_real_directory(tmp_path, slapd):
+    config = sqlite_config(tmp_path, ldap_source(slapd, slapd.admin_password))
+    result = run_cli("check-config", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"ldap source corp: ok (bound as dn:{slapd.admin_dn})" in result.stdout
+
+
+def test_check_config_reports_a_failed_bind_without_the_password(tmp_path, slapd):
+    config = sqlite_config(tmp_path, ldap_source(slapd, "Wrong-Secret-42"))
+    result = run_cli("check-config", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "ldap source corp: FAILED" in result.stdout and "invalidCredentials" in result.stdout
+    assert "Wrong-Secret-42" not in result.stdout + result.stderr
+
+
+def test_check_config_fails_over_to_the_next_url(tmp_path, slapd):
+    dead = f"ldap://127.0.0.1:{free_port()}"
+    config = sqlite_config(tmp_path, ldap_source(slapd, slapd.admin_password).replace(
+        f'url = "{slapd.url}"', f'url = ["{dead}", "{slapd.url}"]'))
+    result = run_cli("check-config", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+
+
+def test_check_config_reports_an_unreachable_directory(tmp_path, slapd):
+    config = sqlite_config(tmp_path, ldap_source(slapd, "x", url=f"ldap://127.0.0.1:{free_port()}"))
+    result = run_cli("check-config", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1 and "ldap source corp: FAILED" in result.stdout
+
+
+@pytest.mark.parametrize("command", [("jobs",), ("jobs", "run", "audit-retention")])
+def test_jobs_can_be_listed_and_run(tmp_path, command):
+    config = sqlite_config(tmp_path)
+    result = run_cli(*command, "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "audit-retention" in result.stdout
+
+
+def test_running_an_unknown_job_is_bad_usage(tmp_path):
+    result = run_cli("jobs", "run", "nope", "--config", str(sqlite_config(tmp_path)), cwd=tmp_path)
+    assert result.returncode == 2 and "no job named 'nope'" in result.stderr
+
+
+def test_user_verbs_go_through_the_service_rules(tmp_path):
+    config = str(sqlite_config(tmp_path))
+    created = run_cli("user", "create", "root.admin", "--email", "root@example.org", "--access-type", "admin",
+                      "--config", config, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    short = run_cli("user", "create", "abc", "--email", "a@example.org", "--config", config, cwd=tmp_path)
+    assert short.returncode == 1 and "shorter than 5 characters" in short.stderr
+    taken = run_cli("user", "create", "ROOT.admin", "--email", "r@example.org", "--config", config, cwd=tmp_path)
+    assert taken.returncode == 1 and "already taken" in taken.stderr
+    last = run_cli("user", "deactivate", "root.admin", "--config", config, cwd=tmp_path)
+    assert last.returncode == 1 and "last active admin" in last.stderr
+    unconfirmed = run_cli("user", "delete", "root.admin", "--config", config, cwd=tmp_path)
+    assert unconfirmed.returncode == 2
+    listed = run_cli("user", "list", "--access-type", "admin", "--config", config, cwd=tmp_path)
+    assert listed.stdout.split()[:4] == ["root.admin", "admin", "local", "active"]

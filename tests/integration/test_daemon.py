@@ -1,0 +1,165 @@
+"""``dirbridge serve`` as a process: health, readiness, structured logs, graceful stop."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bridge.config import load_config_data
+from bridge.daemon import Daemon
+from bridge.logs import JsonFormatter, Redactor
+from bridge.runtime import build_runtime
+from bridge.store import Store
+from bridge.web import create_app
+from tests.fixtures.net import free_port, wait_for_port
+
+
+def get(port: int, path: str, timeout: float = 5) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def start_serve(tmp_path: Path, port: int, extra: str = "") -> subprocess.Popen[str]:
+    config = tmp_path / "dirbridge.toml"
+    config.write_text(f'data_dir = "data"\n[server]\nlisten = "127.0.0.1:{port}"\n{extra}')
+    exe = Path(sys.executable).parent / "dirbridge"
+    proc = subprocess.Popen([str(exe), "serve", "--config", str(config)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_port("127.0.0.1", port, timeout=20)
+    except Exception:
+        proc.kill()
+        raise AssertionError(proc.communicate()[0]) from None
+    return proc
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serve_answers_health_and_stops_on_signal(tmp_path, signum):
+    port = free_port()
+    proc = start_serve(tmp_path, port)
+    try:
+        assert get(port, "/healthz") == (200, b'{"status":"ok"}\n')
+        status, body = get(port, "/readyz")
+        assert status == 200 and json.loads(body)["checks"] == {"database": "ok", "migrations": "ok"}
+        status, page = get(port, "/status")
+        assert status == 200 and b"audit-retention" in page
+    finally:
+        proc.send_signal(signum)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+    assert f"status page:   http://127.0.0.1:{port}/status" in output
+    assert "dirbridge token create NAME" in output
+    logs = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    messages = [entry["msg"] for entry in logs]
+    assert "serving" in messages and messages[-1] == "stopped"
+    access = [entry for entry in logs if entry["logger"] == "bridge.http"]
+    assert access and access[0]["status"] == 200 and access[0]["request_id"]
+
+
+def test_serve_on_a_taken_port_fails_clearly(tmp_path):
+    port = free_port()
+    first = start_serve(tmp_path, port)
+    try:
+        second_dir = tmp_path / "second"
+        second_dir.mkdir()
+        (second_dir / "dirbridge.toml").write_text(f'[server]\nlisten = "127.0.0.1:{port}"\n')
+        exe = Path(sys.executable).parent / "dirbridge"
+        result = subprocess.run([str(exe), "serve", "--config", "dirbridge.toml"], cwd=second_dir,
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    finally:
+        first.terminate()
+        first.communicate(timeout=30)
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    config = load_config_data({"data_dir": str(tmp_path), "server": {"listen": f"127.0.0.1:{free_port()}"}})
+    d = Daemon(build_runtime(config))
+    yield d
+    if not d.stopping.is_set():
+        d.stopping.set()
+
+
+def test_stop_lets_requests_in_flight_finish(daemon):
+    entered, results = threading.Event(), []
+    app = daemon.server.wsgi_app
+
+    @app.get("/test/slow")
+    def slow():  # type: ignore[no-untyped-def]
+        entered.set()
+        time.sleep(1.0)
+        return "finished"
+
+    daemon.start()
+    port = daemon.bound_port
+    client = threading.Thread(target=lambda: results.append(get(port, "/test/slow")))
+    client.start()
+    assert entered.wait(5)
+    daemon.stop()  # returns only when the request in flight is done
+    client.join(5)
+    assert results == [(200, b"finished")]
+    with pytest.raises(OSError):
+        get(port, "/healthz", timeout=1)
+
+
+def test_stop_lets_running_jobs_finish(daemon):
+    started, finished = threading.Event(), threading.Event()
+
+    def job() -> None:
+        started.set()
+        time.sleep(1.0)
+        finished.set()
+
+    daemon.start()
+    daemon.scheduler.add_job(job)  # no trigger: runs now
+    assert started.wait(5)
+    daemon.stop()
+    assert finished.is_set()
+
+
+def test_readyz_says_when_the_schema_is_behind(tmp_path, sqlite_url):
+    config = load_config_data({"data_dir": str(tmp_path)})
+    rt = build_runtime(config, store=Store(sqlite_url))  # never migrated
+    response = create_app(rt).test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["checks"]["migrations"].startswith("at nothing, needs ")
+
+
+def test_readyz_says_when_the_database_is_gone(tmp_path):
+    config = load_config_data({"data_dir": str(tmp_path)})
+    unreachable = Store(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none?connect_timeout=1")
+    rt = build_runtime(config, store=unreachable)
+    response = create_app(rt).test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["checks"]["database"] == "unreachable: OperationalError"
+
+
+def test_logs_are_json_lines_without_secrets():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(Redactor(["hunter2-bind-secret"]))
+    logger = logging.getLogger("test.redaction")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.warning("bind failed for %s with %s", "cn=svc", "hunter2-bind-secret", extra={"detail": "pw=hunter2-bind-secret"})
+    line = json.loads(stream.getvalue())
+    assert line["msg"] == "bind failed for cn=svc with ***"
+    assert line["detail"] == "pw=***" and line["level"] == "warning"

@@ -1,0 +1,148 @@
+"""Config loading: strict validation, errors that name the key, secrets from outside the file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from bridge.config import Config, ConfigError, load_config, load_config_data
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "config" / "dirbridge.example.toml"
+
+
+def problems(raw: dict) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config_data(raw)
+    return info.value.problems
+
+
+def test_no_config_is_the_embedded_default():
+    config = load_config(None)
+    assert config.server.listen == "127.0.0.1:8080"
+    assert config.database_url.startswith("sqlite:///") and config.database_url.endswith(
+        "dirbridge-data/dirbridge.sqlite3")
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"server": {"bogus": 1}}, "server.bogus: unknown key"),
+    ({"nonsense": {}}, "nonsense: unknown key"),
+    ({"server": {"listen": "8080"}}, "server.listen: '8080' is not HOST:PORT"),
+    ({"server": {"workers": 0}}, "server.workers: Input should be greater than or equal to 1"),
+    ({"policy": {"password": {"min_length": 6}}}, "policy.password.min_length: Input should be greater than or equal to 8"),
+    ({"policy": {"password": {"history": 21}}}, "policy.password.history: Input should be less than or equal to 20"),
+    ({"policy": {"password": {"require_upper": False, "require_digit": False}}},
+     "policy.password: at least 3 of require_upper/lower/digit/special must be enabled"),
+    ({"ldap": {"sources": [{"name": "corp", "url": "ldap://dc1", "users_base": "dc=x", "tls": {"mode": "ldaps"}}]}},
+     "ldap.sources[0]: tls.mode is 'ldaps'"),
+    ({"ldap": {"sources": [{"name": "corp", "url": "http://dc1", "users_base": "dc=x"}]}},
+     "ldap.sources[0].url: 'http://dc1' is not an ldap:// or ldaps:// URL"),
+    ({"ldap": {"sources": [{"name": "corp", "url": "ldaps://dc1", "users_base": "dc=x",
+                            "schedule": {"full": "every day"}}]}},
+     "ldap.sources[0].schedule.full: 'every day' is neither an interval"),
+    ({"ldap": {"sources": [{"name": "corp", "url": "ldaps://dc1", "users_base": "dc=x", "tlss": {}}]}},
+     "ldap.sources[0].tlss: unknown key"),
+    ({"roles": [{"name": "a", "includes": ["b"]}]}, "roles: role 'a' includes unknown roles: b"),
+    ({"scopes": {"nodes": [{"id": "pool:p1", "parent": "company_group:nope"}]}},
+     "scopes: node 'pool:p1': parent 'company_group:nope' is not declared before it"),
+    ({"customers": {"rights_group_name": "X{city}"}}, "customers.rights_group_name: must be a prefix"),
+    ({"mapping": {"rules": [{"group": "G", "group_regex": "^G", "role": "r"}]}},
+     "mapping.rules[0]: a rule needs exactly one of group, group_regex or attribute"),
+    ({"mapping": {"rules": [{"group_regex": "(", "role": "r"}]}},
+     "mapping.rules[0].group_regex: not a valid regular expression"),
+])
+def test_errors_name_the_key_and_the_problem(raw, expected):
+    found = problems(raw)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_all_problems_are_reported_at_once():
+    found = problems({"server": {"listen": "x", "extra": 1}, "smtp": {"port": 0}})
+    assert len(found) == 3
+
+
+def test_secret_from_a_file(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret-from-file\n")
+    config = load_config_data({"smtp": {"password_file": str(secret)}})
+    assert config.smtp.password.get_secret_value() == "s3cret-from-file"
+    assert "s3cret" not in repr(config)
+
+
+def test_secret_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DB_URL_FOR_TEST", "postgresql+psycopg://u:pw@db/x")
+    config = load_config_data({"database": {"url_env": "DB_URL_FOR_TEST"}})
+    assert config.database_url == "postgresql+psycopg://u:pw@db/x"
+    assert not config.database.should_auto_migrate(config.data_dir)
+
+
+def test_secret_from_a_systemd_credential(tmp_path, monkeypatch):
+    (tmp_path / "ldap-corp").write_text("bind-secret")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    config = load_config_data({"ldap": {"sources": [{
+        "name": "corp", "url": "ldaps://dc1", "users_base": "dc=x", "bind_dn": "cn=svc",
+        "bind_password_credential": "ldap-corp"}]}})
+    assert config.ldap.sources[0].bind_password.get_secret_value() == "bind-secret"
+    assert "bind-secret" in config.secret_values()
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"smtp": {"password_file": "/nonexistent/pw"}}, "smtp.password_file: cannot read /nonexistent/pw"),
+    ({"smtp": {"password_env": "DIRBRIDGE_TEST_UNSET"}},
+     "smtp.password_env: environment variable DIRBRIDGE_TEST_UNSET is not set"),
+    ({"smtp": {"password": "a", "password_file": "/x"}}, "smtp.password: set only one of password, password_file"),
+    ({"status": {"session_secret_credential": "s"}}, "status.session_secret_credential: $CREDENTIALS_DIRECTORY"),
+    ({"ldap": {"sources": [{"name": "a", "url": "ldaps://h", "users_base": "dc=x", "bind_password_env": "NOPE_X"}]}},
+     "ldap.sources[0].bind_password_env: environment variable NOPE_X is not set"),
+])
+def test_secret_errors_name_the_key(raw, expected, monkeypatch):
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    assert any(p.startswith(expected) for p in problems(raw))
+
+
+def test_not_toml(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\nlisten=1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_the_example_config_is_valid(monkeypatch, tmp_path):
+    """The documented example loads, once its secrets are provided."""
+    monkeypatch.setenv("DIRBRIDGE_DATABASE_URL", "postgresql+psycopg://dirbridge@db.example.org/dirbridge")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    (tmp_path / "session-secret").write_text("x" * 32)
+    text = EXAMPLE.read_text()
+    for path in re.findall(r'_file = "([^"]+)"', text):
+        real = tmp_path / Path(path).name
+        real.write_text("secret")
+        text = text.replace(path, str(real))
+    copy = tmp_path / "dirbridge.toml"
+    copy.write_text(text)
+    config = load_config(copy)
+    assert config.ldap.sources[0].preset == "active_directory"
+    assert config.data_dir == tmp_path / "dirbridge-data"
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        keys.add(prefix + name)
+        annotation = field.annotation
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                keys |= _keys(candidate, f"{prefix}{name}.")
+    return keys
+
+
+def test_the_example_documents_every_key():
+    text = EXAMPLE.read_text()
+    missing = []
+    for dotted in sorted(_keys(Config)):
+        leaf = dotted.rsplit(".", 1)[-1]
+        if not re.search(rf"^\s*(\[+(\w+\.)*{leaf}(\.\w+)*\]+|{leaf}(_file|_env|_credential)?\s*=)", text, re.M):
+            missing.append(dotted)
+    assert missing == []
