@@ -7,9 +7,11 @@ import re
 import time
 import uuid
 
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, g, jsonify, request
+from flask_openapi3 import Info, OpenAPI
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from bridge import __version__
 from bridge.runtime import Runtime
 
 log = logging.getLogger("bridge.http")
@@ -21,8 +23,17 @@ def runtime() -> Runtime:
     return current_app.extensions["dirbridge"]
 
 
-def create_app(rt: Runtime) -> Flask:
-    app = Flask(__name__)
+def create_app(rt: Runtime) -> OpenAPI:
+    from bridge.web.api.common import validation_error
+
+    app = OpenAPI(
+        __name__,
+        info=Info(title="dirbridge admin and portal API", version=__version__),
+        security_schemes={"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "dbr token"}},
+        doc_ui=False,
+        validation_error_status=422,
+        validation_error_callback=validation_error,
+    )
     app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=rt.config.scim.bulk_max_payload_bytes * 2)
     app.extensions["dirbridge"] = rt
     if rt.config.server.trusted_proxies:
@@ -47,7 +58,16 @@ def create_app(rt: Runtime) -> Flask:
         return response
 
     from bridge.web import health, status
+    from bridge.web.api import users
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(status.blueprint)
+    for api in (users.bp,):
+        app.register_api(api)
+
+    @app.get("/api/v1/openapi.json")
+    def openapi_document():  # type: ignore[no-untyped-def]
+        """The API's OpenAPI 3.1 document, generated from the routes above."""
+        return jsonify(app.api_doc)
+
     return app
