@@ -52,8 +52,9 @@ class GroupService:
         display_name = self._check_name(display_name)
         if "kind" in fields:
             fields["kind"] = GroupKind(fields["kind"])
+        now = utcnow()
         group = Group(display_name=display_name, display_name_key=group_key(display_name),
-                      source=self.uow.actor.source, **fields)
+                      source=self.uow.actor.source, created_at=now, updated_at=now, **fields)
         self.uow.session.add(group)
         self.uow.session.flush()
         audit.record(self.uow.session, self.uow.actor, "group.create", "group", group.id, group.display_name,

@@ -97,10 +97,13 @@ class UserService:
         user_name = self._check_user_name(fields.get("user_name"), source)
         fields = self._normalise(fields)
         self._ensure_user_name_free(user_name)
+        now = utcnow()
         user = User(
             **{**fields, "user_name": user_name},
             user_name_key=user_name_key(user_name),
             source=source,
+            created_at=now,
+            updated_at=now,
         )
         if source == LOCAL_SOURCE and not user.email:
             raise InvalidValue("a local user needs an e-mail address (invitations and resets go there)",

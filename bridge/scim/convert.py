@@ -1,0 +1,179 @@
+"""Between store rows and SCIM resources.
+
+A user's SCIM document is split in two: the attributes the portal works with
+are columns (userName, names, active, externalId, language, time zone, kind,
+access type, customer), and the rest of the document (title, emails, phone
+numbers, addresses, the enterprise extension, ...) is kept as JSON in
+``User.attributes`` under the SCIM attribute names, the enterprise extension's
+attributes flat beside them (``department``, ``employeeNumber``), where mapping
+rules read them. ``User.email`` is the primary (else work, else first) e-mail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scim2_models import Group as ScimGroup
+from scim2_models import Meta, Resource
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bridge.scim.schema import ENTERPRISE_SCHEMA, PORTAL_SCHEMA
+from bridge.store.models import Customer, Group, GroupGroupMember, GroupUserMember, User
+
+# SCIM attribute -> User column (top level of the core schema).
+USER_COLUMNS = {
+    "userName": "user_name",
+    "displayName": "display_name",
+    "active": "active",
+    "externalId": "external_id",
+    "preferredLanguage": "preferred_language",
+    "timezone": "timezone",
+}
+NAME_COLUMNS = {"givenName": "given_name", "familyName": "family_name"}
+ENTERPRISE_ATTRIBUTES = ("employeeNumber", "costCenter", "organization", "division", "department", "manager")
+# Core attributes kept in User.attributes as they are.
+USER_JSON_ATTRIBUTES = (
+    "nickName", "profileUrl", "title", "userType", "locale", "emails", "phoneNumbers", "ims", "photos",
+    "addresses", "entitlements", "roles", "x509Certificates",
+)
+READ_ONLY = ("id", "meta", "groups", "schemas", "password")
+
+
+def etag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+def parse_etag(value: str | None) -> int | None:
+    """The row version an ETag names; None for an ETag we never gave (it matches nothing)."""
+    if value is None:
+        return None
+    text = value.strip().removeprefix("W/").strip('"')
+    return int(text) if text.isdigit() else -1
+
+
+def primary_email(emails: list[dict[str, Any]] | None) -> str | None:
+    if not emails:
+        return None
+    for rule in (lambda e: e.get("primary") is True, lambda e: e.get("type") == "work", lambda e: True):
+        for entry in emails:
+            if entry.get("value") and rule(entry):
+                return str(entry["value"])
+    return None
+
+
+def user_document(session: Session, user: User, *, with_groups: bool = True) -> dict[str, Any]:
+    """The SCIM document of a user, as a client reads it."""
+    attributes = user.attributes or {}
+    doc: dict[str, Any] = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": user.id}
+    for scim_name, column in USER_COLUMNS.items():
+        value = getattr(user, column)
+        if value is not None:
+            doc[scim_name] = value
+    name = {k: v for k, v in (attributes.get("name") or {}).items() if v is not None}
+    for scim_name, column in NAME_COLUMNS.items():
+        if getattr(user, column) is not None:
+            name[scim_name] = getattr(user, column)
+    if name:
+        doc["name"] = name
+    for key in USER_JSON_ATTRIBUTES:
+        if attributes.get(key) not in (None, []):
+            doc[key] = attributes[key]
+    if "emails" not in doc and user.email:
+        doc["emails"] = [{"value": user.email, "primary": True}]
+    enterprise = {k: attributes[k] for k in ENTERPRISE_ATTRIBUTES if attributes.get(k) not in (None, "")}
+    if enterprise:
+        doc["schemas"].append(ENTERPRISE_SCHEMA)
+        doc[ENTERPRISE_SCHEMA] = enterprise
+    portal: dict[str, Any] = {"kind": user.kind.value, "accessType": user.access_type.value}
+    if user.customer_id:
+        number = session.scalar(select(Customer.number).where(Customer.id == user.customer_id))
+        if number:
+            portal["customerNumber"] = number
+    doc["schemas"].append(PORTAL_SCHEMA)
+    doc[PORTAL_SCHEMA] = portal
+    if with_groups:
+        groups = session.execute(
+            select(Group.id, Group.display_name).join(GroupUserMember, GroupUserMember.group_id == Group.id)
+            .where(GroupUserMember.user_id == user.id).distinct().order_by(Group.id)
+        ).all()
+        if groups:
+            doc["groups"] = [{"value": gid, "$ref": f"Groups/{gid}", "display": name, "type": "direct"}
+                             for gid, name in groups]
+    doc["meta"] = {"resourceType": "User", "created": user.created_at, "lastModified": user.updated_at,
+                   "version": etag(user.version)}
+    return doc
+
+
+def group_document(session: Session, group: Group, *, with_members: bool = True) -> dict[str, Any]:
+    doc: dict[str, Any] = {"schemas": [str(ScimGroup.__schema__)], "id": group.id,
+                           "displayName": group.display_name}
+    if group.external_id is not None:
+        doc["externalId"] = group.external_id
+    if with_members:
+        users = session.execute(
+            select(User.id, User.user_name).join(GroupUserMember, GroupUserMember.user_id == User.id)
+            .where(GroupUserMember.group_id == group.id, GroupUserMember.origin == "source").order_by(User.id)
+        ).all()
+        groups = session.execute(
+            select(Group.id, Group.display_name).join(GroupGroupMember, GroupGroupMember.child_group_id == Group.id)
+            .where(GroupGroupMember.group_id == group.id).order_by(Group.id)
+        ).all()
+        members = [{"value": uid, "$ref": f"Users/{uid}", "display": name, "type": "User"} for uid, name in users]
+        members += [{"value": gid, "$ref": f"Groups/{gid}", "display": name, "type": "Group"} for gid, name in groups]
+        if members:
+            doc["members"] = members
+    doc["meta"] = {"resourceType": "Group", "created": group.created_at, "lastModified": group.updated_at,
+                   "version": etag(group.version)}
+    return doc
+
+
+def to_resource(model: type[Resource[Any]], document: dict[str, Any]) -> Resource[Any]:
+    meta = document.pop("meta")
+    resource = model.model_validate(document)
+    resource.meta = Meta(resource_type=meta["resourceType"], created=meta["created"],
+                         last_modified=meta["lastModified"], version=meta["version"])
+    return resource
+
+
+def dump(resource: Resource[Any]) -> dict[str, Any]:
+    return resource.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def user_fields(resource: Resource[Any]) -> tuple[dict[str, Any], str | None, str | None]:
+    """Service-layer fields of a SCIM user, its customer number and its password (if sent)."""
+    doc = dump(resource)
+    fields: dict[str, Any] = {column: doc.get(scim_name) for scim_name, column in USER_COLUMNS.items()}
+    fields["active"] = doc.get("active", True)
+    name = dict(doc.get("name") or {})
+    for scim_name, column in NAME_COLUMNS.items():
+        fields[column] = name.pop(scim_name, None)
+    attributes: dict[str, Any] = {key: doc[key] for key in USER_JSON_ATTRIBUTES if key in doc}
+    if name:
+        attributes["name"] = name
+    attributes.update({k: v for k, v in (doc.get(ENTERPRISE_SCHEMA) or {}).items() if k in ENTERPRISE_ATTRIBUTES})
+    fields["attributes"] = attributes
+    fields["email"] = primary_email(doc.get("emails"))
+    portal = doc.get(PORTAL_SCHEMA) or {}
+    if portal.get("kind"):
+        fields["kind"] = portal["kind"]
+    if portal.get("accessType"):
+        fields["access_type"] = portal["accessType"]
+    return fields, portal.get("customerNumber"), doc.get("password")
+
+
+def group_fields(resource: Resource[Any]) -> tuple[dict[str, Any], set[str], set[str]]:
+    """Service-layer fields of a SCIM group, and the ids of its user and group members."""
+    doc = dump(resource)
+    users: set[str] = set()
+    groups: set[str] = set()
+    for member in doc.get("members") or []:
+        value = member.get("value")
+        if not value:
+            continue
+        ref = str(member.get("$ref") or "")
+        if member.get("type") == "Group" or "/Groups/" in f"/{ref}":
+            groups.add(value)
+        else:
+            users.add(value)
+    return {"display_name": doc.get("displayName"), "external_id": doc.get("externalId")}, users, groups

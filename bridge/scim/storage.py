@@ -1,0 +1,281 @@
+"""scim2-server's storage port, backed by the store through the service layer.
+
+Every write goes through ``UnitOfWork`` (so SCIM obeys the same invariants,
+ownership rules and audit as every other source); every search is one SQL
+query (bridge.scim.filters). A request runs in one transaction that the SCIM
+application opens (``begin``); each operation in it, a Bulk operation
+included, runs in a savepoint, so a failed operation leaves no trace while the
+others are kept, as RFC 7644 §3.7 wants.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from argon2 import PasswordHasher
+from scim2_models import (
+    ConflictException,
+    Group as ScimGroup,
+    InvalidValueException,
+    NotFoundException,
+    NotImplementedException,
+    PreconditionFailedException,
+    Resource,
+    ResourceType,
+    ResponseParameters,
+    SearchRequest,
+    UniquenessException,
+)
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from bridge.scim import convert
+from bridge.scim.filters import SqlDialect, order_by, where_clause
+from bridge.services import Actor, Services
+from bridge.services.errors import (
+    InvalidValue,
+    NotFound,
+    ServiceError,
+    UserNameTaken,
+    VersionMismatch,
+)
+from bridge.services.unit import UnitOfWork
+from bridge.store.models import Customer, Group, User
+from scim2_server.storage import ScimStorage, SearchPage
+
+
+@dataclass
+class _Context:
+    session: Session
+    uow: UnitOfWork | None  # None for a read-only request
+
+
+_current: contextvars.ContextVar[_Context | None] = contextvars.ContextVar("scim_request", default=None)
+
+
+def scim_error(exc: ServiceError) -> Exception:
+    """The SCIM exception (status and scimType, RFC 7644 §3.12) for a service error."""
+    if isinstance(exc, UserNameTaken):
+        return UniquenessException(detail=exc.message)
+    if isinstance(exc, NotFound):
+        return NotFoundException(detail=exc.message)
+    if isinstance(exc, VersionMismatch):
+        return PreconditionFailedException(detail=exc.message)
+    if isinstance(exc, InvalidValue):
+        return InvalidValueException(detail=exc.message)
+    if exc.status == 409:
+        return ConflictException(detail=exc.message)
+    return InvalidValueException(detail=exc.message)
+
+
+class StoreStorage(ScimStorage):
+    supports_cursors = False
+
+    def __init__(self, services: Services, default_actor: Actor | None = None):
+        self.services = services
+        self.dialect = SqlDialect(services.store.engine.dialect.name)
+        self.default_actor = default_actor or Actor.scim_client("scim")
+        self.hasher = PasswordHasher()
+
+    # -- transactions ----------------------------------------------------------------
+
+    @contextmanager
+    def begin(self, actor: Actor, *, write: bool) -> Iterator[None]:
+        """One request: a write unit of work (or a read session), committed at the end."""
+        if write:
+            with self.services.unit(actor) as uow:
+                token = _current.set(_Context(uow.session, uow))
+                try:
+                    yield
+                finally:
+                    _current.reset(token)
+        else:
+            with self.services.store.read() as session:
+                token = _current.set(_Context(session, None))
+                try:
+                    yield
+                finally:
+                    _current.reset(token)
+
+    @contextmanager
+    def _context(self, write: bool) -> Iterator[_Context]:
+        current = _current.get()
+        if current is not None and (current.uow is not None or not write):
+            yield current
+            return
+        # Called outside a request (the contract suite, a job): one transaction per call.
+        with self.begin(self.default_actor, write=write):
+            context = _current.get()
+            assert context is not None
+            yield context
+
+    @contextmanager
+    def operation(self) -> Iterator[None]:
+        current = _current.get()
+        if current is None or current.uow is None:
+            yield
+            return
+        with current.session.begin_nested():
+            yield
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except ServiceError as exc:
+            raise scim_error(exc) from None
+        except StaleDataError:
+            raise PreconditionFailedException(detail="the resource changed meanwhile; read it again") from None
+
+    # -- reads -----------------------------------------------------------------------
+
+    def _is_user(self, resource_type: ResourceType) -> bool:
+        return resource_type.name == "User"
+
+    def _model(self, resource_type: ResourceType) -> type[Resource[Any]]:
+        from bridge.scim.schema import ScimUser
+
+        return ScimUser if self._is_user(resource_type) else ScimGroup
+
+    def _render(self, session: Session, resource_type: ResourceType, row: User | Group,
+                response_parameters: ResponseParameters[Any] | None = None) -> Resource[Any]:
+        skip = _excluded(response_parameters)
+        if isinstance(row, User):
+            doc = convert.user_document(session, row, with_groups="groups" not in skip)
+        else:
+            doc = convert.group_document(session, row, with_members="members" not in skip)
+        return convert.to_resource(self._model(resource_type), doc)
+
+    def _row(self, session: Session, resource_type: ResourceType, resource_id: str | None) -> User | Group:
+        table = User if self._is_user(resource_type) else Group
+        row = session.get(table, resource_id) if resource_id else None
+        if row is None:
+            raise NotFoundException(detail=f"{resource_type.name} {resource_id!r} not found")
+        return row
+
+    def get(self, resource_type: ResourceType, resource_id: str, *,
+            response_parameters: ResponseParameters[Any] | None = None) -> Resource[Any]:
+        with self._context(write=False) as ctx:
+            return self._render(ctx.session, resource_type, self._row(ctx.session, resource_type, resource_id),
+                                response_parameters)
+
+    def search(self, resource_types: list[ResourceType], search_request: SearchRequest[Any], *,
+               position: Any = None) -> SearchPage:
+        if len(resource_types) != 1:
+            raise NotImplementedException(detail="search Users or Groups, not the server root")
+        (resource_type,) = resource_types
+        model = self._model(resource_type)
+        table = User if self._is_user(resource_type) else Group
+        query = select(table)
+        if search_request.filter is not None:
+            query = query.where(where_clause(self.dialect, model, search_request.filter.ast))
+        with self._context(write=False) as ctx:
+            total = ctx.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            if search_request.count == 0:
+                return SearchPage(total, [])
+            query = query.order_by(*order_by(self.dialect, model, search_request))
+            query = query.offset(search_request.start_index_0 or 0)
+            if search_request.count is not None:
+                query = query.limit(search_request.count)
+            rows = ctx.session.scalars(query).all()
+            return SearchPage(total, [self._render(ctx.session, resource_type, row) for row in rows])
+
+    # -- writes ----------------------------------------------------------------------
+
+    def _customer_id(self, session: Session, number: str | None) -> str | None:
+        if not number:
+            return None
+        customer_id = session.scalar(select(Customer.id).where(Customer.number == number))
+        if customer_id is None:
+            raise InvalidValueException(detail=f"no customer with number {number!r}")
+        return customer_id
+
+    def _user_changes(self, ctx: _Context, resource: Resource[Any]) -> tuple[dict[str, Any], str | None]:
+        fields, customer_number, password = convert.user_fields(resource)
+        if customer_number is not None:
+            fields["customer_id"] = self._customer_id(ctx.session, customer_number)
+        return fields, password
+
+    def _members(self, session: Session, resource: Resource[Any]) -> tuple[set[str], set[str]]:
+        fields, users, groups = convert.group_fields(resource)
+        for member in list(users):
+            if session.get(User, member) is None:
+                users.discard(member)
+                if session.get(Group, member) is None:
+                    raise InvalidValueException(detail=f"member {member!r} is neither a user nor a group")
+                groups.add(member)
+        for member in groups:
+            if session.get(Group, member) is None:
+                raise InvalidValueException(detail=f"member group {member!r} does not exist")
+        return users, groups
+
+    def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
+        with self._context(write=True) as ctx, self._errors():
+            uow = ctx.uow
+            assert uow is not None
+            if self._is_user(resource_type):
+                fields, password = self._user_changes(ctx, resource)
+                row: User | Group = uow.users.create(**{k: v for k, v in fields.items() if v is not None})
+                if password:
+                    uow.users.set_password_hash(row, self.hasher.hash(password))
+            else:
+                fields, _, _ = convert.group_fields(resource)
+                users, groups = self._members(ctx.session, resource)
+                row = uow.groups.create(fields.pop("display_name"), **fields)
+                uow.groups.change_members(row, add_users=users, add_groups=groups)
+            ctx.session.flush()
+            return self._render(ctx.session, resource_type, row)
+
+    def update(self, resource_type: ResourceType, resource: Resource[Any], *,
+               expected_version: str | None = None) -> Resource[Any]:
+        with self._context(write=True) as ctx, self._errors():
+            uow = ctx.uow
+            assert uow is not None
+            row = self._row(ctx.session, resource_type, resource.id)
+            version = convert.parse_etag(expected_version)
+            if version is not None and version != row.version:
+                raise PreconditionFailedException(detail=f"{resource_type.name} is at {convert.etag(row.version)}")
+            if isinstance(row, User):
+                fields, password = self._user_changes(ctx, resource)
+                uow.users.update(row, **fields)
+                if password:
+                    uow.users.set_password_hash(row, self.hasher.hash(password))
+            else:
+                fields, _, _ = convert.group_fields(resource)
+                users, groups = self._members(ctx.session, resource)
+                uow.groups.update(row, **fields)
+                uow.groups.set_members(row, users, groups)
+            ctx.session.flush()
+            return self._render(ctx.session, resource_type, row)
+
+    def delete(self, resource_type: ResourceType, resource_id: str, *,
+               expected_version: str | None = None) -> None:
+        with self._context(write=True) as ctx, self._errors():
+            uow = ctx.uow
+            assert uow is not None
+            row = self._row(ctx.session, resource_type, resource_id)
+            version = convert.parse_etag(expected_version)
+            if version is not None and version != row.version:
+                raise PreconditionFailedException(detail=f"{resource_type.name} is at {convert.etag(row.version)}")
+            if isinstance(row, User):
+                uow.users.delete(row)
+            else:
+                uow.groups.delete(row)
+
+
+def _excluded(response_parameters: ResponseParameters[Any] | None) -> set[str]:
+    """Top-level attributes the response leaves out, so they need not be loaded."""
+    if response_parameters is None:
+        return set()
+    # Only a whole attribute left out ("members", not "members.display") spares the load.
+    excluded = {name for name in (str(p).split(":")[-1] for p in (response_parameters.excluded_attributes or []))
+                if "." not in name}
+    if response_parameters.attributes:
+        kept = {str(p).split(".")[0].split(":")[-1] for p in response_parameters.attributes}
+        excluded |= {name for name in ("groups", "members") if name not in kept}
+    return excluded
