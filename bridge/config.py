@@ -156,6 +156,7 @@ class ScimConfig(Strict):
     max_results: int = Field(default=1000, ge=1, le=100000)
     bulk_max_operations: int = Field(default=1000, ge=1, le=100000)
     bulk_max_payload_bytes: int = Field(default=1048576, ge=1024)
+    max_request_bytes: int = Field(default=262144, ge=1024, description="largest body of a non-Bulk request")
 
 
 class TlsConfig(Strict):

@@ -50,7 +50,26 @@ class PortalUser(Extension):
 ScimUser = User[EnterpriseUser | PortalUser]  # type: ignore[misc]
 
 
+INTERNAL_MAIL_DOMAINS = ("local", "test")
+
+
+def accept_internal_mail_domains() -> None:
+    """Accept e-mail addresses in .local and .test domains.
+
+    scim2-models validates e-mails with email-validator, which refuses
+    special-use domains; but Active Directory estates commonly live in
+    ``corp.local`` and IdPs send what the directory holds (Okta's own examples
+    use ``@okta.local``). email-validator documents this list as the knob.
+    """
+    import email_validator
+
+    for name in INTERNAL_MAIL_DOMAINS:
+        if name in email_validator.SPECIAL_USE_DOMAIN_NAMES:
+            email_validator.SPECIAL_USE_DOMAIN_NAMES.remove(name)
+
+
 def build_provider(config: ScimConfig) -> ScimProvider:
+    accept_internal_mail_domains()
     service_config = ServiceProviderConfig(
         documentation_uri=None,
         patch=Patch(supported=True),

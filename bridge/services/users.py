@@ -64,6 +64,25 @@ def user_name_key(user_name: str) -> str:
     return user_name.strip().casefold()
 
 
+def with_email(attributes: dict[str, Any] | None, email: str | None) -> dict[str, Any]:
+    """The SCIM ``emails`` list kept in step with the e-mail column, for users written by
+    a source that knows one address only (admin API, CLI, LDAP): SCIM shows and filters
+    every user's address the same way."""
+    attributes = dict(attributes or {})
+    if not email:
+        return attributes
+    emails = [dict(entry) for entry in attributes.get("emails") or []]
+    if any(entry.get("value") == email for entry in emails):
+        return attributes
+    primary = next((e for e in emails if e.get("primary")), emails[0] if emails else None)
+    if primary is None:
+        emails.append({"value": email, "primary": True})
+    else:
+        primary["value"] = email
+    attributes["emails"] = emails
+    return attributes
+
+
 def snapshot(user: User) -> dict[str, Any]:
     return {field: getattr(user, field) for field in AUDITED_FIELDS}
 
@@ -97,6 +116,8 @@ class UserService:
         user_name = self._check_user_name(fields.get("user_name"), source)
         fields = self._normalise(fields)
         self._ensure_user_name_free(user_name)
+        if fields.get("email") and not (fields.get("attributes") or {}).get("emails"):
+            fields["attributes"] = with_email(fields.get("attributes"), fields["email"])
         now = utcnow()
         user = User(
             **{**fields, "user_name": user_name},
@@ -123,6 +144,12 @@ class UserService:
             raise VersionMismatch(f"user {user.user_name} is at version {user.version}, not {expected_version}")
         changes = self._normalise(changes)
         changed = {k: v for k, v in changes.items() if getattr(user, k) != v}
+        if "email" in changed and "attributes" not in changes:
+            changed["attributes"] = with_email(user.attributes, changed["email"])
+        elif "attributes" in changed and not (changed["attributes"] or {}).get("emails"):
+            changed["attributes"] = with_email(changed["attributes"], changed.get("email", user.email))
+        if changed.get("attributes") == user.attributes:
+            changed.pop("attributes", None)
         if not changed:
             return user
         self._check_ownership(user, changed)

@@ -65,6 +65,14 @@ def create_app(rt: Runtime) -> OpenAPI:
     for api in (users.bp,):
         app.register_api(api)
 
+    if rt.config.scim.enabled:
+        from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+        from bridge.scim.app import ScimApplication
+
+        # SCIM is served by scim2-server's own WSGI application under /scim (/scim/v2/...).
+        app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/scim": ScimApplication(rt)})  # type: ignore[method-assign]
+
     @app.get("/api/v1/openapi.json")
     def openapi_document():  # type: ignore[no-untyped-def]
         """The API's OpenAPI 3.1 document, generated from the routes above."""

@@ -1,0 +1,88 @@
+"""The SCIM WSGI application: scim2-server's protocol handling over StoreStorage.
+
+dirbridge adds what the protocol leaves to the service: bearer tokens per SCIM
+client (only their hashes are stored; a missing or bad token gets 401 with a
+SCIM error body), the client as the source and actor of every write, one
+transaction per request (read-only for GET), and a log line per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from scim2_models import PayloadTooLargeException, UnauthorizedException
+from scim2_server.applications.wsgi import WSGIApplication
+from scim2_server.requests import ScimRequest
+from scim2_server.responses import ScimResponse
+from scim2_server.service import ScimService
+
+from bridge.runtime import Runtime
+from bridge.scim import quirks
+from bridge.scim.schema import build_provider
+from bridge.scim.storage import StoreStorage
+from bridge.services import Actor
+from bridge.services.tokens import TokenIdentity, authenticate
+from bridge.store.models import TokenKind
+
+log = logging.getLogger("bridge.scim")
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+class BoundedService(ScimService):
+    """Bulk bodies are bounded by maxPayloadSize; other bodies by scim.max_request_bytes."""
+
+    def __init__(self, provider: Any, max_request_bytes: int):
+        super().__init__(provider)
+        self.max_request_bytes = max_request_bytes
+
+    def max_body_size(self, request: ScimRequest) -> int | None:
+        limit = super().max_body_size(request)
+        return self.max_request_bytes if limit is None else limit
+
+
+class ScimApplication(WSGIApplication):
+    def __init__(self, rt: Runtime):
+        provider = build_provider(rt.config.scim)
+        service = BoundedService(provider, rt.config.scim.max_request_bytes)
+        super().__init__(StoreStorage(rt.services), provider, service)
+        self.rt = rt
+        self.storage: StoreStorage
+
+    def check_auth(self, request: ScimRequest) -> None:
+        scheme, _, presented = request.headers.get("AUTHORIZATION", "").partition(" ")
+        identity = authenticate(self.rt.store, presented, TokenKind.scim) if scheme.lower() == "bearer" else None
+        if identity is None:
+            raise UnauthorizedException(detail="a SCIM client token is required (Authorization: Bearer)")
+        request.scim_client = identity  # type: ignore[attr-defined]
+
+    def get_subject(self, request: ScimRequest) -> Any:
+        return getattr(request, "scim_client", None)
+
+    def dispatch_request(self, request: ScimRequest) -> ScimResponse:
+        if self.needs_auth(request):
+            self.check_auth(request)
+        request.subject = self.get_subject(request)
+        identity: TokenIdentity | None = request.subject
+        limit = self.service.max_body_size(request)
+        if limit is not None and request.body and len(request.body) > limit:
+            raise PayloadTooLargeException(detail=f"the request body is larger than {limit} bytes")
+        request.body = quirks.fix_body(request.method, request.path, request.body)
+        request_id = request.headers.get("X-REQUEST-ID") or uuid.uuid4().hex
+        request.request_id = request_id  # type: ignore[attr-defined]
+        actor = Actor.scim_client(identity.name if identity else "anonymous", request_id=request_id)
+        with self.storage.begin(actor, write=request.method not in READ_METHODS):
+            return self.handler.handle(request)
+
+    def serve(self, request: ScimRequest) -> ScimResponse:
+        started = time.perf_counter()
+        response = super().serve(request)
+        client = getattr(request, "scim_client", None)
+        log.info("SCIM %s %s %s", request.method, request.path, response.status.value, extra={
+            "request_id": getattr(request, "request_id", None), "status": response.status.value,
+            "client": client.name if client else None,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        })
+        return response
