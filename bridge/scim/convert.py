@@ -11,9 +11,9 @@ rules read them. ``User.email`` is the primary (else work, else first) e-mail.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from scim2_models import Group as ScimGroup
 from scim2_models import Meta, Resource
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -37,7 +37,9 @@ USER_JSON_ATTRIBUTES = (
     "nickName", "profileUrl", "title", "userType", "locale", "emails", "phoneNumbers", "ims", "photos",
     "addresses", "entitlements", "roles", "x509Certificates",
 )
-READ_ONLY = ("id", "meta", "groups", "schemas", "password")
+GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
+# A customer number that no customer has yet: kept until an operator creates the customer.
+PENDING_CUSTOMER = "customerNumber"
 
 
 def etag(version: int) -> str:
@@ -62,8 +64,34 @@ def primary_email(emails: list[dict[str, Any]] | None) -> str | None:
     return None
 
 
-def user_document(session: Session, user: User, *, with_groups: bool = True) -> dict[str, Any]:
+@dataclass
+class PageData:
+    """What the documents of a page of users need beyond the rows, loaded in two queries."""
+
+    groups: dict[str, list[tuple[str, str]]]
+    customer_numbers: dict[str, str]
+
+    @classmethod
+    def load(cls, session: Session, users: list[User], *, with_groups: bool = True) -> PageData:
+        ids = [u.id for u in users]
+        groups: dict[str, list[tuple[str, str]]] = {uid: [] for uid in ids}
+        if with_groups and ids:
+            rows = session.execute(
+                select(GroupUserMember.user_id, Group.id, Group.display_name)
+                .join(Group, Group.id == GroupUserMember.group_id)
+                .where(GroupUserMember.user_id.in_(ids)).distinct().order_by(Group.id))
+            for user_id, group_id, name in rows:
+                groups[user_id].append((group_id, name))
+        customer_ids = {u.customer_id for u in users if u.customer_id}
+        numbers = dict(session.execute(select(Customer.id, Customer.number).where(Customer.id.in_(customer_ids)))
+                       .tuples()) if customer_ids else {}
+        return cls(groups if with_groups else {}, numbers)
+
+
+def user_document(session: Session, user: User, *, with_groups: bool = True,
+                  page: PageData | None = None) -> dict[str, Any]:
     """The SCIM document of a user, as a client reads it."""
+    page = page or PageData.load(session, [user], with_groups=with_groups)
     attributes = user.attributes or {}
     doc: dict[str, Any] = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": user.id}
     for scim_name, column in USER_COLUMNS.items():
@@ -86,17 +114,13 @@ def user_document(session: Session, user: User, *, with_groups: bool = True) -> 
         doc["schemas"].append(ENTERPRISE_SCHEMA)
         doc[ENTERPRISE_SCHEMA] = enterprise
     portal: dict[str, Any] = {"kind": user.kind.value, "accessType": user.access_type.value}
-    if user.customer_id:
-        number = session.scalar(select(Customer.number).where(Customer.id == user.customer_id))
-        if number:
-            portal["customerNumber"] = number
+    number = page.customer_numbers.get(user.customer_id) if user.customer_id else attributes.get(PENDING_CUSTOMER)
+    if number:
+        portal["customerNumber"] = number
     doc["schemas"].append(PORTAL_SCHEMA)
     doc[PORTAL_SCHEMA] = portal
     if with_groups:
-        groups = session.execute(
-            select(Group.id, Group.display_name).join(GroupUserMember, GroupUserMember.group_id == Group.id)
-            .where(GroupUserMember.user_id == user.id).distinct().order_by(Group.id)
-        ).all()
+        groups = page.groups.get(user.id)
         if groups:
             doc["groups"] = [{"value": gid, "$ref": f"Groups/{gid}", "display": name, "type": "direct"}
                              for gid, name in groups]
@@ -106,7 +130,7 @@ def user_document(session: Session, user: User, *, with_groups: bool = True) -> 
 
 
 def group_document(session: Session, group: Group, *, with_members: bool = True) -> dict[str, Any]:
-    doc: dict[str, Any] = {"schemas": [str(ScimGroup.__schema__)], "id": group.id,
+    doc: dict[str, Any] = {"schemas": [GROUP_SCHEMA], "id": group.id,
                            "displayName": group.display_name}
     if group.external_id is not None:
         doc["externalId"] = group.external_id

@@ -52,7 +52,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from bridge.scim.convert import ENTERPRISE_ATTRIBUTES, USER_JSON_ATTRIBUTES
+from bridge.scim.convert import ENTERPRISE_ATTRIBUTES, PENDING_CUSTOMER, USER_JSON_ATTRIBUTES
 from bridge.scim.schema import PortalUser
 from bridge.store.models import Customer, Group, GroupGroupMember, GroupUserMember, User
 
@@ -243,7 +243,8 @@ class Resolver:
             if head == "access_type":
                 return Scalar(User.access_type, str)
             if head == "customer_number":
-                return Scalar(select(Customer.number).where(Customer.id == User.customer_id).scalar_subquery(), str)
+                linked = select(Customer.number).where(Customer.id == User.customer_id).scalar_subquery()
+                return Scalar(func.coalesce(linked, d.json_text((PENDING_CUSTOMER,))), str)
             return None
         alias = alias_of(model, head)
         if issubclass(model, EnterpriseUser):
@@ -344,7 +345,9 @@ class SqlFilter(FilterVisitor[Expr]):
                 node.op == CompareOperator.ne and expected is not None) else false()
         kind, exact = _kind(binding), binding.case_exact
         if isinstance(source, Scalar):
-            return self._compare(source.expr, kind, node.op, expected, exact)
+            compared = self._compare(source.expr, kind, node.op, expected, exact)
+            indexed = self._indexed_equality(binding, node.op, expected)
+            return compared if indexed is None else and_(indexed, compared)
         sub = alias_of(binding.field_type, binding.sub_field_name) if binding.sub_field_name else "value"
         absent_holds = (node.op == CompareOperator.eq and expected is None) or (
             node.op == CompareOperator.ne and expected is not None)
@@ -357,6 +360,18 @@ class SqlFilter(FilterVisitor[Expr]):
             present = and_(not_(source.absent), source.exists(
                 lambda e: self._compare(e.field(sub, kind), kind, node.op, expected, exact)))
         return or_(present, source.absent) if absent_holds else present
+
+    def _indexed_equality(self, binding: AttributeBinding, op: CompareOperator, expected: Any) -> Expr | None:
+        """For ``userName eq`` (the IdPs' probe) and ``displayName eq``, a condition on the
+        indexed casefolded column, so the lookup costs the same however many users there are.
+        Two strings equal in NFC-lowercase are equal casefolded, so nothing is lost."""
+        if self.element is not None or op != CompareOperator.eq or not isinstance(expected, str):
+            return None
+        if self.resolver.is_user and binding.field_name == "user_name" and binding.sub_field_name is None:
+            return User.user_name_key == expected.strip().casefold()
+        if not self.resolver.is_user and binding.field_name == "display_name":
+            return Group.display_name_key == expected.strip().casefold()
+        return None
 
     # -- presence, logic, value paths --------------------------------------------------
 

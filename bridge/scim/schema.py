@@ -6,7 +6,7 @@ customer number, access type); the capabilities come from the config.
 
 from __future__ import annotations
 
-from typing import Literal
+import enum
 
 from scim2_models import (
     URN,
@@ -32,18 +32,30 @@ PORTAL_SCHEMA = "urn:dirbridge:params:scim:schemas:extension:portal:2.0:User"
 ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 
+class Kind(str, enum.Enum):
+    internal = "internal"
+    external = "external"
+
+
+class AccessTypeValue(str, enum.Enum):
+    admin = "admin"
+    backend = "backend"
+    api = "api"
+
+
 class PortalUser(Extension):
-    """dirbridge's portal attributes of a user."""
+    """dirbridge's portal attributes of a user (the enums give the schema its canonicalValues)."""
 
     __schema__ = URN(PORTAL_SCHEMA)
 
-    kind: Literal["internal", "external"] | None = None
+    kind: Kind | None = None
     """internal (employees) or external (customer staff)."""
 
     customer_number: str | None = None
-    """The number of the customer an external user belongs to."""
+    """The number of the customer an external user belongs to. A number no customer has
+    yet is kept, and the user joins the customer once an operator creates it."""
 
-    access_type: Literal["admin", "backend", "api"] | None = None
+    access_type: AccessTypeValue | None = None
     """admin (every right), backend (rights by roles) or api (API only, no interactive login)."""
 
 

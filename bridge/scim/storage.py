@@ -19,7 +19,6 @@ from typing import Any
 from argon2 import PasswordHasher
 from scim2_models import (
     ConflictException,
-    Group as ScimGroup,
     InvalidValueException,
     NotFoundException,
     NotImplementedException,
@@ -138,6 +137,8 @@ class StoreStorage(ScimStorage):
         return resource_type.name == "User"
 
     def _model(self, resource_type: ResourceType) -> type[Resource[Any]]:
+        from scim2_models import Group as ScimGroup
+
         from bridge.scim.schema import ScimUser
 
         return ScimUser if self._is_user(resource_type) else ScimGroup
@@ -183,22 +184,24 @@ class StoreStorage(ScimStorage):
             if search_request.count is not None:
                 query = query.limit(search_request.count)
             rows = ctx.session.scalars(query).all()
+            if table is User:
+                page = convert.PageData.load(ctx.session, list(rows))
+                return SearchPage(total, [
+                    convert.to_resource(model, convert.user_document(ctx.session, row, page=page)) for row in rows])
             return SearchPage(total, [self._render(ctx.session, resource_type, row) for row in rows])
 
     # -- writes ----------------------------------------------------------------------
 
-    def _customer_id(self, session: Session, number: str | None) -> str | None:
-        if not number:
-            return None
-        customer_id = session.scalar(select(Customer.id).where(Customer.number == number))
-        if customer_id is None:
-            raise InvalidValueException(detail=f"no customer with number {number!r}")
-        return customer_id
-
     def _user_changes(self, ctx: _Context, resource: Resource[Any]) -> tuple[dict[str, Any], str | None]:
+        """Service fields of a SCIM user. A customer number links the customer that has it;
+        a number no customer has yet stays pending in the attributes."""
         fields, customer_number, password = convert.user_fields(resource)
-        if customer_number is not None:
-            fields["customer_id"] = self._customer_id(ctx.session, customer_number)
+        customer_id = None
+        if customer_number:
+            customer_id = ctx.session.scalar(select(Customer.id).where(Customer.number == customer_number))
+            if customer_id is None:
+                fields["attributes"][convert.PENDING_CUSTOMER] = customer_number
+        fields["customer_id"] = customer_id
         return fields, password
 
     def _members(self, session: Session, resource: Resource[Any]) -> tuple[set[str], set[str]]:

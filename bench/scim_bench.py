@@ -1,0 +1,196 @@
+"""SCIM throughput and latency of `dirbridge serve`, beside its baselines, in one run.
+
+    .venv/bin/python bench/scim_bench.py [--users 100000] [--clients 8] [--database URL]
+
+Starts `dirbridge serve` on a free loopback port with a throwaway data dir
+(SQLite unless --database), makes a SCIM token, then over HTTP with
+keep-alive connections from --clients threads:
+
+- creates --users users (POST /Users),
+- looks users up by `userName eq` (the IdP's probe) at 1,000 users and again
+  at the end, so that lookup cost can be compared across store sizes,
+- PATCHes users (replace displayName and active),
+- pages through /Users (count=100).
+
+Baselines printed beside each figure: GET /healthz on the same server (the
+HTTP floor: server, WSGI, Flask) and the same operation through the service
+layer in-process (the store's own cost, no HTTP or SCIM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.fixtures.net import free_port, wait_for_port  # noqa: E402
+
+CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
+PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+class Client:
+    """One keep-alive HTTP connection."""
+
+    def __init__(self, port: int, token: str):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        self.conn.request(method, path, body=None if body is None else json.dumps(body), headers=self.headers)
+        response = self.conn.getresponse()
+        data = response.read()
+        return response.status, (json.loads(data) if data else None)
+
+
+def run(clients: list[Client], jobs: list[Any], work: Callable[[Client, Any], int]) -> dict[str, float]:
+    """Spread ``jobs`` over the clients; the latencies (ms), rate and errors."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    chunks = [jobs[i::len(clients)] for i in range(len(clients))]
+
+    def worker(client: Client, chunk: list[Any]) -> None:
+        nonlocal errors
+        mine, bad = [], 0
+        for job in chunk:
+            started = time.perf_counter()
+            status = work(client, job)
+            mine.append((time.perf_counter() - started) * 1000)
+            bad += status >= 400
+        with lock:
+            latencies.extend(mine)
+            errors += bad
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(c, ch)) for c, ch in zip(clients, chunks, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {"n": len(jobs), "rate": len(jobs) / elapsed, "p50": statistics.median(latencies),
+            "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], "errors": errors}
+
+
+def line(name: str, result: dict[str, float], baseline: str = "") -> None:
+    print(f"  {name:<34} {result['rate']:>8.0f} req/s   p50 {result['p50']:6.2f} ms   p99 {result['p99']:7.2f} ms"
+          f"   errors {int(result['errors'])}   {baseline}", flush=True)
+
+
+def in_process(data_dir: Path, database: str | None, users: int) -> dict[str, float]:
+    """The same create and lookup through the service layer, no HTTP: the store's own cost."""
+    from bridge.config import load_config_data
+    from bridge.runtime import build_runtime
+    from bridge.services import Actor
+
+    tables: dict[str, Any] = {"data_dir": str(data_dir / "inproc")}
+    if database:
+        tables["database"] = {"url": database + "_inproc" if "postgresql" in database else database,
+                              "auto_migrate": True}
+    rt = build_runtime(load_config_data(tables))
+    actor = Actor.scim_client("bench")
+    started = time.perf_counter()
+    for i in range(users):
+        with rt.services.unit(actor) as uow:
+            uow.users.create(user_name=f"inproc{i}@example.com", email=f"inproc{i}@example.com")
+    create_rate = users / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for i in range(0, users, max(1, users // 1000)):
+        with rt.services.unit(actor) as uow:
+            uow.users.find_by_user_name(f"inproc{i}@example.com")
+    lookups = len(range(0, users, max(1, users // 1000)))
+    return {"create": create_rate, "lookup": lookups / (time.perf_counter() - started)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--database", help="SQLAlchemy URL (default: SQLite in a temp dir)")
+    args = parser.parse_args()
+
+    work_dir = Path(tempfile.mkdtemp(prefix="scim-bench-"))
+    port = free_port()
+    config = work_dir / "dirbridge.toml"
+    database = f'[database]\nurl = "{args.database}"\nauto_migrate = true\n' if args.database else ""
+    config.write_text(f'data_dir = "data"\n[server]\nlisten = "127.0.0.1:{port}"\nworkers = {args.clients * 2}\n'
+                      f'[logging]\nlevel = "warning"\n{database}')
+    exe = Path(os.environ.get("DIRBRIDGE_EXE") or Path(sys.executable).parent / "dirbridge")
+    token = subprocess.run([str(exe), "token", "create", "bench", "--config", str(config)],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    server = subprocess.Popen([str(exe), "serve", "--config", str(config)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port, timeout=30)
+        clients = [Client(port, token) for _ in range(args.clients)]
+        print(f"dirbridge SCIM bench: {args.users} users, {args.clients} clients, "
+              f"{'PostgreSQL' if args.database else 'SQLite'}, {os.cpu_count()} CPUs")
+
+        floor = run(clients, list(range(5000)), lambda c, _: c.call("GET", "/healthz")[0])
+        line("baseline: GET /healthz", floor, "(HTTP floor)")
+
+        def create(c: Client, i: int) -> int:
+            return c.call("POST", "/scim/v2/Users", {"schemas": [CORE], "userName": f"user{i}@example.com",
+                                                     "name": {"givenName": "Bench", "familyName": f"User {i}"},
+                                                     "emails": [{"value": f"user{i}@example.com", "type": "work",
+                                                                 "primary": True}]})[0]
+
+        def lookup(c: Client, i: int) -> int:
+            status, body = c.call("GET", f'/scim/v2/Users?filter=userName%20eq%20%22USER{i}@example.com%22')
+            return status if body and body.get("totalResults") == 1 else 599
+
+        small = min(1000, args.users)
+        first = run(clients, list(range(small)), create)
+        lookup_small = run(clients, [i % small for i in range(3000)], lookup)
+        rest = run(clients, list(range(small, args.users)), create) if args.users > small else first
+        created = {"n": first["n"] + rest["n"],
+                   "rate": (first["n"] + rest["n"]) / (first["n"] / first["rate"] + rest["n"] / rest["rate"]),
+                   "p50": rest["p50"], "p99": rest["p99"], "errors": first["errors"] + rest["errors"]}
+        ids: list[str] = []
+        status, body = clients[0].call("GET", "/scim/v2/Users?count=1000&attributes=id")
+        ids = [r["id"] for r in body["Resources"]]
+
+        lookup_big = run(clients, [(i * 7919) % args.users for i in range(3000)], lookup)
+
+        def patch(c: Client, i: int) -> int:
+            return c.call("PATCH", f"/scim/v2/Users/{ids[i % len(ids)]}", {"schemas": [PATCH], "Operations": [
+                {"op": "replace", "path": "displayName", "value": f"Patched {i}"},
+                {"op": "replace", "path": "active", "value": i % 2 == 0}]})[0]
+
+        patched = run(clients, list(range(3000)), patch)
+        pages = max(1, min(200, args.users // 100))
+        listed = run(clients, [1 + (i * 100) % args.users for i in range(pages * 5)],
+                     lambda c, start: c.call("GET", f"/scim/v2/Users?startIndex={start}&count=100")[0])
+
+        print("SCIM over HTTP (dirbridge serve):")
+        line(f"POST /Users ({created['n']} users)", created)
+        line(f"userName eq lookup at {small} users", lookup_small)
+        line(f"userName eq lookup at {args.users} users", lookup_big,
+             f"(x{lookup_big['p50'] / lookup_small['p50']:.2f} p50 vs {small})")
+        line("PATCH /Users/{id}", patched)
+        line("GET /Users?count=100 (paged list)", listed)
+        baseline = in_process(work_dir, args.database, min(args.users, 5000))
+        print("baseline: the service layer in-process, no HTTP/SCIM:")
+        print(f"  create {baseline['create']:.0f} users/s, lookup by userName {baseline['lookup']:.0f}/s")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()
