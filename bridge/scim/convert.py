@@ -40,6 +40,11 @@ USER_JSON_ATTRIBUTES = (
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 # A customer number that no customer has yet: kept until an operator creates the customer.
 PENDING_CUSTOMER = "customerNumber"
+# The portal always holds a value for these, but a SCIM client may leave them unassigned
+# (RFC 7644 §3.5.2.2): the store keeps the portal's value (an IdP that knows nothing of
+# customers must not unlink one) and the SCIM view shows them unassigned.
+UNASSIGNED = "scim.unassigned"
+PORTAL_ATTRIBUTES = {"kind": "kind", "accessType": "access_type"}
 
 
 def etag(version: int) -> str:
@@ -93,10 +98,11 @@ def user_document(session: Session, user: User, *, with_groups: bool = True,
     """The SCIM document of a user, as a client reads it."""
     page = page or PageData.load(session, [user], with_groups=with_groups)
     attributes = user.attributes or {}
+    unassigned = attributes.get(UNASSIGNED) or {}
     doc: dict[str, Any] = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": user.id}
     for scim_name, column in USER_COLUMNS.items():
         value = getattr(user, column)
-        if value is not None:
+        if value is not None and scim_name not in unassigned:
             doc[scim_name] = value
     name = {k: v for k, v in (attributes.get("name") or {}).items() if v is not None}
     for scim_name, column in NAME_COLUMNS.items():
@@ -113,12 +119,14 @@ def user_document(session: Session, user: User, *, with_groups: bool = True,
     if enterprise:
         doc["schemas"].append(ENTERPRISE_SCHEMA)
         doc[ENTERPRISE_SCHEMA] = enterprise
-    portal: dict[str, Any] = {"kind": user.kind.value, "accessType": user.access_type.value}
+    portal: dict[str, Any] = {name: getattr(user, column).value for name, column in PORTAL_ATTRIBUTES.items()
+                              if name not in unassigned}
     number = page.customer_numbers.get(user.customer_id) if user.customer_id else attributes.get(PENDING_CUSTOMER)
-    if number:
+    if number and "customerNumber" not in unassigned:
         portal["customerNumber"] = number
-    doc["schemas"].append(PORTAL_SCHEMA)
-    doc[PORTAL_SCHEMA] = portal
+    if portal:
+        doc["schemas"].append(PORTAL_SCHEMA)
+        doc[PORTAL_SCHEMA] = portal
     if with_groups:
         groups = page.groups.get(user.id)
         if groups:
@@ -168,7 +176,10 @@ def user_fields(resource: Resource[Any]) -> tuple[dict[str, Any], str | None, st
     """Service-layer fields of a SCIM user, its customer number and its password (if sent)."""
     doc = dump(resource)
     fields: dict[str, Any] = {column: doc.get(scim_name) for scim_name, column in USER_COLUMNS.items()}
-    fields["active"] = doc.get("active", True)
+    unassigned: dict[str, bool] = {}
+    if "active" not in doc:
+        fields.pop("active")  # the portal's value stays
+        unassigned["active"] = True
     name = dict(doc.get("name") or {})
     for scim_name, column in NAME_COLUMNS.items():
         fields[column] = name.pop(scim_name, None)
@@ -179,10 +190,15 @@ def user_fields(resource: Resource[Any]) -> tuple[dict[str, Any], str | None, st
     fields["attributes"] = attributes
     fields["email"] = primary_email(doc.get("emails"))
     portal = doc.get(PORTAL_SCHEMA) or {}
-    if portal.get("kind"):
-        fields["kind"] = portal["kind"]
-    if portal.get("accessType"):
-        fields["access_type"] = portal["accessType"]
+    for name, column in PORTAL_ATTRIBUTES.items():
+        if portal.get(name):
+            fields[column] = portal[name]
+        else:
+            unassigned[name] = True
+    if not portal.get("customerNumber"):
+        unassigned["customerNumber"] = True
+    if unassigned:
+        attributes[UNASSIGNED] = unassigned
     return fields, portal.get("customerNumber"), doc.get("password")
 
 

@@ -52,7 +52,7 @@ from sqlalchemy import (
     union_all,
 )
 
-from bridge.scim.convert import ENTERPRISE_ATTRIBUTES, PENDING_CUSTOMER, USER_JSON_ATTRIBUTES
+from bridge.scim.convert import ENTERPRISE_ATTRIBUTES, PENDING_CUSTOMER, UNASSIGNED, USER_JSON_ATTRIBUTES
 from bridge.scim.schema import PortalUser
 from bridge.store.models import Customer, Group, GroupGroupMember, GroupUserMember, User
 
@@ -234,17 +234,23 @@ class Resolver:
             return None
         return self._user_value(model, head, sub, kind, binding)
 
+    def _assigned(self, name: str, expr: Expr) -> Expr:
+        """NULL where the SCIM client left the attribute unassigned (see convert.UNASSIGNED)."""
+        marker = self.dialect.json_text((UNASSIGNED, name))
+        return case((marker.is_not(None), null()), else_=expr)
+
     def _user_value(self, model: type, head: str, sub: str | None, kind: type,
                     binding: AttributeBinding) -> Scalar | Elements | None:
         d = self.dialect
         if issubclass(model, PortalUser):
             if head == "kind":
-                return Scalar(User.kind, str)
+                return Scalar(self._assigned("kind", User.kind), str)
             if head == "access_type":
-                return Scalar(User.access_type, str)
+                return Scalar(self._assigned("accessType", User.access_type), str)
             if head == "customer_number":
                 linked = select(Customer.number).where(Customer.id == User.customer_id).scalar_subquery()
-                return Scalar(func.coalesce(linked, d.json_text((PENDING_CUSTOMER,))), str)
+                number = func.coalesce(linked, d.json_text((PENDING_CUSTOMER,)))
+                return Scalar(self._assigned("customerNumber", number), str)
             return None
         alias = alias_of(model, head)
         if issubclass(model, EnterpriseUser):
@@ -253,7 +259,8 @@ class Resolver:
             if sub is not None:
                 return Scalar(d.json_text((alias, alias_of(binding.field_type, sub))), kind)
             return Scalar(d.json_text((alias,)), kind)
-        columns = {"user_name": User.user_name, "display_name": User.display_name, "active": User.active,
+        columns = {"user_name": User.user_name, "display_name": User.display_name,
+                   "active": self._assigned("active", User.active),
                    "preferred_language": User.preferred_language, "timezone": User.timezone}
         if head in columns and sub is None:
             return Scalar(columns[head], kind)

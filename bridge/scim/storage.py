@@ -196,12 +196,11 @@ class StoreStorage(ScimStorage):
         """Service fields of a SCIM user. A customer number links the customer that has it;
         a number no customer has yet stays pending in the attributes."""
         fields, customer_number, password = convert.user_fields(resource)
-        customer_id = None
         if customer_number:
             customer_id = ctx.session.scalar(select(Customer.id).where(Customer.number == customer_number))
             if customer_id is None:
                 fields["attributes"][convert.PENDING_CUSTOMER] = customer_number
-        fields["customer_id"] = customer_id
+            fields["customer_id"] = customer_id
         return fields, password
 
     def _members(self, session: Session, resource: Resource[Any]) -> tuple[set[str], set[str]]:
