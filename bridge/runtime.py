@@ -43,10 +43,14 @@ def open_store(config: Config, *, migrate_if_allowed: bool = True) -> Store:
     store = Store(config.database_url, config.database.pool_size)
     if migrate.is_up_to_date(store.engine):
         return store
+    current = migrate.current_revision(store.engine)
+    if current is not None and not migrate.is_known(current):
+        store.dispose()
+        raise NotMigrated(f"the database schema ({current}) is newer than this dirbridge knows "
+                          f"({migrate.head_revision()}): run the newer dirbridge, or restore a backup")
     if migrate_if_allowed and config.database.should_auto_migrate(config.data_dir):
         migrate.upgrade(store.engine)
         return store
-    current = migrate.current_revision(store.engine)
     store.dispose()
     raise NotMigrated(
         f"the database schema is at {current or 'nothing'}, the code needs {migrate.head_revision()}: "

@@ -30,6 +30,14 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def is_known(revision: str) -> bool:
+    """Whether this code's migrations know ``revision`` (a newer dirbridge may have written it)."""
+    try:
+        return ScriptDirectory.from_config(_alembic_config()).get_revision(revision) is not None
+    except Exception:  # alembic raises several kinds of resolution errors
+        return False
+
+
 def is_up_to_date(engine: Engine) -> bool:
     return current_revision(engine) == head_revision()
 

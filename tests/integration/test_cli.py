@@ -187,3 +187,15 @@ def test_user_verbs_go_through_the_service_rules(tmp_path):
     assert unconfirmed.returncode == 2
     listed = run_cli("user", "list", "--access-type", "admin", "--config", config, cwd=tmp_path)
     assert listed.stdout.split()[:4] == ["root.admin", "admin", "local", "active"]
+
+
+def test_a_schema_newer_than_the_code_is_a_clear_error(tmp_path):
+    config = sqlite_config(tmp_path)
+    assert run_cli("token", "create", "entra", "--config", str(config), cwd=tmp_path).returncode == 0
+    engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'dirbridge.sqlite3'}")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    engine.dispose()
+    result = run_cli("token", "list", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "schema (9999_future) is newer than this dirbridge knows" in result.stderr
