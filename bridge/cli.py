@@ -339,5 +339,10 @@ def build_runtime_or_fail(config: Config):  # type: ignore[no-untyped-def]
         fail(str(exc))
 
 
+from bridge.mapping.cli import explain as _explain  # noqa: E402 - needs the helpers above
+
+cli.add_command(_explain)
+
+
 def main() -> None:
     cli(prog_name="dirbridge")

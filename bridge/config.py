@@ -290,13 +290,16 @@ class MappingRule(Strict):
             raise ValueError("a rule needs exactly one of group, group_regex or attribute")
         if self.attribute is not None and self.value is None:
             raise ValueError("a rule on an attribute needs a value")
-        if self.role is None and self.customer is None:
-            raise ValueError("a rule needs a role (with a scope) or a customer")
+        if self.role is None and self.customer is None and self.kind is None:
+            raise ValueError("a rule needs a role (with a scope), a customer or a kind")
+        if self.attribute is None and (self.role is None or self.customer is not None or self.kind is not None):
+            raise ValueError("a group rule gives a role (customer and kind come from attribute rules)")
         return self
 
 
 class MappingConfig(Strict):
     rules: list[MappingRule] = Field(default_factory=list)
+    cache_users: int = Field(default=200_000, ge=100, description="compiled users kept per process for check")
 
 
 class RoleConfig(Strict):
@@ -337,6 +340,9 @@ class ScopesConfig(Strict):
                 raise ValueError(f"node {node.id!r}: level {level!r} is not one of {self.levels}")
             if node.parent not in known:
                 raise ValueError(f"node {node.id!r}: parent {node.parent!r} is not declared before it")
+            parent_level = node.parent.split(":", 1)[0]
+            if self.levels.index(level) <= self.levels.index(parent_level):
+                raise ValueError(f"node {node.id!r}: a {level} cannot hang under a {parent_level}")
             if node.id in known:
                 raise ValueError(f"node {node.id!r} is declared twice")
             known.add(node.id)
@@ -347,6 +353,8 @@ class CustomersConfig(Strict):
     rights_group_name: str = "X{number}-{name}"
     remote_users_group: str = "RemoteUsers"
     remote_admins_group: str = "RemoteAdministrators"
+    sales_group: str = Field(default="CustomerSalesRepresentatives",
+                             description="only its members may be assigned as sales representatives; '' = anyone")
 
     @field_validator("rights_group_name")
     @classmethod
@@ -480,6 +488,21 @@ class Config(Strict):
             missing = [i for i in role.includes if i not in known]
             if missing:
                 raise ValueError(f"role {role.name!r} includes unknown roles: {', '.join(missing)}")
+        includes = {r.name: r.includes for r in value}
+        done: set[str] = set()
+
+        def visit(name: str, path: tuple[str, ...]) -> None:
+            if name in path:
+                cycle = " -> ".join(path[path.index(name):] + (name,))
+                raise ValueError(f"roles include each other in a cycle: {cycle}")
+            if name in done:
+                return
+            for included in includes[name]:
+                visit(included, path + (name,))
+            done.add(name)
+
+        for role in value:
+            visit(role.name, ())
         return value
 
     @property

@@ -59,5 +59,9 @@ def open_store(config: Config, *, migrate_if_allowed: bool = True) -> Store:
 
 
 def build_runtime(config: Config, store: Store | None = None) -> Runtime:
+    from bridge.mapping.apply import apply_config
+
     store = store or open_store(config)
-    return Runtime(config=config, store=store, services=Services(store, config))
+    services = Services(store, config)
+    apply_config(services, config)  # the config's scopes, roles and portal groups (idempotent)
+    return Runtime(config=config, store=store, services=services)

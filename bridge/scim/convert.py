@@ -143,21 +143,30 @@ def group_document(session: Session, group: Group, *, with_members: bool = True)
     if group.external_id is not None:
         doc["externalId"] = group.external_id
     if with_members:
+        # display is what the client called the member (SCIM stores what it is given).
         users = session.execute(
-            select(User.id, User.user_name).join(GroupUserMember, GroupUserMember.user_id == User.id)
-            .where(GroupUserMember.group_id == group.id, GroupUserMember.origin == "source").order_by(User.id)
+            select(GroupUserMember.user_id, GroupUserMember.display)
+            .where(GroupUserMember.group_id == group.id, GroupUserMember.origin == "source")
+            .order_by(GroupUserMember.user_id)
         ).all()
         groups = session.execute(
-            select(Group.id, Group.display_name).join(GroupGroupMember, GroupGroupMember.child_group_id == Group.id)
-            .where(GroupGroupMember.group_id == group.id).order_by(Group.id)
+            select(GroupGroupMember.child_group_id, GroupGroupMember.display)
+            .where(GroupGroupMember.group_id == group.id).order_by(GroupGroupMember.child_group_id)
         ).all()
-        members = [{"value": uid, "$ref": f"Users/{uid}", "display": name, "type": "User"} for uid, name in users]
-        members += [{"value": gid, "$ref": f"Groups/{gid}", "display": name, "type": "Group"} for gid, name in groups]
+        members = [_member(uid, "Users", "User", display) for uid, display in users]
+        members += [_member(gid, "Groups", "Group", display) for gid, display in groups]
         if members:
             doc["members"] = members
     doc["meta"] = {"resourceType": "Group", "created": group.created_at, "lastModified": group.updated_at,
                    "version": etag(group.version)}
     return doc
+
+
+def _member(member_id: str, endpoint: str, kind: str, display: str | None) -> dict[str, Any]:
+    member = {"value": member_id, "$ref": f"{endpoint}/{member_id}", "type": kind}
+    if display is not None:
+        member["display"] = display
+    return member
 
 
 def to_resource(model: type[Resource[Any]], document: dict[str, Any]) -> Resource[Any]:
@@ -202,18 +211,21 @@ def user_fields(resource: Resource[Any]) -> tuple[dict[str, Any], str | None, st
     return fields, portal.get("customerNumber"), doc.get("password")
 
 
-def group_fields(resource: Resource[Any]) -> tuple[dict[str, Any], set[str], set[str]]:
-    """Service-layer fields of a SCIM group, and the ids of its user and group members."""
+def group_fields(resource: Resource[Any]) -> tuple[dict[str, Any], set[str], set[str], dict[str, str | None]]:
+    """Service-layer fields of a SCIM group, the ids of its user and group members (as the
+    client typed them), and the display the client gives each member."""
     doc = dump(resource)
     users: set[str] = set()
     groups: set[str] = set()
+    displays: dict[str, str | None] = {}
     for member in doc.get("members") or []:
         value = member.get("value")
         if not value:
             continue
+        displays[value] = member.get("display")
         ref = str(member.get("$ref") or "")
         if member.get("type") == "Group" or "/Groups/" in f"/{ref}":
             groups.add(value)
         else:
             users.add(value)
-    return {"display_name": doc.get("displayName"), "external_id": doc.get("externalId")}, users, groups
+    return {"display_name": doc.get("displayName"), "external_id": doc.get("externalId")}, users, groups, displays

@@ -185,14 +185,15 @@ def _user_groups() -> Elements:
 
 def _group_members() -> Elements:
     users = select(
-        GroupUserMember.group_id.label("holder"), User.id.label("value"), User.user_name.label("display"),
-        literal("User").label("type"), (literal("Users/") + User.id).label("ref"),
-    ).join(User, User.id == GroupUserMember.user_id).where(GroupUserMember.origin == "source")
-    child = Group.__table__.alias("child")
+        GroupUserMember.group_id.label("holder"), GroupUserMember.user_id.label("value"),
+        GroupUserMember.display.label("display"), literal("User").label("type"),
+        (literal("Users/") + GroupUserMember.user_id).label("ref"),
+    ).where(GroupUserMember.origin == "source")
     groups = select(
-        GroupGroupMember.group_id.label("holder"), child.c.id.label("value"), child.c.display_name.label("display"),
-        literal("Group").label("type"), (literal("Groups/") + child.c.id).label("ref"),
-    ).join(child, child.c.id == GroupGroupMember.child_group_id)
+        GroupGroupMember.group_id.label("holder"), GroupGroupMember.child_group_id.label("value"),
+        GroupGroupMember.display.label("display"), literal("Group").label("type"),
+        (literal("Groups/") + GroupGroupMember.child_group_id).label("ref"),
+    )
     return _relation(union_all(users, groups), Group.id)
 
 

@@ -204,7 +204,8 @@ class StoreStorage(ScimStorage):
         return fields, password
 
     def _members(self, session: Session, resource: Resource[Any]) -> tuple[set[str], set[str]]:
-        fields, users, groups = convert.group_fields(resource)
+        """The user and group members, typed by what the ids are in the store."""
+        fields, users, groups, _ = convert.group_fields(resource)
         for member in list(users):
             if session.get(User, member) is None:
                 users.discard(member)
@@ -226,10 +227,10 @@ class StoreStorage(ScimStorage):
                 if password:
                     uow.users.set_password_hash(row, self.hasher.hash(password))
             else:
-                fields, _, _ = convert.group_fields(resource)
+                fields, _, _, displays = convert.group_fields(resource)
                 users, groups = self._members(ctx.session, resource)
                 row = uow.groups.create(fields.pop("display_name"), **fields)
-                uow.groups.change_members(row, add_users=users, add_groups=groups)
+                uow.groups.change_members(row, add_users=users, add_groups=groups, displays=displays)
             ctx.session.flush()
             return self._render(ctx.session, resource_type, row)
 
@@ -248,10 +249,10 @@ class StoreStorage(ScimStorage):
                 if password:
                     uow.users.set_password_hash(row, self.hasher.hash(password))
             else:
-                fields, _, _ = convert.group_fields(resource)
+                fields, _, _, displays = convert.group_fields(resource)
                 users, groups = self._members(ctx.session, resource)
                 uow.groups.update(row, **fields)
-                uow.groups.set_members(row, users, groups)
+                uow.groups.set_members(row, users, groups, displays=displays)
             ctx.session.flush()
             return self._render(ctx.session, resource_type, row)
 

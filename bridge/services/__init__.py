@@ -24,4 +24,4 @@ class Services:
     def unit(self, actor: Actor) -> Iterator[UnitOfWork]:
         """A write transaction for ``actor``; any error rolls back everything in it."""
         with self.store.write() as session:
-            yield UnitOfWork(session, actor, self.config.ownership)
+            yield UnitOfWork(session, actor, self.config.ownership, self.config)

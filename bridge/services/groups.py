@@ -7,7 +7,7 @@ leaves the other in place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -79,13 +79,21 @@ class GroupService:
         self._touch(group)
         audit.record(self.uow.session, self.uow.actor, "group.update", "group", group.id, group.display_name,
                      audit.diff(before, _snapshot(group)))
+        if {"display_name", "ldap_dn"} & set(changed):
+            self.uow.changes.group(group.id)  # mapping rules match names and DNs
         return group
 
-    def delete(self, group: Group, *, expected_version: int | None = None) -> None:
+    def delete(self, group: Group, *, expected_version: int | None = None, by_customer: bool = False) -> None:
+        """Delete a group; a customer's rights-group goes only with its customer's remote access."""
         self._check_version(group, expected_version)
         self._check_ownership(group)
+        if group.kind == GroupKind.customer_rights and not by_customer:
+            raise Conflict(f"{group.display_name!r} is a customer's rights-group; it goes with the customer")
         audit.record(self.uow.session, self.uow.actor, "group.delete", "group", group.id, group.display_name,
                      audit.diff(_snapshot(group), {}))
+        self.uow.changes.group(group.id)
+        for child_id in self.group_member_ids(group):
+            self.uow.changes.group(child_id)
         self.uow.session.delete(group)
         self.uow.session.flush()
 
@@ -111,8 +119,10 @@ class GroupService:
         remove_groups: Iterable[str] = (),
         origin: str = SOURCE_ORIGIN,
         check_ownership: bool = True,
+        displays: Mapping[str, str | None] | None = None,
     ) -> tuple[set[str], set[str]]:
-        """Add and remove members; returns the ids really added and removed."""
+        """Add and remove members; returns the ids really added and removed. ``displays``
+        gives the names the source calls members by (SCIM ``members.display``)."""
         if check_ownership:
             self._check_ownership(group)
         session = self.uow.session
@@ -136,15 +146,40 @@ class GroupService:
             session.delete(session.get(GroupUserMember, (group.id, user_id, origin)))
         for child_id in gone_groups:
             session.delete(session.get(GroupGroupMember, (group.id, child_id)))
+        renamed = self._set_displays(group, origin, displays or {}, current_users | new_users - gone_users,
+                                     current_groups | new_groups - gone_groups)
         added, removed = new_users | new_groups, gone_users | gone_groups
-        if added or removed:
+        for user_id in new_users | gone_users:
+            self.uow.changes.user(user_id)  # the check caches of every replica drop these
+        for child_id in new_groups | gone_groups:
+            self.uow.changes.group(child_id)
+        if added or removed or renamed:
             self._touch(group)
             audit.record(session, self.uow.actor, "group.members", "group", group.id, group.display_name,
-                         {"added": sorted(added), "removed": sorted(removed), "origin": origin})
+                         {"added": sorted(added), "removed": sorted(removed), "origin": origin,
+                          **({"displays": sorted(renamed)} if renamed else {})})
         return added, removed
 
+    def _set_displays(self, group: Group, origin: str, displays: Mapping[str, str | None],
+                      users: set[str], groups: set[str]) -> set[str]:
+        """Record the given member displays; the ids whose display changed."""
+        session, changed = self.uow.session, set()
+        session.flush()
+        for member_id, display in displays.items():
+            if member_id in users:
+                row = session.get(GroupUserMember, (group.id, member_id, origin))
+            elif member_id in groups:
+                row = session.get(GroupGroupMember, (group.id, member_id))
+            else:
+                continue
+            if row is not None and row.display != display:
+                row.display = display
+                changed.add(member_id)
+        return changed
+
     def set_members(self, group: Group, user_ids: Iterable[str], group_ids: Iterable[str] = (),
-                    origin: str = SOURCE_ORIGIN) -> tuple[set[str], set[str]]:
+                    origin: str = SOURCE_ORIGIN,
+                    displays: Mapping[str, str | None] | None = None) -> tuple[set[str], set[str]]:
         """Make the members of this origin exactly these users and groups."""
         user_ids, group_ids = set(user_ids), set(group_ids)
         return self.change_members(
@@ -154,6 +189,7 @@ class GroupService:
             add_groups=group_ids,
             remove_groups=self.group_member_ids(group) - group_ids,
             origin=origin,
+            displays=displays,
         )
 
     # -- helpers ---------------------------------------------------------------

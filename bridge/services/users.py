@@ -7,6 +7,9 @@ CLI and the CSV import all come through here:
 - a locally created userName has no white space and at least 5 characters;
 - there is always at least one active admin once one exists;
 - a source changes only its own users, unless an ownership rule lets it take over;
+- the mapping rules on attributes, and the customer rules (rights-group,
+  RemoteUsers, remote access), apply to every write (bridge.services.customers);
+- a change that can change a ``check`` answer is logged for every replica's cache;
 - every change writes an audit event.
 """
 
@@ -57,6 +60,9 @@ PORTAL_FIELDS = ("kind", "access_type", "customer_id", "customer_admin", "ip_all
 SECRET_FIELDS = ("password_hash",)
 AUDITED_FIELDS = IDENTITY_FIELDS + PORTAL_FIELDS + SECRET_FIELDS + ("source", "must_change_password", "locked_until")
 WRITABLE_FIELDS = frozenset(IDENTITY_FIELDS + PORTAL_FIELDS)
+# Fields whose change can change an answer of check (attributes: through mapping rules).
+AUTHZ_FIELDS = frozenset({"user_name", "active", "access_type", "attributes", "kind", "customer_id",
+                          "customer_admin"})
 
 
 def user_name_key(user_name: str) -> str:
@@ -116,6 +122,8 @@ class UserService:
         user_name = self._check_user_name(fields.get("user_name"), source)
         fields = self._normalise(fields)
         self._ensure_user_name_free(user_name)
+        fields.update(self.uow.customers.rule_effects(  # mapping rules, remote access (bridge.services.customers)
+            source, {"active": True, "kind": UserKind.internal, **fields, "user_name": user_name}))
         if fields.get("email") and not (fields.get("attributes") or {}).get("emails"):
             fields["attributes"] = with_email(fields.get("attributes"), fields["email"])
         now = utcnow()
@@ -133,10 +141,14 @@ class UserService:
         self._flush_unique(user_name)
         audit.record(self.uow.session, self.uow.actor, "user.create", "user", user.id, user.user_name,
                      audit.diff({}, snapshot(user)))
+        if user.kind == UserKind.external:
+            self.uow.customers.sync_memberships(user)
         return user
 
-    def update(self, user: User, *, expected_version: int | None = None, **changes: Any) -> User:
-        """Change fields of ``user``; only what differs is written and audited."""
+    def update(self, user: User, *, expected_version: int | None = None, check_ownership: bool = True,
+               **changes: Any) -> User:
+        """Change fields of ``user``; only what differs is written and audited. The portal's
+        own rules (customers) pass ``check_ownership=False`` to deactivate any source's user."""
         unknown = set(changes) - WRITABLE_FIELDS
         if unknown:
             raise InvalidValue(f"unknown user fields: {', '.join(sorted(unknown))}")
@@ -150,9 +162,16 @@ class UserService:
             changed["attributes"] = with_email(changed["attributes"], changed.get("email", user.email))
         if changed.get("attributes") == user.attributes:
             changed.pop("attributes", None)
+        if changed and check_ownership:
+            self._check_ownership(user, changed)
+        # The portal's rules decide last and whoever writes (bridge.services.customers).
+        for key, value in self.uow.customers.rule_effects(user.source, {**snapshot(user), **changed}).items():
+            if getattr(user, key) != value:
+                changed[key] = value
+            else:
+                changed.pop(key, None)
         if not changed:
             return user
-        self._check_ownership(user, changed)
         if "user_name" in changed:
             new_name = self._check_user_name(changed["user_name"], user.source)
             if user_name_key(new_name) != user.user_name_key:
@@ -173,18 +192,24 @@ class UserService:
         action = "user.deactivate" if changed.get("active") is False else "user.update"
         audit.record(self.uow.session, self.uow.actor, action, "user", user.id, user.user_name,
                      audit.diff(before, snapshot(user)))
+        if set(changed) & AUTHZ_FIELDS or before["source"] != user.source:
+            self.uow.changes.user(user.id)  # the check caches of every replica drop this user
+        if set(changed) & {"kind", "customer_id", "customer_admin"}:
+            self.uow.customers.sync_memberships(user)
         return user
 
     def deactivate(self, user: User) -> User:
         return self.update(user, active=False)
 
-    def delete(self, user: User, *, expected_version: int | None = None) -> None:
+    def delete(self, user: User, *, expected_version: int | None = None, check_ownership: bool = True) -> None:
         if expected_version is not None and expected_version != user.version:
             raise VersionMismatch(f"user {user.user_name} is at version {user.version}, not {expected_version}")
-        self._check_ownership(user, {"active": False})
+        if check_ownership:
+            self._check_ownership(user, {"active": False})
         self._guard_last_admin(user, {"active": False})
         audit.record(self.uow.session, self.uow.actor, "user.delete", "user", user.id, user.user_name,
                      audit.diff(snapshot(user), {}))
+        self.uow.changes.user(user.id)
         self.uow.session.delete(user)
         self.uow.session.flush()
 

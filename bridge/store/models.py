@@ -107,6 +107,7 @@ class User(Base):
         UniqueConstraint("source", "source_id", name="uq_users_source_source_id"),
         Index("ix_users_customer", "customer_id"),
         Index("ix_users_access_active", "access_type", "active"),
+        Index("ix_users_external_id", "external_id"),  # SCIM clients look users up by externalId
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -155,6 +156,8 @@ class Group(Base):
     __table_args__ = (
         UniqueConstraint("source", "source_id", name="uq_groups_source_source_id"),
         Index("ix_groups_display_name_key", "display_name_key"),
+        Index("ix_groups_customer", "customer_id"),
+        Index("ix_groups_external_id", "external_id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -191,6 +194,7 @@ class GroupUserMember(Base):
     group_id: Mapped[str] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     origin: Mapped[str] = mapped_column(String(120), primary_key=True, default="source")
+    display: Mapped[str | None] = mapped_column(String(256))  # what the source calls the member (SCIM)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     group: Mapped[Group] = relationship(back_populates="user_members")
@@ -208,6 +212,7 @@ class GroupGroupMember(Base):
 
     group_id: Mapped[str] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
     child_group_id: Mapped[str] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    display: Mapped[str | None] = mapped_column(String(256))  # what the source calls the member (SCIM)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -471,3 +476,26 @@ class LeaderLease(Base):
     holder: Mapped[str] = mapped_column(String(128))
     acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
+
+
+class AuthzState(Base):
+    """One row: the authorization generation. Every write that can change an answer of
+    ``check`` bumps it in its own transaction, so each replica knows when to look again."""
+
+    __tablename__ = "authz_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Change rows below this generation were pruned: a cache older than it starts afresh.
+    pruned_below: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AuthzChange(Base):
+    """What one generation changed (``user``/``group`` and its id, or ``all``), so that a
+    cache drops exactly the entries it has to."""
+
+    __tablename__ = "authz_changes"
+
+    generation: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    subject_type: Mapped[str] = mapped_column(String(8), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -58,11 +58,11 @@ def create_app(rt: Runtime) -> OpenAPI:
         return response
 
     from bridge.web import health, status
-    from bridge.web.api import users
+    from bridge.web.api import check, customers, grants, roles, scopes, users
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(status.blueprint)
-    for api in (users.bp,):
+    for api in (users.bp, check.bp, roles.bp, scopes.bp, grants.bp, customers.bp):
         app.register_api(api)
 
     if rt.config.scim.enabled:

@@ -35,17 +35,25 @@ def get(port: int, path: str, timeout: float = 5) -> tuple[int, bytes]:
 
 
 def start_serve(tmp_path: Path, port: int, extra: str = "") -> subprocess.Popen[str]:
+    """`dirbridge serve` in the background, its output in tmp_path/serve.log (a file, not a
+    pipe: nothing drains a pipe while a test runs, and a full pipe stalls the server)."""
     config = tmp_path / "dirbridge.toml"
     config.write_text(f'data_dir = "data"\n[server]\nlisten = "127.0.0.1:{port}"\n{extra}')
     exe = Path(sys.executable).parent / "dirbridge"
-    proc = subprocess.Popen([str(exe), "serve", "--config", str(config)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with (tmp_path / "serve.log").open("w") as log_file:
+        proc = subprocess.Popen([str(exe), "serve", "--config", str(config)], cwd=tmp_path,
+                                stdout=log_file, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for_port("127.0.0.1", port, timeout=20)
     except Exception:
         proc.kill()
-        raise AssertionError(proc.communicate()[0]) from None
+        proc.wait()
+        raise AssertionError(server_output(tmp_path)) from None
     return proc
+
+
+def server_output(tmp_path: Path) -> str:
+    return (tmp_path / "serve.log").read_text()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -60,7 +68,8 @@ def test_serve_answers_health_and_stops_on_signal(tmp_path, signum):
         assert status == 200 and b"audit-retention" in page
     finally:
         proc.send_signal(signum)
-        output, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+    output = server_output(tmp_path)
     assert proc.returncode == 0, output
     assert f"status page:   http://127.0.0.1:{port}/status" in output
     assert "dirbridge token create NAME" in output
@@ -85,7 +94,7 @@ def test_serve_on_a_taken_port_fails_clearly(tmp_path):
         assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     finally:
         first.terminate()
-        first.communicate(timeout=30)
+        first.wait(timeout=30)
 
 
 @pytest.fixture

@@ -171,7 +171,8 @@ def test_okta_group_push(okta):
         {"value": members[2]["id"], "display": members[2]["userName"]}]}])
     current = okta.get(path).json
     assert current["displayName"] == "Test SCIMv2 Renamed"
-    assert sorted(m["value"] for m in current["members"]) == sorted([members[1]["id"], members[2]["id"]])
+    assert sorted((m["value"], m["display"]) for m in current["members"]) == sorted(
+        [(members[1]["id"], members[1]["userName"]), (members[2]["id"], members[2]["userName"])])
     okta.patch(path, [{"op": "remove", "path": f'members[value eq "{members[1]["id"]}"]'}])
     assert [m["value"] for m in okta.get(path).json["members"]] == [members[2]["id"]]
     assert okta.delete(path).status_code == 204

@@ -1,0 +1,164 @@
+"""Mapping rules from the config, compiled once and matched against groups and users.
+
+A group rule ("members of group X, or of groups matching a pattern, get role R at
+scope S") is matched against a group's display name and its LDAP DN,
+case-insensitively, because directory names are. The pattern's named groups
+fill the scope template (``pool:{pool}``).
+
+An attribute rule ("attribute A = V") is matched against a user's attributes
+(or a core field of the same name); it can set the user's kind and customer
+(``{employeeNumber}`` filled from the user's attributes), and grant a role.
+When several attribute rules set the same field, the first matching rule wins.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.config import MappingConfig, MappingRule
+
+_FORMATTER = string.Formatter()
+
+
+def source_matches(pattern: str, source: str) -> bool:
+    """``*`` matches every source, ``scim`` every SCIM client, anything else itself."""
+    if pattern == "*":
+        return True
+    if pattern == "scim":
+        return source == "scim" or source.startswith("scim:")
+    return pattern == source
+
+
+def render(template: str, values: Mapping[str, Any]) -> str | None:
+    """Fill ``{name}`` fields from ``values``; None when one is missing or empty."""
+    out: list[str] = []
+    for literal, field, _spec, _conv in _FORMATTER.parse(template):
+        out.append(literal)
+        if field is None:
+            continue
+        value = values.get(field)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is None or str(value) == "":
+            return None
+        out.append(str(value))
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class RuleGrant:
+    """A role at a scope that rule number ``index`` gives."""
+
+    index: int
+    role: str
+    scope: str
+
+
+@dataclass(frozen=True)
+class GroupRule:
+    index: int
+    source: str
+    name_key: str | None
+    pattern: re.Pattern[str] | None
+    role: str
+    scope: str
+
+    def match(self, source: str, display_name: str, ldap_dn: str | None) -> RuleGrant | None:
+        if not source_matches(self.source, source):
+            return None
+        candidates = [display_name] + ([ldap_dn] if ldap_dn else [])
+        for text in candidates:
+            if self.name_key is not None:
+                if text.strip().casefold() == self.name_key:
+                    return RuleGrant(self.index, self.role, self.scope)
+                continue
+            assert self.pattern is not None
+            found = self.pattern.search(text)
+            if found:
+                scope = render(self.scope, found.groupdict())
+                return RuleGrant(self.index, self.role, scope) if scope else None
+        return None
+
+
+@dataclass(frozen=True)
+class UserRuleEffect:
+    """What a matching attribute rule says about a user."""
+
+    index: int
+    kind: str | None
+    customer_number: str | None
+    customer_missing: str | None  # the template when a field it needs is missing
+    grant: RuleGrant | None
+
+
+@dataclass(frozen=True)
+class AttributeRule:
+    index: int
+    source: str
+    attribute: str
+    value_key: str
+    role: str | None
+    scope: str
+    customer: str | None
+    kind: str | None
+
+    def match(self, source: str, attributes: Mapping[str, Any]) -> UserRuleEffect | None:
+        if not source_matches(self.source, source):
+            return None
+        value = attributes.get(self.attribute)
+        values = value if isinstance(value, list) else [value]
+        if not any(v is not None and str(v).strip().casefold() == self.value_key for v in values):
+            return None
+        number = render(self.customer, attributes) if self.customer else None
+        grant = None
+        if self.role:
+            scope = render(self.scope, attributes)
+            grant = RuleGrant(self.index, self.role, scope) if scope else None
+        missing = self.customer if self.customer and number is None else None
+        return UserRuleEffect(self.index, self.kind, number, missing, grant)
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    group_rules: tuple[GroupRule, ...]
+    attribute_rules: tuple[AttributeRule, ...]
+
+    def for_group(self, source: str, display_name: str, ldap_dn: str | None) -> list[RuleGrant]:
+        found = (rule.match(source, display_name, ldap_dn) for rule in self.group_rules)
+        return [grant for grant in found if grant is not None]
+
+    def for_user(self, source: str, attributes: Mapping[str, Any]) -> list[UserRuleEffect]:
+        found = (rule.match(source, attributes) for rule in self.attribute_rules)
+        return [effect for effect in found if effect is not None]
+
+
+def compile_rule(index: int, rule: MappingRule) -> GroupRule | AttributeRule:
+    if rule.attribute is not None:
+        return AttributeRule(index, rule.source, rule.attribute, str(rule.value).strip().casefold(),
+                             rule.role, rule.scope, rule.customer, rule.kind)
+    assert rule.role is not None, "a group rule has a role (checked by the config)"
+    pattern = re.compile(rule.group_regex, re.IGNORECASE) if rule.group_regex is not None else None
+    name_key = rule.group.strip().casefold() if rule.group is not None else None
+    return GroupRule(index, rule.source, name_key, pattern, rule.role, rule.scope)
+
+
+_compiled: dict[int, tuple[MappingConfig, CompiledRules]] = {}
+
+
+def compiled_rules(config: MappingConfig) -> CompiledRules:
+    """The rules of ``config``, compiled once per config object. Rules are numbered
+    from 1 in the order of the config file, as explain shows them."""
+    cached = _compiled.get(id(config))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    rules = [compile_rule(i, r) for i, r in enumerate(config.rules, start=1)]
+    result = CompiledRules(
+        tuple(r for r in rules if isinstance(r, GroupRule)),
+        tuple(r for r in rules if isinstance(r, AttributeRule)),
+    )
+    _compiled[id(config)] = (config, result)
+    return result

@@ -1,0 +1,73 @@
+"""The authorization change log: what a unit of work changed for ``check``.
+
+Services mark the users and groups whose rights a write can change (a membership,
+a grant, an access type...) or ``everything`` (a role, the scope tree, the
+config). Just before the transaction commits, the marks are written as rows of a
+new generation, bumping the one-row counter in the same transaction. Readers
+(the check cache of every replica) compare the counter with what they have seen
+and drop exactly the entries named by the rows in between.
+
+The counter row is updated at commit time, so its lock is held only while the
+transaction commits, and generations become visible in the order they were
+taken: a reader that sees generation N has every change up to N.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, event, insert, update
+from sqlalchemy.orm import Session
+
+from bridge.store.models import AuthzChange, AuthzState
+
+USER, GROUP, ALL = "user", "group", "all"
+# Beyond this many subjects in one transaction, "everything" is cheaper for readers.
+MAX_SUBJECTS = 2000
+# Every PRUNE_EVERY generations, change rows older than KEEP_GENERATIONS go.
+PRUNE_EVERY = 512
+KEEP_GENERATIONS = 20_000
+
+
+class ChangeLog:
+    """Collects the authorization-relevant changes of one session's transaction."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self._subjects: set[tuple[str, str]] = set()
+        self._everything = False
+        event.listen(session, "before_commit", self._write)
+
+    def user(self, user_id: str) -> None:
+        self._subjects.add((USER, user_id))
+
+    def group(self, group_id: str) -> None:
+        self._subjects.add((GROUP, group_id))
+
+    def everything(self) -> None:
+        self._everything = True
+
+    @property
+    def pending(self) -> bool:
+        return self._everything or bool(self._subjects)
+
+    def _write(self, session: Session) -> None:
+        if not self.pending:
+            return
+        if self._everything or len(self._subjects) > MAX_SUBJECTS:
+            rows = [(ALL, "*")]
+        else:
+            rows = sorted(self._subjects)
+        self._subjects, self._everything = set(), False
+        generation = session.execute(
+            update(AuthzState).where(AuthzState.id == 1)
+            .values(generation=AuthzState.generation + 1).returning(AuthzState.generation)
+        ).scalar_one_or_none()
+        if generation is None:  # a database created without migration 0002's row
+            session.execute(insert(AuthzState).values(id=1, generation=1, pruned_below=0))
+            generation = 1
+        session.execute(insert(AuthzChange), [
+            {"generation": generation, "subject_type": kind, "subject_id": subject} for kind, subject in rows
+        ])
+        if generation % PRUNE_EVERY == 0 and generation > KEEP_GENERATIONS:
+            floor = generation - KEEP_GENERATIONS
+            session.execute(delete(AuthzChange).where(AuthzChange.generation < floor))
+            session.execute(update(AuthzState).where(AuthzState.id == 1).values(pruned_below=floor))

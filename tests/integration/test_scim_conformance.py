@@ -1,0 +1,28 @@
+"""scim2-tester, an independent SCIM conformance suite, against a real `dirbridge serve`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fixtures.app import REPO, run_cli
+from tests.fixtures.net import free_port
+from tests.integration.test_daemon import start_serve
+
+
+def test_scim2_tester_finds_no_failure(tmp_path):
+    port = free_port()
+    server = start_serve(tmp_path, port)
+    try:
+        token = run_cli("token", "create", "conformance", "--config", str(tmp_path / "dirbridge.toml"),
+                        cwd=tmp_path).stdout.strip()
+        result = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "scim-conformance"), f"http://127.0.0.1:{port}/scim/v2", token],
+            capture_output=True, text=True, timeout=300)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " success" in result.stdout.splitlines()[-1]
+    assert "error" not in result.stdout.splitlines()[-1]
