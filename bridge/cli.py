@@ -339,6 +339,10 @@ def build_runtime_or_fail(config: Config):  # type: ignore[no-untyped-def]
         fail(str(exc))
 
 
+from bridge.ldap.cli import sync as _ldap_sync  # noqa: E402 - needs the helpers above
+
+cli.add_command(_ldap_sync)
+
 from bridge.mapping.cli import explain as _explain  # noqa: E402 - needs the helpers above
 
 cli.add_command(_explain)

@@ -212,6 +212,10 @@ class LdapSourceConfig(Strict):
     connect_timeout: float = Field(default=5.0, gt=0, le=120)
     receive_timeout: int = Field(default=30, ge=1, le=3600, description="seconds; ldap3 needs a whole number")
     attributes: dict[str, str] = Field(default_factory=dict, description="overrides of the preset's attribute map")
+    accesslog_base: str | None = Field(default=None, description="OpenLDAP accesslog suffix: incremental syncs "
+                                       "then see deletions and moves out of scope")
+    incremental_overlap: int = Field(default=60, ge=0, le=86400, description="seconds re-read before the "
+                                     "high-water mark (writes in flight, replication delay)")
 
     @field_validator("url", mode="before")
     @classmethod

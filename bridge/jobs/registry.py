@@ -33,6 +33,9 @@ def audit_retention(rt: Runtime) -> dict[str, Any]:
 
 def job_specs(rt: Runtime) -> list[JobSpec]:
     """Every job of this configuration."""
+    from bridge.ldap.jobs import sync_job_specs  # the LDAP sync jobs: one full, one incremental per source
+
     return [
+        *sync_job_specs(rt),
         JobSpec("audit-retention", "1d", audit_retention, "delete audit events past their retention"),
     ]

@@ -1,0 +1,306 @@
+"""Groups of one source into the store: the groups themselves (display name = cn,
+``ldap_dn``), then their members resolved by DN to users and nested groups.
+
+Members are compared as parsed DNs (``dn_key``), so ``cn=Smith\\, John`` matches
+``cn=Smith\\2C John`` and non-ASCII names match however the server escapes them.
+Membership changes are applied in batched transactions; the users and groups a
+batch adds are loaded up front, one query per batch instead of one per member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from bridge.ldap.directory import GroupEntry
+from bridge.ldap.dn import dn_key
+from bridge.ldap.plan import Counts, Plan
+from bridge.ldap.users import ENTRY_ERRORS
+from bridge.services import Actor, Services, ServiceError
+from bridge.services.groups import SOURCE_ORIGIN
+from bridge.services.unit import UnitOfWork
+from bridge.store.models import Group, GroupGroupMember, GroupUserMember, User
+
+GROUP_BATCH = 200
+MEMBER_BATCH = 5000
+CHUNK = 500
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+@dataclass
+class MemberChange:
+    group_id: str
+    name: str
+    add_users: set[str] = field(default_factory=set)
+    remove_users: set[str] = field(default_factory=set)
+    add_groups: set[str] = field(default_factory=set)
+    remove_groups: set[str] = field(default_factory=set)
+
+    @property
+    def size(self) -> int:
+        return len(self.add_users) + len(self.remove_users) + len(self.add_groups) + len(self.remove_groups)
+
+
+@dataclass
+class GroupOutcome:
+    counts: Counts = field(default_factory=Counts)
+    errors: list[str] = field(default_factory=list)
+
+
+class GroupWriter:
+    def __init__(self, services: Services, actor: Actor, plan: Plan | None,
+                 progress: Callable[[str, int], None] | None = None):
+        self.services = services
+        self.store = services.store
+        self.actor = actor
+        self.source = actor.source
+        self.plan = plan
+        self.progress = progress or (lambda phase, n: None)
+        self.outcome = GroupOutcome()
+
+    # -- reads -----------------------------------------------------------------
+
+    def stored_groups(self) -> list[tuple[str, str | None, str | None, str]]:
+        """(id, source_id, ldap_dn, display_name) of every group of this source."""
+        with self.store.read() as session:
+            return [tuple(r) for r in session.execute(  # type: ignore[misc]
+                select(Group.id, Group.source_id, Group.ldap_dn, Group.display_name)
+                .where(Group.source == self.source))]
+
+    def resolve_users(self, dns: Iterable[str]) -> dict[str, str]:
+        """DN key -> user id for the given member DNs among this source's users: exact
+        strings first (one indexed query per chunk), parsed DNs for the rest."""
+        wanted = {dn_key(dn): dn for dn in dns}
+        found: dict[str, str] = {}
+        with self.store.read() as session:
+            for chunk in chunks(list(wanted.values())):
+                for uid, ldap_dn in session.execute(select(User.id, User.ldap_dn).where(
+                        User.source == self.source, User.ldap_dn.in_(chunk))):
+                    found[dn_key(ldap_dn)] = uid
+            if len(found) < len(wanted):
+                for uid, ldap_dn in session.execute(select(User.id, User.ldap_dn).where(
+                        User.source == self.source, User.ldap_dn.is_not(None))):
+                    key = dn_key(ldap_dn)
+                    if key in wanted:
+                        found.setdefault(key, uid)
+        return found
+
+    # -- groups ----------------------------------------------------------------
+
+    def upsert(self, entries: Sequence[GroupEntry]) -> dict[str, str]:
+        """Create or update the groups; returns DN key -> group id of these entries."""
+        ids: dict[str, str] = {}
+        for batch in chunks(entries, GROUP_BATCH):
+            if self.plan is not None:
+                ids.update(self._plan_groups(batch))
+                continue
+            try:
+                with self.services.unit(self.actor) as uow:
+                    result = self._write_groups(uow, batch, isolate=False)
+            except ENTRY_ERRORS:
+                with self.services.unit(self.actor) as uow:
+                    result = self._write_groups(uow, batch, isolate=True)
+            ids.update(result[0])
+            self.outcome.counts.add(result[1])
+            self.outcome.errors.extend(result[2])
+            self.progress("groups", len(batch))
+        return ids
+
+    def _existing(self, session: Any, batch: Sequence[GroupEntry]) -> dict[str, Group]:
+        rows = session.scalars(select(Group).where(Group.source == self.source,
+                                                   Group.source_id.in_([g.source_id for g in batch])))
+        return {g.source_id: g for g in rows}
+
+    @staticmethod
+    def _wanted(entry: GroupEntry) -> dict[str, Any]:
+        return {"display_name": (entry.name or entry.dn).strip(), "ldap_dn": entry.dn}
+
+    def _plan_groups(self, batch: Sequence[GroupEntry]) -> dict[str, str]:
+        assert self.plan is not None
+        ids: dict[str, str] = {}
+        with self.store.read() as session:
+            existing = self._existing(session, batch)
+            for entry in batch:
+                group, wanted = existing.get(entry.source_id), self._wanted(entry)
+                if group is None:
+                    ids[dn_key(entry.dn)] = f"new:{entry.source_id}"
+                    self.outcome.counts.groups_added += 1
+                    self.plan.group_adds.append({"name": wanted["display_name"], "dn": entry.dn})
+                    continue
+                ids[dn_key(entry.dn)] = group.id
+                changed = {k: [getattr(group, k), v] for k, v in wanted.items() if getattr(group, k) != v}
+                if changed:
+                    self.outcome.counts.groups_updated += 1
+                    self.plan.group_updates.append({"name": group.display_name, "changes": changed})
+        return ids
+
+    def _write_groups(self, uow: UnitOfWork, batch: Sequence[GroupEntry], *,
+                      isolate: bool) -> tuple[dict[str, str], Counts, list[str]]:
+        ids: dict[str, str] = {}
+        counts, errors = Counts(), []
+        existing = self._existing(uow.session, batch)
+        for entry in batch:
+            try:
+                if isolate:
+                    with uow.session.begin_nested():
+                        ids[dn_key(entry.dn)] = self._one_group(uow, entry, existing.get(entry.source_id), counts)
+                else:
+                    ids[dn_key(entry.dn)] = self._one_group(uow, entry, existing.get(entry.source_id), counts)
+            except ENTRY_ERRORS as exc:
+                if not isolate:
+                    raise
+                counts.errors += 1
+                errors.append(f"group {entry.dn}: {exc.message if isinstance(exc, ServiceError) else type(exc).__name__}")
+        return ids, counts, errors
+
+    def _one_group(self, uow: UnitOfWork, entry: GroupEntry, group: Group | None, counts: Counts) -> str:
+        wanted = self._wanted(entry)
+        if group is None:
+            group = uow.groups.create(wanted.pop("display_name"), source_id=entry.source_id, **wanted)
+            counts.groups_added += 1
+        elif any(getattr(group, k) != v for k, v in wanted.items()):
+            uow.groups.update(group, **wanted)
+            counts.groups_updated += 1
+        return group.id
+
+    # -- members ---------------------------------------------------------------
+
+    def current_members(self, group_ids: Sequence[str]) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+        users: dict[str, set[str]] = {g: set() for g in group_ids}
+        groups: dict[str, set[str]] = {g: set() for g in group_ids}
+        real = [g for g in group_ids if not g.startswith("new:")]
+        with self.store.read() as session:
+            for chunk in chunks(real):
+                for gid, uid in session.execute(select(GroupUserMember.group_id, GroupUserMember.user_id).where(
+                        GroupUserMember.group_id.in_(chunk), GroupUserMember.origin == SOURCE_ORIGIN)):
+                    users[gid].add(uid)
+                for gid, child in session.execute(select(GroupGroupMember.group_id, GroupGroupMember.child_group_id)
+                                                  .where(GroupGroupMember.group_id.in_(chunk))):
+                    groups[gid].add(child)
+        return users, groups
+
+    def sync_members(self, entries: Sequence[GroupEntry], group_ids: dict[str, str], user_ids: dict[str, str],
+                     all_group_ids: dict[str, str], *, keep_users: set[str], keep_groups: set[str]) -> None:
+        """Make each group's source members what the directory says. Members in
+        ``keep_users``/``keep_groups`` (held back by the deletion guard) are not removed."""
+        ids = [group_ids[dn_key(e.dn)] for e in entries if dn_key(e.dn) in group_ids]
+        current_users, current_groups = self.current_members(ids)
+        changes: list[MemberChange] = []
+        for entry in entries:
+            gid = group_ids.get(dn_key(entry.dn))
+            if gid is None:
+                continue
+            want_users, want_groups = set(), set()
+            for member in entry.member_dns:
+                key = dn_key(member)
+                if key in user_ids:
+                    want_users.add(user_ids[key])
+                elif key in all_group_ids and all_group_ids[key] != gid:
+                    want_groups.add(all_group_ids[key])
+                else:
+                    self.outcome.counts.unresolved_members += 1
+            change = MemberChange(
+                gid, (entry.name or entry.dn),
+                add_users=want_users - current_users[gid],
+                remove_users=current_users[gid] - want_users - keep_users,
+                add_groups=want_groups - current_groups[gid],
+                remove_groups=current_groups[gid] - want_groups - keep_groups,
+            )
+            if change.size:
+                changes.append(change)
+        if self.plan is not None:
+            self._plan_members(changes, user_ids, all_group_ids)
+            return
+        batch: list[MemberChange] = []
+        for change in changes:
+            batch.append(change)
+            if sum(c.size for c in batch) >= MEMBER_BATCH:
+                self._apply_members(batch)
+                batch = []
+        if batch:
+            self._apply_members(batch)
+
+    def _plan_members(self, changes: list[MemberChange], user_ids: dict[str, str],
+                      group_ids: dict[str, str]) -> None:
+        assert self.plan is not None
+        labels = {v: k for k, v in {**user_ids, **group_ids}.items()}
+        removed = {i for c in changes for i in c.remove_users | c.remove_groups}
+        with self.store.read() as session:
+            for chunk in chunks(sorted(removed)):
+                for uid, name in session.execute(select(User.id, User.user_name).where(User.id.in_(chunk))):
+                    labels[uid] = name
+                for gid, name in session.execute(select(Group.id, Group.display_name).where(Group.id.in_(chunk))):
+                    labels[gid] = name
+        for c in changes:
+            self.outcome.counts.memberships_added += len(c.add_users) + len(c.add_groups)
+            self.outcome.counts.memberships_removed += len(c.remove_users) + len(c.remove_groups)
+            self.plan.member_changes.append({
+                "group": c.name,
+                "added": sorted(labels.get(i, i) for i in c.add_users | c.add_groups),
+                "removed": sorted(labels.get(i, i) for i in c.remove_users | c.remove_groups),
+            })
+
+    def _apply_members(self, batch: list[MemberChange]) -> None:
+        try:
+            with self.services.unit(self.actor) as uow:
+                counts, errors = self._write_members(uow, batch, isolate=False)
+        except ENTRY_ERRORS:
+            with self.services.unit(self.actor) as uow:
+                counts, errors = self._write_members(uow, batch, isolate=True)
+        self.outcome.counts.add(counts)
+        self.outcome.errors.extend(errors)
+        self.progress("memberships", sum(c.size for c in batch))
+
+    def _write_members(self, uow: UnitOfWork, batch: list[MemberChange], *,
+                       isolate: bool) -> tuple[Counts, list[str]]:
+        counts, errors = Counts(), []
+        session = uow.session
+        # Load what the batch adds into the session (and keep it referenced): the
+        # service's per-member existence check then costs no query.
+        keep: list[Any] = []
+        for chunk in chunks(sorted({u for c in batch for u in c.add_users})):
+            keep.extend(session.scalars(select(User).where(User.id.in_(chunk))))
+        group_ids = sorted({g for c in batch for g in c.add_groups} | {c.group_id for c in batch})
+        for chunk in chunks(group_ids):
+            keep.extend(session.scalars(select(Group).where(Group.id.in_(chunk))))
+        for change in batch:
+            try:
+                if isolate:
+                    with session.begin_nested():
+                        added, removed = self._change(uow, change)
+                else:
+                    added, removed = self._change(uow, change)
+            except ENTRY_ERRORS as exc:
+                if not isolate:
+                    raise
+                counts.errors += 1
+                errors.append(f"members of group {change.name}: "
+                              f"{exc.message if isinstance(exc, ServiceError) else type(exc).__name__}")
+                continue
+            counts.memberships_added += len(added)
+            counts.memberships_removed += len(removed)
+        return counts, errors
+
+    @staticmethod
+    def _change(uow: UnitOfWork, change: MemberChange) -> tuple[set[str], set[str]]:
+        group = uow.groups.get(change.group_id)
+        return uow.groups.change_members(group, add_users=change.add_users, remove_users=change.remove_users,
+                                         add_groups=change.add_groups, remove_groups=change.remove_groups)
+
+    # -- removal ---------------------------------------------------------------
+
+    def remove(self, group_ids: Sequence[str]) -> None:
+        for batch in chunks(group_ids, GROUP_BATCH):
+            with self.services.unit(self.actor) as uow:
+                for gid in batch:
+                    group = uow.session.get(Group, gid)
+                    if group is not None:
+                        uow.groups.delete(group)
+            self.progress("removals", len(batch))

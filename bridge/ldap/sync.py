@@ -1,0 +1,349 @@
+"""Full and incremental sync of one LDAP source, as one run recorded in the store.
+
+Full sync: stream the paged users, upsert them in batched transactions keyed by
+the entry's stable id (a renamed or moved entry updates its user), read the
+groups, then remove what the directory no longer returns: users deactivated (or
+deleted with ``deletion = "delete"``), groups deleted. Removals happen only
+after a complete scan and only when the deletion guard lets them.
+
+Incremental sync: only entries whose change marker (modifyTimestamp, uSNChanged)
+is at or past the last high-water mark; deletions come from OpenLDAP's
+accesslog when ``accesslog_base`` is set, otherwise from the next full sync.
+
+A failure (the directory goes away mid-scan) leaves every committed batch as it
+was and removes nothing; the run is recorded as failed and the next one starts
+from the last complete run's mark.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ldap3.core.exceptions import LDAPException
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from bridge.config import LdapSourceConfig
+from bridge.ldap.connection import connect
+from bridge.ldap.directory import GroupEntry, Reader, UserEntry
+from bridge.ldap.dn import dn_key
+from bridge.ldap.groups import GroupWriter, chunks
+from bridge.ldap.guard import GuardInput, trips
+from bridge.ldap.lock import Lease, source_lock
+from bridge.ldap.marks import MarkTracker, accesslog_value, since_filter_value
+from bridge.ldap.plan import Counts, Plan, SyncResult
+from bridge.ldap.presets import AttributeMap, attribute_map
+from bridge.ldap.runs import finish_run, last_mark, latest_guarded, mark_approved, start_run
+from bridge.ldap.users import ENTRY_ERRORS, UserWriter
+from bridge.services import Actor
+from bridge.store.models import User, utcnow
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int], None]
+
+
+class UnknownSource(Exception):
+    pass
+
+
+class NothingToApprove(Exception):
+    pass
+
+
+def find_source(rt: Runtime, name: str) -> LdapSourceConfig:
+    for source in rt.config.ldap.sources:
+        if source.name == name:
+            return source
+    known = ", ".join(s.name for s in rt.config.ldap.sources) or "none configured"
+    raise UnknownSource(f"no LDAP source named {name!r} (known: {known})")
+
+
+def run_sync(rt: Runtime, name: str, *, full: bool = False, dry_run: bool = False,
+             approve_deletions: bool = False, progress: Progress | None = None) -> SyncResult:
+    """Run one sync of source ``name`` now. Raises UnknownSource, SyncBusy (another
+    sync of the source runs) and NothingToApprove; a failure of the work itself is
+    recorded and returned as a result with status "failed"."""
+    source = find_source(rt, name)
+    with source_lock(rt.store, source.name, rt.replica) as lease:
+        approved: dict[str, Any] | None = None
+        if approve_deletions:
+            guarded = latest_guarded(rt.store, source.name)
+            if guarded is None:
+                raise NothingToApprove(f"no sync of {source.name!r} is waiting for approval")
+            approved = {"run": guarded.id, **(guarded.detail or {})}
+        mark = last_mark(rt.store, source.name)
+        mode = "full" if full or approved is not None or mark is None else "incremental"
+        job = SourceSync(rt, source, lease, dry_run=dry_run, approved=approved, progress=progress)
+        return job.run(mode, mark)
+
+
+@dataclass
+class Removals:
+    users: list[dict[str, Any]] = field(default_factory=list)  # id, user_name, dn
+    groups: list[dict[str, Any]] = field(default_factory=list)  # id, name, dn
+
+
+class SourceSync:
+    def __init__(self, rt: Runtime, source: LdapSourceConfig, lease: Lease, *, dry_run: bool,
+                 approved: dict[str, Any] | None, progress: Progress | None):
+        self.rt = rt
+        self.source = source
+        self.lease = lease
+        self.dry_run = dry_run
+        self.approved = approved
+        self.amap: AttributeMap = attribute_map(source)
+        self.actor = Actor.ldap_sync(source.name)
+        self.plan = Plan() if dry_run else None
+        self.counts = Counts()
+        self.errors: list[str] = []
+        self._progress = progress
+
+    def progress(self, phase: str, n: int) -> None:
+        self.lease.renew()
+        if self._progress is not None:
+            self._progress(phase, n)
+
+    # -- the run -----------------------------------------------------------------
+
+    def run(self, mode: str, mark: str | None) -> SyncResult:
+        started = utcnow()
+        run_id = start_run(self.rt.store, self.source.name, mode, self.dry_run)
+        result = SyncResult(run_id, self.source.name, mode, self.dry_run, "running", self.counts, self.plan)
+        detail: dict[str, Any] = {}
+        try:
+            conn = connect(self.source)
+            try:
+                server = str(conn.server.host) if conn.server else ""
+                since = since_filter_value(self.amap.marker, mark, server) if mode == "incremental" else None
+                if mode == "incremental" and since is None:
+                    mode = result.mode = "full"  # the mark is from another DC or another kind
+                    self._set_mode(run_id, mode)
+                tracker = MarkTracker(self.amap.marker)
+                reader = Reader(conn, self.source, self.amap)
+                removals, guard = self._sync(reader, tracker, since)
+                result.high_water_mark = tracker.next_mark(started, self.source.incremental_overlap, mark, server)
+            finally:
+                conn.unbind()
+        except Exception as exc:  # recorded as a failed run; committed batches stay, nothing is removed
+            result.status = "failed"
+            result.error = f"{type(exc).__name__}: {exc}"
+            expected = isinstance(exc, (LDAPException, OSError, SQLAlchemyError))
+            log.log(logging.WARNING if expected else logging.ERROR, "LDAP sync of %s failed: %s",
+                    self.source.name, result.error, exc_info=not expected, extra={"source": self.source.name})
+        else:
+            result.guard = guard
+            result.would_remove = removals.users
+            if guard:
+                result.status = "guarded"
+                detail = {"guard": guard, "would_deactivate": removals.users,
+                          "would_delete_groups": removals.groups, "plan": self.counts.as_dict()}
+                log.warning("LDAP sync of %s stopped by the deletion guard: %s", self.source.name, guard,
+                            extra={"source": self.source.name})
+            else:
+                result.status = "approved" if self.approved and not self.dry_run else "ok"
+                if self.approved:
+                    detail["approves_run"] = self.approved["run"]
+                if removals.users or removals.groups:
+                    detail["removed"] = {"users": removals.users[:1000], "groups": removals.groups[:1000]}
+        self.counts.errors = len(self.errors)
+        result.errors = self.errors
+        finish_run(self.rt.store, result, detail)
+        if result.status == "approved":
+            mark_approved(self.rt.store, self.approved["run"], run_id)  # type: ignore[index]
+        log.info(result.summary(), extra={"source": self.source.name, "counts": self.counts.as_dict()})
+        return result
+
+    def _set_mode(self, run_id: int, mode: str) -> None:
+        from bridge.store.models import SyncRun
+
+        with self.rt.store.write() as session:
+            run = session.get(SyncRun, run_id)
+            if run is not None:
+                run.mode = mode
+
+    def _sync(self, reader: Reader, tracker: MarkTracker, since: str | None) -> tuple[Removals, str | None]:
+        full = since is None
+        users = UserWriter(self.rt.services, self.actor, self.plan, frozenset(self.amap.extras))
+        user_ids: dict[str, str] = {}
+        seen: set[str] = set()
+        scanned = 0
+        for batch in self._batches(reader.users(since)):
+            for entry in batch:
+                tracker.see(entry.modified)
+                seen.add(entry.source_id)
+            scanned += len(batch)
+            outcome = users.apply(batch)
+            self.counts.add(outcome.counts)
+            self.errors.extend(outcome.errors)
+            user_ids.update(outcome.ids)
+            self.progress("users", len(batch))
+        self.counts.scanned = scanned
+
+        group_entries: list[GroupEntry] = []
+        for entry in reader.groups(since):
+            tracker.see(entry.modified)
+            group_entries.append(entry)
+        self.counts.scanned += len(group_entries)
+
+        groups = GroupWriter(self.rt.services, self.actor, self.plan, self.progress)
+        stored_groups = groups.stored_groups()
+        if full:
+            removals = self._gone_in_full_scan(seen, {g.source_id for g in group_entries}, stored_groups)
+        else:
+            removals = self._gone_from_accesslog(reader, since, stored_groups)
+        guard = self._guard(full, scanned + len(group_entries), removals, len(stored_groups))
+
+        held_users = {u["id"] for u in removals.users} if guard else set()
+        held_groups = {g["id"] for g in removals.groups} if guard else set()
+        if not full:
+            user_ids = {**groups.resolve_users(m for e in group_entries for m in e.member_dns), **user_ids}
+        group_ids = groups.upsert(group_entries)
+        all_group_ids = {dn_key(dn): gid for gid, _, dn, _ in stored_groups if dn}
+        all_group_ids.update(group_ids)
+        groups.sync_members(group_entries, group_ids, user_ids, all_group_ids,
+                            keep_users=held_users, keep_groups=held_groups)
+        self.counts.add(groups.outcome.counts)
+        self.errors.extend(groups.outcome.errors)
+
+        if not guard:
+            self._remove(removals, groups)
+        return removals, guard
+
+    def _batches(self, entries: Iterator[UserEntry]) -> Iterator[list[UserEntry]]:
+        batch: list[UserEntry] = []
+        for entry in entries:
+            batch.append(entry)
+            if len(batch) >= self.source.page_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    # -- removals ------------------------------------------------------------------
+
+    def _removable_users(self) -> Any:
+        query = select(User.id, User.source_id, User.user_name, User.ldap_dn).where(
+            User.source == self.actor.source)
+        if self.source.deletion == "deactivate":
+            query = query.where(User.active.is_(True))
+        return query
+
+    def _gone_in_full_scan(self, seen_users: set[str], seen_groups: set[str],
+                           stored_groups: Sequence[tuple[str, str | None, str | None, str]]) -> Removals:
+        removals = Removals()
+        with self.rt.store.read() as session:
+            for uid, sid, name, dn in session.execute(self._removable_users()):
+                if sid not in seen_users:
+                    removals.users.append({"id": uid, "user_name": name, "dn": dn})
+        removals.groups = [{"id": gid, "name": name, "dn": dn} for gid, sid, dn, name in stored_groups
+                           if sid not in seen_groups]
+        return removals
+
+    def _gone_from_accesslog(self, reader: Reader, since: str | None,
+                             stored_groups: Sequence[tuple[str, str | None, str | None, str]]) -> Removals:
+        removals = Removals()
+        if not self.source.accesslog_base or since is None:
+            return removals
+        gone = {dn_key(dn) for dn in reader.removed_since(self.source.accesslog_base, accesslog_value(since))}
+        if not gone:
+            return removals
+        # An entry deleted and then created again (or moved back) is still there.
+        with self.rt.store.read() as session:
+            for uid, _sid, name, dn in session.execute(self._removable_users()):
+                if dn and dn_key(dn) in gone:
+                    removals.users.append({"id": uid, "user_name": name, "dn": dn})
+        removals.groups = [{"id": gid, "name": name, "dn": dn} for gid, _sid, dn, name in stored_groups
+                           if dn and dn_key(dn) in gone]
+        return self._still_present(reader, removals)
+
+    def _still_present(self, reader: Reader, removals: Removals) -> Removals:
+        """Drop from ``removals`` the DNs that exist again in the directory."""
+        import ldap3
+
+        from ldap3.core.exceptions import LDAPNoSuchObjectResult
+
+        def exists(dn: str) -> bool:
+            try:
+                return bool(reader.conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["1.1"]))
+            except LDAPNoSuchObjectResult:
+                return False
+        removals.users = [u for u in removals.users if not exists(u["dn"])]
+        removals.groups = [g for g in removals.groups if not exists(g["dn"])]
+        return removals
+
+    def _guard(self, full: bool, scanned: int, removals: Removals, stored_groups: int) -> str | None:
+        approved_users: set[str] = set()
+        approved_groups: set[str] = set()
+        if self.approved:
+            approved_users = {u["id"] for u in self.approved.get("would_deactivate", [])}
+            approved_groups = {g["id"] for g in self.approved.get("would_delete_groups", [])}
+        with self.rt.store.read() as session:
+            from sqlalchemy import func
+
+            active = session.scalar(select(func.count()).select_from(User).where(
+                User.source == self.actor.source, User.active.is_(True))) or 0
+        given = GuardInput(
+            full_scan=full and not self.approved,
+            scanned=scanned,
+            active_users=active,
+            would_remove_users=len([u for u in removals.users if u["id"] not in approved_users]),
+            groups=stored_groups,
+            would_remove_groups=len([g for g in removals.groups if g["id"] not in approved_groups]),
+        )
+        return trips(self.source.deletion_guard, given)
+
+    def _remove(self, removals: Removals, groups: GroupWriter) -> None:
+        hard = self.source.deletion == "delete"
+        action = "delete" if hard else "deactivate"
+        if self.plan is not None:
+            self.plan.removals.extend({**u, "action": action} for u in removals.users)
+            self.plan.group_removals.extend(removals.groups)
+            if hard:
+                self.counts.deleted += len(removals.users)
+            else:
+                self.counts.deactivated += len(removals.users)
+            self.counts.groups_removed += len(removals.groups)
+            return
+        ids = [u["id"] for u in removals.users]
+        for batch in chunks(ids):
+            done, errors = self._remove_users(batch, hard, isolate=False)
+            if errors is None:
+                done, errors = self._remove_users(batch, hard, isolate=True)
+            if hard:
+                self.counts.deleted += done
+            else:
+                self.counts.deactivated += done
+            self.errors.extend(errors or [])
+            self.progress("removals", len(batch))
+        groups.remove([g["id"] for g in removals.groups])
+        self.counts.groups_removed += len(removals.groups)
+
+    def _remove_users(self, ids: Sequence[str], hard: bool, *, isolate: bool) -> tuple[int, list[str] | None]:
+        errors: list[str] = []
+        done = 0
+        try:
+            with self.rt.services.unit(self.actor) as uow:
+                for user in uow.session.scalars(select(User).where(User.id.in_(ids))):
+                    try:
+                        if isolate:
+                            with uow.session.begin_nested():
+                                uow.users.delete(user) if hard else uow.users.deactivate(user)
+                        else:
+                            uow.users.delete(user) if hard else uow.users.deactivate(user)
+                        done += 1
+                    except ENTRY_ERRORS as exc:
+                        if not isolate:
+                            raise
+                        errors.append(f"user {user.ldap_dn}: {getattr(exc, 'message', type(exc).__name__)}")
+        except ENTRY_ERRORS:
+            if isolate:
+                raise
+            return 0, None
+        return done, errors

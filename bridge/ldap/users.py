@@ -1,0 +1,165 @@
+"""Users of one source into the store: batched upserts keyed by the entry's stable id.
+
+A batch is one transaction, applied whole or not at all. When one entry of a
+batch is refused (its userName belongs to another source, say), the batch is
+redone entry by entry, each in a savepoint, so the bad entry costs only itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.orm import Session
+
+from bridge.ldap.directory import UserEntry
+from bridge.ldap.dn import dn_key
+from bridge.ldap.plan import Counts, Plan
+from bridge.services import Actor, Services, ServiceError
+from bridge.services.errors import UserNameTaken
+from bridge.services.unit import UnitOfWork
+from bridge.store.models import User
+
+#: errors that concern one entry; anything else (the database is gone...) fails the run
+ENTRY_ERRORS = (ServiceError, DataError, IntegrityError)
+FIELDS = ("user_name", "display_name", "given_name", "family_name", "email", "active", "ldap_dn", "attributes")
+
+
+def desired(entry: UserEntry) -> dict[str, Any]:
+    email = (entry.email or "").strip() or None
+    return {
+        "user_name": (entry.user_name or "").strip() or None,
+        "display_name": entry.display_name,
+        "given_name": entry.given_name,
+        "family_name": entry.family_name,
+        "email": email,
+        "active": entry.active,
+        "ldap_dn": entry.dn,
+        "attributes": entry.attributes,
+    }
+
+
+def changes_of(user: User, wanted: dict[str, Any], managed: frozenset[str]) -> dict[str, Any]:
+    """What differs. Of ``attributes`` the sync owns only the keys of its attribute map
+    (``managed``): keys others keep there (the service layer's, say) stay as they are."""
+    wanted = {**wanted, "attributes": {**{k: v for k, v in (user.attributes or {}).items() if k not in managed},
+                                       **wanted["attributes"]}}
+    return {k: v for k, v in wanted.items() if getattr(user, k) != v}
+
+
+def error_text(entry: UserEntry, exc: Exception) -> str:
+    message = exc.message if isinstance(exc, ServiceError) else type(exc).__name__
+    return f"user {entry.dn}: {message}"
+
+
+@dataclass
+class UserBatchResult:
+    counts: Counts = field(default_factory=Counts)
+    ids: dict[str, str] = field(default_factory=dict)  # DN key -> user id ("new:SID" in a dry run)
+    errors: list[str] = field(default_factory=list)
+
+
+class UserWriter:
+    def __init__(self, services: Services, actor: Actor, plan: Plan | None, managed: frozenset[str]):
+        self.managed = managed  # the attribute keys the sync writes
+        self.services = services
+        self.actor = actor
+        self.source = actor.source
+        self.plan = plan  # a dry run when set
+
+    def existing(self, session: Session, batch: Sequence[UserEntry]) -> dict[str, User]:
+        ids = [e.source_id for e in batch]
+        rows = session.scalars(select(User).where(User.source == self.source, User.source_id.in_(ids)))
+        return {u.source_id: u for u in rows if u.source_id is not None}
+
+    def apply(self, batch: Sequence[UserEntry]) -> UserBatchResult:
+        if self.plan is not None:
+            return self._dry(batch)
+        try:
+            with self.services.unit(self.actor) as uow:
+                return self._write(uow, batch, isolate=False)
+        except ENTRY_ERRORS:
+            with self.services.unit(self.actor) as uow:
+                return self._write(uow, batch, isolate=True)
+
+    def _dry(self, batch: Sequence[UserEntry]) -> UserBatchResult:
+        result = UserBatchResult()
+        assert self.plan is not None
+        with self.services.store.read() as session:
+            existing = self.existing(session, batch)
+            for entry in batch:
+                user, wanted = existing.get(entry.source_id), desired(entry)
+                key = dn_key(entry.dn)
+                if user is None:
+                    result.counts.added += 1
+                    result.ids[key] = f"new:{entry.source_id}"
+                    self.plan.adds.append({"user_name": wanted["user_name"], "dn": entry.dn})
+                    continue
+                result.ids[key] = user.id
+                changed = changes_of(user, wanted, self.managed)
+                if not changed:
+                    result.counts.unchanged += 1
+                    continue
+                if changed.get("active") is False:
+                    result.counts.deactivated += 1
+                else:
+                    result.counts.updated += 1
+                self.plan.updates.append({"user_name": user.user_name, "dn": entry.dn,
+                                          "changes": {k: [getattr(user, k), v] for k, v in changed.items()}})
+        return result
+
+    def _write(self, uow: UnitOfWork, batch: Sequence[UserEntry], *, isolate: bool) -> UserBatchResult:
+        result = UserBatchResult()
+        existing = self.existing(uow.session, batch)
+        for entry in batch:
+            if not isolate:
+                self._one(uow, entry, existing.get(entry.source_id), result)
+                continue
+            try:
+                with uow.session.begin_nested():
+                    self._one(uow, entry, existing.get(entry.source_id), result)
+            except ENTRY_ERRORS as exc:
+                result.counts.errors += 1
+                result.errors.append(error_text(entry, exc))
+        return result
+
+    def _one(self, uow: UnitOfWork, entry: UserEntry, user: User | None, result: UserBatchResult) -> None:
+        wanted = desired(entry)
+        if user is None:
+            try:
+                user = uow.users.create(source_id=entry.source_id, **wanted)
+                result.counts.added += 1
+            except UserNameTaken:
+                user = self._relink(uow, entry, wanted)
+                result.counts.updated += 1
+        else:
+            changed = changes_of(user, wanted, self.managed)
+            if not changed:
+                result.counts.unchanged += 1
+            else:
+                version = user.version
+                uow.users.update(user, **changed)
+                if user.version == version:
+                    result.counts.unchanged += 1  # the service layer found nothing to write
+                elif changed.get("active") is False:
+                    result.counts.deactivated += 1
+                else:
+                    result.counts.updated += 1
+        result.ids[dn_key(entry.dn)] = user.id
+
+    def _relink(self, uow: UnitOfWork, entry: UserEntry, wanted: dict[str, Any]) -> User:
+        """The userName belongs to a user of this same source whose entry is gone (deleted
+        and created again, or restored from a backup): the new entry takes it over
+        instead of failing on every sync. Any other owner is a real conflict."""
+        other = uow.users.find_by_user_name(wanted["user_name"])
+        if other is None or other.source != self.source:
+            raise UserNameTaken(f"userName {wanted['user_name']!r} belongs to "
+                                f"{other.source if other else 'another user'}", field="user_name")
+        same_entry = other.ldap_dn is not None and dn_key(other.ldap_dn) == dn_key(entry.dn)
+        if other.active and not same_entry:
+            raise UserNameTaken(f"userName {wanted['user_name']!r} is also used by {other.ldap_dn}",
+                                field="user_name")
+        return uow.users.update(other, source_id=entry.source_id, **wanted)

@@ -1,0 +1,88 @@
+"""``dirbridge sync`` as an operator runs it: plan, summary, guard, approval, exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+
+from bridge.store import Store
+from bridge.store.models import SyncRun, User
+from tests.fixtures.app import run_cli
+from tests.fixtures.net import free_port
+
+
+def config_file(tmp_path: Path, tree, guard: str = "max_percent = 100\nmax_count = 1000") -> Path:
+    path = tmp_path / "dirbridge.toml"
+    path.write_text(f"""
+data_dir = "data"
+[server]
+listen = "127.0.0.1:{free_port()}"
+[[ldap.sources]]
+name = "corp"
+url = "{tree.server.url}"
+bind_dn = "{tree.server.admin_dn}"
+bind_password_env = "CORP_LDAP_PASSWORD"
+users_base = "{tree.users_base}"
+groups_base = "{tree.groups_base}"
+tls = {{ mode = "none" }}
+[ldap.sources.deletion_guard]
+{guard}
+""")
+    return path
+
+
+def store_of(tmp_path: Path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'data' / 'dirbridge.sqlite3'}")
+
+
+def test_dry_run_then_sync_then_guard_and_approval(tmp_path, ldap_tree):
+    tree = ldap_tree
+    dns = [tree.add_user(f"cli{i}") for i in range(4)]
+    tree.add_group("clique", dns[:2])
+    config = str(config_file(tmp_path, tree, guard="max_percent = 30\nmax_count = 10"))
+    env = {"CORP_LDAP_PASSWORD": tree.server.admin_password}
+
+    dry = run_cli("sync", "corp", "--dry-run", "--config", config, cwd=tmp_path, env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "+ user cli0" in dry.stdout and "+ group clique" in dry.stdout
+    assert "corp: full sync (dry run) ok: 4 added" in dry.stdout
+    assert tree.server.admin_password not in dry.stdout + dry.stderr
+    store = store_of(tmp_path)
+    with store.read() as session:
+        assert session.scalars(select(User)).all() == []
+
+    real = run_cli("sync", "corp", "--config", config, cwd=tmp_path, env=env)
+    assert real.returncode == 0, real.stderr
+    assert "corp: full sync ok: 4 added, 0 updated, 0 deactivated, 0 unchanged, 0 errors" in real.stdout
+    again = run_cli("sync", "--config", config, cwd=tmp_path, env=env)  # every source; incremental now
+    assert again.returncode == 0 and "corp: incremental sync ok" in again.stdout
+
+    tree.delete(dns[0])
+    tree.delete(dns[1])
+    guarded = run_cli("sync", "corp", "--full", "--config", config, cwd=tmp_path, env=env)
+    assert guarded.returncode == 1
+    assert "deletion guard" in guarded.stderr and "would remove cli0" in guarded.stderr
+    assert "dirbridge sync corp --approve-deletions" in guarded.stderr
+    approved = run_cli("sync", "corp", "--approve-deletions", "--config", config, cwd=tmp_path, env=env)
+    assert approved.returncode == 0, approved.stderr
+    assert "full sync approved: 0 added, 0 updated, 2 deactivated" in approved.stdout
+    nothing = run_cli("sync", "corp", "--approve-deletions", "--config", config, cwd=tmp_path, env=env)
+    assert nothing.returncode == 2 and "waiting for approval" in nothing.stderr
+    with store.read() as session:
+        statuses = list(session.scalars(select(SyncRun.status).order_by(SyncRun.id)))
+        assert statuses == ["ok", "ok", "ok", "guarded", "approved"]
+    store.dispose()
+
+    listed = run_cli("jobs", "--config", config, cwd=tmp_path, env=env)
+    assert "ldap-full:corp" in listed.stdout and "ldap-incremental:corp" in listed.stdout
+
+
+def test_unknown_source_is_bad_usage_and_a_dead_directory_a_failure(tmp_path, ldap_tree):
+    config = config_file(tmp_path, ldap_tree)
+    env = {"CORP_LDAP_PASSWORD": ldap_tree.server.admin_password}
+    unknown = run_cli("sync", "nope", "--config", str(config), cwd=tmp_path, env=env)
+    assert unknown.returncode == 2 and "no LDAP source named 'nope'" in unknown.stderr
+    config.write_text(config.read_text().replace(ldap_tree.server.url, f"ldap://127.0.0.1:{free_port()}"))
+    dead = run_cli("sync", "corp", "--config", str(config), cwd=tmp_path, env=env)
+    assert dead.returncode == 1 and "sync of corp failed" in dead.stderr
