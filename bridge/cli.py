@@ -304,7 +304,17 @@ def jobs(ctx: click.Context, config_path: Path | None) -> None:
     from bridge.jobs.registry import job_specs
     from bridge.store.models import JobRun
 
+    from bridge.jobs.leader import current_leader
+    from bridge.store.models import utcnow
+
     rt = build_runtime_or_fail(load(config_path))
+    lease = current_leader(rt.store)
+    if lease is None:
+        click.echo("leader: none yet (no 'dirbridge serve' has run the scheduler)")
+    else:
+        alive = "holds the lease" if lease.expires_at > utcnow() else "lease ran out"
+        click.echo(f"leader: {lease.holder} ({alive} until {lease.expires_at:%Y-%m-%d %H:%M:%S} UTC, "
+                   f"since {lease.acquired_at:%Y-%m-%d %H:%M:%S})")
     with rt.store.read() as session:
         for spec in job_specs(rt):
             last = session.scalar(select(JobRun).where(JobRun.job == spec.name)
@@ -346,6 +356,13 @@ cli.add_command(_ldap_sync)
 from bridge.mapping.cli import explain as _explain  # noqa: E402 - needs the helpers above
 
 cli.add_command(_explain)
+
+from bridge.accounts import cli as _accounts  # noqa: E402 - needs the helpers above
+
+cli.add_command(_accounts.invite)
+cli.add_command(_accounts.import_csv)
+user.add_command(_accounts.user_unlock)
+user.add_command(_accounts.user_reset_password)
 
 
 def main() -> None:

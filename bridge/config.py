@@ -382,6 +382,10 @@ class PasswordPolicy(Strict):
     history: int = Field(default=5, ge=0, le=20)
     max_age_days: int | None = Field(default=None, ge=1)
     warn_days: int = Field(default=7, ge=0)
+    # argon2id cost; a stored hash made with other values is rehashed at the next login.
+    hash_time_cost: int = Field(default=3, ge=1, le=20)
+    hash_memory_kib: int = Field(default=65536, ge=8192, le=4194304)
+    hash_parallelism: int = Field(default=4, ge=1, le=64)
 
     @model_validator(mode="after")
     def _criteria(self) -> PasswordPolicy:
@@ -415,6 +419,8 @@ class InvitesConfig(Strict):
     valid_days: int = Field(default=5, ge=1, le=90)
     retention_days: int = Field(default=30, ge=1, description="purge expired or used invitations after")
     default_language: Literal["de", "en"] = "en"
+    product_name: str = Field(default="dirbridge", min_length=1, max_length=80,
+                              description="the name users read in mails and on the password page")
 
 
 class SmtpConfig(Strict):
@@ -457,6 +463,12 @@ class LoggingConfig(Strict):
 class JobsConfig(Strict):
     enabled: bool = True
     lease_seconds: int = Field(default=30, ge=5, le=3600)
+    schedules: dict[str, str] = Field(default_factory=dict, description="job name -> schedule, overriding its own")
+
+    @field_validator("schedules")
+    @classmethod
+    def _schedules(cls, value: dict[str, str]) -> dict[str, str]:
+        return {name: validate_schedule(schedule) for name, schedule in value.items()}
 
 
 class Config(Strict):

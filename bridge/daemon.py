@@ -17,6 +17,7 @@ from cheroot import wsgi
 
 from bridge import __version__
 from bridge.config import Config
+from bridge.jobs.leader import release_leadership
 from bridge.jobs.scheduler import build_scheduler
 from bridge.runtime import Runtime
 from bridge.web import create_app
@@ -55,6 +56,7 @@ class Daemon:
         self.server.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=True)
+            release_leadership(self.rt)  # another replica takes the jobs over at once
         self.rt.store.dispose()
         log.info("stopped")
 

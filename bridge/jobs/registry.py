@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -33,9 +33,13 @@ def audit_retention(rt: Runtime) -> dict[str, Any]:
 
 def job_specs(rt: Runtime) -> list[JobSpec]:
     """Every job of this configuration."""
+    from bridge.accounts.jobs import account_job_specs  # invitations, password expiry, lockout release
     from bridge.ldap.jobs import sync_job_specs  # the LDAP sync jobs: one full, one incremental per source
 
-    return [
-        *sync_job_specs(rt),
+    specs = [
         JobSpec("audit-retention", "1d", audit_retention, "delete audit events past their retention"),
+        *sync_job_specs(rt),
+        *account_job_specs(rt),
     ]
+    overrides = rt.config.jobs.schedules  # [jobs.schedules]: the operator's word wins
+    return [replace(s, schedule=overrides[s.name]) if s.name in overrides else s for s in specs]

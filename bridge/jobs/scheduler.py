@@ -1,5 +1,6 @@
 """APScheduler setup: missed runs coalesced, never two runs of one job at once,
-every run recorded as a JobRun with its outcome and counts."""
+every run recorded as a JobRun with its outcome and counts, and only the replica
+holding the leader lease runs scheduled jobs (``dirbridge jobs run`` runs anywhere)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bridge.config import INTERVAL_RE, parse_interval
+from bridge.jobs.leader import EXTRAS_KEY, Leadership
 from bridge.jobs.registry import JobSpec, job_specs
 from bridge.services.errors import NotFound
 from bridge.store.models import JobRun, utcnow
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from bridge.runtime import Runtime
 
 log = logging.getLogger(__name__)
+LEASE_JOB = "leader-lease"
 
 
 def trigger_for(schedule: str) -> IntervalTrigger | CronTrigger:
@@ -54,12 +57,30 @@ def find_job(rt: Runtime, name: str) -> JobSpec:
     raise NotFound(f"no job named {name!r}; known: {', '.join(s.name for s in job_specs(rt))}")
 
 
+def run_if_leader(rt: Runtime, spec: JobSpec) -> JobRun | None:
+    """The scheduler's entry: every job, whoever registered it, runs only on the replica
+    that holds the leader lease (bridge.jobs.leader); the others skip their turn."""
+    leadership = rt.extras.get(EXTRAS_KEY)
+    if leadership is not None and not leadership.is_leader():
+        log.debug("job %s skipped: another replica leads", spec.name, extra={"job": spec.name})
+        return None
+    return run_job(rt, spec)
+
+
 def build_scheduler(rt: Runtime) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(
         timezone="UTC",
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
     )
-    for spec in job_specs(rt):
+    leadership = rt.extras[EXTRAS_KEY] = Leadership(rt.store, rt.replica, rt.config.jobs.lease_seconds)
+    scheduler.add_job(leadership.try_acquire, IntervalTrigger(seconds=leadership.renew_every), id=LEASE_JOB,
+                      name="acquire or renew the leader lease", next_run_time=utcnow(),
+                      misfire_grace_time=None)
+    specs = job_specs(rt)
+    for spec in specs:
         kwargs: dict[str, Any] = {"args": (rt, spec), "id": spec.name, "name": spec.description}
-        scheduler.add_job(run_job, trigger_for(spec.schedule), **kwargs)
+        scheduler.add_job(run_if_leader, trigger_for(spec.schedule), **kwargs)
+    for unknown in sorted(set(rt.config.jobs.schedules) - {s.name for s in specs}):
+        log.warning("jobs.schedules names %r, which is no job (known: %s)", unknown,
+                    ", ".join(s.name for s in specs))
     return scheduler

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from bridge.config import Config, OwnershipConfig
+from bridge.services.accounts import AccountService
 from bridge.services.actor import Actor
 from bridge.services.changes import ChangeLog
 from bridge.services.customers import CustomerService
@@ -36,6 +37,7 @@ class UnitOfWork:
         self.scopes = ScopeService(self)
         self.grants = GrantService(self)
         self.customers = CustomerService(self)
+        self.accounts = AccountService(self)  # passwords, locks, invitations, TOTP (bridge.accounts)
 
     def may_take_over(self, owner_source: str) -> bool:
         """Whether the actor's source may change identities owned by ``owner_source``."""

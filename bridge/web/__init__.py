@@ -59,10 +59,15 @@ def create_app(rt: Runtime) -> OpenAPI:
 
     from bridge.web import health, status
     from bridge.web.api import check, customers, grants, roles, scopes, users
+    from bridge.web.api import accounts, auth, invitations
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(status.blueprint)
-    for api in (users.bp, check.bp, roles.bp, scopes.bp, grants.bp, customers.bp):
+    from bridge.web import invite
+
+    invite.init_app(app, rt)  # the invitation pages and their session (bridge.web.invite)
+    for api in (users.bp, check.bp, roles.bp, scopes.bp, grants.bp, customers.bp,
+                auth.bp, invitations.bp, accounts.bp):
         app.register_api(api)
 
     if rt.config.scim.enabled:

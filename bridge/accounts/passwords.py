@@ -1,0 +1,136 @@
+"""The password policy and argon2id hashing.
+
+The policy is the portal's: a minimum length (never below 8), criteria (upper,
+lower, digit, special; at least 3 enabled) of which a number must be met, a
+history of the last N passwords that may not come back, and a maximum age.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from bridge.config import PasswordPolicy
+
+MAX_LENGTH = 1024  # argon2 takes any length; a bound keeps a request from costing too much
+CRITERIA = ("upper", "lower", "digit", "special")
+CRITERIA_TEXT = {"upper": "an upper-case letter", "lower": "a lower-case letter", "digit": "a digit",
+                 "special": "a special character"}
+
+
+@lru_cache(maxsize=8)
+def hasher_for(time_cost: int, memory_kib: int, parallelism: int) -> PasswordHasher:
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+
+
+def hasher(policy: PasswordPolicy) -> PasswordHasher:
+    """The argon2id hasher with the configured cost."""
+    return hasher_for(policy.hash_time_cost, policy.hash_memory_kib, policy.hash_parallelism)
+
+
+def hash_password(policy: PasswordPolicy, password: str) -> str:
+    return hasher(policy).hash(password)
+
+
+def verify_hash(policy: PasswordPolicy, password_hash: str, password: str) -> bool:
+    """Whether ``password`` matches; a malformed stored hash is simply no match."""
+    try:
+        return hasher(policy).verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(policy: PasswordPolicy, password_hash: str) -> bool:
+    """Whether the hash was made with other parameters than the configured ones."""
+    try:
+        return hasher(policy).check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return True
+
+
+@lru_cache(maxsize=8)
+def _dummy_hash(time_cost: int, memory_kib: int, parallelism: int) -> str:
+    return hasher_for(time_cost, memory_kib, parallelism).hash(secrets.token_urlsafe(16))
+
+
+def burn_verify(policy: PasswordPolicy, password: str) -> None:
+    """Spend the time of one verification against a dummy hash: an unknown user
+    answers as slowly as a wrong password."""
+    verify_hash(policy, _dummy_hash(policy.hash_time_cost, policy.hash_memory_kib, policy.hash_parallelism),
+                password)
+
+
+def criteria_met(password: str) -> set[str]:
+    met: set[str] = set()
+    for char in password:
+        if char.isupper():
+            met.add("upper")
+        elif char.islower():
+            met.add("lower")
+        elif char.isdigit():
+            met.add("digit")
+        else:  # anything that is not a letter or digit, white space included
+            met.add("special")
+    return met
+
+
+def enabled_criteria(policy: PasswordPolicy) -> list[str]:
+    flags = {"upper": policy.require_upper, "lower": policy.require_lower, "digit": policy.require_digit,
+             "special": policy.require_special}
+    return [c for c in CRITERIA if flags[c]]
+
+
+def policy_problems(policy: PasswordPolicy, password: str) -> list[str]:
+    """What is wrong with ``password`` under ``policy`` (empty: it passes), in words a user reads."""
+    problems: list[str] = []
+    if len(password) < policy.min_length:
+        problems.append(f"the password must have at least {policy.min_length} characters")
+    if len(password) > MAX_LENGTH:
+        problems.append(f"the password must have at most {MAX_LENGTH} characters")
+    enabled = enabled_criteria(policy)
+    met = criteria_met(password) & set(enabled)
+    if len(met) < policy.min_criteria:
+        missing = ", ".join(CRITERIA_TEXT[c] for c in enabled if c not in met)
+        problems.append(f"the password must contain at least {policy.min_criteria} of: "
+                        f"{', '.join(CRITERIA_TEXT[c] for c in enabled)} (missing: {missing})")
+    return problems
+
+
+def describe_policy(policy: PasswordPolicy) -> str:
+    enabled = enabled_criteria(policy)
+    return (f"at least {policy.min_length} characters and at least {policy.min_criteria} of: "
+            f"{', '.join(CRITERIA_TEXT[c] for c in enabled)}")
+
+
+def temporary_password(policy: PasswordPolicy) -> str:
+    """A random password that meets every enabled criterion (given to an admin once)."""
+    length = max(policy.min_length, 16)
+    pools = {"upper": string.ascii_uppercase, "lower": string.ascii_lowercase, "digit": string.digits,
+             "special": "-_.!+#"}
+    required = [secrets.choice(pools[c]) for c in CRITERIA]
+    alphabet = "".join(pools.values())
+    rest = [secrets.choice(alphabet) for _ in range(length - len(required))]
+    chars = required + rest
+    secrets.SystemRandom().shuffle(chars)
+    return "".join(chars)
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """When a password expires and when the warning is due (None: it never expires)."""
+
+    expires_at: datetime | None
+    warn_from: datetime | None
+
+
+def expiry(policy: PasswordPolicy, changed_at: datetime | None) -> Expiry:
+    if policy.max_age_days is None or changed_at is None:
+        return Expiry(None, None)
+    expires = changed_at + timedelta(days=policy.max_age_days)
+    return Expiry(expires, expires - timedelta(days=policy.warn_days))

@@ -1,0 +1,132 @@
+"""/api/v1/auth: the portal verifies its users' logins and password changes here.
+
+The portal calls with its admin API token and passes the end user's address in
+``client_ip`` (else the caller's address counts), so that the per-IP lockout and
+the allow-list see the user, not the portal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import g, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.accounts.context import context_for
+from bridge.accounts.credentials import set_new_password
+from bridge.accounts.login import LoginOutcome, login
+from bridge.services import Actor
+from bridge.web import runtime
+from bridge.web.api.common import ErrorBody, api_actor, error_response, make_blueprint
+from bridge.web.api.users import UserOut, user_json
+
+bp = make_blueprint("api_auth", __name__, "auth", "Login verification for the portal")
+
+
+class LoginBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=256)
+    password: str = Field(max_length=4096)
+    totp: str | None = Field(default=None, max_length=64, description="a TOTP code or a recovery code")
+    client_ip: str | None = Field(default=None, max_length=64, description="the end user's address")
+
+
+class RoleAt(BaseModel):
+    role: str
+    scope: str
+
+
+class LoginOk(BaseModel):
+    user: UserOut
+    roles: list[RoleAt]
+    password_change_required: bool = Field(description="the password is temporary: the portal must ask for a "
+                                                        "new one (POST /api/v1/auth/password)")
+    totp_enrolment_required: bool = Field(description="policy requires TOTP and the user has none yet")
+    recovery_codes_left: int | None = Field(default=None, description="set when a recovery code was used")
+
+
+class PasswordChangeBody(LoginBody):
+    new_password: str = Field(min_length=1, max_length=4096)
+
+
+class IpUnlockBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    client_ip: str = Field(min_length=1, max_length=64)
+
+
+def roles_of(user_id: str) -> list[dict[str, str]]:
+    """The roles the user holds (own grants, groups', mapping rules'), with their scopes."""
+    from bridge.mapping.engine import authorizer
+
+    cache = authorizer(runtime()).cache
+    cache.sync()
+    found = cache.entry(user_id)
+    if found is None:
+        return []
+    model, entry = found
+    holdings = list(entry.info.holdings) + [h for group in entry.groups for h in group.holdings]
+    pairs = sorted({(model.role_names.get(h.role_id, h.role_id), h.scope_id) for h in holdings})
+    return [{"role": role, "scope": scope} for role, scope in pairs]
+
+
+def _attempt(body: LoginBody) -> LoginOutcome:
+    return login(context_for(runtime()), body.username, body.password, body.totp,
+                 body.client_ip or request.remote_addr, actor=f"api:{g.api_client}",
+                 request_id=g.get("request_id"))
+
+
+def _refused(outcome: LoginOutcome) -> Any:
+    response, status = error_response(outcome.status, outcome.code, outcome.message)
+    payload: dict[str, Any] = response.get_json()
+    if outcome.locked_until is not None:
+        payload["locked_until"] = outcome.locked_until.isoformat()
+    payload.update(outcome.flags)
+    response = jsonify(payload)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Basic realm="dirbridge-login"'
+    return response, status
+
+
+def _success(outcome: LoginOutcome) -> dict[str, Any]:
+    assert outcome.user_id is not None
+    with runtime().services.unit(api_actor()) as uow:
+        user = user_json(uow.users.get(outcome.user_id))
+    return {"user": user, "roles": roles_of(outcome.user_id),
+            "password_change_required": outcome.password_change_required,
+            "totp_enrolment_required": outcome.totp_enrolment_required,
+            "recovery_codes_left": outcome.recovery_codes_left}
+
+
+@bp.post("/auth/login", responses={200: LoginOk, 401: ErrorBody, 403: ErrorBody, 423: ErrorBody, 503: ErrorBody},
+         summary="Verify a user's login (password, then TOTP when enrolled)")
+def auth_login(body: LoginBody):  # type: ignore[no-untyped-def]
+    outcome = _attempt(body)
+    if not outcome.ok:
+        return _refused(outcome)
+    return jsonify(_success(outcome))
+
+
+@bp.post("/auth/password", responses={200: LoginOk, 400: ErrorBody, 401: ErrorBody, 423: ErrorBody},
+         summary="Change a password: the current credentials, then the new password (policy and history)")
+def auth_change_password(body: PasswordChangeBody):  # type: ignore[no-untyped-def]
+    outcome = _attempt(body)
+    if not outcome.ok:
+        return _refused(outcome)
+    assert outcome.user_id is not None
+    ctx = context_for(runtime())
+    with ctx.services.unit(Actor(name=f"user:{body.username}", channel="admin-api",
+                                 request_id=g.get("request_id"))) as uow:
+        set_new_password(ctx, uow, uow.users.get(outcome.user_id), body.new_password)
+    result = _success(outcome)
+    result["password_change_required"] = False
+    return jsonify(result)
+
+
+@bp.post("/auth/ip-unlock", responses={204: None}, summary="Lift the lockout of a client address")
+def auth_ip_unlock(body: IpUnlockBody):  # type: ignore[no-untyped-def]
+    ctx = context_for(runtime())
+    with ctx.services.unit(api_actor()) as uow:
+        uow.accounts.unlock_ip(body.client_ip.strip(), now=ctx.now())
+    return "", 204
