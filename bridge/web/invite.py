@@ -161,14 +161,19 @@ def _error(ctx: AccountsContext, exc: InvitationInvalid):  # type: ignore[no-unt
     return _page("invite_error.html", lang, exc.status, message=exc.message, state=exc.state)
 
 
+def _invitee(ctx: Any, token: str) -> tuple[str, str]:
+    """The invited user's name and language; raises InvitationInvalid for a bad link."""
+    with ctx.services.unit(Actor(name="invitee", channel="invite-page")) as uow:
+        _, user = invitations.check_token(ctx, uow, token)
+        return user.user_name, _lang_of(ctx, user)
+
+
 @blueprint.get("/invite")
 def show():  # type: ignore[no-untyped-def]
     ctx = context_for(runtime())
     token = request.args.get("token", "")
     try:
-        with ctx.services.unit(Actor(name="invitee", channel="invite-page")) as uow:
-            _, user = invitations.check_token(ctx, uow, token)
-            user_name, lang = user.user_name, _lang_of(ctx, user)
+        user_name, lang = _invitee(ctx, token)
     except InvitationInvalid as exc:
         return _error(ctx, exc)
     return _page("invite_password.html", lang, token=token, user_name=user_name, rules=_rules(ctx, lang),
@@ -182,9 +187,7 @@ def submit():  # type: ignore[no-untyped-def]
     token = request.form.get("token", "")
     password, repeated = request.form.get("password", ""), request.form.get("password_confirm", "")
     try:
-        with ctx.services.unit(Actor(name="invitee", channel="invite-page")) as uow:
-            _, user = invitations.check_token(ctx, uow, token)
-            user_name, lang = user.user_name, _lang_of(ctx, user)
+        user_name, lang = _invitee(ctx, token)
     except InvitationInvalid as exc:
         return _error(ctx, exc)
     problems: list[str] = []
