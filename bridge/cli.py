@@ -6,69 +6,32 @@ Every command takes ``--config FILE``; ``DIRBRIDGE_CONFIG`` sets it too.
 
 from __future__ import annotations
 
-import getpass
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import __version__
-from bridge.config import Config, ConfigError, load_config
+from bridge.accounts import cli as accounts_cli
+from bridge.cli_common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    build_runtime_or_fail,
+    cli_actor,
+    config_option,
+    fail,
+    load,
+    services_for,
+)
+from bridge.ldap import cli as ldap_cli
 from bridge.logs import setup_logging
-from bridge.runtime import NotMigrated, build_runtime, open_store
-from bridge.services import Actor, Services, ServiceError
+from bridge.mapping import cli as mapping_cli
+from bridge.runtime import NotMigrated, build_runtime
+from bridge.services import ServiceError
 from bridge.store.models import TokenKind
-
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def config_option(func: F) -> F:
-    return click.option(
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        envvar="DIRBRIDGE_CONFIG",
-        help="config file (TOML); default: the embedded default, or $DIRBRIDGE_CONFIG",
-    )(func)
-
-
-def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
-    click.echo(f"dirbridge: {message}", err=True)
-    sys.exit(code)
-
-
-def load(config_path: Path | None) -> Config:
-    try:
-        return load_config(config_path)
-    except ConfigError as exc:
-        where = f" in {config_path}" if config_path else ""
-        click.echo(f"dirbridge: the configuration{where} is not valid:", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(EXIT_USAGE)
-
-
-def cli_actor() -> Actor:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return Actor(name=f"cli:{user}", channel="cli")
-
-
-def services_for(config: Config) -> Services:
-    try:
-        store = open_store(config)
-    except NotMigrated as exc:
-        fail(str(exc))
-    except SQLAlchemyError as exc:
-        fail(f"cannot open the database: {type(exc).__name__}: {exc.args[0] if exc.args else ''}")
-    return Services(store, config)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -342,27 +305,12 @@ def jobs_run(ctx: click.Context, name: str, config_path: Path | None) -> None:
         sys.exit(EXIT_FAILURE)
 
 
-def build_runtime_or_fail(config: Config):  # type: ignore[no-untyped-def]
-    try:
-        return build_runtime(config)
-    except NotMigrated as exc:
-        fail(str(exc))
-
-
-from bridge.ldap.cli import sync as _ldap_sync  # noqa: E402 - needs the helpers above
-
-cli.add_command(_ldap_sync)
-
-from bridge.mapping.cli import explain as _explain  # noqa: E402 - needs the helpers above
-
-cli.add_command(_explain)
-
-from bridge.accounts import cli as _accounts  # noqa: E402 - needs the helpers above
-
-cli.add_command(_accounts.invite)
-cli.add_command(_accounts.import_csv)
-user.add_command(_accounts.user_unlock)
-user.add_command(_accounts.user_reset_password)
+cli.add_command(ldap_cli.sync)
+cli.add_command(mapping_cli.explain)
+cli.add_command(accounts_cli.invite)
+cli.add_command(accounts_cli.import_csv)
+user.add_command(accounts_cli.user_unlock)
+user.add_command(accounts_cli.user_reset_password)
 
 
 def main() -> None:

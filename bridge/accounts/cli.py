@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from bridge.accounts.context import AccountsContext, context_for
-from bridge.cli import EXIT_FAILURE, EXIT_USAGE, build_runtime_or_fail, cli_actor, config_option, fail, load
+from bridge.cli_common import EXIT_FAILURE, EXIT_USAGE, build_runtime_or_fail, cli_actor, config_option, fail, load
 from bridge.services import ServiceError
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from bridge.cli import EXIT_FAILURE, EXIT_USAGE, build_runtime_or_fail, config_option, fail, load
+from bridge.cli_common import EXIT_FAILURE, EXIT_USAGE, build_runtime_or_fail, config_option, fail, load
 from bridge.ldap.lock import SyncBusy
 from bridge.ldap.plan import SyncResult
 from bridge.ldap.sync import NothingToApprove, UnknownSource, find_source, run_sync

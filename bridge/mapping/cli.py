@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bridge.cli import build_runtime_or_fail, config_option, fail, load
+from bridge.cli_common import build_runtime_or_fail, config_option, fail, load
 from bridge.mapping.engine import authorizer
 from bridge.services import ServiceError
 
