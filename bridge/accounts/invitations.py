@@ -32,12 +32,13 @@ def hash_invite_token(token: str) -> str:
 
 
 def state(invitation: Invitation, now: datetime) -> State:
-    """An invitation's state; one closed by the expiry job (revoked at its expiry) reads as expired."""
+    """An invitation's state: used, revoked, expired (closed by the cleanup job or past its
+    time) or open."""
     if invitation.used_at is not None:
         return "used"
-    if invitation.revoked_at is not None and invitation.revoked_at < invitation.expires_at:
+    if invitation.revoked_at is not None:
         return "revoked"
-    if invitation.revoked_at is not None or now >= invitation.expires_at:
+    if invitation.expired_at is not None or now >= invitation.expires_at:
         return "expired"
     return "open"
 

@@ -13,16 +13,15 @@ from bridge.accounts.context import AccountsContext, context_for
 from bridge.accounts.mail import MailError
 from bridge.accounts.messages import format_time, language_for, render
 from bridge.accounts.passwords import expiry
-from bridge.services import Actor, UnitOfWork, audit
+from bridge.services import Actor, UnitOfWork
 from bridge.services.accounts import PASSWORD_EXPIRED
-from bridge.store.models import AuditEvent, User
+from bridge.store.models import User
 
 if TYPE_CHECKING:
     from bridge.jobs.registry import JobSpec
     from bridge.runtime import Runtime
 
 log = logging.getLogger(__name__)
-WARNED = "user.password-expiry-warning"
 
 
 def invitation_cleanup(rt: Runtime) -> dict[str, Any]:
@@ -80,24 +79,21 @@ def _check_one(ctx: AccountsContext, uow: UnitOfWork, user_id: str, now: datetim
     if due.expires_at <= now:
         uow.accounts.lock(user, None, PASSWORD_EXPIRED)
         return "locked"
-    if due.warn_from > now or not user.email or _warned(uow.session, user):
+    if due.warn_from > now or not user.email or _warned(user):
         return None
     lang = language_for(user.preferred_language, ctx.config.invites.default_language)
     message = render("password_expiry", lang, user.email, name=user.display_name or user.user_name,
                      user_name=user.user_name, expires=format_time(due.expires_at, lang),
                      product=ctx.config.invites.product_name)
-    event = audit.record(uow.session, uow.actor, WARNED, "user", user.id, user.user_name,
-                         {"expires_at": [None, due.expires_at.isoformat()]})
-    event.at = now  # compared with password_changed_at, which is on the same clock
+    uow.accounts.record_expiry_warning(user, now=now, expires_at=due.expires_at)
     ctx.send(message)  # last: a refused mail rolls the record back
     return "warned"
 
 
-def _warned(session: Any, user: User) -> bool:
-    """Whether this password's warning went out already (recorded as an audit event)."""
-    return session.scalar(select(AuditEvent.id).where(
-        AuditEvent.action == WARNED, AuditEvent.target_type == "user", AuditEvent.target_id == user.id,
-        AuditEvent.at >= user.password_changed_at).limit(1)) is not None
+def _warned(user: User) -> bool:
+    """Whether the warning for the current password went out already."""
+    changed = user.password_changed_at
+    return user.password_warned_at is not None and changed is not None and user.password_warned_at >= changed
 
 
 def account_job_specs(rt: Runtime) -> list[JobSpec]:

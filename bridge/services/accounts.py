@@ -198,27 +198,34 @@ class AccountService:
                      {"used_at": [None, now.isoformat()]})
 
     def expire_invitations(self, now: datetime) -> int:
-        """Close the open invitations past their time: ``revoked_at`` = ``expires_at``, so
-        they read as expired (bridge.accounts.invitations.state) and count for purging."""
+        """Close the open invitations past their time (``expired_at``), so they count for purging."""
         found = list(self.uow.session.scalars(select(Invitation).where(
-            Invitation.used_at.is_(None), Invitation.revoked_at.is_(None), Invitation.expires_at <= now)))
+            Invitation.used_at.is_(None), Invitation.revoked_at.is_(None), Invitation.expired_at.is_(None),
+            Invitation.expires_at <= now)))
         for invitation in found:
-            invitation.revoked_at = invitation.expires_at
+            invitation.expired_at = now
             audit.record(self.uow.session, self.uow.actor, "invitation.expire", "invitation", invitation.id,
-                         None, {"expires_at": [invitation.expires_at.isoformat(), None]})
+                         None, {"expired_at": [None, now.isoformat()]})
         self.uow.session.flush()
         return len(found)
 
     def purge_invitations(self, before: datetime) -> int:
         """Delete the invitations closed (used, revoked or expired) before ``before``."""
         result = self.uow.session.execute(delete(Invitation).where(or_(
-            Invitation.used_at < before, Invitation.revoked_at < before,
+            Invitation.used_at < before, Invitation.revoked_at < before, Invitation.expired_at < before,
             Invitation.expires_at < before)))
         count = result.rowcount or 0
         if count:
             audit.record(self.uow.session, self.uow.actor, "invitation.purge", "invitation", None, None,
                          {"deleted": [None, count], "closed_before": [None, before.isoformat()]})
         return count
+
+    def record_expiry_warning(self, user: User, *, now: datetime, expires_at: datetime) -> None:
+        """Note that the expiry warning of the user's current password went out."""
+        user.password_warned_at = now
+        self.uow.session.flush()
+        audit.record(self.uow.session, self.uow.actor, "user.password-expiry-warning", "user", user.id,
+                     user.user_name, {"expires_at": [None, expires_at.isoformat()]})
 
     # -- TOTP ----------------------------------------------------------------------------
 

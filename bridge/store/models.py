@@ -134,6 +134,7 @@ class User(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)  # further SCIM attributes
     password_hash: Mapped[str | None] = mapped_column(String(255))
     password_changed_at: Mapped[datetime | None]
+    password_warned_at: Mapped[datetime | None]  # the expiry warning of the current password went out
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
     locked_until: Mapped[datetime | None]
     lock_reason: Mapped[str | None] = mapped_column(String(64))
@@ -346,6 +347,7 @@ class Invitation(Base):
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    expired_at: Mapped[datetime | None]  # set by the cleanup job when it closes an unused link
     sent_at: Mapped[datetime | None]
 
 

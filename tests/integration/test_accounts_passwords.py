@@ -5,14 +5,14 @@ and rehashing when the argon2 parameters change."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from bridge.accounts.context import context_for
 from bridge.accounts.credentials import set_new_password
 from bridge.accounts.jobs import password_expiry
 from bridge.accounts.passwords import needs_rehash
 from bridge.services import Actor
-from bridge.store.models import User
+from bridge.store.models import AuditEvent, User
 from tests.fixtures.accounts import GOOD_PASSWORD, FakeClock, accounts_config, attempt
 from tests.fixtures.app import run_cli
 
@@ -94,6 +94,19 @@ def test_old_passwords_warn_by_mail_once_then_lock(runtime, client, admin_header
     temporary = client.post(f"/api/v1/users/{user_id}/password-reset", headers=admin_headers).json[
         "temporary_password"]
     assert attempt(client, admin_headers, "dora.local", temporary).status_code == 200
+
+
+def test_the_warning_is_not_repeated_when_the_audit_log_is_trimmed(runtime, smtp_sink, clock):
+    """Whether the warning went out is the user's state, not an audit event that retention deletes."""
+    make_user(runtime)
+    clock.advance(days=83)
+    assert password_expiry(runtime)["warned"] == 1
+    smtp_sink.wait_for(1)
+    with runtime.store.write() as session:
+        session.execute(delete(AuditEvent))
+    clock.advance(days=1)
+    assert password_expiry(runtime)["warned"] == 0
+    assert len(smtp_sink.messages) == 1
 
 
 def test_the_job_locks_expired_passwords(runtime, clock, client, admin_headers):
