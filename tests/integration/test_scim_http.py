@@ -288,3 +288,15 @@ def test_users_from_other_sources_are_visible_and_filterable(scim, client, admin
     assert scim.get('/Users?filter=emails co "local.person@"').json["totalResults"] == 0
     refused = scim.patch(f"/Users/{local['id']}", [{"op": "replace", "path": "displayName", "value": "x"}])
     assert refused.status_code == 409  # a local user is not the IdP's to change
+
+
+def test_attribute_names_are_case_insensitive(scim):
+    user = scim.create_user("Case.Test@example.com")
+    found = scim.get('/Users?filter=USERNAME eq "case.test@example.com"&attributes=USERNAME&sortBy=UserName')
+    assert found.json["totalResults"] == 1 and found.json["Resources"][0]["userName"] == "Case.Test@example.com"
+    patched = scim.patch(f"/Users/{user['id']}", [{"op": "replace", "path": "DISPLAYNAME", "value": "Case"},
+                                                  {"op": "add", "path": "Name.GivenName", "value": "Cas"}])
+    assert patched.status_code in (200, 204)
+    after = scim.get(f"/Users/{user['id']}").json
+    assert after["displayName"] == "Case" and after["name"]["givenName"] == "Cas"
+    assert scim.get(f'/Users?filter={ENTERPRISE.upper()}:department pr').status_code == 200
