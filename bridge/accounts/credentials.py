@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from bridge.accounts.context import AccountsContext
 from bridge.accounts.errors import PasswordRejected
-from bridge.accounts.passwords import hash_password, policy_problems, temporary_password, verify_hash
+from bridge.accounts.passwords import (
+    PolicyProblem,
+    hash_password,
+    policy_problems,
+    temporary_password,
+    verify_hash,
+)
 from bridge.services import UnitOfWork
 from bridge.store.models import User
 
@@ -26,8 +32,7 @@ def set_new_password(ctx: AccountsContext, uow: UnitOfWork, user: User, password
     policy = ctx.config.policy.password
     problems = policy_problems(policy, password)
     if not problems and reused(ctx, uow, user, password):
-        problems.append(f"the password was used recently: choose one that is not among the last "
-                        f"{policy.history}")
+        problems.append(PolicyProblem("reused", history=policy.history))
     if problems:
         raise PasswordRejected(problems)
     uow.accounts.set_password(user, hash_password(policy, password), now=ctx.now(), must_change=False,

@@ -15,6 +15,10 @@ class PasswordRejected(ServiceError):
         super().__init__("; ".join(problems), field="password")
         self.problems = problems
 
+    def in_language(self, lang: str) -> list[str]:
+        """The problems in the user's language (each PolicyProblem knows how to say itself)."""
+        return [p.in_language(lang) if hasattr(p, "in_language") else p for p in self.problems]
+
 
 class InvitationInvalid(ServiceError):
     """The invitation link cannot be used (any more): unknown, used, revoked or expired."""

@@ -20,8 +20,50 @@ from bridge.config import PasswordPolicy
 
 MAX_LENGTH = 1024  # argon2 takes any length; a bound keeps a request from costing too much
 CRITERIA = ("upper", "lower", "digit", "special")
-CRITERIA_TEXT = {"upper": "an upper-case letter", "lower": "a lower-case letter", "digit": "a digit",
-                 "special": "a special character"}
+CRITERIA_WORDS = {
+    "en": {"upper": "an upper-case letter", "lower": "a lower-case letter", "digit": "a digit",
+           "special": "a special character"},
+    "de": {"upper": "einen Großbuchstaben", "lower": "einen Kleinbuchstaben", "digit": "eine Ziffer",
+           "special": "ein Sonderzeichen"},
+}
+CRITERIA_TEXT = CRITERIA_WORDS["en"]
+PROBLEM_TEXT = {
+    "en": {
+        "too_short": "the password must have at least {min_length} characters",
+        "too_long": "the password must have at most {max_length} characters",
+        "criteria": "the password must contain at least {min_criteria} of: {criteria} (missing: {missing})",
+        "reused": "the password was used recently: choose one that is not among the last {history}",
+    },
+    "de": {
+        "too_short": "das Passwort muss mindestens {min_length} Zeichen haben",
+        "too_long": "das Passwort darf höchstens {max_length} Zeichen haben",
+        "criteria": "das Passwort muss mindestens {min_criteria} davon enthalten: {criteria} (es fehlt: {missing})",
+        "reused": "das Passwort wurde kürzlich verwendet: wählen Sie eines, das nicht unter den letzten "
+                  "{history} ist",
+    },
+}
+
+
+class PolicyProblem(str):
+    """What is wrong with a password. It reads as its English sentence (API answers, logs of
+    the CLI) and says itself in the user's language for the pages (``in_language``)."""
+
+    code: str
+    values: dict[str, object]
+
+    def __new__(cls, code: str, **values: object) -> PolicyProblem:
+        problem = super().__new__(cls, cls._render("en", code, values))
+        problem.code, problem.values = code, values
+        return problem
+
+    @staticmethod
+    def _render(lang: str, code: str, values: dict[str, object]) -> str:
+        words = CRITERIA_WORDS.get(lang, CRITERIA_WORDS["en"])
+        shown = {k: (", ".join(words[c] for c in v) if isinstance(v, tuple) else v) for k, v in values.items()}
+        return PROBLEM_TEXT.get(lang, PROBLEM_TEXT["en"])[code].format(**shown)
+
+    def in_language(self, lang: str) -> str:
+        return self._render(lang, self.code, self.values)
 
 
 @lru_cache(maxsize=8)
@@ -86,19 +128,18 @@ def enabled_criteria(policy: PasswordPolicy) -> list[str]:
     return [c for c in CRITERIA if flags[c]]
 
 
-def policy_problems(policy: PasswordPolicy, password: str) -> list[str]:
+def policy_problems(policy: PasswordPolicy, password: str) -> list[PolicyProblem]:
     """What is wrong with ``password`` under ``policy`` (empty: it passes), in words a user reads."""
-    problems: list[str] = []
+    problems: list[PolicyProblem] = []
     if len(password) < policy.min_length:
-        problems.append(f"the password must have at least {policy.min_length} characters")
+        problems.append(PolicyProblem("too_short", min_length=policy.min_length))
     if len(password) > MAX_LENGTH:
-        problems.append(f"the password must have at most {MAX_LENGTH} characters")
+        problems.append(PolicyProblem("too_long", max_length=MAX_LENGTH))
     enabled = enabled_criteria(policy)
     met = criteria_met(password) & set(enabled)
     if len(met) < policy.min_criteria:
-        missing = ", ".join(CRITERIA_TEXT[c] for c in enabled if c not in met)
-        problems.append(f"the password must contain at least {policy.min_criteria} of: "
-                        f"{', '.join(CRITERIA_TEXT[c] for c in enabled)} (missing: {missing})")
+        problems.append(PolicyProblem("criteria", min_criteria=policy.min_criteria, criteria=tuple(enabled),
+                                      missing=tuple(c for c in enabled if c not in met)))
     return problems
 
 

@@ -199,7 +199,7 @@ def submit():  # type: ignore[no-untyped-def]
         except InvitationInvalid as exc:
             return _error(ctx, exc)
         except PasswordRejected as exc:
-            problems = exc.problems
+            problems = exc.in_language(lang)
     if problems:
         return _page("invite_password.html", lang, 400, token=token, user_name=user_name,
                      rules=_rules(ctx, lang), problems=problems, csrf=_csrf_token())

@@ -79,7 +79,7 @@ def test_invitation_from_mail_to_login(client, admin_headers, smtp_sink, runtime
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" in cookie
 
     weak = set_password(client, link, "short")
-    assert weak.status_code == 400 and "at least 12 characters" in weak.text
+    assert weak.status_code == 400 and "das Passwort muss mindestens 12 Zeichen haben" in weak.text
     differ = set_password(client, link, GOOD_PASSWORD, GOOD_PASSWORD + "x")
     assert differ.status_code == 400 and "stimmen nicht" in differ.text
 

@@ -130,3 +130,11 @@ def test_mails_pick_the_language_and_escape_html():
                   link="https://h/invite?token=a&b", expires="2030-01-01", product="Portal")
     assert "<script>" not in mail.html and "&lt;script&gt;" in mail.html
     assert "<script>x</script>" in mail.text  # plain text is not HTML
+
+
+def test_problems_read_in_english_and_german():
+    [problem] = passwords.policy_problems(policy(), "abcdefghijkl")
+    assert problem.startswith("the password must contain at least 3 of:")
+    german = problem.in_language("de")
+    assert german.startswith("das Passwort muss mindestens 3 davon enthalten:")
+    assert "einen Großbuchstaben" in german and "upper-case" not in german
