@@ -164,7 +164,7 @@ def token_revoke(name: str, config_path: Path | None) -> None:
 
 @cli.group()
 def user() -> None:
-    """Users: create local users, list, deactivate, delete."""
+    """Users: create, list, activate, deactivate, delete, unlock, reset a password."""
 
 
 @user.command("create")

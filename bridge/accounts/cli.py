@@ -100,7 +100,8 @@ def _with_user(ctx: Any, user_name: str, action: Callable[[Any, Any], T]) -> T:
 @click.argument("user_name")
 @config_option
 def user_unlock(user_name: str, config_path: Path | None) -> None:
-    """Lift a login lock (failures or an expired password) before its time."""
+    """Lift a lock after failed logins before its time. An expired password locks again at the
+    next login: give the user a new one with 'dirbridge user reset-password'."""
     ctx = _context(config_path)
     was_locked = _with_user(ctx, user_name, lambda uow, user: uow.accounts.unlock(user, now=ctx.now()))
     click.echo(f"{user_name} unlocked" if was_locked else f"{user_name} was not locked; failure count reset")

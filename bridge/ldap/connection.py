@@ -50,6 +50,9 @@ def connect(source: LdapSourceConfig) -> ldap3.Connection:
     if source.tls.mode == "none":
         log.warning("LDAP source %s uses no TLS: the bind password crosses the network in clear", source.name,
                     extra={"source": source.name})
+    elif not source.tls.verify:
+        log.warning("LDAP source %s does not verify the server certificate: anyone on the path can pose "
+                    "as the directory", source.name, extra={"source": source.name})
     if source.tls.mode == "ldaps" or source.tls.mode == "none":
         auto_bind = ldap3.AUTO_BIND_NO_TLS
     else:
