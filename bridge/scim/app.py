@@ -23,6 +23,7 @@ from bridge.runtime import Runtime
 from bridge.scim import quirks
 from bridge.scim.schema import build_provider
 from bridge.scim.storage import StoreStorage
+from bridge.scim.writeback import Writeback
 from bridge.services import Actor
 from bridge.services.tokens import TokenIdentity, authenticate
 from bridge.store.models import TokenKind
@@ -47,7 +48,8 @@ class ScimApplication(WSGIApplication):
     def __init__(self, rt: Runtime):
         provider = build_provider(rt.config.scim)
         service = BoundedService(provider, rt.config.scim.max_request_bytes)
-        super().__init__(StoreStorage(rt.services), provider, service)
+        writeback = Writeback(rt) if Writeback.wanted(rt) else None
+        super().__init__(StoreStorage(rt.services, writeback=writeback), provider, service)
         self.rt = rt
         self.storage: StoreStorage
 

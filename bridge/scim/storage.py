@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -35,6 +36,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from bridge.scim import convert
 from bridge.scim.filters import SqlDialect, order_by, where_clause
+from bridge.scim.writeback import Writeback
 from bridge.services import Actor, Services
 from bridge.services.errors import (
     InvalidValue,
@@ -48,10 +50,19 @@ from bridge.store.models import Customer, Group, User
 from scim2_server.storage import ScimStorage, SearchPage
 
 
+AfterCommit = Callable[[], None]
+
+
 @dataclass
 class _Context:
     session: Session
     uow: UnitOfWork | None  # None for a read-only request
+    # Work that must wait until the request's transaction committed (LDAP write-back);
+    # one list per open operation, so a rolled-back operation's work is dropped with it.
+    after_commit: list[list[AfterCommit]] = field(default_factory=lambda: [[]])
+
+    def defer(self, action: AfterCommit) -> None:
+        self.after_commit[-1].append(action)
 
 
 _current: contextvars.ContextVar[_Context | None] = contextvars.ContextVar("scim_request", default=None)
@@ -75,11 +86,12 @@ def scim_error(exc: ServiceError) -> Exception:
 class StoreStorage(ScimStorage):
     supports_cursors = False
 
-    def __init__(self, services: Services, default_actor: Actor | None = None):
+    def __init__(self, services: Services, default_actor: Actor | None = None, writeback: Writeback | None = None):
         self.services = services
         self.dialect = SqlDialect(services.store.engine.dialect.name)
         self.default_actor = default_actor or Actor.scim_client("scim")
         self.hasher = PasswordHasher()
+        self.writeback = writeback
 
     # -- transactions ----------------------------------------------------------------
 
@@ -88,11 +100,14 @@ class StoreStorage(ScimStorage):
         """One request: a write unit of work (or a read session), committed at the end."""
         if write:
             with self.services.unit(actor) as uow:
-                token = _current.set(_Context(uow.session, uow))
+                context = _Context(uow.session, uow)
+                token = _current.set(context)
                 try:
                     yield
                 finally:
                     _current.reset(token)
+            for action in context.after_commit[0]:
+                action()
         else:
             with self.services.store.read() as session:
                 token = _current.set(_Context(session, None))
@@ -119,8 +134,15 @@ class StoreStorage(ScimStorage):
         if current is None or current.uow is None:
             yield
             return
-        with current.session.begin_nested():
-            yield
+        current.after_commit.append([])
+        try:
+            with current.session.begin_nested():
+                yield
+        except BaseException:
+            current.after_commit.pop()
+            raise
+        done = current.after_commit.pop()
+        current.after_commit[-1].extend(done)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -226,11 +248,13 @@ class StoreStorage(ScimStorage):
                 row: User | Group = uow.users.create(**{k: v for k, v in fields.items() if v is not None})
                 if password:
                     uow.users.set_password_hash(row, self.hasher.hash(password))
+                self._defer(ctx, "user", row)
             else:
                 fields, _, _, displays = convert.group_fields(resource)
                 users, groups = self._members(ctx.session, resource)
                 row = uow.groups.create(fields.pop("display_name"), **fields)
                 uow.groups.change_members(row, add_users=users, add_groups=groups, displays=displays)
+                self._defer(ctx, "group", row)
             ctx.session.flush()
             return self._render(ctx.session, resource_type, row)
 
@@ -245,14 +269,21 @@ class StoreStorage(ScimStorage):
                 raise PreconditionFailedException(detail=f"{resource_type.name} is at {convert.etag(row.version)}")
             if isinstance(row, User):
                 fields, password = self._user_changes(ctx, resource)
+                previous = row.user_name
                 uow.users.update(row, **fields)
                 if password:
                     uow.users.set_password_hash(row, self.hasher.hash(password))
+                self._defer(ctx, "user", row, previous=previous if previous != row.user_name else None)
             else:
                 fields, _, _, displays = convert.group_fields(resource)
                 users, groups = self._members(ctx.session, resource)
+                previous = row.display_name
+                before_users, before_groups = uow.groups.user_member_ids(row), uow.groups.group_member_ids(row)
                 uow.groups.update(row, **fields)
                 uow.groups.set_members(row, users, groups, displays=displays)
+                self._defer(ctx, "group", row, previous=previous if previous != row.display_name else None,
+                            members=(users - before_users, before_users - users,
+                                     groups - before_groups, before_groups - groups))
             ctx.session.flush()
             return self._render(ctx.session, resource_type, row)
 
@@ -267,8 +298,19 @@ class StoreStorage(ScimStorage):
                 raise PreconditionFailedException(detail=f"{resource_type.name} is at {convert.etag(row.version)}")
             if isinstance(row, User):
                 uow.users.delete(row)
+                self._defer(ctx, "user-removed", row)
             else:
                 uow.groups.delete(row)
+                self._defer(ctx, "group-removed", row)
+
+    def _defer(self, ctx: _Context, what: str, row: User | Group, *, previous: str | None = None,
+               members: tuple[set[str], set[str], set[str], set[str]] | None = None) -> None:
+        """Queue the LDAP write-back of a change, to run once the request has committed."""
+        if self.writeback is None:
+            return
+        writeback = self.writeback
+        name = row.user_name if isinstance(row, User) else row.display_name
+        ctx.defer(lambda: writeback.apply(what, row, name, previous, members))
 
 
 def _excluded(response_parameters: ResponseParameters[Any] | None) -> set[str]:
