@@ -15,6 +15,7 @@ store is a fresh SQLite file unless ``--store`` names another (empty) database.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import resource
 import shutil
 import sys
@@ -102,6 +103,8 @@ def main() -> int:
     parser.add_argument("--groups", type=int, default=1_000)
     parser.add_argument("--page", type=int, default=1000)
     parser.add_argument("--store", help="an empty database URL (default: a fresh SQLite file)")
+    parser.add_argument("--profile", metavar="PREFIX",
+                        help="write a cProfile of each sync to PREFIX-N.prof (slower: compare within one run)")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="dirbridge-bench-"))
@@ -129,10 +132,20 @@ def main() -> int:
         migrate.upgrade(store.engine)
         rt = build_runtime(config, store=store)
 
+        runs = 0
+
         def timed(label: str, **kwargs: object) -> float:
+            nonlocal runs
+            runs += 1
+            profiler = cProfile.Profile() if args.profile else None
             start = time.perf_counter()
+            if profiler is not None:
+                profiler.enable()
             result = run_sync(rt, "bench", **kwargs)
             took = time.perf_counter() - start
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(f"{args.profile}-{runs}.prof")
             c = result.counts
             print(f"{label}: {took:.2f} s  [{result.mode} {result.status}: +{c.added} ~{c.updated} "
                   f"={c.unchanged} -{c.deactivated}, groups +{c.groups_added}, memberships "

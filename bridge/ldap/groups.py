@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import load_only
 
 from bridge.ldap.directory import GroupEntry
 from bridge.ldap.dn import dn_key
@@ -263,10 +264,11 @@ class GroupWriter:
         counts, errors = Counts(), []
         session = uow.session
         # Load what the batch adds into the session (and keep it referenced): the
-        # service's per-member existence check then costs no query.
+        # service's per-member existence check then costs no query. Users by their id
+        # only: that check is all they are for, and full rows (JSON columns) cost.
         keep: list[Any] = []
         for chunk in chunks(sorted({u for c in batch for u in c.add_users})):
-            keep.extend(session.scalars(select(User).where(User.id.in_(chunk))))
+            keep.extend(session.scalars(select(User).options(load_only(User.id)).where(User.id.in_(chunk))))
         group_ids = sorted({g for c in batch for g in c.add_groups} | {c.group_id for c in batch})
         for chunk in chunks(group_ids):
             keep.extend(session.scalars(select(Group).where(Group.id.in_(chunk))))

@@ -1,8 +1,10 @@
 """Users of one source into the store: batched upserts keyed by the entry's stable id.
 
-A batch is one transaction, applied whole or not at all. When one entry of a
-batch is refused (its userName belongs to another source, say), the batch is
-redone entry by entry, each in a savepoint, so the bad entry costs only itself.
+A batch is one transaction, applied whole or not at all; its new entries are
+created with one ``create_many`` (the service layer's rules, once per batch where
+it can). When one entry of a batch is refused (its userName belongs to another
+source, say), the batch is redone entry by entry, each in a savepoint, so the
+bad entry costs only itself (and a relinked or conflicting name is told apart).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,6 +28,8 @@ from bridge.store.models import User
 #: errors that concern one entry; anything else (the database is gone...) fails the run
 ENTRY_ERRORS = (ServiceError, DataError, IntegrityError)
 FIELDS = ("user_name", "display_name", "given_name", "family_name", "email", "active", "ldap_dn", "attributes")
+#: what ``changes_of`` compares, read as plain columns (plus the id and the key)
+STORED_COLUMNS = (User.id, User.source_id, *(getattr(User, name) for name in FIELDS))
 
 
 def desired(entry: UserEntry) -> dict[str, Any]:
@@ -42,7 +46,7 @@ def desired(entry: UserEntry) -> dict[str, Any]:
     }
 
 
-def changes_of(user: User, wanted: dict[str, Any], managed: frozenset[str]) -> dict[str, Any]:
+def changes_of(user: User | Row[Any], wanted: dict[str, Any], managed: frozenset[str]) -> dict[str, Any]:
     """What differs. Of ``attributes`` the sync owns only the keys of its attribute map
     (``managed``): keys others keep there (the service layer's, say) stay as they are."""
     wanted = {**wanted, "attributes": {**{k: v for k, v in (user.attributes or {}).items() if k not in managed},
@@ -61,6 +65,11 @@ class UserBatchResult:
     ids: dict[str, str] = field(default_factory=dict)  # DN key -> user id ("new:SID" in a dry run)
     errors: list[str] = field(default_factory=list)
 
+    def add(self, other: UserBatchResult) -> None:
+        self.counts.add(other.counts)
+        self.ids.update(other.ids)
+        self.errors.extend(other.errors)
+
 
 class UserWriter:
     def __init__(self, services: Services, actor: Actor, plan: Plan | None, managed: frozenset[str]):
@@ -75,49 +84,79 @@ class UserWriter:
         rows = session.scalars(select(User).where(User.source == self.source, User.source_id.in_(ids)))
         return {u.source_id: u for u in rows if u.source_id is not None}
 
+    def stored(self, batch: Sequence[UserEntry]) -> dict[str, Row[Any]]:
+        """source id -> the synced columns of this source's users of ``batch``, as plain
+        rows from a read transaction: most entries of a full sync are unchanged, and
+        telling so costs no ORM object and no write lock."""
+        ids = [e.source_id for e in batch]
+        with self.services.store.read() as session:
+            rows = session.execute(select(*STORED_COLUMNS).where(User.source == self.source,
+                                                                 User.source_id.in_(ids)))
+            return {row.source_id: row for row in rows}
+
     def apply(self, batch: Sequence[UserEntry]) -> UserBatchResult:
         if self.plan is not None:
             return self._dry(batch)
-        try:
-            with self.services.unit(self.actor) as uow:
-                return self._write(uow, batch, isolate=False)
-        except ENTRY_ERRORS:
-            with self.services.unit(self.actor) as uow:
-                return self._write(uow, batch, isolate=True)
+        result = UserBatchResult()
+        stored = self.stored(batch)
+        todo: list[UserEntry] = []
+        for entry in batch:
+            row = stored.get(entry.source_id)
+            if row is not None and not changes_of(row, desired(entry), self.managed):
+                result.counts.unchanged += 1
+                result.ids[dn_key(entry.dn)] = row.id
+            else:
+                todo.append(entry)
+        if todo:  # new and changed entries only, through the service layer on full objects
+            try:
+                with self.services.unit(self.actor) as uow:
+                    result.add(self._write(uow, todo, isolate=False))
+            except ENTRY_ERRORS:
+                with self.services.unit(self.actor) as uow:
+                    result.add(self._write(uow, todo, isolate=True))
+        return result
 
     def _dry(self, batch: Sequence[UserEntry]) -> UserBatchResult:
         result = UserBatchResult()
         assert self.plan is not None
-        with self.services.store.read() as session:
-            existing = self.existing(session, batch)
-            for entry in batch:
-                user, wanted = existing.get(entry.source_id), desired(entry)
-                key = dn_key(entry.dn)
-                if user is None:
-                    result.counts.added += 1
-                    result.ids[key] = f"new:{entry.source_id}"
-                    self.plan.adds.append({"user_name": wanted["user_name"], "dn": entry.dn})
-                    continue
-                result.ids[key] = user.id
-                changed = changes_of(user, wanted, self.managed)
-                if not changed:
-                    result.counts.unchanged += 1
-                    continue
-                if changed.get("active") is False:
-                    result.counts.deactivated += 1
-                else:
-                    result.counts.updated += 1
-                self.plan.updates.append({"user_name": user.user_name, "dn": entry.dn,
-                                          "changes": {k: [getattr(user, k), v] for k, v in changed.items()}})
+        existing = self.stored(batch)
+        for entry in batch:
+            user, wanted = existing.get(entry.source_id), desired(entry)
+            key = dn_key(entry.dn)
+            if user is None:
+                result.counts.added += 1
+                result.ids[key] = f"new:{entry.source_id}"
+                self.plan.adds.append({"user_name": wanted["user_name"], "dn": entry.dn})
+                continue
+            result.ids[key] = user.id
+            changed = changes_of(user, wanted, self.managed)
+            if not changed:
+                result.counts.unchanged += 1
+                continue
+            if changed.get("active") is False:
+                result.counts.deactivated += 1
+            else:
+                result.counts.updated += 1
+            self.plan.updates.append({"user_name": user.user_name, "dn": entry.dn,
+                                      "changes": {k: [getattr(user, k), v] for k, v in changed.items()}})
         return result
 
     def _write(self, uow: UnitOfWork, batch: Sequence[UserEntry], *, isolate: bool) -> UserBatchResult:
         result = UserBatchResult()
         existing = self.existing(uow.session, batch)
+        if not isolate:
+            # Changes first (a rename may free a name a new entry takes), then every new
+            # entry in one create_many: one name lookup, one flush, one INSERT per table.
+            new = [entry for entry in batch if entry.source_id not in existing]
+            for entry in batch:
+                if entry.source_id in existing:
+                    self._one(uow, entry, existing[entry.source_id], result)
+            created = uow.users.create_many([{"source_id": e.source_id, **desired(e)} for e in new])
+            for entry, user in zip(new, created, strict=True):
+                result.ids[dn_key(entry.dn)] = user.id
+            result.counts.added += len(created)
+            return result
         for entry in batch:
-            if not isolate:
-                self._one(uow, entry, existing.get(entry.source_id), result)
-                continue
             try:
                 with uow.session.begin_nested():
                     self._one(uow, entry, existing.get(entry.source_id), result)

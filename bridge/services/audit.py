@@ -6,10 +6,12 @@ changed, without their values.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from bridge.services.actor import Actor
@@ -64,3 +66,23 @@ def record(
     )
     session.add(event)
     return event
+
+
+def record_many(
+    session: Session,
+    actor: Actor,
+    action: str,
+    target_type: str,
+    targets: Iterable[tuple[str, str | None, dict[str, Any]]],
+) -> None:
+    """The events ``record`` writes, one per (target id, target name, changes), as one
+    multi-row INSERT: a batched write (an LDAP page of new users) audits each target
+    without paying an ORM object and flush per event."""
+    rows = [
+        {"actor": actor.name, "source": actor.source, "channel": actor.channel, "action": action,
+         "target_type": target_type, "target_id": target_id, "target_name": target_name,
+         "changes": changes or {}, "request_id": actor.request_id}
+        for target_id, target_name, changes in targets
+    ]
+    if rows:
+        session.execute(insert(AuditEvent), rows)

@@ -16,6 +16,7 @@ CLI and the CSV import all come through here:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +33,14 @@ from bridge.services.errors import (
     UserNameTaken,
     VersionMismatch,
 )
-from bridge.store.models import AccessType, Customer, User, UserKind, utcnow
+from bridge.store.models import AccessType, Customer, User, UserKind, new_id, utcnow
 
 if TYPE_CHECKING:
     from bridge.services.unit import UnitOfWork
 
 MIN_LOCAL_USER_NAME = 5
+# userNames per ``IN (...)`` lookup of a batched create (well under SQLite's variable limit)
+NAME_QUERY_CHUNK = 900
 WHITESPACE = re.compile(r"\s")
 
 # Identity fields belong to the user's source; portal fields are the portal's own
@@ -93,6 +96,26 @@ def snapshot(user: User) -> dict[str, Any]:
     return {field: getattr(user, field) for field in AUDITED_FIELDS}
 
 
+class _TakenNames:
+    """The userName keys a creation may not use: those the store has (looked up before)
+    and those of the rows of the same batch prepared before."""
+
+    def __init__(self, stored: set[str]):
+        self.stored = stored
+        self.batch: set[str] = set()
+
+    def check(self, key: str, user_name: str) -> None:
+        if key in self.stored:
+            raise UserNameTaken(f"userName {user_name!r} is already taken (case-insensitively)",
+                                field="user_name")
+        if key in self.batch:
+            raise UserNameTaken(f"userName {user_name!r} is already taken (case-insensitively) by another "
+                                "user of the same batch", field="user_name")
+
+    def claim(self, key: str) -> None:
+        self.batch.add(key)
+
+
 @dataclass
 class UserService:
     uow: UnitOfWork
@@ -115,35 +138,28 @@ class UserService:
 
     def create(self, **fields: Any) -> User:
         """Create a user owned by the actor's source."""
-        unknown = set(fields) - WRITABLE_FIELDS
-        if unknown:
-            raise InvalidValue(f"unknown user fields: {', '.join(sorted(unknown))}")
+        return self.create_many([fields])[0]
+
+    def create_many(self, rows: Sequence[Mapping[str, Any]]) -> list[User]:
+        """Create users owned by the actor's source, all or none: the rules of ``create``
+        row by row, but the name lookup, the flush and the audit rows once per batch
+        (an LDAP page, say), which is what a bulk load pays for.
+
+        A userName taken in the store, or by an earlier row of the batch, refuses the
+        whole batch with UserNameTaken; callers that want the other rows (the LDAP
+        sync) redo the batch one ``create`` at a time."""
         source = self.uow.actor.source
-        user_name = self._check_user_name(fields.get("user_name"), source)
-        fields = self._normalise(fields)
-        self._ensure_user_name_free(user_name)
-        fields.update(self.uow.customers.rule_effects(  # mapping rules, remote access (bridge.services.customers)
-            source, {"active": True, "kind": UserKind.internal, **fields, "user_name": user_name}))
-        if fields.get("email") and not (fields.get("attributes") or {}).get("emails"):
-            fields["attributes"] = with_email(fields.get("attributes"), fields["email"])
-        now = utcnow()
-        user = User(
-            **{**fields, "user_name": user_name},
-            user_name_key=user_name_key(user_name),
-            source=source,
-            created_at=now,
-            updated_at=now,
-        )
-        if source == LOCAL_SOURCE and not user.email:
-            raise InvalidValue("a local user needs an e-mail address (invitations and resets go there)",
-                               field="email")
-        self.uow.session.add(user)
-        self._flush_unique(user_name)
-        audit.record(self.uow.session, self.uow.actor, "user.create", "user", user.id, user.user_name,
-                     audit.diff({}, snapshot(user)))
-        if user.kind == UserKind.external:
-            self.uow.customers.sync_memberships(user)
-        return user
+        taken = _TakenNames(self._stored_keys(rows))
+        users = [self._prepared(dict(fields), source, taken) for fields in rows]
+        if not users:
+            return users
+        self._flush_unique(users, add=True)
+        audit.record_many(self.uow.session, self.uow.actor, "user.create", "user",
+                          ((user.id, user.user_name, audit.diff({}, snapshot(user))) for user in users))
+        for user in users:
+            if user.kind == UserKind.external:
+                self.uow.customers.sync_memberships(user)
+        return users
 
     def update(self, user: User, *, expected_version: int | None = None, check_ownership: bool = True,
                **changes: Any) -> User:
@@ -188,7 +204,7 @@ class UserService:
         if self._takes_over(user):
             user.source = self.uow.actor.source
         user.updated_at = utcnow()
-        self._flush_unique(user.user_name)
+        self._flush_unique([user])
         action = "user.deactivate" if changed.get("active") is False else "user.update"
         audit.record(self.uow.session, self.uow.actor, action, "user", user.id, user.user_name,
                      audit.diff(before, snapshot(user)))
@@ -247,16 +263,74 @@ class UserService:
             raise UserNameTaken(f"userName {user_name!r} is already taken (case-insensitively)",
                                 field="user_name")
 
-    def _flush_unique(self, user_name: str) -> None:
-        """Flush, turning a lost race on the unique userName into the same clear error."""
+    def _prepared(self, fields: dict[str, Any], source: str, taken: _TakenNames) -> User:
+        """A new, validated user of ``source``, not yet in the session: the one place where
+        the rules of a creation live (``create`` and ``create_many`` both come here).
+        ``taken`` answers for the store and for the rows prepared before this one."""
+        unknown = set(fields) - WRITABLE_FIELDS
+        if unknown:
+            raise InvalidValue(f"unknown user fields: {', '.join(sorted(unknown))}")
+        user_name = self._check_user_name(fields.get("user_name"), source)
+        fields = self._normalise(fields)
+        key = user_name_key(user_name)
+        taken.check(key, user_name)
+        fields.update(self.uow.customers.rule_effects(  # mapping rules, remote access (bridge.services.customers)
+            source, {"active": True, "kind": UserKind.internal, **fields, "user_name": user_name}))
+        if fields.get("email") and not (fields.get("attributes") or {}).get("emails"):
+            fields["attributes"] = with_email(fields.get("attributes"), fields["email"])
+        now = utcnow()
+        user = User(
+            **{**fields, "user_name": user_name},
+            id=new_id(),  # known before the flush, so the batch is one multi-row INSERT
+            user_name_key=key,
+            source=source,
+            created_at=now,
+            updated_at=now,
+        )
+        if source == LOCAL_SOURCE and not user.email:
+            raise InvalidValue("a local user needs an e-mail address (invitations and resets go there)",
+                               field="email")
+        taken.claim(key)
+        return user
+
+    def _stored_keys(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+        """The userName keys of ``rows`` that the store has already."""
+        return self._keys_in_store({user_name_key(name) for fields in rows
+                                    if isinstance(name := fields.get("user_name"), str) and name.strip()})
+
+    def _keys_in_store(self, keys: set[str]) -> set[str]:
+        """Which of ``keys`` the store has: one query per NAME_QUERY_CHUNK names, not one per row."""
+        ordered = sorted(keys)
+        stored: set[str] = set()
+        for start in range(0, len(ordered), NAME_QUERY_CHUNK):
+            chunk = ordered[start:start + NAME_QUERY_CHUNK]
+            stored.update(self.uow.session.scalars(select(User.user_name_key).where(User.user_name_key.in_(chunk))))
+        return stored
+
+    def _flush_unique(self, users: Sequence[User], *, add: bool = False) -> None:
+        """Flush inside a savepoint, turning a lost race on the unique userName of
+        ``users`` into the same clear error, with the transaction still usable. New
+        users (``add``) join the session inside the savepoint: a refused batch leaves
+        nothing behind."""
+        session = self.uow.session
         try:
-            with self.uow.session.begin_nested():
-                self.uow.session.flush()
+            with session.begin_nested():  # flushes what was pending before, then SAVEPOINT
+                if add:
+                    session.add_all(users)
+                session.flush()
         except IntegrityError as exc:
             if "user_name_key" in str(exc.orig) or "uq_users_user_name_key" in str(exc.orig):
-                raise UserNameTaken(f"userName {user_name!r} is already taken (case-insensitively)",
+                raise UserNameTaken(f"userName {self._lost_names(users)} is already taken (case-insensitively)",
                                     field="user_name") from None
             raise
+
+    def _lost_names(self, users: Sequence[User]) -> str:
+        """Which of ``users``' names a concurrent writer took (for the error message)."""
+        if len(users) == 1:
+            return repr(users[0].user_name)
+        by_key = {user_name_key(u.user_name): u.user_name for u in users}
+        lost = sorted(self._keys_in_store(set(by_key)))
+        return ", ".join(repr(by_key[k]) for k in lost) or "of one of the batch's users"
 
     def _normalise(self, fields: dict[str, Any]) -> dict[str, Any]:
         out = dict(fields)
