@@ -50,10 +50,20 @@ class Client:
         self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        self.conn.request(method, path, body=None if body is None else json.dumps(body), headers=self.headers)
-        response = self.conn.getresponse()
-        data = response.read()
-        return response.status, (json.loads(data) if data else None)
+        """One request; a keep-alive connection the server closed while idle (cheroot's
+        timeout) is reopened once, as any HTTP client does."""
+        payload = None if body is None else json.dumps(body)
+        for attempt in (1, 2):
+            try:
+                self.conn.request(method, path, body=payload, headers=self.headers)
+                response = self.conn.getresponse()
+                data = response.read()
+                return response.status, (json.loads(data) if data else None)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.conn.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
 
 def run(clients: list[Client], jobs: list[Any], work: Callable[[Client, Any], int]) -> dict[str, float]:
@@ -68,7 +78,10 @@ def run(clients: list[Client], jobs: list[Any], work: Callable[[Client, Any], in
         mine, bad = [], 0
         for job in chunk:
             started = time.perf_counter()
-            status = work(client, job)
+            try:
+                status = work(client, job)
+            except OSError:  # a request that got no answer counts as an error, not as a hole
+                status = 599
             mine.append((time.perf_counter() - started) * 1000)
             bad += status >= 400
         with lock:
@@ -157,10 +170,12 @@ def main() -> None:
         small = min(1000, args.users)
         first = run(clients, list(range(small)), create)
         lookup_small = run(clients, [i % small for i in range(3000)], lookup)
-        rest = run(clients, list(range(small, args.users)), create) if args.users > small else first
-        created = {"n": first["n"] + rest["n"],
-                   "rate": (first["n"] + rest["n"]) / (first["n"] / first["rate"] + rest["n"] / rest["rate"]),
-                   "p50": rest["p50"], "p99": rest["p99"], "errors": first["errors"] + rest["errors"]}
+        created = first
+        if args.users > small:
+            rest = run(clients, list(range(small, args.users)), create)
+            created = {"n": first["n"] + rest["n"],
+                       "rate": (first["n"] + rest["n"]) / (first["n"] / first["rate"] + rest["n"] / rest["rate"]),
+                       "p50": rest["p50"], "p99": rest["p99"], "errors": first["errors"] + rest["errors"]}
         ids: list[str] = []
         status, body = clients[0].call("GET", "/scim/v2/Users?count=1000&attributes=id")
         ids = [r["id"] for r in body["Resources"]]
