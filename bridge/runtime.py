@@ -17,6 +17,8 @@ from bridge.store.models import utcnow
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
 
+    from bridge.metrics import Metrics
+
 
 def replica_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -31,6 +33,12 @@ class Runtime:
     replica: str = field(default_factory=replica_name)
     scheduler: BaseScheduler | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        from bridge.metrics import Metrics
+
+        self.metrics = Metrics(self)
 
 
 class NotMigrated(Exception):

@@ -47,6 +47,7 @@ def run_job(rt: Runtime, spec: JobSpec) -> JobRun:
         row.finished_at, row.outcome, row.counts, row.message = utcnow(), outcome, counts, message
         run = row
     log.info("job %s %s", spec.name, outcome, extra={"job": spec.name, "outcome": outcome, "counts": counts})
+    rt.metrics.job_runs.labels(spec.name, outcome).inc()
     return run
 
 

@@ -81,10 +81,14 @@ class ScimApplication(WSGIApplication):
     def serve(self, request: ScimRequest) -> ScimResponse:
         started = time.perf_counter()
         response = super().serve(request)
+        elapsed = time.perf_counter() - started
         client = getattr(request, "scim_client", None)
+        self.rt.metrics.scim_requests.labels(client.name if client else "", request.method,
+                                             str(response.status.value)).inc()
+        self.rt.metrics.scim_seconds.labels(request.method).observe(elapsed)
         log.info("SCIM %s %s %s", request.method, request.path, response.status.value, extra={
             "request_id": getattr(request, "request_id", None), "status": response.status.value,
             "client": client.name if client else None,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "duration_ms": round(elapsed * 1000, 2),
         })
         return response

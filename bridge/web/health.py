@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.store import migrate
@@ -15,6 +16,12 @@ blueprint = Blueprint("health", __name__)
 def healthz():  # type: ignore[no-untyped-def]
     """The process is alive and serving requests."""
     return jsonify(status="ok")
+
+
+@blueprint.get("/metrics")
+def metrics():  # type: ignore[no-untyped-def]
+    """Prometheus text format: this process's counters and the store's sync and leader figures."""
+    return Response(generate_latest(runtime().metrics.registry), mimetype=CONTENT_TYPE_LATEST)
 
 
 @blueprint.get("/readyz")

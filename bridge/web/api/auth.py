@@ -103,6 +103,7 @@ def _success(outcome: LoginOutcome) -> dict[str, Any]:
          summary="Verify a user's login (password, then TOTP when enrolled)")
 def auth_login(body: LoginBody):  # type: ignore[no-untyped-def]
     outcome = _attempt(body)
+    runtime().metrics.logins.labels("ok" if outcome.ok else outcome.code).inc()
     if not outcome.ok:
         return _refused(outcome)
     return jsonify(_success(outcome))

@@ -64,8 +64,11 @@ class RightsOut(BaseModel):
 
 @bp.post("/check", responses={200: CheckOut}, summary="May the user exercise the right at the scope?")
 def check(body: CheckBody):  # type: ignore[no-untyped-def]
-    decision = authorizer(runtime()).check(body.user, body.right, body.scope, explain=body.explain,
-                                           interactive=body.interactive)
+    metrics = runtime().metrics
+    with metrics.check_seconds.time():
+        decision = authorizer(runtime()).check(body.user, body.right, body.scope, explain=body.explain,
+                                               interactive=body.interactive)
+    metrics.checks.labels("true" if decision.allowed else "false").inc()
     out: dict[str, Any] = {"allowed": decision.allowed}
     if decision.because is not None:
         out["because"] = [chain.as_json() for chain in decision.because]

@@ -1,0 +1,57 @@
+"""/metrics in the Prometheus text format, parsed by prometheus-client's own parser, after
+real activity: SCIM requests, checks, a login, a job run, LDAP sync runs in the store."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from bridge.jobs.scheduler import find_job, run_job
+from bridge.store.models import SyncRun, utcnow
+from tests.fixtures.app import create_token
+from tests.integration.test_scim_http import CORE, Scim
+
+
+def scrape(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    samples = {}
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def test_metrics_count_what_happened(client, runtime, admin_headers):
+    scim = Scim(client, create_token(runtime, "entra", "scim"))
+    scim.post("/Users", {"schemas": [CORE], "userName": "metered@example.com"})
+    client.get("/scim/v2/Users")  # no token: 401
+    client.post("/api/v1/check", json={"user": "metered@example.com", "right": "x.read"}, headers=admin_headers)
+    client.post("/api/v1/auth/login", json={"username": "nobody.here", "password": "wrong-password"},
+                headers=admin_headers)
+    run_job(runtime, find_job(runtime, "audit-retention"))
+    started = utcnow() - timedelta(seconds=3)
+    with runtime.store.write() as session:
+        session.add_all([
+            SyncRun(source="ldap:corp", mode="full", status="ok", started_at=started,
+                    finished_at=started + timedelta(seconds=2), added=40, updated=2, errors=1),
+            SyncRun(source="ldap:corp", mode="full", status="guarded", started_at=started + timedelta(seconds=2),
+                    finished_at=started + timedelta(seconds=3), deactivated=0),
+        ])
+
+    samples = scrape(client)
+    assert samples[("dirbridge_scim_requests_total",
+                    (("client", "entra"), ("method", "POST"), ("status", "201")))] == 1
+    assert samples[("dirbridge_scim_requests_total", (("client", ""), ("method", "GET"), ("status", "401")))] == 1
+    assert samples[("dirbridge_checks_total", (("allowed", "false"),))] == 1
+    assert samples[("dirbridge_check_seconds_count", ())] == 1
+    assert samples[("dirbridge_logins_total", (("outcome", "invalidCredentials"),))] == 1
+    assert samples[("dirbridge_job_runs_total", (("job", "audit-retention"), ("outcome", "ok")))] == 1
+    assert samples[("dirbridge_store_up", ())] == 1
+    assert samples[("dirbridge_sync_guard_trips_total", (("source", "ldap:corp"),))] == 1
+    last = (("mode", "full"), ("source", "ldap:corp"))
+    assert samples[("dirbridge_sync_last_duration_seconds", last)] == 1.0  # the guarded run is the last
+    assert samples[("dirbridge_sync_last_status", (*last[:1], ("source", "ldap:corp"), ("status", "guarded")))] == 1
+    assert samples[("dirbridge_leader", (("replica", runtime.replica),))] == 0  # no scheduler in this process
