@@ -7,9 +7,7 @@ Every command takes ``--config FILE``; ``DIRBRIDGE_CONFIG`` sets it too.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,6 +23,7 @@ from bridge.cli_common import (
     fail,
     load,
     services_for,
+    with_user,
 )
 from bridge.ldap import cli as ldap_cli
 from bridge.logs import setup_logging
@@ -212,24 +211,12 @@ def user_list(access_type: str | None, source: str | None, inactive: bool, confi
             click.echo(f"{u.user_name:<32} {u.access_type.value:<8} {u.source:<16} {state:<8} {u.id}")
 
 
-def _change_user(config_path: Path | None, user_name: str, change: Callable[[Any, Any], None]) -> None:
-    services = services_for(load(config_path))
-    try:
-        with services.unit(cli_actor()) as uow:
-            found = uow.users.find_by_user_name(user_name)
-            if found is None:
-                fail(f"no user named {user_name!r}")
-            change(uow, found)
-    except ServiceError as exc:
-        fail(exc.message)
-
-
 @user.command("deactivate")
 @click.argument("user_name")
 @config_option
 def user_deactivate(user_name: str, config_path: Path | None) -> None:
     """Deactivate a user (the normal way to remove access)."""
-    _change_user(config_path, user_name, lambda uow, u: uow.users.deactivate(u))
+    with_user(services_for(load(config_path)), user_name, lambda uow, u: uow.users.deactivate(u))
     click.echo(f"{user_name} deactivated")
 
 
@@ -238,7 +225,7 @@ def user_deactivate(user_name: str, config_path: Path | None) -> None:
 @config_option
 def user_activate(user_name: str, config_path: Path | None) -> None:
     """Activate a user again."""
-    _change_user(config_path, user_name, lambda uow, u: uow.users.update(u, active=True))
+    with_user(services_for(load(config_path)), user_name, lambda uow, u: uow.users.update(u, active=True))
     click.echo(f"{user_name} activated")
 
 
@@ -250,7 +237,7 @@ def user_delete(user_name: str, yes: bool, config_path: Path | None) -> None:
     """Delete a user for good (deactivate is usually what you want)."""
     if not yes:
         fail("deleting a user cannot be undone; add --yes to confirm", EXIT_USAGE)
-    _change_user(config_path, user_name, lambda uow, u: uow.users.delete(u))
+    with_user(services_for(load(config_path)), user_name, lambda uow, u: uow.users.delete(u))
     click.echo(f"{user_name} deleted")
 
 

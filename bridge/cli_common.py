@@ -73,3 +73,20 @@ def build_runtime_or_fail(config: Config) -> Runtime:
         return build_runtime(config)
     except NotMigrated as exc:
         fail(str(exc))
+
+
+T = TypeVar("T")
+
+
+def with_user(services: Services, user_name: str, action: Callable[[Any, Any], T]) -> T:
+    """Run ``action(uow, user)`` in one unit of work; exit 1 for an unknown user or a refusal."""
+    from bridge.services import ServiceError
+
+    try:
+        with services.unit(cli_actor()) as uow:
+            user = uow.users.find_by_user_name(user_name)
+            if user is None:
+                fail(f"no user named {user_name!r}")
+            return action(uow, user)
+    except ServiceError as exc:
+        fail(exc.message)

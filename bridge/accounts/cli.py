@@ -7,17 +7,14 @@ Registered in bridge.cli next to the other commands; same exit codes (0 done,
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
 from pathlib import Path
 
 import click
 
 from bridge.accounts.context import AccountsContext, context_for
-from bridge.cli_common import EXIT_FAILURE, EXIT_USAGE, build_runtime_or_fail, cli_actor, config_option, fail, load
+from bridge.cli_common import EXIT_FAILURE, EXIT_USAGE, build_runtime_or_fail, cli_actor, config_option, fail, load, with_user
 from bridge.services import ServiceError
 
-T = TypeVar("T")
 
 
 def _context(config_path: Path | None) -> AccountsContext:
@@ -84,18 +81,6 @@ def import_csv(csv_file: Path, dry_run: bool, config_path: Path | None) -> None:
     click.echo(f"dry run, nothing changed: {summary}" if dry_run else f"imported: {summary}")
 
 
-def _with_user(ctx: Any, user_name: str, action: Callable[[Any, Any], T]) -> T:
-    """Run ``action(uow, user)`` in one unit of work; exit 1 for an unknown user or a refusal."""
-    try:
-        with ctx.services.unit(cli_actor()) as uow:
-            user = uow.users.find_by_user_name(user_name)
-            if user is None:
-                fail(f"no user named {user_name!r}")
-            return action(uow, user)
-    except ServiceError as exc:
-        fail(exc.message)
-
-
 @click.command("unlock")
 @click.argument("user_name")
 @config_option
@@ -103,7 +88,7 @@ def user_unlock(user_name: str, config_path: Path | None) -> None:
     """Lift a lock after failed logins before its time. An expired password locks again at the
     next login: give the user a new one with 'dirbridge user reset-password'."""
     ctx = _context(config_path)
-    was_locked = _with_user(ctx, user_name, lambda uow, user: uow.accounts.unlock(user, now=ctx.now()))
+    was_locked = with_user(ctx.services, user_name, lambda uow, user: uow.accounts.unlock(user, now=ctx.now()))
     click.echo(f"{user_name} unlocked" if was_locked else f"{user_name} was not locked; failure count reset")
 
 
@@ -115,7 +100,7 @@ def user_reset_password(user_name: str, config_path: Path | None) -> None:
     from bridge.accounts.credentials import reset_to_temporary
 
     ctx = _context(config_path)
-    temporary = _with_user(ctx, user_name, lambda uow, user: reset_to_temporary(ctx, uow, user))
+    temporary = with_user(ctx.services, user_name, lambda uow, user: reset_to_temporary(ctx, uow, user))
     click.echo(f"temporary password of {user_name} (shown once; it must be changed at the first login):",
                err=True)
     click.echo(temporary)

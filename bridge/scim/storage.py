@@ -225,9 +225,10 @@ class StoreStorage(ScimStorage):
             fields["customer_id"] = customer_id
         return fields, password
 
-    def _members(self, session: Session, resource: Resource[Any]) -> tuple[set[str], set[str]]:
-        """The user and group members, typed by what the ids are in the store."""
-        fields, users, groups, _ = convert.group_fields(resource)
+    def _members(self, session: Session, users: set[str], groups: set[str]) -> tuple[set[str], set[str]]:
+        """The user and group members, typed by what the ids are in the store (a client
+        often sends a bare value without a type)."""
+        users, groups = set(users), set(groups)
         for member in list(users):
             if session.get(User, member) is None:
                 users.discard(member)
@@ -250,8 +251,8 @@ class StoreStorage(ScimStorage):
                     uow.users.set_password_hash(row, self.hasher.hash(password))
                 self._defer(ctx, "user", row)
             else:
-                fields, _, _, displays = convert.group_fields(resource)
-                users, groups = self._members(ctx.session, resource)
+                fields, given_users, given_groups, displays = convert.group_fields(resource)
+                users, groups = self._members(ctx.session, given_users, given_groups)
                 row = uow.groups.create(fields.pop("display_name"), **fields)
                 uow.groups.change_members(row, add_users=users, add_groups=groups, displays=displays)
                 self._defer(ctx, "group", row)
@@ -275,8 +276,8 @@ class StoreStorage(ScimStorage):
                     uow.users.set_password_hash(row, self.hasher.hash(password))
                 self._defer(ctx, "user", row, previous=previous if previous != row.user_name else None)
             else:
-                fields, _, _, displays = convert.group_fields(resource)
-                users, groups = self._members(ctx.session, resource)
+                fields, given_users, given_groups, displays = convert.group_fields(resource)
+                users, groups = self._members(ctx.session, given_users, given_groups)
                 previous = row.display_name
                 before_users, before_groups = uow.groups.user_member_ids(row), uow.groups.group_member_ids(row)
                 uow.groups.update(row, **fields)

@@ -217,13 +217,18 @@ def _enrolling() -> tuple[str, str] | None:
     return str(pending["user_id"]), str(pending.get("lang", "en"))
 
 
+def _step_expired(ctx: AccountsContext):  # type: ignore[no-untyped-def]
+    """The TOTP step opened without (or after) the password step of this session."""
+    lang = ctx.config.invites.default_language
+    return _page("invite_error.html", lang, 410, message=_text(lang)["expired_step"], state="expired")
+
+
 @blueprint.get("/invite/totp")
 def totp():  # type: ignore[no-untyped-def]
     pending = _enrolling()
     ctx = context_for(runtime())
     if pending is None:
-        return _page("invite_error.html", ctx.config.invites.default_language, 410,
-                     message=_text(ctx.config.invites.default_language)["expired_step"], state="expired")
+        return _step_expired(ctx)
     user_id, lang = pending
     with ctx.services.unit(Actor(name="invitee", channel="invite-page")) as uow:
         user = uow.users.get(user_id)
@@ -241,8 +246,7 @@ def totp_confirm():  # type: ignore[no-untyped-def]
     pending = _enrolling()
     ctx = context_for(runtime())
     if pending is None:
-        return _page("invite_error.html", ctx.config.invites.default_language, 410,
-                     message=_text(ctx.config.invites.default_language)["expired_step"], state="expired")
+        return _step_expired(ctx)
     user_id, lang = pending
     try:
         with ctx.services.unit(Actor(name="invitee", channel="invite-page")) as uow:

@@ -3,7 +3,6 @@ and a directory that refuses does not undo the SCIM change."""
 
 from __future__ import annotations
 
-import ldap3
 import pytest
 
 from bridge.config import Config, load_config_data
@@ -11,6 +10,7 @@ from bridge.ldap.dn import dn_key
 from bridge.ldap.writeback import group_dn, user_dn
 from tests.fixtures.app import create_token
 from tests.fixtures.slapd import source_settings
+from tests.integration.test_ldap_writeback import read as entry
 from tests.integration.test_scim_http import CORE, Scim
 
 
@@ -29,14 +29,6 @@ def config(tree) -> Config:
         tree.server, tree, users_base=tree.base, groups_base=tree.base,
         writeback={"enabled": True, "users_base": f"ou=people,ou=scim,{tree.base}",
                    "groups_base": f"ou=groups,ou=scim,{tree.base}"})]}})
-
-
-def entry(tree, dn: str, *attributes: str) -> dict | None:
-    try:
-        tree.conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=list(attributes) or ["*"])
-    except ldap3.core.exceptions.LDAPNoSuchObjectResult:
-        return None
-    return tree.conn.response[0]["attributes"]
 
 
 def test_scim_users_groups_and_memberships_are_written_back(client, runtime, tree):
