@@ -7,7 +7,7 @@ import re
 import time
 import uuid
 
-from flask import Flask, current_app, g, jsonify, request
+from flask import current_app, g, jsonify, request
 from flask_openapi3 import Info, OpenAPI
 from werkzeug.middleware.proxy_fix import ProxyFix
 

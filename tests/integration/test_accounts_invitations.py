@@ -6,7 +6,6 @@ fail clearly; the cleanup job expires and purges on the test's clock."""
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
 
 import pyotp
 import pytest

@@ -153,7 +153,7 @@ def test_an_external_user_turned_internal_leaves_the_customer_groups(world):
 
 def test_the_rights_groups_grants_reach_its_external_users(world, config):
     cid = customer(world, remote_access=True)
-    anna = user(world, "anna.extern", kind="external", customer_id=cid)
+    user(world, "anna.extern", kind="external", customer_id=cid)
     with world.unit(OPERATOR) as uow:
         uow.grants.grant("customer_portal", "instance", group_id=uow.customers.rights_group(cid).id)
     decision = Authorizer(world.store, config).check("anna.extern", "files.upload", "instance", explain=True)

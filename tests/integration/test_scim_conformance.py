@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 from tests.fixtures.app import REPO, run_cli
 from tests.fixtures.net import free_port

@@ -84,7 +84,7 @@ def test_entra_user_lifecycle(entra):
     assert entra.get(f"/Users/{user_id}").json["active"] is True
 
     assert entra.delete(f"/Users/{user_id}").status_code == 204
-    assert entra.get(f'/Users?filter=userName eq "5b50642d-79fc-4410-9e90-4c077cdd1a59@testuser.com"').json[
+    assert entra.get('/Users?filter=userName eq "5b50642d-79fc-4410-9e90-4c077cdd1a59@testuser.com"').json[
         "totalResults"] == 0
 
 
