@@ -81,6 +81,8 @@ def _read_secret(owner: dict[str, Any], name: str, where: str) -> None:
         owner[name] = path.read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as exc:
         raise ValueError(f"{where}{name}{suffix}: cannot read {path}: {exc.strerror}") from None
+    if not owner[name]:  # e.g. a credential file systemd-tmpfiles created empty and nobody filled
+        raise ValueError(f"{where}{name}{suffix}: {path} is empty")
 
 
 def parse_interval(text: str) -> int:

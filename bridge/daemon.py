@@ -14,11 +14,13 @@ import threading
 from types import FrameType
 
 from cheroot import wsgi
+from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import __version__
 from bridge.config import Config
 from bridge.jobs.leader import release_leadership
 from bridge.jobs.scheduler import build_scheduler
+from bridge.notify import Notifier, Watchdog
 from bridge.runtime import Runtime
 from bridge.web import create_app
 
@@ -34,11 +36,15 @@ class Daemon:
             (config.host, config.port),
             create_app(rt),
             numthreads=config.workers,
+            request_queue_size=128,  # cheroot's default backlog (5) resets clients that connect at once
             server_name=f"dirbridge/{__version__}",
             shutdown_timeout=config.shutdown_timeout,
         )
         self.scheduler = build_scheduler(rt) if rt.config.jobs.enabled else None
         rt.scheduler = self.scheduler
+        self.http_thread: threading.Thread | None = None
+        self.notifier = Notifier()  # systemd Type=notify; a no-op elsewhere
+        self.watchdog = Watchdog(self.notifier, self.health_problem)
 
     @property
     def bound_port(self) -> int:
@@ -47,12 +53,29 @@ class Daemon:
     def start(self) -> None:
         """Bind the socket (raising at once if the port is taken), then serve in a thread."""
         self.server.prepare()
-        threading.Thread(target=self.server.serve, name="http", daemon=True).start()
+        self.http_thread = threading.Thread(target=self.server.serve, name="http", daemon=True)
+        self.http_thread.start()
         if self.scheduler is not None:
             self.scheduler.start()
+        self.notifier.ready(f"serving on {self.rt.config.server.host}:{self.bound_port}")
+        self.watchdog.start()
+
+    def health_problem(self) -> str | None:
+        """Why systemd should restart this process (the watchdog then stops pinging), or None."""
+        if self.http_thread is None or not self.http_thread.is_alive() or not self.server.ready:
+            return "the HTTP server thread is not serving"
+        if self.scheduler is not None and not self.scheduler.running:
+            return "the scheduler is not running"
+        try:
+            self.rt.store.ping()
+        except SQLAlchemyError as exc:
+            return f"the database does not answer: {type(exc).__name__}"
+        return None
 
     def stop(self) -> None:
         log.info("stopping: finishing requests and jobs in flight")
+        self.notifier.stopping()
+        self.watchdog.stop()
         self.server.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=True)
