@@ -440,6 +440,9 @@ class StatusConfig(Strict):
     enabled: bool = True
     refresh_seconds: int = Field(default=30, ge=5)
     session_secret: SecretStr | None = None
+    session_minutes: int = Field(default=480, ge=5, le=10080,
+                                 description="an operator's login lasts this long, however active")
+    require_totp: bool = Field(default=True, description="operators must have TOTP enrolled to log in")
 
 
 class OwnershipRule(Strict):

@@ -23,6 +23,10 @@ from bridge.store.models import Group, Role, ScopeNode
 
 log = logging.getLogger("bridge.mapping")
 ACTOR = Actor(name="config", channel="startup")
+# Rights the product itself checks: they exist in every store, so they can be given
+# to users and put in roles like any other.
+OPERATE_RIGHT = "dirbridge.operate"
+BUILTIN_RIGHTS = {OPERATE_RIGHT: "log in to the status page; call the admin API with that session"}
 
 
 def apply_config(services: Services, config: Config) -> bool:
@@ -51,6 +55,8 @@ def apply_config(services: Services, config: Config) -> bool:
 
 def _apply(uow: UnitOfWork, config: Config) -> None:
     uow.scopes.ensure_root()
+    for right, description in BUILTIN_RIGHTS.items():
+        uow.roles.ensure_right(right, description)
     declared_nodes = set()
     for node in config.scopes.nodes:
         declared_nodes.add(node.id)

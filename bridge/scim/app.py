@@ -27,6 +27,7 @@ from bridge.scim.writeback import Writeback
 from bridge.services import Actor
 from bridge.services.tokens import TokenIdentity, authenticate
 from bridge.store.models import TokenKind
+from bridge.web.scim_activity import activity_for
 
 log = logging.getLogger("bridge.scim")
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -52,6 +53,7 @@ class ScimApplication(WSGIApplication):
         super().__init__(StoreStorage(rt.services, writeback=writeback), provider, service)
         self.rt = rt
         self.storage: StoreStorage
+        self.activity = activity_for(rt)  # per-client request/error counts for the status page
 
     def check_auth(self, request: ScimRequest) -> None:
         scheme, _, presented = request.headers.get("AUTHORIZATION", "").partition(" ")
@@ -86,6 +88,7 @@ class ScimApplication(WSGIApplication):
         self.rt.metrics.scim_requests.labels(client.name if client else "", request.method,
                                              str(response.status.value)).inc()
         self.rt.metrics.scim_seconds.labels(request.method).observe(elapsed)
+        self.activity.record(client.name if client else None, response.status.value)
         log.info("SCIM %s %s %s", request.method, request.path, response.status.value, extra={
             "request_id": getattr(request, "request_id", None), "status": response.status.value,
             "client": client.name if client else None,

@@ -501,3 +501,19 @@ class AuthzChange(Base):
     generation: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     subject_type: Mapped[str] = mapped_column(String(8), primary_key=True)
     subject_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+
+
+class ScimClientMinute(Base):
+    """SCIM requests and errors of one client in one minute (``minute`` = Unix time // 60).
+    Every replica adds its own counts with an additive upsert, so the status page's
+    "last hour" is the sum over all replicas. An empty ``client`` counts requests
+    without a valid token."""
+
+    __tablename__ = "scim_client_minutes"
+    __table_args__ = (Index("ix_scim_client_minutes_minute", "minute"),)
+
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    minute: Mapped[int] = mapped_column(Integer, primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    last_at: Mapped[datetime | None]

@@ -9,7 +9,6 @@ value shown is escaped by Jinja; the QR code is segno's own SVG.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import secrets
@@ -29,6 +28,7 @@ from bridge.runtime import Runtime
 from bridge.services import Actor, ServiceError
 from bridge.store.models import User
 from bridge.web import runtime
+from bridge.web.csrf import csrf_ok, csrf_token
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("invite", __name__, template_folder="templates")
@@ -121,17 +121,8 @@ def _headers(response):  # type: ignore[no-untyped-def]
     return response
 
 
-def _csrf_token() -> str:
-    token = session.get("csrf")
-    if not token:
-        token = session["csrf"] = secrets.token_urlsafe(32)
-    return str(token)
-
-
 def _check_csrf() -> None:
-    sent = request.form.get("csrf", "")
-    expected = session.get("csrf", "")
-    if not expected or not hmac.compare_digest(str(sent), str(expected)):
+    if not csrf_ok(request.form.get("csrf")):
         abort(400, description="the form expired or came from elsewhere: open the link again")
 
 
@@ -177,7 +168,7 @@ def show():  # type: ignore[no-untyped-def]
     except InvitationInvalid as exc:
         return _error(ctx, exc)
     return _page("invite_password.html", lang, token=token, user_name=user_name, rules=_rules(ctx, lang),
-                 problems=[], csrf=_csrf_token())
+                 problems=[], csrf=csrf_token())
 
 
 @blueprint.post("/invite")
@@ -202,7 +193,7 @@ def submit():  # type: ignore[no-untyped-def]
             problems = exc.in_language(lang)
     if problems:
         return _page("invite_password.html", lang, 400, token=token, user_name=user_name,
-                     rules=_rules(ctx, lang), problems=problems, csrf=_csrf_token())
+                     rules=_rules(ctx, lang), problems=problems, csrf=csrf_token())
     if enrolment.required(ctx, user):
         session["enrol"] = {"user_id": user.id, "until": time.time() + ENROL_SECONDS, "lang": lang}
         return redirect(url_for("invite.totp"), code=303)
@@ -237,7 +228,7 @@ def totp():  # type: ignore[no-untyped-def]
         started = enrolment.start(ctx, uow, user)
         user_name = user.user_name
     return _page("invite_totp.html", lang, user_name=user_name, secret=started.secret,
-                 qr=Markup(started.qr_svg), problems=[], csrf=_csrf_token())  # segno's SVG: no user input
+                 qr=Markup(started.qr_svg), problems=[], csrf=csrf_token())  # segno's SVG: no user input
 
 
 @blueprint.post("/invite/totp")
@@ -262,7 +253,7 @@ def totp_confirm():  # type: ignore[no-untyped-def]
             uri = provisioning_uri(credential.secret, user.user_name, ctx.config.policy.totp.issuer)
             secret, user_name = credential.secret, user.user_name
         return _page("invite_totp.html", lang, 400, user_name=user_name, secret=secret, qr=Markup(qr_svg(uri)),
-                     problems=[exc.message], csrf=_csrf_token())
+                     problems=[exc.message], csrf=csrf_token())
     except ServiceError as exc:
         return _page("invite_error.html", lang, exc.status, message=exc.message, state="error")
     session.pop("enrol", None)

@@ -1,26 +1,76 @@
-"""The operator status page (server-rendered). This first version shows what is safe
-without a login (health, schema state, jobs); the operator login and the detailed
-panels come with the operator-surface work."""
+"""The operator status page (server-rendered, Flask + Jinja, no front-end build).
+
+Behind the operator login (bridge.web.operator): a visitor without a session gets
+a redirect to the login form and nothing else. The page shows version, uptime,
+the database, the LDAP sources (last runs, next runs, a tripped deletion guard
+with a link to its plan, a chart of the last runs), the SCIM clients, the jobs,
+the leader replica, recent audit events and failures (bridge.web.status_data).
+It reloads itself every ``status.refresh_seconds`` with a meta refresh (no
+script), fits a phone screen, and every value is escaped by Jinja.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, url_for
-from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from datetime import datetime
 
-from bridge import __version__
-from bridge.store import migrate
-from bridge.store.models import JobRun, utcnow
-from bridge.web import runtime
+from flask import Blueprint, abort, redirect, render_template, url_for
 
-blueprint = Blueprint("status", __name__, template_folder="templates")
+from bridge.store.models import utcnow
+from bridge.web import operator, runtime
+from bridge.web.status_data import gather, sync_run
+
+blueprint = Blueprint("status", __name__, template_folder="templates", static_folder="static",
+                      static_url_path="/status/static")
 
 
-def _uptime(seconds: float) -> str:
-    days, rest = divmod(int(seconds), 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    return (f"{days}d " if days else "") + f"{hours:02d}:{minutes:02d}:{secs:02d}"
+blueprint.register_blueprint(operator.blueprint)  # the login: endpoints status.operator.*
+LOGIN_ENDPOINT = "status.operator.login_form"
+
+
+@blueprint.after_request
+def _headers(response):  # type: ignore[no-untyped-def]
+    return operator.security_headers(response)
+
+
+def when(value: datetime | None) -> str:
+    """A UTC timestamp to the second, as the page shows it."""
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else "never"
+
+
+def ago(value: datetime | None, now: datetime | None = None) -> str:
+    """"5 min ago" / "in 3 min": what a person reads faster than a timestamp."""
+    if value is None:
+        return ""
+    seconds = ((now or utcnow()) - value).total_seconds()
+    future, seconds = seconds < 0, abs(seconds)
+    if seconds < 60:
+        text = f"{int(seconds)} s"
+    elif seconds < 3600:
+        text = f"{int(seconds // 60)} min"
+    elif seconds < 172800:
+        text = f"{seconds / 3600:.1f} h"
+    else:
+        text = f"{int(seconds // 86400)} d"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def took(seconds: float | None) -> str:
+    if seconds is None:
+        return "running"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+HELPERS = {"when": when, "ago": ago, "took": took}
+
+
+def _login_required():  # type: ignore[no-untyped-def]
+    if not runtime().config.status.enabled:
+        abort(404)
+    if operator.current_operator() is None:
+        return redirect(url_for(LOGIN_ENDPOINT), code=303)
+    return None
 
 
 @blueprint.get("/")
@@ -30,30 +80,23 @@ def index():  # type: ignore[no-untyped-def]
 
 @blueprint.get("/status")
 def status():  # type: ignore[no-untyped-def]
+    refused = _login_required()
+    if refused is not None:
+        return refused
     rt = runtime()
-    database = {"backend": rt.store.engine.dialect.name, "state": "ok", "revision": None, "head": None}
-    last_runs: dict[str, JobRun] = {}
-    try:
-        database["revision"] = migrate.current_revision(rt.store.engine)
-        database["head"] = migrate.head_revision()
-        if database["revision"] != database["head"]:
-            database["state"] = "migrations pending"
-        with rt.store.read() as session:
-            for run in session.scalars(select(JobRun).order_by(JobRun.started_at.desc()).limit(200)):
-                last_runs.setdefault(run.job, run)
-    except SQLAlchemyError as exc:
-        database["state"] = f"unreachable ({type(exc).__name__})"
-    jobs = []
-    if rt.scheduler is not None:
-        for job in rt.scheduler.get_jobs():
-            jobs.append({"name": job.id, "next": job.next_run_time, "last": last_runs.get(job.id)})
-    return render_template(
-        "status.html",
-        version=__version__,
-        uptime=_uptime((utcnow() - rt.started_at).total_seconds()),
-        replica=rt.replica,
-        database=database,
-        jobs=jobs,
-        sources=[s.name for s in rt.config.ldap.sources],
-        refresh=rt.config.status.refresh_seconds,
-    )
+    return render_template("status.html", view=gather(rt), refresh=rt.config.status.refresh_seconds,
+                           **operator.template_values(), **HELPERS)
+
+
+@blueprint.get("/status/sync-runs/<int:run_id>")
+def run_plan(run_id: int):  # type: ignore[no-untyped-def]
+    """One sync run: for a guarded run, what it would have removed (its plan)."""
+    refused = _login_required()
+    if refused is not None:
+        return refused
+    found = sync_run(runtime(), run_id)
+    if found is None:
+        abort(404)
+    run, detail, source = found
+    return render_template("status_run.html", run=run, detail=detail, source=source,
+                           **operator.template_values(), **HELPERS)

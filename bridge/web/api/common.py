@@ -72,6 +72,15 @@ def make_blueprint(name: str, import_name: str, tag: str, description: str) -> A
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
         identity = authenticate(runtime().store, presented, TokenKind.admin) if scheme.lower() == "bearer" else None
+        if identity is None and not header:  # no token: an operator's status-page session, CSRF header for writes
+            from bridge.web.operator import api_session
+
+            operator, refusal = api_session()
+            if refusal is not None:
+                return refusal
+            if operator is not None:
+                g.api_client = f"operator:{operator}"
+                return None
         if identity is None:
             response = error_response(401, "unauthorized", "an admin API token is required (Authorization: Bearer)")
             response[0].headers["WWW-Authenticate"] = 'Bearer realm="dirbridge-api"'

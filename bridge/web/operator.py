@@ -1,0 +1,206 @@
+"""The operator login of the status page, and the operator session the admin API accepts.
+
+An operator is a user who holds the right ``dirbridge.operate`` at ``instance``
+(admins hold every right). The login is the portal's login
+(bridge.accounts.login): lockout per account and address, the IP allow-list,
+LDAP binds of directory users, expired passwords and TOTP all behave as in
+``POST /api/v1/auth/login``; with ``status.require_totp`` (the default) an
+operator without a confirmed TOTP credential is refused after the password.
+
+The session is Flask's signed cookie (``dirbridge_session``: HttpOnly,
+SameSite=Strict, Secure when ``server.public_url`` is https, set up in
+bridge.web.invite). It holds the user's id and the end of the login
+(``status.session_minutes``), never a password. Every request checks the right
+again, so revoking it or deactivating the user ends the session at once. Forms
+carry a CSRF token; the admin API wants it in the ``X-CSRF-Token`` header for
+unsafe methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, abort, g, redirect, render_template, request, session, url_for
+
+from bridge.accounts.context import context_for
+from bridge.accounts.login import login
+from bridge.mapping.apply import OPERATE_RIGHT
+from bridge.runtime import Runtime
+from bridge.services.errors import NotFound
+from bridge.store.models import TotpCredential, User
+from bridge.web import runtime
+from bridge.web.csrf import csrf_ok, csrf_token
+
+log = logging.getLogger(__name__)
+
+OPERATE_SCOPE = "instance"
+SESSION_KEY = "operator"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CHANNEL = "status-page"
+
+blueprint = Blueprint("operator", __name__, template_folder="templates")
+
+
+def _now() -> float:
+    """Wall-clock seconds for the session's end (a test moves it)."""
+    return time.time()
+
+
+@dataclass(frozen=True)
+class Operator:
+    user_id: str
+    user_name: str
+    expires_at: float
+
+
+def may_operate(rt: Runtime, user_id: str) -> bool:
+    """The user is active and holds ``dirbridge.operate`` at ``instance`` (interactively)."""
+    from bridge.mapping.engine import authorizer
+
+    try:
+        return authorizer(rt).check(user_id, OPERATE_RIGHT, OPERATE_SCOPE, interactive=True).allowed
+    except NotFound:
+        return False
+
+
+def _locked(rt: Runtime, user_id: str) -> bool:
+    with rt.store.read() as db:
+        user = db.get(User, user_id)
+        if user is None:
+            return True
+        return user.lock_reason is not None and (user.locked_until is None
+                                                 or user.locked_until > context_for(rt).now())
+
+
+def current_operator() -> Operator | None:
+    """The logged-in operator of this request, or None (no session, expired, right gone,
+    user locked or deactivated). An invalid session is dropped."""
+    found = g.get("operator_checked")
+    if found is not None:
+        return found or None
+    g.operator_checked = False
+    data = session.get(SESSION_KEY)
+    if not isinstance(data, dict):
+        return None
+    rt = runtime()
+    operator = Operator(str(data.get("id", "")), str(data.get("name", "")), float(data.get("exp", 0)))
+    if not rt.config.status.enabled or operator.expires_at < _now() or not operator.user_id \
+            or not may_operate(rt, operator.user_id) or _locked(rt, operator.user_id):
+        session.pop(SESSION_KEY, None)
+        return None
+    g.operator_checked = operator
+    return operator
+
+
+def api_session() -> tuple[str | None, tuple[Response, int] | None]:
+    """For the admin API: (the operator's name, None) with a valid operator session,
+    (None, a 403 answer) when an unsafe method lacks the CSRF header, (None, None)
+    without a session."""
+    operator = current_operator()
+    if operator is None:
+        return None, None
+    if request.method not in SAFE_METHODS and not csrf_ok(request.headers.get(CSRF_HEADER)):
+        from bridge.web.api.common import error_response
+
+        return None, error_response(403, "csrfFailed", f"an operator session needs the {CSRF_HEADER} header "
+                                                       "(the csrf-token of the status page) for this method")
+    return operator.user_name, None
+
+
+def security_headers(response: Response, nonce: str | None = None) -> Response:
+    """No script (unless one with this request's nonce), styles only from here, no framing."""
+    script = f"'nonce-{nonce}'" if nonce else "'none'"
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; script-src {script}; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@blueprint.after_request
+def _headers(response: Response) -> Response:
+    return security_headers(response)
+
+
+def _form(status: int = 200, message: str | None = None, user_name: str = "") -> tuple[str, int]:
+    return render_template("status_login.html", csrf=csrf_token(), message=message, user_name=user_name), status
+
+
+@blueprint.get("/status/login")
+def login_form():  # type: ignore[no-untyped-def]
+    if not runtime().config.status.enabled:
+        abort(404)
+    if current_operator() is not None:
+        return redirect(url_for("status.status"), code=303)
+    return _form()
+
+
+@blueprint.post("/status/login")
+def login_submit():  # type: ignore[no-untyped-def]
+    rt = runtime()
+    if not rt.config.status.enabled:
+        abort(404)
+    if not csrf_ok(request.form.get("csrf")):
+        return _form(400, "The form expired: please try again.")
+    user_name = request.form.get("username", "")[:256]
+    password = request.form.get("password", "")[:4096]
+    code = request.form.get("code", "")[:64] or None
+    outcome = login(context_for(rt), user_name, password, code, request.remote_addr, channel=CHANNEL,
+                    actor=CHANNEL, request_id=g.get("request_id"))
+    rt.metrics.logins.labels("ok" if outcome.ok else outcome.code).inc()
+    if not outcome.ok:
+        message = outcome.message[:1].upper() + outcome.message[1:] + "."
+        return _form(outcome.status, message, user_name)
+    assert outcome.user_id is not None
+    refusal = _operator_refusal(rt, outcome.user_id)
+    if refusal is not None:
+        log.warning("status page login refused: %s", refusal, extra={"user_id": outcome.user_id,
+                                                                      "request_id": g.get("request_id")})
+        return _form(403, refusal[:1].upper() + refusal[1:] + ".", user_name)
+    with rt.store.read() as db:
+        user = db.get(User, outcome.user_id)
+        assert user is not None
+        name = user.user_name
+    session.clear()  # a fresh session (and CSRF token) for the logged-in operator
+    session[SESSION_KEY] = {"id": outcome.user_id, "name": name,
+                            "exp": _now() + rt.config.status.session_minutes * 60}
+    csrf_token()
+    log.info("operator logged in to the status page", extra={"user": name, "request_id": g.get("request_id")})
+    return redirect(url_for("status.status"), code=303)
+
+
+def _operator_refusal(rt: Runtime, user_id: str) -> str | None:
+    """Why a user whose login succeeded may still not use the page (told only after the
+    password and the code were right)."""
+    if not may_operate(rt, user_id):
+        return f"this account does not hold the right {OPERATE_RIGHT}"
+    if rt.config.status.require_totp:
+        with rt.store.read() as db:
+            credential = db.get(TotpCredential, user_id)
+            if credential is None or credential.confirmed_at is None:
+                return "the status page needs a second factor: enrol TOTP for this account first"
+    return None
+
+
+@blueprint.post("/status/logout")
+def logout():  # type: ignore[no-untyped-def]
+    if not csrf_ok(request.form.get("csrf")):
+        abort(400, description="the form expired or came from elsewhere")
+    operator = session.get(SESSION_KEY)
+    session.clear()
+    if isinstance(operator, dict):
+        log.info("operator logged out of the status page", extra={"user": operator.get("name")})
+    return redirect(url_for("status.operator.login_form"), code=303)
+
+
+def template_values() -> dict[str, Any]:
+    """What every logged-in page shows in its header."""
+    operator = current_operator()
+    return {"operator": operator, "csrf": csrf_token()}

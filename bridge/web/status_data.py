@@ -1,0 +1,235 @@
+"""What the status page shows, gathered from the store, the config and the scheduler.
+
+Each panel is read separately, so that a failing one (say, the database went
+away) shows as unavailable while the others still render.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from markupsafe import Markup
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from bridge import __version__
+from bridge.store import migrate
+from bridge.store.models import AuditEvent, JobRun, SyncRun, utcnow
+from bridge.web.chart import RunPoint, sync_chart
+from bridge.web.scim_activity import ClientActivity, client_activity
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+CHART_RUNS = 20
+AUDIT_EVENTS = 15
+FAILED_ITEMS = 10
+FAILED_WINDOW = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class RunView:
+    id: int
+    mode: str
+    status: str
+    dry_run: bool
+    started_at: datetime
+    finished_at: datetime | None
+    seconds: float | None
+    added: int
+    updated: int
+    deactivated: int
+    errors: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class GuardView:
+    run_id: int
+    started_at: datetime
+    reason: str
+    would_deactivate: int
+    would_delete_groups: int
+
+
+@dataclass
+class SourceView:
+    name: str
+    last_full: RunView | None = None
+    last_incremental: RunView | None = None
+    next_full: datetime | None = None
+    next_incremental: datetime | None = None
+    guard: GuardView | None = None
+    chart: Markup = field(default_factory=lambda: Markup(""))
+
+
+@dataclass(frozen=True)
+class JobView:
+    name: str
+    description: str
+    schedule: str
+    next_run: datetime | None
+    last: JobRun | None
+
+
+@dataclass(frozen=True)
+class LeaderView:
+    holder: str
+    acquired_at: datetime
+    expires_at: datetime
+    alive: bool
+    is_me: bool
+
+
+@dataclass
+class StatusView:
+    version: str
+    uptime: str
+    replica: str
+    database: dict[str, Any]
+    sources: list[SourceView] = field(default_factory=list)
+    scim: list[ClientActivity] = field(default_factory=list)
+    jobs: list[JobView] = field(default_factory=list)
+    scheduler_running: bool = False
+    leader: LeaderView | None = None
+    audit: list[AuditEvent] = field(default_factory=list)
+    failed_jobs: list[JobRun] = field(default_factory=list)
+    failed_syncs: list[RunView] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)  # panels that could not be read
+
+
+def uptime(seconds: float) -> str:
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (f"{days}d " if days else "") + f"{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def run_view(run: SyncRun) -> RunView:
+    seconds = (run.finished_at - run.started_at).total_seconds() if run.finished_at else None
+    detail = run.detail or {}
+    return RunView(run.id, run.mode, run.status, run.dry_run, run.started_at, run.finished_at, seconds,
+                   run.added, run.updated, run.deactivated, run.errors,
+                   str(detail["error"]) if detail.get("error") else None)
+
+
+def guard_view(run: SyncRun) -> GuardView:
+    detail = run.detail or {}
+    return GuardView(run.id, run.started_at, str(detail.get("guard", "")),
+                     len(detail.get("would_deactivate") or []), len(detail.get("would_delete_groups") or []))
+
+
+def _next_run(rt: Runtime, job_id: str) -> datetime | None:
+    if rt.scheduler is None:
+        return None
+    job = rt.scheduler.get_job(job_id)
+    return getattr(job, "next_run_time", None) if job is not None else None
+
+
+def _database(rt: Runtime) -> dict[str, Any]:
+    database: dict[str, Any] = {"backend": rt.store.engine.dialect.name, "state": "ok", "revision": None,
+                                "head": migrate.head_revision()}
+    try:
+        database["revision"] = migrate.current_revision(rt.store.engine)
+    except SQLAlchemyError as exc:
+        database["state"] = f"unreachable ({type(exc).__name__})"
+        return database
+    if database["revision"] != database["head"]:
+        database["state"] = "migrations pending"
+    return database
+
+
+def _sources(rt: Runtime) -> list[SourceView]:
+    from bridge.ldap.runs import latest_guarded
+
+    out = []
+    for source in rt.config.ldap.sources:
+        view = SourceView(source.name, next_full=_next_run(rt, f"ldap-full:{source.name}"),
+                          next_incremental=_next_run(rt, f"ldap-incremental:{source.name}"))
+        with rt.store.read() as session:
+            recent = list(session.scalars(
+                select(SyncRun).where(SyncRun.source == source.name, SyncRun.dry_run.is_(False))
+                .order_by(SyncRun.id.desc()).limit(CHART_RUNS)))
+            for mode in ("full", "incremental"):
+                last = session.scalar(select(SyncRun).where(SyncRun.source == source.name, SyncRun.mode == mode,
+                                                            SyncRun.dry_run.is_(False))
+                                      .order_by(SyncRun.id.desc()).limit(1))
+                if last is not None:
+                    setattr(view, f"last_{mode}", run_view(last))
+        guarded = latest_guarded(rt.store, source.name)
+        view.guard = guard_view(guarded) if guarded is not None else None
+        points = [RunPoint(r.id, r.mode, r.status, r.started_at,
+                           (r.finished_at - r.started_at).total_seconds() if r.finished_at else None,
+                           r.added, r.updated, r.deactivated, r.errors) for r in reversed(recent)]
+        view.chart = sync_chart(source.name, points)
+        out.append(view)
+    return out
+
+
+def _jobs(rt: Runtime) -> list[JobView]:
+    from bridge.jobs.registry import job_specs
+
+    with rt.store.read() as session:
+        views = []
+        for spec in job_specs(rt):
+            last = session.scalar(select(JobRun).where(JobRun.job == spec.name)
+                                  .order_by(JobRun.id.desc()).limit(1))
+            views.append(JobView(spec.name, spec.description, spec.schedule, _next_run(rt, spec.name), last))
+            if last is not None:
+                session.expunge(last)
+    return views
+
+
+def _leader(rt: Runtime) -> LeaderView | None:
+    from bridge.jobs.leader import current_leader
+
+    lease = current_leader(rt.store)
+    if lease is None:
+        return None
+    return LeaderView(lease.holder, lease.acquired_at, lease.expires_at, lease.expires_at > utcnow(),
+                      lease.holder == rt.replica)
+
+
+def _recent(rt: Runtime, view: StatusView) -> None:
+    since = utcnow() - FAILED_WINDOW
+    with rt.store.read() as session:
+        view.audit = list(session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(AUDIT_EVENTS)))
+        view.failed_jobs = list(session.scalars(
+            select(JobRun).where(JobRun.outcome == "failed", JobRun.started_at >= since)
+            .order_by(JobRun.id.desc()).limit(FAILED_ITEMS)))
+        view.failed_syncs = [run_view(r) for r in session.scalars(
+            select(SyncRun).where(SyncRun.status.in_(("failed", "guarded")), SyncRun.started_at >= since)
+            .order_by(SyncRun.id.desc()).limit(FAILED_ITEMS))]
+        session.expunge_all()
+
+
+def gather(rt: Runtime) -> StatusView:
+    """Everything the page shows; a panel whose reading fails is named in ``unavailable``."""
+    view = StatusView(version=__version__, uptime=uptime((utcnow() - rt.started_at).total_seconds()),
+                      replica=rt.replica, database=_database(rt), scheduler_running=rt.scheduler is not None)
+    panels = (("LDAP sources", lambda: setattr(view, "sources", _sources(rt))),
+              ("SCIM clients", lambda: setattr(view, "scim", client_activity(rt))),
+              ("jobs", lambda: setattr(view, "jobs", _jobs(rt))),
+              ("leader", lambda: setattr(view, "leader", _leader(rt))),
+              ("recent events", lambda: _recent(rt, view)))
+    for name, read in panels:
+        try:
+            read()
+        except SQLAlchemyError as exc:
+            log.warning("status page: cannot read %s (%s)", name, type(exc).__name__)
+            view.unavailable.append(name)
+    return view
+
+
+def sync_run(rt: Runtime, run_id: int) -> tuple[RunView, dict[str, Any], str] | None:
+    """One sync run with its detail (the guard's plan) and its source, or None."""
+    with rt.store.read() as session:
+        run = session.get(SyncRun, run_id)
+        if run is None:
+            return None
+        return run_view(run), dict(run.detail or {}), run.source

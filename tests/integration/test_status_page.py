@@ -1,0 +1,248 @@
+"""/status through Flask's test client: the operator login (password + TOTP + the right
+dirbridge.operate), CSRF, logout and the session's end, the admin API on an operator
+session, and what the page and the guard's plan page show (escaped)."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from bridge.services import Actor
+from bridge.store.models import AuditEvent, JobRun, SyncRun, utcnow
+from bridge.web import operator as operator_module
+from tests.fixtures.accounts import FakeClock, accounts_config
+from tests.fixtures.browser import csrf_in, login_form, make_operator
+
+
+@pytest.fixture
+def db_url(sqlite_url):
+    """SQLite only: the login and the page do not depend on the backend (test_status_scim covers both)."""
+    return sqlite_url
+
+
+@pytest.fixture
+def config():
+    return accounts_config()
+
+
+@pytest.fixture
+def clock(runtime):
+    runtime.extras["clock"] = found = FakeClock(utcnow().replace(microsecond=0))
+    return found
+
+
+@pytest.fixture
+def ops(runtime, clock):
+    account = make_operator(runtime)
+    clock.advance(seconds=30)  # the next TOTP step: the enrolment used this one
+    return account
+
+
+def with_status(runtime, **changes) -> None:
+    config = runtime.config
+    runtime.config = runtime.services.config = config.model_copy(
+        update={"status": config.status.model_copy(update=changes)})
+
+
+def logged_in(client, account, clock) -> None:
+    response = login_form(client, account.user_name, account.password, account.code(clock.now))
+    assert response.status_code == 303 and response.headers["Location"].endswith("/status"), response.data
+    clock.advance(seconds=30)
+
+
+def test_status_wants_a_login_and_shows_nothing_before(client, runtime, ops):
+    for path in ("/status", "/status/sync-runs/1"):
+        response = client.get(path)
+        assert response.status_code == 303 and response.headers["Location"].endswith("/status/login")
+    form = client.get("/status/login")
+    html = form.get_data(as_text=True)
+    assert form.status_code == 200 and 'name="password"' in html and 'name="code"' in html
+    for secret in ("audit-retention", runtime.replica, "sqlite", "Log out"):
+        assert secret not in html
+    csp = form.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert client.get("/healthz").status_code == 200  # health stays public
+
+
+def test_an_operator_logs_in_with_password_and_totp(client, runtime, ops, clock):
+    logged_in(client, ops, clock)
+    page = client.get("/status")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "audit-retention" in html and runtime.replica in html and ops.user_name in html
+    assert f'<meta http-equiv="refresh" content="{runtime.config.status.refresh_seconds}">' in html
+    assert 'name="viewport"' in html and "<script" not in html
+    cookie = client.get_cookie("dirbridge_session")
+    assert cookie is not None and cookie.http_only and cookie.same_site == "Strict"
+    with runtime.store.read() as session:
+        events = list(session.scalars(select(AuditEvent).where(AuditEvent.action == "login.ok")))
+        assert [e.channel for e in events] == ["status-page"]
+
+
+def test_a_wrong_password_and_an_unknown_user_get_the_same_refusal(client, ops, clock):
+    wrong = login_form(client, ops.user_name, "Wrong-Password-1", ops.code(clock.now))
+    unknown = login_form(client, "nobody.here", "Wrong-Password-1", ops.code(clock.now))
+    assert wrong.status_code == unknown.status_code == 401
+    for response in (wrong, unknown):
+        assert "Wrong user name or password." in response.get_data(as_text=True)
+    assert client.get("/status").status_code == 303
+
+
+def test_a_wrong_or_missing_totp_code_is_refused(client, ops, clock):
+    wrong = login_form(client, ops.user_name, ops.password, "000000" if ops.code(clock.now) != "000000" else "111111")
+    assert wrong.status_code == 401 and "The code is wrong or was used already." in wrong.get_data(as_text=True)
+    missing = login_form(client, ops.user_name, ops.password, None)
+    assert missing.status_code == 401 and "Enter the code of your authenticator app" in missing.get_data(as_text=True)
+    assert client.get("/status").status_code == 303
+    logged_in(client, ops, clock)
+    # A used code does not open a second session (replay).
+    other = client.application.test_client()
+    replay = login_form(other, ops.user_name, ops.password, ops.code(clock.now - timedelta(seconds=30)))
+    assert replay.status_code == 401
+
+
+def test_the_lockout_of_the_portal_login_applies(client, ops, clock):
+    for _ in range(5):
+        assert login_form(client, ops.user_name, "Wrong-Password-1", None).status_code == 401
+    locked = login_form(client, ops.user_name, ops.password, ops.code(clock.now))
+    assert locked.status_code == 423 and client.get("/status").status_code == 303
+
+
+def test_a_user_without_the_operator_right_is_refused(client, runtime, clock):
+    plain = make_operator(runtime, "plain.user", operate=False)
+    clock.advance(seconds=30)
+    refused = login_form(client, plain.user_name, plain.password, plain.code(clock.now))
+    assert refused.status_code == 403 and "dirbridge.operate" in refused.get_data(as_text=True)
+    assert client.get("/status").status_code == 303
+
+
+def test_an_admin_is_an_operator_and_totp_is_required(client, runtime, clock):
+    admin = make_operator(runtime, "root.admin", operate=False, totp=False, access_type="admin")
+    refused = login_form(client, admin.user_name, admin.password, None)
+    assert refused.status_code == 403 and "second factor" in refused.get_data(as_text=True)
+    with_status(runtime, require_totp=False)
+    assert login_form(client, admin.user_name, admin.password, None).status_code == 303
+    assert client.get("/status").status_code == 200
+
+
+def test_csrf_is_required_on_every_post(client, ops, clock):
+    client.get("/status/login")
+    no_token = client.post("/status/login", data={"username": ops.user_name, "password": ops.password,
+                                                  "code": ops.code(clock.now)})
+    assert no_token.status_code == 400 and "form expired" in no_token.get_data(as_text=True)
+    assert client.get("/status").status_code == 303
+    logged_in(client, ops, clock)
+    assert client.post("/status/logout", data={"csrf": "forged"}).status_code == 400
+    assert client.post("/status/logout").status_code == 400
+    assert client.get("/status").status_code == 200  # still logged in
+
+
+def test_logout_ends_the_session(client, ops, clock):
+    logged_in(client, ops, clock)
+    csrf = csrf_in(client.get("/status").get_data(as_text=True))
+    out = client.post("/status/logout", data={"csrf": csrf})
+    assert out.status_code == 303 and out.headers["Location"].endswith("/status/login")
+    assert client.get("/status").status_code == 303
+    assert client.get("/api/v1/users").status_code == 401
+
+
+def test_the_session_ends_after_its_lifetime_and_when_the_right_goes(client, runtime, ops, clock, monkeypatch):
+    logged_in(client, ops, clock)
+    assert client.get("/status").status_code == 200
+    later = operator_module._now() + runtime.config.status.session_minutes * 60 + 1
+    monkeypatch.setattr(operator_module, "_now", lambda: later)
+    assert client.get("/status").status_code == 303
+    monkeypatch.undo()
+    logged_in(client, ops, clock)
+    with runtime.services.unit(Actor(name="test")) as uow:
+        uow.grants.take_right(ops.user_id, operator_module.OPERATE_RIGHT, "instance")
+    assert client.get("/status").status_code == 303
+
+
+def test_the_admin_api_accepts_an_operator_session(client, runtime, ops, clock):
+    assert client.get("/api/v1/users").status_code == 401
+    logged_in(client, ops, clock)
+    listed = client.get("/api/v1/users")
+    assert listed.status_code == 200 and ops.user_name in {u["user_name"] for u in listed.json["items"]}
+    body = {"name": "helpdesk", "rights": ["users.read"]}
+    no_header = client.post("/api/v1/roles", json=body)
+    assert no_header.status_code == 403 and no_header.json["error"]["code"] == "csrfFailed"
+    csrf = re.search(r'<meta name="csrf-token" content="([^"]+)">', client.get("/status").get_data(as_text=True))
+    assert csrf
+    wrong = client.post("/api/v1/roles", json=body, headers={"X-CSRF-Token": "forged"})
+    assert wrong.status_code == 403
+    created = client.post("/api/v1/roles", json=body, headers={"X-CSRF-Token": csrf.group(1)})
+    assert created.status_code == 201, created.json
+    with runtime.store.read() as session:
+        actors = set(session.scalars(select(AuditEvent.actor).where(AuditEvent.action == "role.create")))
+    assert actors == {f"api:operator:{ops.user_name}"}
+    # A bearer header is a token login: a bad token is not rescued by the session.
+    assert client.get("/api/v1/users", headers={"Authorization": "Bearer dbr_nope"}).status_code == 401
+
+
+def _seed_runs(runtime) -> int:
+    """A guarded sync run with a plan, and a failed job whose message holds markup."""
+    with runtime.store.write() as session:
+        started = utcnow()
+        guarded = SyncRun(source="corp", mode="full", status="guarded", started_at=started, finished_at=started,
+                          added=0, updated=1, deactivated=0, detail={
+                              "guard": "the sync would remove 8 of 10 users (80.0%), more than "
+                                       "deletion_guard.max_percent = 20%",
+                              "would_deactivate": [{"id": "u1", "user_name": "<b>mallory</b>",
+                                                    "dn": "uid=mallory,ou=people,dc=example,dc=org"}],
+                              "would_delete_groups": []})
+        session.add(guarded)
+        session.add(JobRun(job="ldap-full:corp", replica="r1", outcome="failed", finished_at=started,
+                           message="SyncNotApplied: <script>alert(1)</script>"))
+        session.flush()
+        return guarded.id
+
+
+@pytest.fixture
+def ldap_config():
+    return accounts_config(ldap={"sources": [{
+        "name": "corp", "url": "ldap://127.0.0.1:1", "preset": "openldap", "bind_dn": "cn=x", "bind_password": "x",
+        "users_base": "ou=people,dc=example,dc=org", "groups_base": "ou=groups,dc=example,dc=org",
+        "tls": {"mode": "none"}, "schedule": {"full": "1h", "incremental": None}}]})
+
+
+def test_the_page_shows_a_tripped_guard_and_a_failed_job_escaped(client, runtime, ops, clock, ldap_config):
+    runtime.config = runtime.services.config = runtime.config.model_copy(update={"ldap": ldap_config.ldap})
+    run_id = _seed_runs(runtime)
+    logged_in(client, ops, clock)
+    html = client.get("/status").get_data(as_text=True)
+    assert "Deletion guard tripped" in html and f'href="/status/sync-runs/{run_id}"' in html
+    assert "SyncNotApplied: &lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>" not in html
+    assert '<svg class="chart"' in html  # the runs chart of the source
+    plan = client.get(f"/status/sync-runs/{run_id}")
+    text = plan.get_data(as_text=True)
+    assert plan.status_code == 200 and "&lt;b&gt;mallory&lt;/b&gt;" in text and "<b>mallory" not in text
+    assert "dirbridge sync corp --approve-deletions" in text
+    assert client.get("/status/sync-runs/999999").status_code == 404
+
+
+def test_a_disabled_status_page_is_gone(client, runtime, ops, clock):
+    with_status(runtime, enabled=False)
+    assert client.get("/status").status_code == 404
+    assert client.get("/status/login").status_code == 404
+
+
+def test_the_chart_scales_marks_outcomes_and_escapes():
+    from bridge.web.chart import RunPoint, nice_ceiling, sync_chart
+
+    assert [nice_ceiling(v) for v in (0, 0.3, 1, 7, 12, 480)] == [1.0, 0.5, 1.0, 10.0, 20.0, 500.0]
+    start = utcnow()
+    runs = [RunPoint(1, "full", "ok", start, 40.0, 120, 0, 0, 0),
+            RunPoint(2, "incremental", "failed", start, None, 0, 0, 0, 3),
+            RunPoint(3, "full", "guarded", start, 80.0, 0, 5, 0, 0)]
+    svg = str(sync_chart("<corp>", runs))
+    assert svg.startswith('<svg class="chart"') and svg.endswith("</svg>")
+    assert "&lt;corp&gt;" in svg and "<corp>" not in svg
+    assert svg.count('fill="#c62828"') == 2  # the failed run's bar and its errors
+    # Axes end at 100 s and 200 users: 80 s is 4/5 of the 80-unit panel, 40 s 2/5, 120 users 3/5.
+    assert 'height="64.0" fill="#e08a00"' in svg and 'height="32.0" fill="#2e7d32"' in svg
+    assert 'height="48.0" fill="#2e7d32"' in svg and ">100 s<" in svg and ">200<" in svg  # the axis tops
+    assert str(sync_chart("corp", [])) == ""
