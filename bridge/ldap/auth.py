@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 import ldap3
-from ldap3.core.exceptions import LDAPBindError, LDAPException, LDAPInvalidCredentialsResult
+from ldap3.core.exceptions import LDAPBindError, LDAPException, LDAPInvalidCredentialsResult, LDAPSASLPrepError
 
 from bridge.config import LdapSourceConfig
 from bridge.ldap.connection import server_pool
@@ -49,8 +49,8 @@ def verify_password(source: LdapSourceConfig, user_dn: str, password: str) -> bo
         log.info("LDAP bind refused for a user of %s: %s", source.name, conn.result.get("description"),
                  extra={"source": source.name})
         return False
-    except (LDAPBindError, LDAPInvalidCredentialsResult):
-        return False
+    except (LDAPBindError, LDAPInvalidCredentialsResult, LDAPSASLPrepError):
+        return False  # SASLprep: characters no password may hold (control characters): a wrong password
     except LDAPException as exc:
         raise DirectoryUnavailable(f"{source.name}: {type(exc).__name__}") from None
     finally:

@@ -68,10 +68,15 @@ class TokenService:
     def list(self) -> list[ApiToken]:
         return list(self.uow.session.scalars(select(ApiToken).order_by(ApiToken.name)))
 
-    def revoke(self, name: str) -> ApiToken:
+    def get(self, name: str) -> ApiToken:
         token = self.uow.session.scalar(select(ApiToken).where(ApiToken.name == name))
         if token is None:
-            raise NotFound(f"no token named {name!r}")
+            raise NotFound(f"no token named {name!r}", field="name")
+        return token
+
+    def revoke(self, name: str) -> ApiToken:
+        """Revoke for good (a revoked name stays taken); revoking twice changes nothing."""
+        token = self.get(name)
         if token.revoked_at is None:
             token.revoked_at = utcnow()
             self.uow.session.flush()

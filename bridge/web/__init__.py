@@ -59,7 +59,8 @@ def create_app(rt: Runtime) -> OpenAPI:
 
     from bridge.web import health, status
     from bridge.web.api import check, customers, grants, roles, scopes, users
-    from bridge.web.api import accounts, auth, invitations
+    from bridge.web.api import accounts, auth, invitations, jobs, rights_groups, sync, tokens
+    from bridge.web.api import errors as api_errors
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(status.blueprint)
@@ -67,8 +68,9 @@ def create_app(rt: Runtime) -> OpenAPI:
 
     invite.init_app(app, rt)  # the invitation pages and their session (bridge.web.invite)
     for api in (users.bp, check.bp, roles.bp, scopes.bp, grants.bp, customers.bp,
-                auth.bp, invitations.bp, accounts.bp):
+                auth.bp, invitations.bp, accounts.bp, tokens.bp, sync.bp, jobs.bp, rights_groups.bp):
         app.register_api(api)
+    api_errors.init_app(app)  # JSON error bodies for everything under /api/v1 (bridge.web.api.errors)
 
     if rt.config.scim.enabled:
         from werkzeug.middleware.dispatcher import DispatcherMiddleware
@@ -78,7 +80,7 @@ def create_app(rt: Runtime) -> OpenAPI:
         # SCIM is served by scim2-server's own WSGI application under /scim (/scim/v2/...).
         app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/scim": ScimApplication(rt)})  # type: ignore[method-assign]
 
-    @app.get("/api/v1/openapi.json")
+    @app.get("/api/v1/openapi.json", doc_ui=False)
     def openapi_document():  # type: ignore[no-untyped-def]
         """The API's OpenAPI 3.1 document, generated from the routes above."""
         return jsonify(app.api_doc)

@@ -109,7 +109,8 @@ def auth_login(body: LoginBody):  # type: ignore[no-untyped-def]
     return jsonify(_success(outcome))
 
 
-@bp.post("/auth/password", responses={200: LoginOk, 400: ErrorBody, 401: ErrorBody, 423: ErrorBody},
+@bp.post("/auth/password", responses={200: LoginOk, 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 423: ErrorBody,
+                                      503: ErrorBody},
          summary="Change a password: the current credentials, then the new password (policy and history)")
 def auth_change_password(body: PasswordChangeBody):  # type: ignore[no-untyped-def]
     outcome = _attempt(body)

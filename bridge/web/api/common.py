@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from flask import Response, g, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
+from sqlalchemy import Select, func, select
 
 from bridge.services import Actor, ServiceError
 from bridge.services.tokens import authenticate
@@ -28,20 +30,54 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+#: what any /api/v1 operation may answer besides its own: bad input (400: also unparsable JSON; 422: the
+#: body or query does not fit the schema), no admin token (401), unknown ids (404), conflicts (409), stale
+#: versions (412), bodies over the size limit (413) and bodies that are not JSON (415)
 ERROR_RESPONSES: dict[int, type[BaseModel]] = {400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody,
-                                               412: ErrorBody, 422: ErrorBody}
+                                               412: ErrorBody, 413: ErrorBody, 415: ErrorBody, 422: ErrorBody}
+MAX_OFFSET = 2**31 - 1  # beyond any table; also keeps SQLite's 64-bit OFFSET from overflowing
 
 
 class PageQuery(BaseModel):
-    offset: int = Field(default=0, ge=0)
-    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="how many items to skip")
+    limit: int = Field(default=100, ge=1, le=1000, description="at most this many items")
 
 
 class Page(BaseModel, Generic[T]):
+    """Every list of the API: ``total`` counts all matches, ``items`` holds at most ``limit`` from ``offset``."""
+
     total: int
     offset: int
     limit: int
     items: list[T]
+
+
+def page_json(query: PageQuery, total: int, items: Sequence[Any]) -> Response:
+    """The Page body for items already cut to the page."""
+    return jsonify(total=total, offset=query.offset, limit=query.limit, items=list(items))
+
+
+def page_of(stmt: Select[Any], order_by: Sequence[Any], query: PageQuery, to_json: Callable[[Any], Any]) -> Response:
+    """The Page body of a query's rows: the total of all matches, then one page in ``order_by``."""
+    with runtime().store.read() as session:
+        total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+        rows = session.scalars(stmt.order_by(*order_by).offset(query.offset).limit(query.limit))
+        return page_json(query, total, [to_json(row) for row in rows])
+
+
+def paged(query: PageQuery, items: Sequence[Any]) -> Response:
+    """The Page body for a complete list, cut here (lists that are small or built in memory)."""
+    return page_json(query, len(items), items[query.offset:query.offset + query.limit])
+
+
+def _drop_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def unchanged(description: str | None = None, **constraints: Any) -> Any:
+    """A PATCH field that may be left out (None: unchanged) but not sent as null: the
+    schema says the plain type, so a null is refused (422) instead of reaching the store."""
+    return Field(default=None, description=description, json_schema_extra=_drop_default, **constraints)
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> tuple[Response, int]:
@@ -88,11 +124,34 @@ def make_blueprint(name: str, import_name: str, tag: str, description: str) -> A
         g.api_client = identity.name
         return None
 
+    @bp.before_request
+    def _json_body() -> tuple[Response, int] | None:
+        """After authentication: a body that is not JSON gets a clear 415/400, not a schema error."""
+        return json_body_problem()
+
     @bp.errorhandler(ServiceError)
     def _service_error(exc: ServiceError) -> tuple[Response, int]:
         return error_response(exc.status, exc.code, exc.message, exc.field)
 
     return bp
+
+
+def json_body_problem() -> tuple[Response, int] | None:
+    """415 for a body that says it is not JSON, 400 for JSON that does not parse (413 comes from
+    Werkzeug's size limit while reading)."""
+    data = request.get_data(cache=True)
+    if not data:
+        return None
+    mimetype = request.mimetype or ""
+    if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
+        return error_response(415, "unsupportedMediaType", f"send the body as application/json, not {mimetype}")
+    try:
+        json.loads(data)
+    except ValueError as exc:
+        return error_response(400, "invalidJson", f"the body is not valid JSON: {exc}")
+    except RecursionError:  # thousands of nested brackets: refused here, before any parser recurses again
+        return error_response(400, "invalidJson", "the body is nested too deeply")
+    return None
 
 
 def route_doc(summary: str) -> dict[str, Any]:

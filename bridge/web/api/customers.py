@@ -15,7 +15,7 @@ from bridge.services.errors import InvalidValue
 from bridge.services.unit import UnitOfWork
 from bridge.store.models import Customer
 from bridge.web import runtime
-from bridge.web.api.common import api_actor, make_blueprint
+from bridge.web.api.common import Page, PageQuery, api_actor, make_blueprint, page_json, unchanged
 from bridge.web.api.grants import user_id
 
 bp = make_blueprint("api_customers", __name__, "customers",
@@ -43,8 +43,8 @@ class CustomerOut(BaseModel):
     sales_representatives: list[str] = Field(description="their userNames")
 
 
-class CustomerList(BaseModel):
-    items: list[CustomerOut]
+class CustomerList(Page[CustomerOut]):
+    pass
 
 
 class CustomerCreate(BaseModel):
@@ -54,7 +54,7 @@ class CustomerCreate(BaseModel):
     name: str = Field(min_length=1, max_length=256)
     short_name: str | None = Field(default=None, max_length=64)
     remote_access: bool = False
-    quota_mb: int | None = Field(default=None, ge=0)
+    quota_mb: int | None = Field(default=None, ge=0, le=2**31 - 1)
     agency: bool = False
     default_agency: str | None = None
 
@@ -62,12 +62,12 @@ class CustomerCreate(BaseModel):
 class CustomerPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    number: str | None = Field(default=None, min_length=1, max_length=64)
-    name: str | None = Field(default=None, min_length=1, max_length=256)
-    short_name: str | None = None
-    remote_access: bool | None = Field(default=None, description="off: the external users are deactivated")
-    quota_mb: int | None = Field(default=None, ge=0)
-    agency: bool | None = None
+    number: str = unchanged(min_length=1, max_length=64)
+    name: str = unchanged(min_length=1, max_length=256)
+    short_name: str | None = Field(default=None, max_length=64)
+    remote_access: bool = unchanged("off: the external users are deactivated")
+    quota_mb: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    agency: bool = unchanged()
     default_agency: str | None = None
 
 
@@ -115,9 +115,11 @@ def customer_json(uow: UnitOfWork, customer: Customer) -> dict[str, Any]:
 
 
 @bp.get("/customers", responses={200: CustomerList}, summary="Every customer")
-def list_customers():  # type: ignore[no-untyped-def]
+def list_customers(query: PageQuery):  # type: ignore[no-untyped-def]
     with runtime().services.unit(api_actor()) as uow:
-        return jsonify(items=[customer_json(uow, c) for c in uow.customers.list()])
+        customers = uow.customers.list()
+        return page_json(query, len(customers), [customer_json(uow, c) for c in
+                                                 customers[query.offset:query.offset + query.limit]])
 
 
 @bp.post("/customers", responses={201: CustomerOut}, summary="Create a customer (remote access: its rights-group)")

@@ -13,7 +13,7 @@ from bridge.services.errors import NotFound
 from bridge.services.unit import UnitOfWork
 from bridge.store.models import Grant, User, UserRight
 from bridge.web import runtime
-from bridge.web.api.common import api_actor, make_blueprint
+from bridge.web.api.common import Page, PageQuery, api_actor, make_blueprint, paged
 
 bp = make_blueprint("api_grants", __name__, "grants", "Roles granted at scope nodes, and individual rights")
 
@@ -28,8 +28,8 @@ class GrantOut(BaseModel):
     created_at: datetime
 
 
-class GrantList(BaseModel):
-    items: list[GrantOut]
+class GrantList(Page[GrantOut]):
+    pass
 
 
 class GrantCreate(BaseModel):
@@ -47,7 +47,7 @@ class GrantCreate(BaseModel):
         return self
 
 
-class GrantQuery(BaseModel):
+class GrantQuery(PageQuery):
     user: str | None = Field(default=None, description="a user's id or userName")
     group_id: str | None = None
     role: str | None = None
@@ -65,8 +65,8 @@ class UserRightOut(BaseModel):
     created_at: datetime
 
 
-class UserRightList(BaseModel):
-    items: list[UserRightOut]
+class UserRightList(Page[UserRightOut]):
+    pass
 
 
 class UserRightBody(BaseModel):
@@ -77,7 +77,7 @@ class UserRightBody(BaseModel):
     scope: str = Field(default="instance", min_length=1)
 
 
-class UserRightQuery(BaseModel):
+class UserRightQuery(PageQuery):
     user: str = Field(min_length=1, description="a user's id or userName")
 
 
@@ -104,7 +104,7 @@ def list_grants(query: GrantQuery):  # type: ignore[no-untyped-def]
     with runtime().services.unit(api_actor()) as uow:
         uid = user_id(uow, query.user) if query.user else None
         rows = uow.grants.list(user_id=uid, group_id=query.group_id, role=query.role, scope=query.scope)
-        return jsonify(items=[grant_json(g, name) for g, name in rows])
+        return paged(query, [grant_json(g, name) for g, name in rows])
 
 
 @bp.post("/grants", responses={201: GrantOut, 200: GrantOut}, summary="Grant a role at a node (200: it existed)")
@@ -126,7 +126,7 @@ def delete_grant(path: GrantPath):  # type: ignore[no-untyped-def]
 @bp.get("/user-rights", responses={200: UserRightList}, summary="A user's individual rights")
 def list_user_rights(query: UserRightQuery):  # type: ignore[no-untyped-def]
     with runtime().services.unit(api_actor()) as uow:
-        return jsonify(items=[user_right_json(r) for r in uow.grants.user_rights(user_id(uow, query.user))])
+        return paged(query, [user_right_json(r) for r in uow.grants.user_rights(user_id(uow, query.user))])
 
 
 @bp.post("/user-rights", responses={201: UserRightOut, 200: UserRightOut},

@@ -13,7 +13,7 @@ from bridge.accounts import invitations
 from bridge.accounts.context import context_for
 from bridge.store.models import Invitation
 from bridge.web import runtime
-from bridge.web.api.common import ErrorBody, PageQuery, api_actor, make_blueprint
+from bridge.web.api.common import ErrorBody, Page, PageQuery, api_actor, make_blueprint
 
 bp = make_blueprint("api_invitations", __name__, "invitations", "Invitation mails with a single-use link")
 
@@ -64,11 +64,8 @@ class InvitationPath(BaseModel):
     invitation_id: str
 
 
-class InvitationPage(BaseModel):
-    total: int
-    offset: int
-    limit: int
-    items: list[InvitationOut]
+class InvitationPage(Page[InvitationOut]):
+    pass
 
 
 def invitation_json(invitation: Invitation, now: datetime) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridge.services.unit import UnitOfWork
 from bridge.store.models import Role
 from bridge.web import runtime
-from bridge.web.api.common import api_actor, make_blueprint
+from bridge.web.api.common import Page, PageQuery, api_actor, make_blueprint, page_json, paged
 
 bp = make_blueprint("api_roles", __name__, "roles", "Roles: named bundles of rights, which may include roles")
 
@@ -25,8 +25,8 @@ class RoleOut(BaseModel):
     effective_rights: list[str] = Field(description="its rights and those of every included role")
 
 
-class RoleList(BaseModel):
-    items: list[RoleOut]
+class RoleList(Page[RoleOut]):
+    pass
 
 
 class RoleCreate(BaseModel):
@@ -62,8 +62,8 @@ class RightOut(BaseModel):
     description: str
 
 
-class RightList(BaseModel):
-    items: list[RightOut]
+class RightList(Page[RightOut]):
+    pass
 
 
 class RightCreate(BaseModel):
@@ -94,9 +94,10 @@ def role_json(uow: UnitOfWork, role: Role) -> dict[str, Any]:
 
 
 @bp.get("/roles", responses={200: RoleList}, summary="Every role")
-def list_roles():  # type: ignore[no-untyped-def]
+def list_roles(query: PageQuery):  # type: ignore[no-untyped-def]
     with runtime().services.unit(api_actor()) as uow:
-        return jsonify(items=[role_json(uow, r) for r in uow.roles.list()])
+        roles = uow.roles.list()
+        return page_json(query, len(roles), [role_json(uow, r) for r in roles[query.offset:query.offset + query.limit]])
 
 
 @bp.post("/roles", responses={201: RoleOut}, summary="Create a role")
@@ -138,9 +139,9 @@ def copy_role(path: RolePath, body: RoleCopy):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/rights", responses={200: RightList}, summary="Every known right")
-def list_rights():  # type: ignore[no-untyped-def]
+def list_rights(query: PageQuery):  # type: ignore[no-untyped-def]
     with runtime().services.unit(api_actor()) as uow:
-        return jsonify(items=[{"name": r.name, "description": r.description} for r in uow.roles.list_rights()])
+        return paged(query, [{"name": r.name, "description": r.description} for r in uow.roles.list_rights()])
 
 
 @bp.post("/rights", responses={201: RightOut}, summary="Declare a right (roles declare theirs on the way)")

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.store.models import ScopeNode
 from bridge.web import runtime
-from bridge.web.api.common import api_actor, make_blueprint
+from bridge.web.api.common import Page, PageQuery, api_actor, make_blueprint
 
 bp = make_blueprint("api_scopes", __name__, "scopes", "The scope tree: a role granted at a node applies below it")
 
@@ -22,9 +22,8 @@ class ScopeOut(BaseModel):
     origin: str = Field(description="config (change it in the config file), api or builtin")
 
 
-class ScopeList(BaseModel):
-    levels: list[str]
-    items: list[ScopeOut]
+class ScopeList(Page[ScopeOut]):
+    levels: list[str] = Field(description="the configured levels, top first")
 
 
 class ScopeCreate(BaseModel):
@@ -51,9 +50,11 @@ def scope_json(node: ScopeNode) -> dict[str, Any]:
 
 
 @bp.get("/scopes", responses={200: ScopeList}, summary="The whole tree, as a list of nodes")
-def list_scopes():  # type: ignore[no-untyped-def]
+def list_scopes(query: PageQuery):  # type: ignore[no-untyped-def]
     with runtime().services.unit(api_actor()) as uow:
-        return jsonify(levels=uow.scopes.levels, items=[scope_json(n) for n in uow.scopes.list()])
+        nodes = uow.scopes.list()
+        return jsonify(total=len(nodes), offset=query.offset, limit=query.limit, levels=uow.scopes.levels,
+                       items=[scope_json(n) for n in nodes[query.offset:query.offset + query.limit]])
 
 
 @bp.post("/scopes", responses={201: ScopeOut}, summary="Add a node")

@@ -5,14 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from collections import defaultdict
+
 from flask import jsonify
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, false, func, or_, select
 
+from bridge.mapping.engine import authorizer
+from bridge.mapping.loader import load_groups, load_model, snapshot
 from bridge.services.errors import InvalidValue
-from bridge.store.models import User
+from bridge.services.users import user_name_key
+from bridge.store.models import Customer, Grant, GroupUserMember, User
 from bridge.web import runtime
-from bridge.web.api.common import Page, PageQuery, api_actor, make_blueprint
+from bridge.web.api.common import Page, PageQuery, api_actor, make_blueprint, page_of, unchanged
 
 bp = make_blueprint("api_users", __name__, "users", "Users of every source")
 
@@ -64,27 +69,32 @@ class UserCreate(BaseModel):
 class UserPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int | None = Field(default=None, description="refuse the change (412) unless the user is at this version")
-    user_name: str | None = Field(default=None, min_length=1, max_length=256)
+    version: int = unchanged("refuse the change (412) unless the user is at this version")
+    user_name: str = unchanged(min_length=1, max_length=256)
     email: str | None = None
     display_name: str | None = None
     given_name: str | None = None
     family_name: str | None = None
     preferred_language: str | None = None
     timezone: str | None = None
-    active: bool | None = None
-    kind: KindName | None = None
-    access_type: AccessTypeName | None = None
+    active: bool = unchanged()
+    kind: KindName = unchanged()
+    access_type: AccessTypeName = unchanged()
     customer_id: str | None = None
-    customer_admin: bool | None = None
-    ip_allowlist: list[str] | None = None
+    customer_admin: bool = unchanged()
+    ip_allowlist: list[str] = unchanged()
 
 
 class UserQuery(PageQuery):
     q: str | None = Field(default=None, description="id, or part of the userName, display name or e-mail")
+    user_name: str | None = Field(default=None, description="the userName starts with this (any case)")
     access_type: AccessTypeName | None = None
-    source: str | None = None
+    kind: KindName | None = None
+    source: str | None = Field(default=None, description="local, scim:CLIENT or ldap:SOURCE")
     active: bool | None = None
+    customer: str | None = Field(default=None, description="a customer number: its external users")
+    role: str | None = Field(default=None, description="holds this role (at any scope) by a grant of their own, "
+                                                       "of a group they are in (also nested) or by a group rule")
 
 
 class UserPath(BaseModel):
@@ -103,6 +113,36 @@ def user_json(user: User) -> dict[str, Any]:
     return UserOut.model_validate(user).model_dump(mode="json")
 
 
+def _like_prefix(text: str) -> str:
+    return user_name_key(text).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def holds_role(role: str) -> ColumnElement[bool]:
+    """Users holding ``role`` through their grants or their groups' (grants, group rules, nesting),
+    as the authorizer sees them; roles from attribute rules are not searched."""
+    rules = authorizer(runtime()).cache.rules
+    with snapshot(runtime().store) as conn:
+        model = load_model(conn)
+        role_id = model.role_ids.get(role)
+        if role_id is None:
+            return false()
+        groups = load_groups(conn, model, rules)
+    children: dict[str, list[str]] = defaultdict(list)
+    for gid, info in groups.items():
+        for parent in info.parents:
+            children[parent].append(gid)
+    pending = [gid for gid, info in groups.items() if any(h.role_id == role_id for h in info.holdings)]
+    holding: set[str] = set()
+    while pending:
+        gid = pending.pop()
+        if gid not in holding:
+            holding.add(gid)
+            pending.extend(children[gid])
+    direct = select(Grant.user_id).where(Grant.role_id == role_id, Grant.user_id.is_not(None))
+    via_groups = select(GroupUserMember.user_id).where(GroupUserMember.group_id.in_(sorted(holding)))
+    return or_(User.id.in_(direct), User.id.in_(via_groups))
+
+
 @bp.get("/users", responses={200: UserPage}, summary="Search users")
 def list_users(query: UserQuery):  # type: ignore[no-untyped-def]
     stmt = select(User)
@@ -110,17 +150,21 @@ def list_users(query: UserQuery):  # type: ignore[no-untyped-def]
         like = f"%{query.q.casefold()}%"
         stmt = stmt.where(or_(User.id == query.q, User.user_name_key.like(like),
                               func.lower(User.display_name).like(like), func.lower(User.email).like(like)))
+    if query.user_name:
+        stmt = stmt.where(User.user_name_key.like(_like_prefix(query.user_name), escape="\\"))
     if query.access_type:
         stmt = stmt.where(User.access_type == query.access_type)
+    if query.kind:
+        stmt = stmt.where(User.kind == query.kind)
     if query.source:
         stmt = stmt.where(User.source == query.source)
     if query.active is not None:
         stmt = stmt.where(User.active.is_(query.active))
-    with runtime().store.read() as session:
-        total = session.scalar(select(func.count()).select_from(stmt.subquery()))
-        users = session.scalars(stmt.order_by(User.user_name_key, User.id).offset(query.offset).limit(query.limit))
-        items = [user_json(u) for u in users]
-    return jsonify(total=total, offset=query.offset, limit=query.limit, items=items)
+    if query.customer is not None:
+        stmt = stmt.where(User.customer_id.in_(select(Customer.id).where(Customer.number == query.customer)))
+    if query.role is not None:
+        stmt = stmt.where(holds_role(query.role))
+    return page_of(stmt, [User.user_name_key, User.id], query, user_json)
 
 
 @bp.post("/users", responses={201: UserOut}, summary="Create a local user")
