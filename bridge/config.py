@@ -608,7 +608,7 @@ def load_config_data(raw: dict[str, Any], base_dir: Path | None = None) -> Confi
     problems = _resolve_secrets(raw)
     if problems:
         raise ConfigError(problems)
-    if base_dir is not None and "data_dir" in raw:
+    if base_dir is not None and isinstance(raw.get("data_dir"), str):  # other types: pydantic's error
         data_dir = Path(raw["data_dir"])
         raw = {**raw, "data_dir": data_dir if data_dir.is_absolute() else base_dir / data_dir}
     try:

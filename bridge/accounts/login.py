@@ -15,12 +15,14 @@ Rules that callers rely on:
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from bridge.accounts import lockout, totp
 from bridge.accounts.context import AccountsContext
@@ -73,6 +75,21 @@ def _ip_allowed(allowlist: list[str], client_ip: str | None) -> bool:
     return False
 
 
+# The key space of the advisory locks on user names (PostgreSQL's two-int form: this
+# namespace and a 32-bit hash of the name key), apart from any other advisory lock.
+NAME_LOCK_SPACE = 0x6C6F676E  # "logn"
+
+
+def _lock_name(session: Session, name_key: str) -> None:
+    """Serialise the failed attempts on one user name, known or not, until the transaction
+    ends (so that the failure that reaches the limit sees every earlier one). SQLite needs
+    nothing: a write transaction holds the database's write lock from its start."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = int.from_bytes(hashlib.blake2b(name_key.encode(), digest_size=4).digest(), "big", signed=True)
+    session.execute(select(func.pg_advisory_xact_lock(NAME_LOCK_SPACE, digest)))
+
+
 class Login:
     """One login attempt; ``run`` decides and records."""
 
@@ -92,28 +109,39 @@ class Login:
 
     # -- recording ----------------------------------------------------------------
 
-    def _record(self, reason: str, user_id: str | None, *, failure: bool = False) -> datetime | None:
+    def _record(self, reason: str, user: User | None, *, failure: bool = False) -> datetime | None:
         """Record the attempt; after a failure, lock the account when it reached the limit.
-        Returns the end of the lock that this failure started, if any."""
+        Returns the end of the lock that this failure started, if any.
+
+        ``user`` is the row read before the password check (detached: the attempt and its
+        audit event need only its id and name). A failure runs the same statements whether
+        the name exists or not, so that the time of a failed login does not tell which user
+        names exist (tests/reliability/test_web_security.py): the failures of one name are
+        serialised by a lock on the *name* (PostgreSQL: a transaction advisory lock; SQLite:
+        the write lock of every write transaction), not by the user's row, which only known
+        names have; the row is locked and written only by the failure that reaches the limit."""
         started = None
         with self.ctx.services.unit(self.actor) as uow:
-            user = uow.session.get(User, user_id, with_for_update=True) if user_id else None
+            if failure:
+                _lock_name(uow.session, self.key)
             uow.accounts.record_attempt(self.key, self.client_ip, reason, now=self.now, user=user,
                                         typed_name=self.typed)
-            if failure and user is not None:
+            if failure:
                 until = lockout.account_locked_until(uow.session, self.lockout, self.key, self.now)
-                if until is not None:
-                    uow.accounts.lock(user, until, lockout.LOCK_REASON)
-                    started = until
+                if until is not None and user is not None:
+                    row = uow.session.get(User, user.id, with_for_update=True)
+                    if row is not None:
+                        uow.accounts.lock(row, until, lockout.LOCK_REASON)
+                        started = until
         return started
 
-    def _fail(self, reason: str, user_id: str | None) -> LoginOutcome:
-        self._record(reason, user_id, failure=True)
+    def _fail(self, reason: str, user: User | None) -> LoginOutcome:
+        self._record(reason, user, failure=True)
         return LoginOutcome(401, "invalidCredentials", INVALID)
 
-    def _refuse(self, reason: str, user_id: str | None, status: int, code: str, message: str,
+    def _refuse(self, reason: str, user: User | None, status: int, code: str, message: str,
                 locked_until: datetime | None = None) -> LoginOutcome:
-        self._record(reason, user_id)
+        self._record(reason, user)
         return LoginOutcome(status, code, message, user_id=None, locked_until=locked_until)
 
     # -- the decision -------------------------------------------------------------------
@@ -123,23 +151,22 @@ class Login:
             ip_until = lockout.ip_locked_until(session, self.lockout, self.client_ip, self.now)
             account_until = lockout.account_locked_until(session, self.lockout, self.key, self.now)
             user = session.scalar(select(User).where(User.user_name_key == self.key)) if self.key else None
-            credential = session.get(TotpCredential, user.id) if user is not None else None
         if ip_until is not None:
             return self._refuse("ip_locked", None, 423, "locked",
                                 "too many failed logins from this address: try again later", ip_until)
         if account_until is not None:
-            return self._refuse("locked", user.id if user else None, 423, "locked",
+            return self._refuse("locked", user, 423, "locked",
                                 "too many failed logins: the account is locked for now", account_until)
         if not self.password:
             burn_verify(self.policy, "-")
-            return self._fail("bad_password" if user else "unknown_user", user.id if user else None)
+            return self._fail("bad_password" if user else "unknown_user", user)
         if user is None:
             burn_verify(self.policy, self.password)
             return self._fail("unknown_user", None)
         checked = self._check_password(user)
         if checked is not None:
             return checked
-        return self._after_password(user, credential)
+        return self._after_password(user)
 
     def _check_password(self, user: User) -> LoginOutcome | None:
         """None when the password is right; else the answer (a failure, or the directory is away)."""
@@ -152,33 +179,37 @@ class Login:
                 burn_verify(self.policy, self.password)
                 log.warning("login of a user of an LDAP source that is not configured",
                             extra={"source": user.source})
-                return self._fail("bad_password", user.id)
+                return self._fail("bad_password", user)
             try:
                 ok = verify_password(source, user.ldap_dn or "", self.password)
             except DirectoryUnavailable:
-                return self._refuse("directory_unavailable", user.id, 503, "directoryUnavailable",
+                return self._refuse("directory_unavailable", user, 503, "directoryUnavailable",
                                     "the directory cannot be reached: try again later")
-            return None if ok else self._fail("bad_password", user.id)
+            return None if ok else self._fail("bad_password", user)
         if user.password_hash is None:
             burn_verify(self.policy, self.password)
-            return self._fail("no_password", user.id)
+            return self._fail("no_password", user)
         if not verify_hash(self.policy, user.password_hash, self.password):
-            return self._fail("bad_password", user.id)
+            return self._fail("bad_password", user)
         return None
 
-    def _after_password(self, user: User, credential: TotpCredential | None) -> LoginOutcome:
+    def _after_password(self, user: User) -> LoginOutcome:
+        # Read only now that the password was right: a failure must not do more work for a
+        # known name than for an unknown one.
+        with self.ctx.services.store.read() as session:
+            credential = session.get(TotpCredential, user.id)
         if user.lock_reason is not None and (user.locked_until is None or user.locked_until > self.now):
             expired = user.lock_reason == PASSWORD_EXPIRED
-            return self._refuse(user.lock_reason, user.id, 423, "passwordExpired" if expired else "locked",
+            return self._refuse(user.lock_reason, user, 423, "passwordExpired" if expired else "locked",
                                 "the password has expired: ask an administrator to reset it" if expired
                                 else "the account is locked", user.locked_until)
         if not user.active:
-            return self._refuse("inactive", user.id, 403, "accountInactive", "the account is deactivated")
+            return self._refuse("inactive", user, 403, "accountInactive", "the account is deactivated")
         if user.access_type == AccessType.api:
-            return self._refuse("api_user", user.id, 403, "interactiveLoginRefused",
+            return self._refuse("api_user", user, 403, "interactiveLoginRefused",
                                 "this is an API account: it may not log in interactively")
         if not _ip_allowed(list(user.ip_allowlist or []), self.client_ip):
-            return self._refuse("ip_not_allowed", user.id, 403, "ipNotAllowed",
+            return self._refuse("ip_not_allowed", user, 403, "ipNotAllowed",
                                 "the account may not log in from this address")
         if not is_directory_user(user) and not user.must_change_password:
             expires_at = expiry(self.policy, user.password_changed_at or user.created_at).expires_at
@@ -186,11 +217,11 @@ class Login:
                 with self.ctx.services.unit(self.actor) as uow:
                     row = uow.users.get(user.id)
                     uow.accounts.lock(row, None, PASSWORD_EXPIRED)
-                return self._refuse(PASSWORD_EXPIRED, user.id, 423, "passwordExpired",
+                return self._refuse(PASSWORD_EXPIRED, user, 423, "passwordExpired",
                                     "the password has expired: ask an administrator to reset it")
         enrolled = credential is not None and credential.confirmed_at is not None
         if enrolled and self.code is None:
-            self._record("totp_required", user.id)
+            self._record("totp_required", user)
             return LoginOutcome(401, "totpRequired", "enter the code of your authenticator app (or a recovery "
                                 "code)", flags={"totp_required": True})
         return self._succeed(user, enrolled)

@@ -3,16 +3,36 @@
 The lock is a lease row (``leader_leases``, name ``ldap-sync:SOURCE``) taken in a
 write transaction: SQLite serialises write transactions (``BEGIN IMMEDIATE``),
 PostgreSQL locks the row (``FOR UPDATE``) or refuses the second insert by the
-primary key. A lease expires, so a process that died mid-sync blocks nobody for
-long; a running sync renews it after every batch.
+primary key.
+
+The lease is short (LEASE_SECONDS) and a heartbeat thread of the holder renews it
+every RENEW_EVERY_SECONDS for as long as the ``source_lock`` block runs, however long
+a batch takes, so:
+
+- a holder that is alive keeps it (a renewal that fails, the database being away, is
+  retried every RETRY_SECONDS; LEASE_SECONDS leaves room for a few of them);
+- a holder that died (SIGKILL, power loss) blocks the next sync for LEASE_SECONDS at
+  most, not for the length of a sync;
+- a holder that could not delete its lease on the way out (the database was down)
+  leaves a lease this process knows to be over: its own next sync takes it over at
+  once, and a background thread deletes it as soon as the database is back;
+- a holder that finds its lease taken (it could not renew for longer than the lease,
+  and another took it over) is told: ``Lease.renew`` raises LeaseLost, so the sync
+  stops between batches instead of running next to the other one.
+
+The times are each process's clock (as the scheduler lease's): replicas' clocks must
+agree to well within LEASE_SECONDS - RENEW_EVERY_SECONDS.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import delete, select, update
@@ -21,12 +41,25 @@ from sqlalchemy.exc import IntegrityError
 from bridge.store.db import Store
 from bridge.store.models import LeaderLease, SyncRun, utcnow
 
-LEASE_SECONDS = 300
-RENEW_EVERY_SECONDS = 30
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 45.0
+RENEW_EVERY_SECONDS = 10.0
+RETRY_SECONDS = 2.0
+
+# Holders of this process whose ``source_lock`` block ended but whose lease row could
+# not be deleted (the database was away): over, whatever the row's expiry says.
+_ended: set[str] = set()
+_ended_lock = threading.Lock()
 
 
 class SyncBusy(Exception):
     """Another sync of this source holds the lock."""
+
+
+class LeaseLost(RuntimeError):
+    """The lease ran out while its holder was cut off from the database, and another
+    sync took it over: this one must stop."""
 
 
 @dataclass
@@ -35,22 +68,76 @@ class Lease:
     name: str
     holder: str
     renewed_at: float = 0.0
+    lost: bool = False
+    released: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _renew_now(self) -> bool:
+        """One renewal; True when the lease is still ours (and now LEASE_SECONDS long).
+        Raises what the database raises when it cannot be reached. (The UPDATE names the
+        holder: it never brings back a lease that was released or taken over.)"""
+        with self._lock:
+            if self.lost or self.released:
+                return False
+            with self.store.write() as session:
+                renewed = session.execute(
+                    update(LeaderLease).where(LeaderLease.name == self.name, LeaderLease.holder == self.holder)
+                    .values(expires_at=utcnow() + timedelta(seconds=LEASE_SECONDS))).rowcount
+            if renewed:
+                self.renewed_at = time.monotonic()
+                return True
+            if not self.released:
+                self.lost = True
+                log.error("the sync lease was taken over while its holder could not renew it",
+                          extra={"lease": self.name, "holder": self.holder})
+            return False
 
     def renew(self, force: bool = False) -> None:
-        import time
+        """Between batches: raise LeaseLost when another sync took the lease over. The
+        heartbeat thread keeps the lease; ``force`` renews it now as well."""
+        if force and not self.lost:
+            self._renew_now()
+        if self.lost:
+            raise LeaseLost(f"the lease {self.name} was taken over by another sync")
 
-        now = time.monotonic()
-        if not force and now - self.renewed_at < RENEW_EVERY_SECONDS:
-            return
-        with self.store.write() as session:
-            session.execute(update(LeaderLease).where(LeaderLease.name == self.name,
-                                                      LeaderLease.holder == self.holder)
-                            .values(expires_at=utcnow() + timedelta(seconds=LEASE_SECONDS)))
-        self.renewed_at = now
+    def _heartbeat(self, stop: threading.Event) -> None:
+        wait = RENEW_EVERY_SECONDS
+        while not stop.wait(wait):
+            try:
+                if not self._renew_now():
+                    return
+                wait = RENEW_EVERY_SECONDS
+            except Exception:  # noqa: BLE001 - the database is away: try again soon, the lease still runs
+                log.warning("could not renew the sync lease: retrying", exc_info=True,
+                            extra={"lease": self.name, "holder": self.holder})
+                wait = RETRY_SECONDS
 
 
 def lease_name(source_name: str) -> str:
     return f"ldap-sync:{source_name}"
+
+
+def _delete(store: Store, name: str, holder: str) -> None:
+    with store.write() as session:
+        session.execute(delete(LeaderLease).where(LeaderLease.name == name, LeaderLease.holder == holder))
+
+
+def _delete_later(store: Store, name: str, holder: str) -> None:
+    """Delete an ended holder's lease once the database answers again (until it would
+    have run out anyway); meanwhile this process's next sync may take it over."""
+    deadline = time.monotonic() + LEASE_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(RETRY_SECONDS)
+        with _ended_lock:
+            if holder not in _ended:  # taken over by this process's next sync
+                return
+        try:
+            _delete(store, name, holder)
+            break
+        except Exception:  # noqa: BLE001 - still away
+            continue
+    with _ended_lock:
+        _ended.discard(holder)
 
 
 @contextmanager
@@ -59,21 +146,22 @@ def source_lock(store: Store, source_name: str, replica: str) -> Iterator[Lease]
 
     Taking the lock also closes runs left ``running`` by a process that died: while
     we hold the lock, nobody else is running a sync of this source."""
-    import time
-
     name = lease_name(source_name)
     holder = f"{replica}:{secrets.token_hex(4)}"[:128]
     now = utcnow()
     try:
         with store.write() as session:
             row = session.scalar(select(LeaderLease).where(LeaderLease.name == name).with_for_update())
-            if row is not None and row.expires_at > now:
+            with _ended_lock:
+                ended = row is not None and row.holder in _ended
+            if row is not None and row.expires_at > now and not ended:
                 raise SyncBusy(f"a sync of {source_name!r} is running ({row.holder}, since "
                                f"{row.acquired_at:%Y-%m-%d %H:%M:%S} UTC)")
             if row is None:
                 session.add(LeaderLease(name=name, holder=holder, acquired_at=now,
                                         expires_at=now + timedelta(seconds=LEASE_SECONDS)))
             else:
+                previous = row.holder
                 row.holder, row.acquired_at = holder, now
                 row.expires_at = now + timedelta(seconds=LEASE_SECONDS)
             session.flush()
@@ -83,9 +171,25 @@ def source_lock(store: Store, source_name: str, replica: str) -> Iterator[Lease]
                 run.detail = {**(run.detail or {}), "error": "abandoned: the process running it ended"}
     except IntegrityError:
         raise SyncBusy(f"a sync of {source_name!r} is starting elsewhere") from None
+    if row is not None and ended:
+        with _ended_lock:
+            _ended.discard(previous)
     lease = Lease(store, name, holder, renewed_at=time.monotonic())
+    stop = threading.Event()
+    heartbeat = threading.Thread(target=lease._heartbeat, args=(stop,), name=f"lease {name}", daemon=True)
+    heartbeat.start()
     try:
         yield lease
     finally:
-        with store.write() as session:
-            session.execute(delete(LeaderLease).where(LeaderLease.name == name, LeaderLease.holder == holder))
+        lease.released = True
+        stop.set()
+        heartbeat.join(5)  # a renewal cut off by the database may take longer: it cannot outlive the delete
+        try:
+            _delete(store, name, holder)
+        except Exception:  # noqa: BLE001 - the database is away: the lease is over all the same
+            log.warning("could not release the sync lease: it is released when the database is back",
+                        exc_info=True, extra={"lease": name, "holder": holder})
+            with _ended_lock:
+                _ended.add(holder)
+            threading.Thread(target=_delete_later, args=(store, name, holder), name=f"release {name}",
+                             daemon=True).start()

@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
-from ldap3.utils.dn import escape_rdn
 from sqlalchemy import select
 
 from bridge.config import LdapSourceConfig
@@ -82,6 +81,27 @@ def _connection(source: LdapSourceConfig) -> Iterator[ldap3.Connection]:
         raise WritebackFailed(f"write-back to {source.name}: {type(exc).__name__}: {exc}") from None
     finally:
         conn.unbind()
+
+
+_RDN_SPECIAL = frozenset('\\,+"<>;=')
+
+
+def escape_rdn(value: str) -> str:
+    """An RDN value as RFC 4514 writes it: the specials escaped, NUL as the hex pair
+    ``\\00``, a leading ``#`` or space and a trailing space escaped. (ldap3's escape_rdn
+    writes NUL as a backslash and the NUL itself, which is no valid DN, and fails on an
+    empty value.) Every character of the value stays part of the value: none can end the
+    RDN, add one (``+``) or move the entry (``,``)."""
+    out: list[str] = []
+    last = len(value) - 1
+    for i, char in enumerate(value):
+        if char in _RDN_SPECIAL or (i == 0 and char in "# ") or (i == last and char == " "):
+            out.append("\\" + char)
+        elif char == "\x00":
+            out.append("\\00")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def user_dn(source: LdapSourceConfig, user_name: str) -> str:

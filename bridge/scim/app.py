@@ -9,11 +9,12 @@ transaction per request (read-only for GET), and a log line per request.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from typing import Any
 
-from scim2_models import PayloadTooLargeException, UnauthorizedException
+from scim2_models import InvalidValueException, PayloadTooLargeException, UnauthorizedException
 from scim2_server.applications.wsgi import WSGIApplication
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
@@ -31,6 +32,8 @@ from bridge.web.scim_activity import activity_for
 
 log = logging.getLogger("bridge.scim")
 READ_METHODS = frozenset({"GET", "HEAD"})
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+NUL_IN_JSON = re.compile(rb"\x00|(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)  # raw, or an unescaped \u0000
 
 
 class BoundedService(ScimService):
@@ -74,7 +77,12 @@ class ScimApplication(WSGIApplication):
         if limit is not None and request.body and len(request.body) > limit:
             raise PayloadTooLargeException(detail=f"the request body is larger than {limit} bytes")
         request.body = quirks.fix_body(request.method, request.path, request.body)
-        request_id = request.headers.get("X-REQUEST-ID") or uuid.uuid4().hex
+        if request.body and NUL_IN_JSON.search(request.body):
+            # PostgreSQL cannot store NUL; refuse it alike on every backend instead of a 500 there.
+            raise InvalidValueException(detail="NUL characters (\\u0000) are not allowed in values")
+        incoming = request.headers.get("X-REQUEST-ID") or ""
+        # Only a well-formed id is kept (it lands in logs and audit events, 64 characters at most).
+        request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
         request.request_id = request_id  # type: ignore[attr-defined]
         actor = Actor.scim_client(identity.name if identity else "anonymous", request_id=request_id)
         with self.storage.begin(actor, write=request.method not in READ_METHODS):

@@ -342,6 +342,8 @@ class SqlFilter(FilterVisitor[Expr]):
     def visit_comparison(self, node: Comparison) -> Expr:
         from scim2_models.path.visitor import coerce_value
 
+        if isinstance(node.value, str) and "\x00" in node.value:
+            raise InvalidFilterException(detail="NUL characters are not allowed in filter values")
         binding = self._bind(node.attr_path, for_comparison=True)
         if binding is None:
             return false()

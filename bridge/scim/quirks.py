@@ -84,7 +84,7 @@ def fix_body(method: str, path: str, body: bytes) -> bytes:
         return body
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # scim2-server answers 400 for either
         return body
     document = fix_bulk(document) if is_bulk else fix_patch(document)
     return json.dumps(document).encode()

@@ -60,6 +60,9 @@ class _Context:
     # Work that must wait until the request's transaction committed (LDAP write-back);
     # one list per open operation, so a rolled-back operation's work is dropped with it.
     after_commit: list[list[AfterCommit]] = field(default_factory=lambda: [[]])
+    # group id -> the member ids a write request read (a PATCH's starting point): a member
+    # deleted by another client since then is dropped from the result, not an error.
+    members_read: dict[str, set[str]] = field(default_factory=dict)
 
     def defer(self, action: AfterCommit) -> None:
         self.after_commit[-1].append(action)
@@ -174,9 +177,16 @@ class StoreStorage(ScimStorage):
             doc = convert.group_document(session, row, with_members="members" not in skip)
         return convert.to_resource(self._model(resource_type), doc)
 
-    def _row(self, session: Session, resource_type: ResourceType, resource_id: str | None) -> User | Group:
+    def _row(self, session: Session, resource_type: ResourceType, resource_id: str | None, *,
+             lock: bool = False) -> User | Group:
+        """The row; ``lock`` (in a write request) takes its row lock first, so that a read-modify-write
+        (PATCH, PUT, DELETE) waits for a concurrent writer of it instead of failing its version check
+        with a 412 the client never asked for (PostgreSQL; SQLite write transactions are serial)."""
         table = User if self._is_user(resource_type) else Group
-        row = session.get(table, resource_id) if resource_id else None
+        if resource_id and lock:
+            row = session.get(table, resource_id, with_for_update=True, populate_existing=True)
+        else:
+            row = session.get(table, resource_id) if resource_id else None
         if row is None:
             raise NotFoundException(detail=f"{resource_type.name} {resource_id!r} not found")
         return row
@@ -184,8 +194,10 @@ class StoreStorage(ScimStorage):
     def get(self, resource_type: ResourceType, resource_id: str, *,
             response_parameters: ResponseParameters[Any] | None = None) -> Resource[Any]:
         with self._context(write=False) as ctx:
-            return self._render(ctx.session, resource_type, self._row(ctx.session, resource_type, resource_id),
-                                response_parameters)
+            row = self._row(ctx.session, resource_type, resource_id, lock=ctx.uow is not None)
+            if ctx.uow is not None and isinstance(row, Group):
+                ctx.members_read[row.id] = ctx.uow.groups.user_member_ids(row) | ctx.uow.groups.group_member_ids(row)
+            return self._render(ctx.session, resource_type, row, response_parameters)
 
     def search(self, resource_types: list[ResourceType], search_request: SearchRequest[Any], *,
                position: Any = None) -> SearchPage:
@@ -225,18 +237,26 @@ class StoreStorage(ScimStorage):
             fields["customer_id"] = customer_id
         return fields, password
 
-    def _members(self, session: Session, users: set[str], groups: set[str]) -> tuple[set[str], set[str]]:
+    def _members(self, session: Session, users: set[str], groups: set[str],
+                 vanished: set[str] = frozenset()) -> tuple[set[str], set[str]]:  # type: ignore[assignment]
         """The user and group members, typed by what the ids are in the store (a client
-        often sends a bare value without a type)."""
+        often sends a bare value without a type). Ids in ``vanished`` (members when the request
+        read the group) that no longer exist were deleted meanwhile and are dropped."""
         users, groups = set(users), set(groups)
-        for member in list(users):
-            if session.get(User, member) is None:
+        for member in sorted(users):
+            # KEY SHARE: a concurrent delete of the member waits for this request (PostgreSQL).
+            if session.get(User, member, with_for_update={"key_share": True}) is None:
                 users.discard(member)
                 if session.get(Group, member) is None:
+                    if member in vanished:
+                        continue
                     raise InvalidValueException(detail=f"member {member!r} is neither a user nor a group")
                 groups.add(member)
-        for member in groups:
+        for member in list(groups):
             if session.get(Group, member) is None:
+                if member in vanished:
+                    groups.discard(member)
+                    continue
                 raise InvalidValueException(detail=f"member group {member!r} does not exist")
         return users, groups
 
@@ -277,7 +297,8 @@ class StoreStorage(ScimStorage):
                 self._defer(ctx, "user", row, previous=previous if previous != row.user_name else None)
             else:
                 fields, given_users, given_groups, displays = convert.group_fields(resource)
-                users, groups = self._members(ctx.session, given_users, given_groups)
+                users, groups = self._members(ctx.session, given_users, given_groups,
+                                              ctx.members_read.get(row.id, set()))
                 previous = row.display_name
                 before_users, before_groups = uow.groups.user_member_ids(row), uow.groups.group_member_ids(row)
                 uow.groups.update(row, **fields)

@@ -8,8 +8,9 @@ LDAP binds of directory users, expired passwords and TOTP all behave as in
 operator without a confirmed TOTP credential is refused after the password.
 
 The session is Flask's signed cookie (``dirbridge_session``: HttpOnly,
-SameSite=Strict, Secure when ``server.public_url`` is https, set up in
-bridge.web.invite). It holds the user's id and the end of the login
+SameSite=Strict, set up in bridge.web.invite; Secure when ``server.public_url`` is
+https and also whenever the request itself came over https, directly or as a trusted
+proxy says with X-Forwarded-Proto: see ``HttpsSessionInterface``). It holds the user's id and the end of the login
 (``status.session_minutes``), never a password. Every request checks the right
 again, so revoking it or deactivating the user ends the session at once. Forms
 carry a CSRF token; the admin API wants it in the ``X-CSRF-Token`` header for
@@ -23,7 +24,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, abort, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, Flask, Response, abort, g, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
+from flask.blueprints import BlueprintSetupState
 
 from bridge.accounts.context import context_for
 from bridge.accounts.login import login
@@ -43,6 +46,23 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CHANNEL = "status-page"
 
 blueprint = Blueprint("operator", __name__, template_folder="templates")
+
+
+class HttpsSessionInterface(SecureCookieSessionInterface):
+    """The signed-cookie session, whose cookie is Secure when the config says so
+    (``public_url`` https) or when this request came over https: an operator reaching
+    dirbridge over https (behind a proxy in ``server.trusted_proxies``, whose
+    X-Forwarded-Proto ProxyFix applies) never gets a session cookie a later plain-http
+    request would carry."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(super().get_cookie_secure(app) or request.is_secure)
+
+
+@blueprint.record_once
+def _https_sessions(state: BlueprintSetupState) -> None:
+    if type(state.app.session_interface) is SecureCookieSessionInterface:
+        state.app.session_interface = HttpsSessionInterface()
 
 
 def _now() -> float:
