@@ -131,6 +131,23 @@ def token_create(name: str, admin: bool, config_path: Path | None) -> None:
     click.echo(plain)
 
 
+@token.command("rotate")
+@click.argument("name")
+@config_option
+def token_rotate(name: str, config_path: Path | None) -> None:
+    """Give a client a new token under the same name and print it once; the old one stops
+    working at once (paste the new one into the IdP right away)."""
+    services = services_for(load(config_path))
+    try:
+        with services.unit(cli_actor()) as uow:
+            token, plain = uow.tokens.rotate(name)
+    except ServiceError as exc:
+        fail(exc.message)
+    click.echo(f"rotated {token.kind.value} token {name!r}; the old one is refused from now on. "
+               "The new one is shown once:", err=True)
+    click.echo(plain)
+
+
 @token.command("list")
 @config_option
 def token_list(config_path: Path | None) -> None:

@@ -56,13 +56,27 @@ class TokenService:
         if existing is not None:
             state = "revoked" if existing.revoked_at else "active"
             raise Conflict(f"a token named {name!r} exists already ({state})")
-        prefix = secrets.token_hex(6)
-        plain = f"dbr_{prefix}_{secrets.token_urlsafe(32)}"
+        prefix, plain = _new_secret()
         token = ApiToken(name=name, kind=kind, prefix=prefix, token_hash=hash_token(plain))
         self.uow.session.add(token)
         self.uow.session.flush()
         audit.record(self.uow.session, self.uow.actor, "token.create", "token", token.id, name,
                      {"kind": [None, kind.value], "prefix": [None, prefix]})
+        return token, plain
+
+    def rotate(self, name: str) -> tuple[ApiToken, str]:
+        """A new secret for the same client: the old token is refused from now on, while the
+        name, and so the source (``scim:NAME``) that owns the client's users, stays."""
+        token = self.get(name)
+        if token.revoked_at is not None:
+            raise Conflict(f"token {name!r} is revoked; create a token under a new name", field="name")
+        before = token.prefix
+        token.prefix, plain = _new_secret()
+        token.token_hash = hash_token(plain)
+        token.last_used_at = None
+        self.uow.session.flush()
+        audit.record(self.uow.session, self.uow.actor, "token.rotate", "token", token.id, name,
+                     {"prefix": [before, token.prefix]})
         return token, plain
 
     def list(self) -> list[ApiToken]:
@@ -83,6 +97,12 @@ class TokenService:
             audit.record(self.uow.session, self.uow.actor, "token.revoke", "token", token.id, name,
                          {"revoked_at": [None, token.revoked_at.isoformat()]})
         return token
+
+
+def _new_secret() -> tuple[str, str]:
+    """A public prefix and the whole token: 48 random bits to find the row, 256 to prove it."""
+    prefix = secrets.token_hex(6)
+    return prefix, f"dbr_{prefix}_{secrets.token_urlsafe(32)}"
 
 
 def authenticate(store: Store, presented: str, kind: TokenKind) -> TokenIdentity | None:

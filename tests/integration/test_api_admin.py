@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from bridge.jobs.registry import JobSpec
 from bridge.services import Actor
-from bridge.store.models import ApiToken, JobRun, SyncRun
+from bridge.store.models import ApiToken, AuditEvent, JobRun, SyncRun
 from tests.fixtures.app import create_token
 from tests.fixtures.slapd import SEED_PASSWORDS, source_settings
 
@@ -32,6 +32,33 @@ def test_no_token_and_a_scim_token_are_refused(client, scim_headers, admin_heade
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
     page = client.get(path, headers=admin_headers)
     assert page.status_code == 200 and set(page.json) == {"total", "offset", "limit", "items"}
+
+
+def test_a_rotated_scim_token_keeps_its_source_and_the_old_secret_is_refused(client, admin_headers, runtime):
+    created = client.post("/api/v1/tokens", json={"name": "entra", "kind": "scim"}, headers=admin_headers).json
+    old = {"Authorization": f"Bearer {created['token']}"}
+    made = client.post("/scim/v2/Users", json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                              "userName": "lena.berg"}, headers=old)
+    assert made.status_code == 201
+
+    rotated = client.post("/api/v1/tokens/entra/rotate", headers=admin_headers)
+    assert rotated.status_code == 200 and rotated.headers["Cache-Control"] == "no-store"
+    assert rotated.json["token"] != created["token"] and rotated.json["prefix"] != created["prefix"]
+    assert rotated.json["id"] == created["id"] and rotated.json["last_used_at"] is None
+    assert client.get("/scim/v2/Users", headers=old).status_code == 401
+    new = {"Authorization": f"Bearer {rotated.json['token']}"}
+    # The same client name is the same source: it may still change the user it created.
+    patched = client.patch(f"/scim/v2/Users/{made.json['id']}", headers=new, json={
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "displayName", "value": "Lena Berg"}]})
+    assert patched.status_code in (200, 204), patched.get_data(as_text=True)
+    with runtime.store.read() as session:
+        events = [e.action for e in session.scalars(select(AuditEvent).where(AuditEvent.target_name == "entra"))]
+    assert events == ["token.create", "token.rotate"]
+    own = client.post("/api/v1/tokens/portal/rotate", headers=admin_headers)
+    assert own.status_code == 409 and own.json["error"]["field"] == "name"
+    client.post("/api/v1/tokens/entra/revoke", headers=admin_headers)
+    assert client.post("/api/v1/tokens/entra/rotate", headers=admin_headers).status_code == 409
 
 
 def test_tokens_are_shown_once_and_a_revoked_token_is_refused(client, admin_headers, runtime):

@@ -83,9 +83,18 @@ def test_token_is_printed_once_and_stored_as_a_hash(tmp_path):
     again = run_cli("token", "create", "entra", "--config", str(config), cwd=tmp_path)
     assert again.returncode == 1 and "exists already" in again.stderr
 
+    rotated = run_cli("token", "rotate", "entra", "--config", str(config), cwd=tmp_path)
+    new_token = rotated.stdout.strip()
+    assert rotated.returncode == 0 and new_token.startswith("dbr_") and new_token != token
+    assert authenticate(store, token, TokenKind.scim) is None  # the old one stops at once
+    assert authenticate(store, new_token, TokenKind.scim).name == "entra"  # same name, so same source
+    assert new_token not in all_text_in_database(url)
+
     revoked = run_cli("token", "revoke", "entra", "--config", str(config), cwd=tmp_path)
     assert revoked.returncode == 0
-    assert authenticate(store, token, TokenKind.scim) is None
+    assert authenticate(store, new_token, TokenKind.scim) is None
+    after_revoke = run_cli("token", "rotate", "entra", "--config", str(config), cwd=tmp_path)
+    assert after_revoke.returncode == 1 and "is revoked" in after_revoke.stderr
     assert run_cli("token", "revoke", "okta", "--config", str(config), cwd=tmp_path).returncode == 1
     store.dispose()
 

@@ -64,6 +64,13 @@ def token_json(token: ApiToken) -> dict[str, Any]:
                     active=token.revoked_at is None).model_dump(mode="json")
 
 
+def _not_the_caller(name: str, verb: str) -> None:
+    """Locking oneself out by a typo (or a fuzzer) helps nobody: use another admin token or the CLI."""
+    if name == g.get("api_client"):
+        raise Conflict(f"token {name!r} is the one making this request: {verb} it with another admin token "
+                       f"or 'dirbridge token {verb}'", field="name")
+
+
 @bp.get("/tokens", responses={200: TokenPage}, summary="List tokens (never their secrets)")
 def list_tokens(query: TokenQuery):  # type: ignore[no-untyped-def]
     stmt = select(ApiToken)
@@ -94,10 +101,20 @@ def get_token(path: TokenPath):  # type: ignore[no-untyped-def]
          summary="Revoke a token: refused from the next request on (revoking twice changes nothing; "
                  "a token cannot revoke itself)")
 def revoke_token(path: TokenPath):  # type: ignore[no-untyped-def]
-    if path.name == g.get("api_client"):
-        # Locking oneself out by a typo (or a fuzzer) helps nobody: use another admin token or the CLI.
-        raise Conflict(f"token {path.name!r} is the one making this request: revoke it with another "
-                       "admin token or 'dirbridge token revoke'", field="name")
+    _not_the_caller(path.name, "revoke")
     with runtime().services.unit(api_actor()) as uow:
         out = token_json(uow.tokens.revoke(path.name))
     return jsonify(out)
+
+
+@bp.post("/tokens/<name>/rotate", responses={200: TokenCreated},
+         summary="A new secret under the same name (the source stays); the old token is refused from now "
+                 "on; the answer holds the new one, once (a token cannot rotate itself)")
+def rotate_token(path: TokenPath):  # type: ignore[no-untyped-def]
+    _not_the_caller(path.name, "rotate")
+    with runtime().services.unit(api_actor()) as uow:
+        token, plain = uow.tokens.rotate(path.name)
+        out = {**token_json(token), "token": plain}
+    response = jsonify(out)
+    response.headers["Cache-Control"] = "no-store"
+    return response
