@@ -211,6 +211,8 @@ class LdapSourceConfig(Strict):
     deletion: Literal["deactivate", "delete"] = "deactivate"
     writeback: WritebackConfig = WritebackConfig()
     page_size: int = Field(default=500, ge=1, le=10000)
+    write_batch: int = Field(default=5000, ge=1, le=100000,
+                             description="users written per transaction by a sync (at least a page)")
     connect_timeout: float = Field(default=5.0, gt=0, le=120)
     receive_timeout: int = Field(default=30, ge=1, le=3600, description="seconds; ldap3 needs a whole number")
     attributes: dict[str, str] = Field(default_factory=dict, description="overrides of the preset's attribute map")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import ldap3
 from ldap3.utils.conv import escape_filter_chars
@@ -24,8 +24,9 @@ RANGE_RE = re.compile(r";range=(\d+)-(\d+|\*)$", re.IGNORECASE)
 MAX_RANGE_ROUNDS = 10_000
 
 
-@dataclass(frozen=True)
-class UserEntry:
+class UserEntry(NamedTuple):
+    """One user entry as read (a tuple: a full scan makes, pickles and unpickles 100,000s)."""
+
     source_id: str
     dn: str
     user_name: str | None
@@ -64,22 +65,101 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def unique_id(entry: dict[str, Any], amap: AttributeMap) -> str | None:
-    """The entry's stable id; objectGUID (binary) is shown as a UUID."""
-    name = amap.attr("unique_id")
-    if amap.preset.binary_unique_id or name.lower() == "objectguid":
-        raw = entry.get("raw_attributes", {}).get(name) or []
-        if raw and len(raw[0]) == 16:
-            return str(uuid.UUID(bytes_le=raw[0]))
-        if raw:
-            return raw[0].hex()
-        return None
-    return _text(_first(entry["attributes"], name))
+def _lowered(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """An entry's attributes keyed by lower-case name (as ldap3's case-insensitive dict
+    matches them): looked up many times per entry, and a plain dict is what the
+    reading process gets from ldap3 (bridge.ldap.readahead turns that dict off)."""
+    return {key.strip().lower(): value for key, value in attrs.items()}
+
+
+class EntryParser:
+    """The attribute map resolved once into lower-case names, to turn search entries
+    into ``UserEntry``/``GroupEntry`` (a full scan parses 100,000s of them)."""
+
+    def __init__(self, amap: AttributeMap):
+        def lower(key: str) -> str:
+            return (amap.attr(key) or "").lower()
+
+        self.unique_id = lower("unique_id")
+        self.binary_id = amap.preset.binary_unique_id or self.unique_id == "objectguid"
+        self.user_name, self.display_name = lower("user_name"), lower("display_name")
+        self.given_name, self.family_name, self.email = lower("given_name"), lower("family_name"), lower("email")
+        self.disabled, self.modified, self.group_name = lower("disabled"), lower("modified"), lower("group_name")
+        self.extras = [(key, name.lower()) for key, name in amap.extras.items()]
+        self.member_attributes = [name.lower() for name in amap.member_attributes]
+
+    def source_id(self, entry: Mapping[str, Any], attrs: Mapping[str, Any]) -> str | None:
+        """The entry's stable id; objectGUID (binary) is shown as a UUID."""
+        if self.binary_id:
+            raw = _lowered(entry.get("raw_attributes") or {}).get(self.unique_id) or []
+            if raw and len(raw[0]) == 16:
+                return str(uuid.UUID(bytes_le=raw[0]))
+            if raw:
+                return raw[0].hex()
+            return None
+        return _text(_first(attrs, self.unique_id))
+
+    def user(self, entry: Mapping[str, Any]) -> UserEntry | None:
+        attrs = _lowered(entry["attributes"])
+        source_id = self.source_id(entry, attrs)
+        if not source_id:
+            return None
+        extras: dict[str, Any] = {}
+        for key, name in self.extras:
+            values = attrs.get(name)
+            if isinstance(values, list):
+                values = [_text(v) for v in values]
+                if len(values) == 1:
+                    extras[key] = values[0]
+                elif values:
+                    extras[key] = values
+            elif values not in (None, ""):
+                extras[key] = _text(values)
+        given, family = _text(_first(attrs, self.given_name)), _text(_first(attrs, self.family_name))
+        display = _text(_first(attrs, self.display_name))
+        if display is None and (given or family):
+            display = " ".join(p for p in (given, family) if p)
+        return UserEntry(
+            source_id=source_id,
+            dn=entry["dn"],
+            user_name=_text(_first(attrs, self.user_name)),
+            display_name=display,
+            given_name=given,
+            family_name=family,
+            email=_text(_first(attrs, self.email)),
+            active=not is_disabled(attrs, self.disabled),
+            attributes=extras,
+            modified=_text(_first(attrs, self.modified)),
+        )
+
+    def group(self, conn: ldap3.Connection, entry: Mapping[str, Any]) -> GroupEntry | None:
+        attrs = _lowered(entry["attributes"])
+        source_id = self.source_id(entry, attrs)
+        if not source_id:
+            return None
+        return GroupEntry(
+            source_id=source_id,
+            dn=entry["dn"],
+            name=_text(_first(attrs, self.group_name)),
+            member_dns=self._member_values(conn, entry["dn"], attrs),
+            modified=_text(_first(attrs, self.modified)),
+        )
+
+    def _member_values(self, conn: ldap3.Connection, dn: str, attrs: Mapping[str, Any]) -> list[str]:
+        """Every member DN, following AD's range retrieval (``member;range=0-1499``) and
+        dropping groupOfUniqueNames' optional ``#'0101'B`` suffix."""
+        members: list[str] = []
+        for name in self.member_attributes:
+            members.extend(_text(v) or "" for v in attrs.get(name) or [])
+            for key in [k for k in attrs if k.startswith(name + ";range=")]:
+                members.extend(_text(v) or "" for v in attrs[key])
+                members.extend(_more_ranges(conn, dn, name, key))
+        return [m.split("#", 1)[0] if "#'" in m else m for m in members if m]
 
 
 def is_disabled(attrs: Any, name: str) -> bool:
     """AD: bit 2 of userAccountControl; others: a flag such as nsAccountLock=TRUE or a
-    lock time (pwdAccountLockedTime) being present."""
+    lock time (pwdAccountLockedTime) being present. ``attrs`` is keyed like ``name``."""
     if not name:
         return False
     value = _text(_first(attrs, name))
@@ -91,54 +171,6 @@ def is_disabled(attrs: Any, name: str) -> bool:
         except ValueError:
             return False
     return value.strip().lower() not in ("", "false", "0", "no")
-
-
-def parse_user(entry: dict[str, Any], amap: AttributeMap) -> UserEntry | None:
-    source_id = unique_id(entry, amap)
-    if not source_id:
-        return None
-    attrs = entry["attributes"]
-    extras: dict[str, Any] = {}
-    for key, name in amap.extras.items():
-        values = attrs.get(name)
-        if isinstance(values, list):
-            values = [_text(v) for v in values]
-            if len(values) == 1:
-                extras[key] = values[0]
-            elif values:
-                extras[key] = values
-        elif values not in (None, ""):
-            extras[key] = _text(values)
-    given, family = _text(_first(attrs, amap.attr("given_name"))), _text(_first(attrs, amap.attr("family_name")))
-    display = _text(_first(attrs, amap.attr("display_name")))
-    if display is None and (given or family):
-        display = " ".join(p for p in (given, family) if p)
-    return UserEntry(
-        source_id=source_id,
-        dn=entry["dn"],
-        user_name=_text(_first(attrs, amap.attr("user_name"))),
-        display_name=display,
-        given_name=given,
-        family_name=family,
-        email=_text(_first(attrs, amap.attr("email"))),
-        active=not is_disabled(attrs, amap.attr("disabled")),
-        attributes=extras,
-        modified=_text(_first(attrs, amap.attr("modified"))),
-    )
-
-
-def _member_values(conn: ldap3.Connection, entry: dict[str, Any], amap: AttributeMap) -> list[str]:
-    """Every member DN, following AD's range retrieval (``member;range=0-1499``) and
-    dropping groupOfUniqueNames' optional ``#'0101'B`` suffix."""
-    attrs = entry["attributes"]
-    members: list[str] = []
-    for name in amap.member_attributes:
-        members.extend(_text(v) or "" for v in attrs.get(name) or [])
-        ranged = [k for k in attrs if k.lower().startswith(name.lower() + ";range=")]
-        for key in ranged:
-            members.extend(_text(v) or "" for v in attrs[key])
-            members.extend(_more_ranges(conn, entry["dn"], name, key))
-    return [m.split("#", 1)[0] if "#'" in m else m for m in members if m]
 
 
 def _more_ranges(conn: ldap3.Connection, dn: str, name: str, key: str) -> Iterator[str]:
@@ -173,6 +205,7 @@ class Reader:
         self.conn = conn
         self.source = source
         self.amap = amap
+        self._parser = EntryParser(amap)
         wb = source.writeback
         self._skip = [dn_key(b) for b in (wb.users_base, wb.groups_base) if wb.enabled and b]
 
@@ -193,7 +226,7 @@ class Reader:
     def users(self, since: str | None = None) -> Iterator[UserEntry]:
         search_filter = changed_since_filter(self.amap.users_filter, self.amap, since)
         for entry in self._paged(self.source.users_base, search_filter, self.amap.user_attributes()):
-            user = parse_user(entry, self.amap)
+            user = self._parser.user(entry)
             if user is not None:
                 yield user
 
@@ -202,16 +235,9 @@ class Reader:
             return
         search_filter = changed_since_filter(self.amap.groups_filter, self.amap, since)
         for entry in self._paged(self.source.groups_base, search_filter, self.amap.group_attributes()):
-            source_id = unique_id(entry, self.amap)
-            if not source_id:
-                continue
-            yield GroupEntry(
-                source_id=source_id,
-                dn=entry["dn"],
-                name=_text(_first(entry["attributes"], self.amap.attr("group_name"))),
-                member_dns=_member_values(self.conn, entry, self.amap),
-                modified=_text(_first(entry["attributes"], self.amap.attr("modified"))),
-            )
+            group = self._parser.group(self.conn, entry)
+            if group is not None:
+                yield group
 
     def removed_since(self, accesslog_base: str, since: str) -> list[str]:
         """DNs deleted, or moved out of the synced subtrees, since ``since``, from

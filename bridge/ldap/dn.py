@@ -3,17 +3,26 @@ for ``cn=Smith\\, John``), so DNs are compared as parsed values, never as string
 
 from __future__ import annotations
 
+import re
+
 from ldap3.utils.dn import parse_dn
 
 _HEX = frozenset("0123456789abcdefABCDEF")
-_SPECIAL = frozenset('\\"+#;<>')
+_SPECIAL = re.compile(r'[\\"+#;<>]')  # escapes, quotes, multi-valued RDNs: the parser's work
+# RDNs of ``type=value`` with no "=" inside the value and no white space at either end
+# of type or value: what the common DN looks like once casefolded, and its own key
+_RDN = r"[^=,\s]+=(?:[^=,\s](?:[^=,]*[^=,\s])?)?"
+_CANONICAL = re.compile(f"{_RDN}(?:,{_RDN})*")
 
 
 def dn_key(dn: str) -> str:
     """A canonical form of ``dn``: attribute types and values casefolded, values
     unescaped, multi-valued RDNs sorted. Equal keys mean the same entry."""
-    if not _SPECIAL.intersection(dn):
+    if not _SPECIAL.search(dn):
         # The common case (no escapes, no multi-valued RDN) without the slow parser.
+        folded = dn.casefold()
+        if _CANONICAL.fullmatch(folded):
+            return folded  # one "=" per RDN, nothing to strip: already canonical
         parts = []
         for rdn in dn.split(","):
             attr, _, value = rdn.partition("=")

@@ -3,8 +3,9 @@
 
 Members are compared as parsed DNs (``dn_key``), so ``cn=Smith\\, John`` matches
 ``cn=Smith\\2C John`` and non-ASCII names match however the server escapes them.
-Membership changes are applied in batched transactions; the users and groups a
-batch adds are loaded up front, one query per batch instead of one per member.
+Membership changes are applied in batched transactions, each batch one
+``change_members_many`` of the service layer (a few statements per batch, not an
+ORM object per member).
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import load_only
 
 from bridge.ldap.directory import GroupEntry
 from bridge.ldap.dn import dn_key
 from bridge.ldap.plan import Counts, Plan
 from bridge.ldap.users import ENTRY_ERRORS
 from bridge.services import Actor, Services, ServiceError
-from bridge.services.groups import SOURCE_ORIGIN
+from bridge.services.groups import SOURCE_ORIGIN, MemberDelta, direct_members
 from bridge.services.unit import UnitOfWork
-from bridge.store.models import Group, GroupGroupMember, GroupUserMember, User
+from bridge.store.models import Group, User
 
 GROUP_BATCH = 200
 MEMBER_BATCH = 5000
@@ -147,16 +147,22 @@ class GroupWriter:
         ids: dict[str, str] = {}
         counts, errors = Counts(), []
         existing = self._existing(uow.session, batch)
+        if not isolate:
+            # Changes group by group, then every new group in one create_many.
+            new = [entry for entry in batch if entry.source_id not in existing]
+            for entry in batch:
+                if entry.source_id in existing:
+                    ids[dn_key(entry.dn)] = self._one_group(uow, entry, existing[entry.source_id], counts)
+            created = uow.groups.create_many([{**self._wanted(e), "source_id": e.source_id} for e in new])
+            for entry, group_id in zip(new, created, strict=True):
+                ids[dn_key(entry.dn)] = group_id
+            counts.groups_added += len(created)
+            return ids, counts, errors
         for entry in batch:
             try:
-                if isolate:
-                    with uow.session.begin_nested():
-                        ids[dn_key(entry.dn)] = self._one_group(uow, entry, existing.get(entry.source_id), counts)
-                else:
+                with uow.session.begin_nested():
                     ids[dn_key(entry.dn)] = self._one_group(uow, entry, existing.get(entry.source_id), counts)
             except ENTRY_ERRORS as exc:
-                if not isolate:
-                    raise
                 counts.errors += 1
                 errors.append(f"group {entry.dn}: {exc.message if isinstance(exc, ServiceError) else type(exc).__name__}")
         return ids, counts, errors
@@ -174,17 +180,12 @@ class GroupWriter:
     # -- members ---------------------------------------------------------------
 
     def current_members(self, group_ids: Sequence[str]) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
-        users: dict[str, set[str]] = {g: set() for g in group_ids}
-        groups: dict[str, set[str]] = {g: set() for g in group_ids}
         real = [g for g in group_ids if not g.startswith("new:")]
         with self.store.read() as session:
-            for chunk in chunks(real):
-                for gid, uid in session.execute(select(GroupUserMember.group_id, GroupUserMember.user_id).where(
-                        GroupUserMember.group_id.in_(chunk), GroupUserMember.origin == SOURCE_ORIGIN)):
-                    users[gid].add(uid)
-                for gid, child in session.execute(select(GroupGroupMember.group_id, GroupGroupMember.child_group_id)
-                                                  .where(GroupGroupMember.group_id.in_(chunk))):
-                    groups[gid].add(child)
+            users, groups = direct_members(session, real, SOURCE_ORIGIN)
+        for gid in group_ids:  # groups not created yet have no members
+            users.setdefault(gid, set())
+            groups.setdefault(gid, set())
         return users, groups
 
     def sync_members(self, entries: Sequence[GroupEntry], group_ids: dict[str, str], user_ids: dict[str, str],
@@ -261,27 +262,22 @@ class GroupWriter:
 
     def _write_members(self, uow: UnitOfWork, batch: list[MemberChange], *,
                        isolate: bool) -> tuple[Counts, list[str]]:
+        """The whole batch in one ``change_members_many``; redone group by group, each in
+        a savepoint (``isolate``), when it was refused, so a bad group costs only itself."""
         counts, errors = Counts(), []
+        if not isolate:
+            deltas = [MemberDelta(c.group_id, c.add_users, c.remove_users, c.add_groups, c.remove_groups)
+                      for c in batch]
+            for added, removed in uow.groups.change_members_many(deltas):
+                counts.memberships_added += len(added)
+                counts.memberships_removed += len(removed)
+            return counts, errors
         session = uow.session
-        # Load what the batch adds into the session (and keep it referenced): the
-        # service's per-member existence check then costs no query. Users by their id
-        # only: that check is all they are for, and full rows (JSON columns) cost.
-        keep: list[Any] = []
-        for chunk in chunks(sorted({u for c in batch for u in c.add_users})):
-            keep.extend(session.scalars(select(User).options(load_only(User.id)).where(User.id.in_(chunk))))
-        group_ids = sorted({g for c in batch for g in c.add_groups} | {c.group_id for c in batch})
-        for chunk in chunks(group_ids):
-            keep.extend(session.scalars(select(Group).where(Group.id.in_(chunk))))
         for change in batch:
             try:
-                if isolate:
-                    with session.begin_nested():
-                        added, removed = self._change(uow, change)
-                else:
+                with session.begin_nested():
                     added, removed = self._change(uow, change)
             except ENTRY_ERRORS as exc:
-                if not isolate:
-                    raise
                 counts.errors += 1
                 errors.append(f"members of group {change.name}: "
                               f"{exc.message if isinstance(exc, ServiceError) else type(exc).__name__}")

@@ -66,10 +66,20 @@ class MarkTracker:
     kind: str  # "timestamp" | "csn" | "usn"
     latest_time: datetime | None = None
     latest_usn: int | None = None
+    #: the greatest marker seen, as text: a full scan calls ``see`` for every entry
+    latest_text: str = ""
 
     def see(self, marker: str | None) -> None:
         if not marker:
             return
+        if self.kind != "usn":
+            # One server writes its markers in one format, so the text order is the time
+            # order and only a marker past the greatest so far needs parsing. A marker of
+            # another format that this skips can only make the mark earlier: read again,
+            # never missed.
+            if marker <= self.latest_text:
+                return
+            self.latest_text = marker
         if self.kind == "usn":
             try:
                 usn = int(marker)

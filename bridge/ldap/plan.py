@@ -79,6 +79,9 @@ class SyncResult:
     errors: list[str] = field(default_factory=list)
     error: str | None = None
     high_water_mark: str | None = None
+    #: peak memory (KiB) and CPU time of the process that read a full scan (bridge.ldap.readahead)
+    reader_peak_rss_kb: int | None = None
+    reader_cpu_seconds: float | None = None
 
     def summary(self) -> str:
         c = self.counts

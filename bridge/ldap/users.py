@@ -152,8 +152,8 @@ class UserWriter:
                 if entry.source_id in existing:
                     self._one(uow, entry, existing[entry.source_id], result)
             created = uow.users.create_many([{"source_id": e.source_id, **desired(e)} for e in new])
-            for entry, user in zip(new, created, strict=True):
-                result.ids[dn_key(entry.dn)] = user.id
+            for entry, user_id in zip(new, created, strict=True):
+                result.ids[dn_key(entry.dn)] = user_id
             result.counts.added += len(created)
             return result
         for entry in batch:

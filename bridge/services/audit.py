@@ -6,23 +6,29 @@ changed, without their values.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from bridge.services.actor import Actor
-from bridge.store.models import AuditEvent
+from bridge.services.rows import BulkInsert
+from bridge.store.models import AuditEvent, utcnow
 
+_INSERT_EVENTS = BulkInsert(AuditEvent.__table__)  # type: ignore[arg-type]
 SECRET_FIELDS = frozenset({"password_hash", "password", "token_hash", "secret", "code_hash"})
 REDACTED = "<redacted>"
 
 
+_AS_THEY_ARE = frozenset({str, int, bool, float, type(None)})
+
+
 def _plain(value: Any) -> Any:
     """A JSON-safe rendering of a column value."""
+    if type(value) in _AS_THEY_ARE:  # the common case, first and cheap (a StrEnum is no str here)
+        return value
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, datetime):
@@ -42,6 +48,14 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[Any]]:
         else:
             changes[key] = [_plain(old), _plain(new)]
     return changes
+
+
+def created(after: Mapping[str, Any], fields: Sequence[str]) -> dict[str, list[Any]]:
+    """``diff({}, {f: after[f] for f in fields})`` without building and comparing two
+    snapshots: what a batched creation audits for each of its rows, in a hot loop.
+    ``fields`` must be sorted (``diff`` orders the keys)."""
+    return {key: [None, REDACTED if key in SECRET_FIELDS else _plain(value)]
+            for key in fields if (value := after[key]) is not None}
 
 
 def record(
@@ -76,13 +90,13 @@ def record_many(
     targets: Iterable[tuple[str, str | None, dict[str, Any]]],
 ) -> None:
     """The events ``record`` writes, one per (target id, target name, changes), as one
-    multi-row INSERT: a batched write (an LDAP page of new users) audits each target
-    without paying an ORM object and flush per event."""
+    executemany INSERT of plain rows: a batched write (an LDAP page of new users) audits
+    each target without paying an ORM object and flush per event."""
+    at = utcnow()
     rows = [
-        {"actor": actor.name, "source": actor.source, "channel": actor.channel, "action": action,
+        {"at": at, "actor": actor.name, "source": actor.source, "channel": actor.channel, "action": action,
          "target_type": target_type, "target_id": target_id, "target_name": target_name,
          "changes": changes or {}, "request_id": actor.request_id}
         for target_id, target_name, changes in targets
     ]
-    if rows:
-        session.execute(insert(AuditEvent), rows)
+    _INSERT_EVENTS(session, rows)

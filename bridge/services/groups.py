@@ -7,14 +7,16 @@ leaves the other in place.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.orm import Session
 
 from bridge.services import audit
 from bridge.services.errors import Conflict, InvalidValue, NotFound, SourceConflict, VersionMismatch
+from bridge.services.rows import BulkInsert, RowDefaults
 from bridge.store.models import Group, GroupGroupMember, GroupKind, GroupUserMember, User, utcnow
 
 if TYPE_CHECKING:
@@ -22,6 +24,45 @@ if TYPE_CHECKING:
 
 GROUP_FIELDS = ("display_name", "external_id", "source_id", "ldap_dn", "attributes", "kind", "customer_id")
 SOURCE_ORIGIN = "source"
+_AUDITED_GROUP_FIELDS = tuple(sorted(GROUP_FIELDS))  # in the order ``audit.diff`` puts them
+_GROUP_ROWS = RowDefaults(Group.__table__)  # type: ignore[arg-type]
+_INSERT_GROUPS = BulkInsert(Group.__table__)  # type: ignore[arg-type]
+_INSERT_USER_MEMBERS = BulkInsert(GroupUserMember.__table__)  # type: ignore[arg-type]
+# ids per ``IN (...)`` of a batched member change (well under SQLite's variable limit)
+ID_QUERY_CHUNK = 900
+
+
+@dataclass
+class MemberDelta:
+    """The members one group gains and loses, for ``change_members_many``."""
+
+    group_id: str
+    add_users: set[str] = field(default_factory=set)
+    remove_users: set[str] = field(default_factory=set)
+    add_groups: set[str] = field(default_factory=set)
+    remove_groups: set[str] = field(default_factory=set)
+
+
+def _chunked(items: Iterable[str]) -> Iterable[list[str]]:
+    ordered = sorted(items)
+    for start in range(0, len(ordered), ID_QUERY_CHUNK):
+        yield ordered[start:start + ID_QUERY_CHUNK]
+
+
+def direct_members(session: Session, group_ids: Iterable[str],
+                   origin: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """The groups' member users of ``origin`` and their child groups, a few statements for many groups."""
+    ids = set(group_ids)
+    users: dict[str, set[str]] = {gid: set() for gid in ids}
+    groups: dict[str, set[str]] = {gid: set() for gid in ids}
+    for chunk in _chunked(ids):
+        for gid, uid in session.execute(select(GroupUserMember.group_id, GroupUserMember.user_id).where(
+                GroupUserMember.group_id.in_(chunk), GroupUserMember.origin == origin)):
+            users[gid].add(uid)
+        for gid, child in session.execute(select(GroupGroupMember.group_id, GroupGroupMember.child_group_id)
+                                          .where(GroupGroupMember.group_id.in_(chunk))):
+            groups[gid].add(child)
+    return users, groups
 
 
 def group_key(display_name: str) -> str:
@@ -60,6 +101,34 @@ class GroupService:
         audit.record(self.uow.session, self.uow.actor, "group.create", "group", group.id, group.display_name,
                      audit.diff({}, _snapshot(group)))
         return group
+
+    def create_many(self, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Create groups owned by the actor's source, all or none, and return their ids in
+        order: the rules of ``create`` row by row (each row has ``display_name`` and other
+        GROUP_FIELDS), but one INSERT of the groups and one of their audit rows (an LDAP
+        sync's new groups) instead of an ORM object and a flush per group."""
+        prepared: list[dict[str, Any]] = []
+        now = utcnow()
+        for fields in rows:
+            fields = dict(fields)
+            display_name = self._check_name(fields.pop("display_name", None))
+            unknown = set(fields) - set(GROUP_FIELDS)
+            if unknown:
+                raise InvalidValue(f"unknown group fields: {', '.join(sorted(unknown))}")
+            if "kind" in fields:
+                fields["kind"] = GroupKind(fields["kind"])
+            row = _GROUP_ROWS.new_row()
+            row.update(fields, display_name=display_name, display_name_key=group_key(display_name),
+                       source=self.uow.actor.source, created_at=now, updated_at=now)
+            prepared.append(row)
+        if not prepared:
+            return []
+        session = self.uow.session
+        session.flush()  # what the ORM holds pending goes first, in order
+        _INSERT_GROUPS(session, prepared)
+        audit.record_many(session, self.uow.actor, "group.create", "group", (
+            (row["id"], row["display_name"], audit.created(row, _AUDITED_GROUP_FIELDS)) for row in prepared))
+        return [row["id"] for row in prepared]
 
     def update(self, group: Group, *, expected_version: int | None = None, **changes: Any) -> Group:
         unknown = set(changes) - set(GROUP_FIELDS)
@@ -160,6 +229,96 @@ class GroupService:
                           **({"displays": sorted(renamed)} if renamed else {})})
         return added, removed
 
+    def change_members_many(self, deltas: Sequence[MemberDelta], *,
+                            origin: str = SOURCE_ORIGIN) -> list[tuple[set[str], set[str]]]:
+        """``change_members`` for many groups in one go (an LDAP sync batch): the same
+        checks, change log, version bump and one audit event per changed group, but the
+        lookups, INSERTs and DELETEs as a few statements over plain rows instead of an
+        ORM object and a flush per member. Returns (added, removed) per delta, in order.
+        Nested-group additions stay one at a time: each cycle check must see the ones
+        before it."""
+        session = self.uow.session
+        session.flush()  # what the ORM holds pending goes first, in order
+        group_ids = [d.group_id for d in deltas]
+        names: dict[str, str] = {}
+        for chunk in _chunked(set(group_ids)):
+            for gid, source, name in session.execute(
+                    select(Group.id, Group.source, Group.display_name).where(Group.id.in_(chunk))):
+                self._check_ownership_of(source, name)
+                names[gid] = name
+        missing = [gid for gid in group_ids if gid not in names]
+        if missing:
+            raise NotFound(f"no group with id {missing[0]}")
+
+        current_users, current_groups = direct_members(session, group_ids, origin)
+
+        new_users = {d.group_id: set(d.add_users) - current_users[d.group_id] for d in deltas}
+        gone_users = {d.group_id: set(d.remove_users) & current_users[d.group_id] for d in deltas}
+        self._require(User, {uid for uids in new_users.values() for uid in uids}, "user")
+        self._require(Group, {gid for d in deltas for gid in set(d.add_groups) - current_groups[d.group_id]},
+                      "group")
+
+        results: list[tuple[set[str], set[str]]] = []
+        group_table = GroupGroupMember.__table__
+        for delta in deltas:
+            gid = delta.group_id
+            new_groups = set(delta.add_groups) - current_groups[gid]
+            gone_groups = set(delta.remove_groups) & current_groups[gid]
+            for child_id in sorted(new_groups):
+                if child_id == gid or gid in self._descendants(child_id):
+                    raise Conflict(f"adding group {child_id} to {names[gid]!r} would make a cycle")
+                session.execute(insert(group_table), {"group_id": gid, "child_group_id": child_id,
+                                                      "display": None, "created_at": utcnow()})
+            if gone_groups:
+                session.execute(delete(group_table).where(group_table.c.group_id == gid,
+                                                          group_table.c.child_group_id.in_(gone_groups)))
+            for child_id in new_groups | gone_groups:
+                self.uow.changes.group(child_id)
+            results.append((new_users[gid] | new_groups, gone_users[gid] | gone_groups))
+
+        now = utcnow()
+        user_table = GroupUserMember.__table__
+        added_rows = [{"group_id": gid, "user_id": uid, "origin": origin, "display": None, "created_at": now}
+                      for gid, uids in new_users.items() for uid in uids]
+        _INSERT_USER_MEMBERS(session, added_rows)
+        removed_rows = [{"g": gid, "u": uid} for gid, uids in gone_users.items() for uid in uids]
+        if removed_rows:
+            session.execute(delete(user_table).where(
+                user_table.c.group_id == bindparam("g"), user_table.c.user_id == bindparam("u"),
+                user_table.c.origin == origin), removed_rows)
+        for uids in (*new_users.values(), *gone_users.values()):
+            for uid in uids:
+                self.uow.changes.user(uid)  # the check caches of every replica drop these
+
+        changed = [(d.group_id, added, removed) for d, (added, removed) in zip(deltas, results) if added or removed]
+        if changed:
+            session.execute(update(Group.__table__).where(Group.__table__.c.id == bindparam("gid")).values(
+                updated_at=now, version=Group.__table__.c.version + 1), [{"gid": gid} for gid, _, _ in changed])
+            audit.record_many(session, self.uow.actor, "group.members", "group", (
+                (gid, names[gid], {"added": sorted(added), "removed": sorted(removed), "origin": origin})
+                for gid, added, removed in changed))
+        self._forget_loaded({gid for gid, _, _ in changed})
+        return results
+
+    def _require(self, model: type[User] | type[Group], ids: set[str], what: str) -> None:
+        """InvalidValue naming the first of ``ids`` that is no row of ``model``."""
+        found: set[str] = set()
+        for chunk in _chunked(ids):
+            found.update(self.uow.session.scalars(select(model.id).where(model.id.in_(chunk))))
+        missing = sorted(ids - found)
+        if missing:
+            raise InvalidValue(f"no {what} with id {missing[0]}", field="members")
+
+    def _forget_loaded(self, group_ids: set[str]) -> None:
+        """Groups written by plain statements, and their member rows, may sit in the
+        session as ORM objects: expire those so that nothing reads or flushes a stale copy."""
+        session = self.uow.session
+        for obj in list(session.identity_map.values()):
+            if isinstance(obj, Group) and obj.id in group_ids:
+                session.expire(obj)
+            elif isinstance(obj, (GroupUserMember, GroupGroupMember)) and obj.group_id in group_ids:
+                session.expire(obj)
+
     def _set_displays(self, group: Group, origin: str, displays: Mapping[str, str | None],
                       users: set[str], groups: set[str]) -> set[str]:
         """Record the given member displays; the ids whose display changed."""
@@ -217,10 +376,13 @@ class GroupService:
             raise VersionMismatch(f"group {group.display_name} is at version {group.version}, not {expected_version}")
 
     def _check_ownership(self, group: Group) -> None:
-        if group.source == self.uow.actor.source or self.uow.may_take_over(group.source):
+        self._check_ownership_of(group.source, group.display_name)
+
+    def _check_ownership_of(self, source: str, display_name: str) -> None:
+        if source == self.uow.actor.source or self.uow.may_take_over(source):
             return
         raise SourceConflict(
-            f"group {group.display_name!r} belongs to source {group.source!r}; "
+            f"group {display_name!r} belongs to source {source!r}; "
             f"{self.uow.actor.source!r} may not change it without an ownership rule"
         )
 

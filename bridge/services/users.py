@@ -33,7 +33,8 @@ from bridge.services.errors import (
     UserNameTaken,
     VersionMismatch,
 )
-from bridge.store.models import AccessType, Customer, User, UserKind, new_id, utcnow
+from bridge.services.rows import BulkInsert, RowDefaults
+from bridge.store.models import AccessType, Customer, User, UserKind, utcnow
 
 if TYPE_CHECKING:
     from bridge.services.unit import UnitOfWork
@@ -92,6 +93,17 @@ def with_email(attributes: dict[str, Any] | None, email: str | None) -> dict[str
     return attributes
 
 
+_USER_ROWS = RowDefaults(User.__table__)  # type: ignore[arg-type]
+_INSERT_USERS = BulkInsert(User.__table__)  # type: ignore[arg-type]
+# the audited fields in the order ``audit.diff`` puts them
+AUDITED_ORDER = tuple(sorted(AUDITED_FIELDS))
+
+
+def _lost_user_name(exc: IntegrityError) -> bool:
+    """Whether the unique index on the case-folded userName refused the write."""
+    return "user_name_key" in str(exc.orig) or "uq_users_user_name_key" in str(exc.orig)
+
+
 def snapshot(user: User) -> dict[str, Any]:
     return {field: getattr(user, field) for field in AUDITED_FIELDS}
 
@@ -137,29 +149,38 @@ class UserService:
     # -- writes ----------------------------------------------------------------
 
     def create(self, **fields: Any) -> User:
-        """Create a user owned by the actor's source."""
-        return self.create_many([fields])[0]
+        """Create a user owned by the actor's source, as an ORM object for callers that go
+        on with it (SCIM, the admin API, the CLI)."""
+        taken = _TakenNames(self._stored_keys([fields]))
+        user = User(**self._prepared(dict(fields), self.uow.actor.source, taken))
+        self._flush_unique([user], add=True)
+        audit.record(self.uow.session, self.uow.actor, "user.create", "user", user.id, user.user_name,
+                     audit.diff({}, snapshot(user)))
+        if user.kind == UserKind.external:
+            self.uow.customers.sync_memberships(user)
+        return user
 
-    def create_many(self, rows: Sequence[Mapping[str, Any]]) -> list[User]:
-        """Create users owned by the actor's source, all or none: the rules of ``create``
-        row by row, but the name lookup, the flush and the audit rows once per batch
-        (an LDAP page, say), which is what a bulk load pays for.
+    def create_many(self, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Create users owned by the actor's source, all or none, and return their ids in
+        the order of ``rows``: the rules of ``create`` row by row, but the name lookup,
+        the INSERT of the users and that of their audit rows once per batch (an LDAP page,
+        say), as plain rows (no ORM object per user), which is what a bulk load pays for.
 
         A userName taken in the store, or by an earlier row of the batch, refuses the
         whole batch with UserNameTaken; callers that want the other rows (the LDAP
         sync) redo the batch one ``create`` at a time."""
         source = self.uow.actor.source
         taken = _TakenNames(self._stored_keys(rows))
-        users = [self._prepared(dict(fields), source, taken) for fields in rows]
-        if not users:
-            return users
-        self._flush_unique(users, add=True)
+        prepared = [self._prepared(dict(fields), source, taken) for fields in rows]
+        if not prepared:
+            return []
+        self._insert_unique(prepared)
         audit.record_many(self.uow.session, self.uow.actor, "user.create", "user",
-                          ((user.id, user.user_name, audit.diff({}, snapshot(user))) for user in users))
-        for user in users:
-            if user.kind == UserKind.external:
-                self.uow.customers.sync_memberships(user)
-        return users
+                          ((row["id"], row["user_name"], audit.created(row, AUDITED_ORDER)) for row in prepared))
+        external = [row["id"] for row in prepared if row["kind"] == UserKind.external]
+        for user_id in external:  # the customer rules' memberships need the user object
+            self.uow.customers.sync_memberships(self.get(user_id))
+        return [row["id"] for row in prepared]
 
     def update(self, user: User, *, expected_version: int | None = None, check_ownership: bool = True,
                **changes: Any) -> User:
@@ -263,9 +284,10 @@ class UserService:
             raise UserNameTaken(f"userName {user_name!r} is already taken (case-insensitively)",
                                 field="user_name")
 
-    def _prepared(self, fields: dict[str, Any], source: str, taken: _TakenNames) -> User:
-        """A new, validated user of ``source``, not yet in the session: the one place where
-        the rules of a creation live (``create`` and ``create_many`` both come here).
+    def _prepared(self, fields: dict[str, Any], source: str, taken: _TakenNames) -> dict[str, Any]:
+        """A new, validated user of ``source`` as a complete row of the users table (every
+        column, defaults filled in): the one place where the rules of a creation live
+        (``create`` makes an ORM object of it, ``create_many`` inserts it as it is).
         ``taken`` answers for the store and for the rows prepared before this one."""
         unknown = set(fields) - WRITABLE_FIELDS
         if unknown:
@@ -278,20 +300,16 @@ class UserService:
             source, {"active": True, "kind": UserKind.internal, **fields, "user_name": user_name}))
         if fields.get("email") and not (fields.get("attributes") or {}).get("emails"):
             fields["attributes"] = with_email(fields.get("attributes"), fields["email"])
-        now = utcnow()
-        user = User(
-            **{**fields, "user_name": user_name},
-            id=new_id(),  # known before the flush, so the batch is one multi-row INSERT
-            user_name_key=key,
-            source=source,
-            created_at=now,
-            updated_at=now,
-        )
-        if source == LOCAL_SOURCE and not user.email:
+        if source == LOCAL_SOURCE and not fields.get("email"):
             raise InvalidValue("a local user needs an e-mail address (invitations and resets go there)",
                                field="email")
+        now = utcnow()
+        row = _USER_ROWS.new_row()
+        row.update(fields)
+        # the id is known before the INSERT, so a batch is one executemany
+        row.update(user_name=user_name, user_name_key=key, source=source, created_at=now, updated_at=now)
         taken.claim(key)
-        return user
+        return row
 
     def _stored_keys(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
         """The userName keys of ``rows`` that the store has already."""
@@ -319,16 +337,28 @@ class UserService:
                     session.add_all(users)
                 session.flush()
         except IntegrityError as exc:
-            if "user_name_key" in str(exc.orig) or "uq_users_user_name_key" in str(exc.orig):
-                raise UserNameTaken(f"userName {self._lost_names(users)} is already taken (case-insensitively)",
-                                    field="user_name") from None
+            if _lost_user_name(exc):
+                raise UserNameTaken(f"userName {self._lost_names([u.user_name for u in users])} is already "
+                                    "taken (case-insensitively)", field="user_name") from None
             raise
 
-    def _lost_names(self, users: Sequence[User]) -> str:
-        """Which of ``users``' names a concurrent writer took (for the error message)."""
-        if len(users) == 1:
-            return repr(users[0].user_name)
-        by_key = {user_name_key(u.user_name): u.user_name for u in users}
+    def _insert_unique(self, rows: Sequence[dict[str, Any]]) -> None:
+        """``_flush_unique`` for plain rows: one executemany INSERT inside a savepoint."""
+        session = self.uow.session
+        try:
+            with session.begin_nested():  # flushes what was pending before, then SAVEPOINT
+                _INSERT_USERS(session, rows)
+        except IntegrityError as exc:
+            if _lost_user_name(exc):
+                raise UserNameTaken(f"userName {self._lost_names([r['user_name'] for r in rows])} is already "
+                                    "taken (case-insensitively)", field="user_name") from None
+            raise
+
+    def _lost_names(self, names: Sequence[str]) -> str:
+        """Which of ``names`` a concurrent writer took (for the error message)."""
+        if len(names) == 1:
+            return repr(names[0])
+        by_key = {user_name_key(name): name for name in names}
         lost = sorted(self._keys_in_store(set(by_key)))
         return ", ".join(repr(by_key[k]) for k in lost) or "of one of the batch's users"
 

@@ -47,7 +47,7 @@ def _ldap_source_toml(tree: LdapTree, page_size: int, full: str) -> str:
     return (f'[[ldap.sources]]\nname = "corp"\nurl = "{server.url}"\npreset = "openldap"\n'
             f'bind_dn = "{server.admin_dn}"\nbind_password = "{server.admin_password}"\n'
             f'users_base = "{tree.users_base}"\ngroups_base = "{tree.groups_base}"\npage_size = {page_size}\n'
-            f'receive_timeout = 5\n[ldap.sources.tls]\nmode = "none"\n'
+            f'write_batch = 1\nreceive_timeout = 5\n[ldap.sources.tls]\nmode = "none"\n'
             f'[ldap.sources.deletion_guard]\nmax_percent = 100\nmax_count = 100000\nmin_entries = 0\n'
             f'[ldap.sources.schedule]\nfull = "{full}"\nincremental = "1d"\n')
 
@@ -128,7 +128,8 @@ def _cut_sync_by_postgres(pg_cluster: PgCluster, tree: LdapTree) -> tuple[Store,
     store = Store(url)
     migrate.upgrade(store.engine)
     _add_users(tree, "pgs", 40)
-    rt = build_runtime(make_config(ldap={"sources": [source_settings(tree.server, tree, page_size=10)]}), store=store)
+    source = source_settings(tree.server, tree, page_size=10, write_batch=1)  # a batch is a page
+    rt = build_runtime(make_config(ldap={"sources": [source]}), store=store)
     assert run_sync(rt, "corp").status == "ok"
     assert len(_users(store, "ldap:corp")) == 40
     _add_users(tree, "pgt", 30)
@@ -183,8 +184,8 @@ def test_slapd_stopped_mid_incremental_sync(sqlite_url: str, ldap_tree: LdapTree
     store = Store(sqlite_url)
     migrate.upgrade(store.engine)
     _add_users(ldap_tree, "inc", 20)
-    rt = build_runtime(make_config(ldap={"sources": [source_settings(ldap_tree.server, ldap_tree, page_size=5,
-                                                                     receive_timeout=5)]}), store=store)
+    source = source_settings(ldap_tree.server, ldap_tree, page_size=5, write_batch=1, receive_timeout=5)
+    rt = build_runtime(make_config(ldap={"sources": [source]}), store=store)
     try:
         assert run_sync(rt, "corp").status == "ok"
         _add_users(ldap_tree, "inn", 12)
