@@ -220,6 +220,8 @@ class LdapSourceConfig(Strict):
                                        "then see deletions and moves out of scope")
     incremental_overlap: int = Field(default=60, ge=0, le=86400, description="seconds re-read before the "
                                      "high-water mark (writes in flight, replication delay)")
+    dirsync: bool = Field(default=False, description="Active Directory: incremental syncs read deletions "
+                          "with the DirSync control (needs 'Replicating Directory Changes')")
 
     @field_validator("url", mode="before")
     @classmethod
@@ -244,6 +246,8 @@ class LdapSourceConfig(Strict):
                              "use ldaps:// URLs, or tls.mode = 'starttls' or 'none'")
         if self.tls.mode in ("starttls", "none") and schemes != {"ldap"}:
             raise ValueError(f"tls.mode is {self.tls.mode!r}: use ldap:// URLs")
+        if self.dirsync and self.preset != "active_directory":
+            raise ValueError("dirsync is an Active Directory control: it needs preset = 'active_directory'")
         if self.bind_dn and self.bind_password is None:
             raise ValueError("bind_dn is set but no bind_password (or bind_password_file/_env/_credential)")
         return self

@@ -1,2 +1,2 @@
-pytest_plugins = ["tests.fixtures.slapd", "tests.fixtures.postgres", "tests.fixtures.smtp", "tests.fixtures.app",
-                  "tests.fixtures.browser"]
+pytest_plugins = ["tests.fixtures.slapd", "tests.fixtures.ds389", "tests.fixtures.postgres", "tests.fixtures.smtp",
+                  "tests.fixtures.app", "tests.fixtures.browser", "tests.fixtures.samba_ad"]

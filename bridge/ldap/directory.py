@@ -152,6 +152,8 @@ class EntryParser:
         for name in self.member_attributes:
             members.extend(_text(v) or "" for v in attrs.get(name) or [])
             for key in [k for k in attrs if k.startswith(name + ";range=")]:
+                if not attrs[key]:
+                    continue  # ldap3 lists an asked-for range the server did not send as empty
                 members.extend(_text(v) or "" for v in attrs[key])
                 members.extend(_more_ranges(conn, dn, name, key))
         return [m.split("#", 1)[0] if "#'" in m else m for m in members if m]
@@ -184,7 +186,9 @@ def _more_ranges(conn: ldap3.Connection, dn: str, name: str, key: str) -> Iterat
         if not conn.response:
             return
         attrs = conn.response[0].get("attributes", {})
-        keys = [k for k in attrs if k.lower().startswith(name.lower() + ";range=")]
+        # Only keys with values: ldap3 adds the asked-for key empty when the server answered
+        # with another range (``1500-2999`` for ``1500-*``).
+        keys = [k for k in attrs if k.lower().startswith(name.lower() + ";range=") and attrs[k]]
         if not keys:
             return
         yield from (_text(v) or "" for v in attrs[keys[0]])
@@ -203,6 +207,14 @@ class Reader:
 
     def __init__(self, conn: ldap3.Connection, source: LdapSourceConfig, amap: AttributeMap):
         self.conn = conn
+        # ldap3's own range walk (auto_range) would run before ours and leave both the
+        # merged ``member`` and the ranged key behind: members twice, ranges read twice.
+        conn.auto_range = False
+        # ldap3 fills absent asked-for attributes in as empty lists, and with auto_range off it
+        # then deletes the plain name of a ranged answer (``member`` beside
+        # ``member;range=0-1499``) that it never filled in: a KeyError in ldap3 2.9.1. The
+        # parser takes an absent attribute as empty anyway.
+        conn.empty_attributes = False
         self.source = source
         self.amap = amap
         self._parser = EntryParser(amap)
@@ -238,6 +250,17 @@ class Reader:
             group = self._parser.group(self.conn, entry)
             if group is not None:
                 yield group
+
+    def group_at(self, dn: str) -> GroupEntry | None:
+        """One group, read by its DN (None when it is gone)."""
+        from ldap3.core.exceptions import LDAPNoSuchObjectResult
+
+        try:
+            self.conn.search(dn, self.amap.groups_filter, ldap3.BASE, attributes=self.amap.group_attributes())
+        except LDAPNoSuchObjectResult:
+            return None
+        entries = [e for e in self.conn.response or [] if e.get("type") == "searchResEntry"]
+        return self._parser.group(self.conn, entries[0]) if entries else None
 
     def removed_since(self, accesslog_base: str, since: str) -> list[str]:
         """DNs deleted, or moved out of the synced subtrees, since ``since``, from

@@ -32,6 +32,10 @@ CORE_KEYS = (
 
 ChangeMarker = Literal["timestamp", "csn", "usn"]
 
+#: values per range asked for on AD: Windows' default MaxValRange. A server with a
+#: smaller limit answers with a shorter range, and the walk goes on from its end.
+RANGE_STEP = 1500
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -144,7 +148,12 @@ class AttributeMap:
         return _unique(n for n in names if n)
 
     def group_attributes(self) -> list[str]:
-        names = [self.core["unique_id"], self.core["group_name"], self.core["modified"], *self.member_attributes]
+        """On AD the members are asked for as a range (``member;range=0-1499``): Windows
+        answers a plain ``member`` with its first range anyway, and Samba only hands out
+        ranges when asked, so both servers go through the same range walk."""
+        members = [f"{n};range=0-{RANGE_STEP - 1}" if self.preset.range_retrieval else n
+                   for n in self.member_attributes]
+        names = [self.core["unique_id"], self.core["group_name"], self.core["modified"], *members]
         return _unique(n for n in names if n)
 
 

@@ -8,7 +8,8 @@ after a complete scan and only when the deletion guard lets them.
 
 Incremental sync: only entries whose change marker (modifyTimestamp, uSNChanged)
 is at or past the last high-water mark; deletions come from OpenLDAP's
-accesslog when ``accesslog_base`` is set, otherwise from the next full sync.
+accesslog when ``accesslog_base`` is set, from AD's DirSync control with
+``dirsync = true`` (bridge.ldap.dirsync), otherwise from the next full sync.
 
 A failure (the directory goes away mid-scan) leaves every committed batch as it
 was and removes nothing; the run is recorded as failed and the next one starts
@@ -31,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bridge.config import LdapSourceConfig
 from bridge.ldap.connection import connect
 from bridge.ldap.directory import GroupEntry, Reader, UserEntry
+from bridge.ldap.dirsync import COOKIE_KEY, Deletions, encode_cookie, last_cookie, read_deletions
 from bridge.ldap.dn import dn_key
 from bridge.ldap.gcpause import fewer_collections
 from bridge.ldap.groups import GroupWriter, chunks
@@ -123,6 +125,8 @@ class SourceSync:
         self.counts = Counts()
         self.errors: list[str] = []
         self._progress = progress
+        #: AD DirSync: what was deleted since the last run, and the cookie for the next
+        self.deletions: Deletions | None = None
 
     def progress(self, phase: str, n: int) -> None:
         self.lease.renew()
@@ -140,13 +144,22 @@ class SourceSync:
             with ExitStack() as cleanup:
                 since: str | None = None
                 conn: ldap3.Connection | None = None
+                cookie = last_cookie(self.rt.store, self.source.name) if self.source.dirsync else None
                 if mode == "incremental":
                     conn = connect(self.source)
                     cleanup.callback(conn.unbind)
                     since = since_filter_value(self.amap.marker, mark, _host(conn))
+                    if self.source.dirsync and cookie is None:
+                        since = None  # no DirSync cookie yet: a full scan takes the first one
                     if since is None:
                         mode = result.mode = "full"  # the mark is from another DC or another kind
                         self._set_mode(run_id, mode)
+                if self.source.dirsync:
+                    # Before the scan: a deletion while it runs is in the next run's answer.
+                    if conn is None:
+                        conn = connect(self.source)
+                        cleanup.callback(conn.unbind)
+                    self.deletions = read_deletions(conn, cookie if since is not None else None)
                 reader: EntryReader
                 feed = self._read_ahead() if since is None else None
                 if feed is not None:
@@ -186,6 +199,8 @@ class SourceSync:
                     detail["approves_run"] = self.approved["run"]
                 if removals.users or removals.groups:
                     detail["removed"] = {"users": removals.users[:1000], "groups": removals.groups[:1000]}
+            if self.deletions is not None and not self.dry_run:
+                detail[COOKIE_KEY] = encode_cookie(self.deletions.cookie)
         self.counts.errors = len(self.errors)
         result.errors = self.errors
         finish_run(self.rt.store, result, detail)
@@ -245,6 +260,9 @@ class SourceSync:
         else:
             assert isinstance(reader, Reader)  # incremental scans read in this process
             removals = self._gone_from_accesslog(reader, since, stored_groups)
+            if self.deletions is not None:
+                self._add_deleted(removals, self.deletions.source_ids, stored_groups)
+                group_entries += self._groups_of_removed(reader, groups, removals, stored_groups, group_entries)
         guard = self._guard(full, scanned + len(group_entries), removals, len(stored_groups))
 
         held_users = {u["id"] for u in removals.users} if guard else set()
@@ -314,6 +332,39 @@ class SourceSync:
         removals.groups = [{"id": gid, "name": name, "dn": dn} for gid, _sid, dn, name in stored_groups
                            if dn and dn_key(dn) in gone]
         return self._still_present(reader, removals)
+
+    def _add_deleted(self, removals: Removals, source_ids: set[str],
+                     stored_groups: Sequence[tuple[str, str | None, str | None, str]]) -> None:
+        """Add the users and groups whose objectGUID DirSync reported deleted."""
+        if not source_ids:
+            return
+        listed_users = {u["id"] for u in removals.users}
+        with self.rt.store.read() as session:
+            for uid, sid, name, dn in session.execute(self._removable_users()):
+                if sid in source_ids and uid not in listed_users:
+                    removals.users.append({"id": uid, "user_name": name, "dn": dn})
+        listed_groups = {g["id"] for g in removals.groups}
+        removals.groups.extend({"id": gid, "name": name, "dn": dn} for gid, sid, dn, name in stored_groups
+                               if sid in source_ids and gid not in listed_groups)
+
+    def _groups_of_removed(self, reader: Reader, groups: GroupWriter, removals: Removals,
+                           stored_groups: Sequence[tuple[str, str | None, str | None, str]],
+                           read: Sequence[GroupEntry]) -> list[GroupEntry]:
+        """The groups the removed users were in, read again: AD drops a deleted user's
+        ``member`` values without changing the groups' uSNChanged, so the change scan
+        does not bring them."""
+        removed = {u["id"] for u in removals.users}
+        if not removed:
+            return []
+        current, _ = groups.current_members([gid for gid, *_ in stored_groups])
+        seen = {dn_key(e.dn) for e in read}
+        extra: list[GroupEntry] = []
+        for gid, _sid, dn, _name in stored_groups:
+            if dn and current.get(gid, set()) & removed and dn_key(dn) not in seen:
+                entry = reader.group_at(dn)
+                if entry is not None:
+                    extra.append(entry)
+        return extra
 
     def _still_present(self, reader: Reader, removals: Removals) -> Removals:
         """Drop from ``removals`` the DNs that exist again in the directory."""

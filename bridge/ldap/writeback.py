@@ -52,8 +52,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: groupOfNames needs at least one member: an empty group holds the empty DN.
+#: groupOfNames needs at least one member (RFC 4519, OpenLDAP): an empty group holds the empty DN.
 EMPTY_MEMBER = ""
+#: presets whose group class may have no member: AD's group, and 389-DS's (so FreeIPA's)
+#: groupOfNames, where ``member`` is a MAY; an empty group there is written without the placeholder.
+MEMBER_OPTIONAL = frozenset({"active_directory", "389ds", "freeipa"})
 AD_NORMAL, AD_DISABLED = 512, 514
 
 
@@ -132,6 +135,17 @@ def _user_attributes(preset: Preset, user: User) -> dict[str, Any]:
     return attrs
 
 
+def _unusable_ad_password() -> bytes:
+    """A random password nobody learns, for a new AD user: Windows refuses an enabled
+    account without a password (0000052D), and one with PASSWD_NOTREQD and no password
+    could log in with an empty one. Written over the source's TLS (AD takes
+    ``unicodePwd`` over an encrypted connection only), never logged or stored."""
+    import secrets
+
+    password = secrets.token_urlsafe(32) + "Aa1!"  # every character class AD's complexity rule asks for
+    return f'"{password}"'.encode("utf-16-le")
+
+
 def _read(conn: ldap3.Connection, dn: str, attributes: list[str]) -> dict[str, Any] | None:
     try:
         conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=attributes)
@@ -166,8 +180,10 @@ def writeback_user(rt: Runtime, user: User, previous_user_name: str | None = Non
             wanted = _user_attributes(preset, user)
             current = _read(conn, dn, list(wanted))
             if current is None:
-                conn.add(dn, list(preset.writeback_user_classes),
-                         {k: v for k, v in wanted.items() if v not in (None, "")})
+                attributes = {k: v for k, v in wanted.items() if v not in (None, "")}
+                if preset.name == "active_directory":
+                    attributes["unicodePwd"] = _unusable_ad_password()
+                conn.add(dn, list(preset.writeback_user_classes), attributes)
                 continue
             changes: dict[str, list[tuple[str, list[str]]]] = {}
             for key, value in wanted.items():
@@ -249,9 +265,7 @@ def writeback_group(rt: Runtime, group: Group, previous_name: str | None = None)
             attrs: dict[str, Any] = {"cn": group.display_name}
             if preset.name == "active_directory":
                 attrs["sAMAccountName"] = group.display_name[:256]
-                if members:
-                    attrs["member"] = members
-            else:
+            if members or preset.name not in MEMBER_OPTIONAL:
                 attrs["member"] = members or [EMPTY_MEMBER]
             conn.add(dn, list(preset.writeback_group_classes), attrs)
 
@@ -269,7 +283,7 @@ def writeback_group_members(rt: Runtime, group: Group, *, added_user_ids: Iterab
         dn = group_dn(source, group.display_name)
         added = _member_dns(rt, source, added_user_ids, added_group_ids)
         removed = _member_dns(rt, source, removed_user_ids, removed_group_ids, only_present=False)
-        needs_placeholder = preset.name != "active_directory"
+        needs_placeholder = preset.name not in MEMBER_OPTIONAL
         with _connection(source) as conn:
             missing = _read(conn, dn, ["1.1"]) is None
             for member in ([] if missing else added):

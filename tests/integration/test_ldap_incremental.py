@@ -12,8 +12,7 @@ from bridge.jobs.scheduler import run_job
 from bridge.ldap.sync import run_sync
 from bridge.store.models import SyncRun, User
 from tests.fixtures.slapd import source_settings
-from tests.integration.test_ldap_sync import (  # noqa: F401 - sqlite_store is a fixture
-    groups_by_name, members, runtime_for, sqlite_store, users_by_name)
+from tests.integration.test_ldap_sync import groups_by_name, members, runtime_for, users_by_name
 
 
 def test_incremental_reads_only_changed_entries(sqlite_store, ldap_tree):

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from bridge.ldap.dn import dn_key
 from bridge.ldap.sync import run_sync
 from bridge.runtime import build_runtime
-from bridge.store import Store, migrate
+from bridge.store import Store
 from bridge.store.models import AuditEvent, Group, GroupGroupMember, GroupUserMember, SyncRun, User
 from tests.fixtures.app import make_config
 from tests.fixtures.net import free_port
@@ -19,14 +19,6 @@ from tests.fixtures.slapd import SEED_GROUPS, SEED_PASSWORDS, source_settings
 
 def runtime_for(store: Store, **source):
     return build_runtime(make_config(ldap={"sources": [source]}), store=store)
-
-
-@pytest.fixture
-def sqlite_store(sqlite_url):
-    store = Store(sqlite_url)
-    migrate.upgrade(store.engine)
-    yield store
-    store.dispose()
 
 
 def users_by_name(store: Store) -> dict[str, User]:

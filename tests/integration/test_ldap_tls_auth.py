@@ -11,7 +11,7 @@ from bridge.ldap.connection import check_bind
 from bridge.ldap.sync import run_sync
 from tests.fixtures.net import free_port
 from tests.fixtures.slapd import source_settings
-from tests.integration.test_ldap_sync import runtime_for, sqlite_store, users_by_name  # noqa: F401
+from tests.integration.test_ldap_sync import runtime_for, users_by_name
 
 
 def tls_source(server, mode: str, ca_file, **extra):

@@ -18,17 +18,14 @@ from bridge.ldap.writeback import (
     writeback_user_removed,
 )
 from bridge.services import Actor
-from tests.fixtures.slapd import source_settings
-from tests.integration.test_ldap_sync import runtime_for, sqlite_store, users_by_name  # noqa: F401
+from tests.fixtures.slapd import source_settings, writeback_subtree
+from tests.integration.test_ldap_sync import runtime_for, users_by_name
 
 
 @pytest.fixture
 def wb(sqlite_store, ldap_tree):
     tree = ldap_tree
-    tree.conn.add(f"ou=scim,{tree.base}", ["organizationalUnit"], {"ou": "scim"})
-    users_base, groups_base = f"ou=people,ou=scim,{tree.base}", f"ou=groups,ou=scim,{tree.base}"
-    tree.conn.add(users_base, ["organizationalUnit"], {"ou": "people"})
-    tree.conn.add(groups_base, ["organizationalUnit"], {"ou": "groups"})
+    users_base, groups_base = writeback_subtree(tree)
     rt = runtime_for(sqlite_store, **source_settings(
         tree.server, tree, users_base=tree.base, groups_base=tree.base,
         writeback={"enabled": True, "users_base": users_base, "groups_base": groups_base}))
