@@ -20,6 +20,7 @@ from bridge.store.models import (
     RecoveryCode,
     TotpCredential,
     User,
+    utcnow,
 )
 
 if TYPE_CHECKING:
@@ -86,9 +87,11 @@ class AccountService:
     # -- locks ---------------------------------------------------------------------
 
     def lock(self, user: User, until: datetime | None, reason: str) -> None:
-        """Lock the account until ``until`` (None: until an admin unlocks it)."""
+        """Lock the account until ``until`` (None: until an admin unlocks it); its operator
+        sessions end for good."""
         if user.lock_reason == reason and user.locked_until == until:
             return
+        user.sessions_valid_after = utcnow()
         self._set_lock(user, until, reason, "user.lock")
 
     def unlock(self, user: User, *, now: datetime) -> bool:
@@ -124,6 +127,15 @@ class AccountService:
         self.uow.session.flush()
         audit.record(self.uow.session, self.uow.actor, action, "user", user.id, user.user_name,
                      audit.diff(before, _lock_state(user)))
+
+    # -- operator sessions -------------------------------------------------------------
+
+    def end_sessions(self, user: User, *, now: datetime) -> None:
+        """Refuse every operator session of ``user`` issued before ``now`` (a logout ends
+        them on every browser and replica; bridge.web.operator)."""
+        user.sessions_valid_after = now
+        self.uow.session.flush()
+        audit.record(self.uow.session, self.uow.actor, "logout", "user", user.id, user.user_name)
 
     # -- login attempts --------------------------------------------------------------
 

@@ -222,6 +222,8 @@ class UserService:
             user.user_name_key = user_name_key(user.user_name)
         if "active" in changed:
             user.deactivated_at = None if user.active else utcnow()
+            if not user.active:
+                user.sessions_valid_after = user.deactivated_at  # its operator sessions end for good
         if self._takes_over(user):
             user.source = self.uow.actor.source
         user.updated_at = utcnow()
@@ -255,6 +257,7 @@ class UserService:
         before = snapshot(user)
         user.password_hash = password_hash
         user.password_changed_at = utcnow()
+        user.sessions_valid_after = user.password_changed_at  # a new password ends the operator sessions
         user.must_change_password = must_change
         user.updated_at = utcnow()
         self.uow.session.flush()

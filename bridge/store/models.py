@@ -139,6 +139,8 @@ class User(Base):
     locked_until: Mapped[datetime | None]
     lock_reason: Mapped[str | None] = mapped_column(String(64))
     last_login_at: Mapped[datetime | None]
+    # Operator sessions issued before this are refused (logout, password change or reset, lock, deactivation).
+    sessions_valid_after: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     deactivated_at: Mapped[datetime | None]

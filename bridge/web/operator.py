@@ -11,8 +11,12 @@ The session is Flask's signed cookie (``dirbridge_session``: HttpOnly,
 SameSite=Strict, set up in bridge.web.invite; Secure when ``server.public_url`` is
 https and also whenever the request itself came over https, directly or as a trusted
 proxy says with X-Forwarded-Proto: see ``HttpsSessionInterface``). It holds the user's id and the end of the login
-(``status.session_minutes``), never a password. Every request checks the right
-again, so revoking it or deactivating the user ends the session at once. Forms
+(``status.session_minutes``) and when it was issued (``iat``, float seconds), never a
+password. Every request checks the right again, so revoking it or deactivating the user
+ends the session at once; a session issued before the user's ``sessions_valid_after``
+is refused for good. That column is set by a logout (which so ends the operator's
+sessions on every browser and replica, a copied cookie too), a password change or
+reset, a lock and a deactivation (bridge.services). Forms
 carry a CSRF token; the admin API wants it in the ``X-CSRF-Token`` header for
 unsafe methods.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, g, redirect, render_template, request, session, url_for
@@ -32,6 +37,7 @@ from bridge.accounts.context import context_for
 from bridge.accounts.login import login
 from bridge.mapping.apply import OPERATE_RIGHT
 from bridge.runtime import Runtime
+from bridge.services import Actor
 from bridge.services.errors import NotFound
 from bridge.store.models import TotpCredential, User
 from bridge.web import runtime
@@ -66,7 +72,7 @@ def _https_sessions(state: BlueprintSetupState) -> None:
 
 
 def _now() -> float:
-    """Wall-clock seconds for the session's end (a test moves it)."""
+    """Wall-clock seconds for the session's issue time and end (a test moves it)."""
     return time.time()
 
 
@@ -75,6 +81,7 @@ class Operator:
     user_id: str
     user_name: str
     expires_at: float
+    issued_at: float = 0.0
 
 
 def may_operate(rt: Runtime, user_id: str) -> bool:
@@ -87,10 +94,15 @@ def may_operate(rt: Runtime, user_id: str) -> bool:
         return False
 
 
-def _locked(rt: Runtime, user_id: str) -> bool:
+def _refused(rt: Runtime, user_id: str, issued_at: float) -> bool:
+    """The user is gone or locked, or the session was issued before the user's
+    ``sessions_valid_after`` (compared to the microsecond: a login in the second of a
+    logout still counts)."""
     with rt.store.read() as db:
         user = db.get(User, user_id)
         if user is None:
+            return True
+        if user.sessions_valid_after is not None and issued_at < user.sessions_valid_after.timestamp():
             return True
         return user.lock_reason is not None and (user.locked_until is None
                                                  or user.locked_until > context_for(rt).now())
@@ -98,7 +110,8 @@ def _locked(rt: Runtime, user_id: str) -> bool:
 
 def current_operator() -> Operator | None:
     """The logged-in operator of this request, or None (no session, expired, right gone,
-    user locked or deactivated). An invalid session is dropped."""
+    user locked or deactivated, sessions ended after it was issued). An invalid session
+    is dropped."""
     found = g.get("operator_checked")
     if found is not None:
         return found or None
@@ -107,9 +120,14 @@ def current_operator() -> Operator | None:
     if not isinstance(data, dict):
         return None
     rt = runtime()
-    operator = Operator(str(data.get("id", "")), str(data.get("name", "")), float(data.get("exp", 0)))
+    try:
+        operator = Operator(str(data.get("id", "")), str(data.get("name", "")), float(data.get("exp", 0)),
+                            float(data.get("iat", 0)))
+    except (TypeError, ValueError):
+        session.pop(SESSION_KEY, None)
+        return None
     if not rt.config.status.enabled or operator.expires_at < _now() or not operator.user_id \
-            or not may_operate(rt, operator.user_id) or _locked(rt, operator.user_id):
+            or not may_operate(rt, operator.user_id) or _refused(rt, operator.user_id, operator.issued_at):
         session.pop(SESSION_KEY, None)
         return None
     g.operator_checked = operator
@@ -189,8 +207,9 @@ def login_submit():  # type: ignore[no-untyped-def]
         assert user is not None
         name = user.user_name
     session.clear()  # a fresh session (and CSRF token) for the logged-in operator
-    session[SESSION_KEY] = {"id": outcome.user_id, "name": name,
-                            "exp": _now() + rt.config.status.session_minutes * 60}
+    issued = _now()
+    session[SESSION_KEY] = {"id": outcome.user_id, "name": name, "iat": issued,
+                            "exp": issued + rt.config.status.session_minutes * 60}
     csrf_token()
     log.info("operator logged in to the status page", extra={"user": name, "request_id": g.get("request_id")})
     return redirect(url_for("status.status"), code=303)
@@ -211,12 +230,19 @@ def _operator_refusal(rt: Runtime, user_id: str) -> str | None:
 
 @blueprint.post("/status/logout")
 def logout():  # type: ignore[no-untyped-def]
+    """Log out everywhere: every session of this operator issued until now is refused from
+    now on, on every browser and replica (a copied cookie too)."""
     if not csrf_ok(request.form.get("csrf")):
         abort(400, description="the form expired or came from elsewhere")
-    operator = session.get(SESSION_KEY)
+    operator = current_operator()
+    if operator is not None:
+        rt = runtime()
+        with rt.services.unit(Actor(name=CHANNEL, channel=CHANNEL, request_id=g.get("request_id"))) as uow:
+            user = uow.users.get(operator.user_id)
+            uow.accounts.end_sessions(user, now=datetime.fromtimestamp(_now(), UTC))
+        log.info("operator logged out of the status page everywhere",
+                 extra={"user": operator.user_name, "request_id": g.get("request_id")})
     session.clear()
-    if isinstance(operator, dict):
-        log.info("operator logged out of the status page", extra={"user": operator.get("name")})
     return redirect(url_for("status.operator.login_form"), code=303)
 
 

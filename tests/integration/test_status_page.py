@@ -14,6 +14,7 @@ from bridge.services import Actor
 from bridge.store.models import AuditEvent, JobRun, SyncRun, utcnow
 from bridge.web import operator as operator_module
 from tests.fixtures.accounts import FakeClock, accounts_config
+from tests.fixtures.app import BACKENDS
 from tests.fixtures.browser import csrf_in, login_form, make_operator
 
 
@@ -147,6 +148,94 @@ def test_logout_ends_the_session(client, ops, clock):
     assert out.status_code == 303 and out.headers["Location"].endswith("/status/login")
     assert client.get("/status").status_code == 303
     assert client.get("/api/v1/users").status_code == 401
+
+
+def _cookie_header(client) -> str:
+    """The Cookie header this browser sends now (a copy someone could replay)."""
+    cookie = client.get_cookie("dirbridge_session")
+    assert cookie is not None
+    return f"dirbridge_session={cookie.value}"
+
+
+def _replayed(client, cookie_header: str, path: str):
+    """``path`` fetched by another browser that sends only the copied Cookie header."""
+    return client.application.test_client(use_cookies=False).get(path, headers={"Cookie": cookie_header})
+
+
+class TestServerSideSessionEnd:
+    """A logout, a password change or reset, a lock and a deactivation end the operator's
+    sessions on the server (``users.sessions_valid_after``), a copied cookie too; on both
+    backends, as the column's precision matters."""
+
+    @pytest.fixture(params=BACKENDS)
+    def db_url(self, request, tmp_path):
+        if request.param == "sqlite":
+            return f"sqlite:///{tmp_path / 'store.sqlite3'}"
+        return request.getfixturevalue("postgres_url")
+
+    def test_a_copied_cookie_is_refused_after_logout_and_a_fresh_login_works(self, client, runtime, ops, clock):
+        logged_in(client, ops, clock)
+        copied = _cookie_header(client)
+        assert _replayed(client, copied, "/status").status_code == 200
+        assert _replayed(client, copied, "/api/v1/users").status_code == 200
+        other = client.application.test_client()  # a second browser, logged in on its own
+        logged_in(other, ops, clock)
+        csrf = csrf_in(client.get("/status").get_data(as_text=True))
+        assert client.post("/status/logout", data={"csrf": csrf}).status_code == 303
+        refused = _replayed(client, copied, "/status")
+        assert refused.status_code == 303 and refused.headers["Location"].endswith("/status/login")
+        assert _replayed(client, copied, "/api/v1/users").status_code == 401
+        assert other.get("/status").status_code == 303  # logged out everywhere
+        with runtime.store.read() as session:
+            events = list(session.scalars(select(AuditEvent).where(AuditEvent.action == "logout")))
+            assert [(e.target_id, e.channel) for e in events] == [(ops.user_id, "status-page")]
+        # A login right after the logout (in the same second) is a new, valid session.
+        logged_in(client, ops, clock)
+        assert client.get("/status").status_code == 200
+        assert client.get("/api/v1/users").status_code == 200
+        assert _replayed(client, copied, "/status").status_code == 303  # the old copy stays dead
+
+    def test_a_password_reset_and_change_end_the_sessions(self, client, runtime, ops, clock, admin_headers):
+        logged_in(client, ops, clock)
+        copied = _cookie_header(client)
+        reset = client.application.test_client().post(f"/api/v1/users/{ops.user_id}/password-reset",
+                                                      headers=admin_headers)
+        assert reset.status_code == 200, reset.json
+        assert client.get("/status").status_code == 303
+        assert _replayed(client, copied, "/api/v1/users").status_code == 401
+        # The operator's own change (here through the service layer) ends a later session too.
+        from bridge.accounts.context import context_for
+        from bridge.accounts.credentials import set_new_password
+
+        with runtime.services.unit(Actor(name="test")) as uow:
+            set_new_password(context_for(runtime), uow, uow.users.get(ops.user_id), "Changed-Pass-4711")
+        login = login_form(client, ops.user_name, "Changed-Pass-4711", ops.code(clock.now))
+        assert login.status_code == 303, login.get_data(as_text=True)
+        clock.advance(seconds=30)
+        assert client.get("/status").status_code == 200
+        copied = _cookie_header(client)
+        with runtime.services.unit(Actor(name="test")) as uow:
+            set_new_password(context_for(runtime), uow, uow.users.get(ops.user_id), "Another-Pass-4712")
+        assert _replayed(client, copied, "/status").status_code == 303
+
+    def test_a_lock_and_a_deactivation_end_the_sessions_for_good(self, client, runtime, ops, clock):
+        from bridge.accounts.context import context_for
+
+        logged_in(client, ops, clock)
+        copied = _cookie_header(client)
+        with runtime.services.unit(Actor(name="test")) as uow:
+            uow.accounts.lock(uow.users.get(ops.user_id), None, "admin")
+        with runtime.services.unit(Actor(name="test")) as uow:
+            uow.accounts.unlock(uow.users.get(ops.user_id), now=context_for(runtime).now())
+        assert _replayed(client, copied, "/status").status_code == 303  # unlocking does not revive it
+        logged_in(client, ops, clock)
+        copied = _cookie_header(client)
+        with runtime.services.unit(Actor(name="test")) as uow:
+            uow.users.deactivate(uow.users.get(ops.user_id))
+        with runtime.services.unit(Actor(name="test")) as uow:
+            uow.users.update(uow.users.get(ops.user_id), active=True)
+        assert _replayed(client, copied, "/status").status_code == 303
+        assert _replayed(client, copied, "/api/v1/users").status_code == 401
 
 
 def test_the_session_ends_after_its_lifetime_and_when_the_right_goes(client, runtime, ops, clock, monkeypatch):
