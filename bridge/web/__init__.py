@@ -61,6 +61,7 @@ def create_app(rt: Runtime) -> OpenAPI:
     from bridge.web.api import check, customers, grants, roles, scopes, users
     from bridge.web.api import accounts, auth, invitations, jobs, rights_groups, sync, tokens
     from bridge.web.api import errors as api_errors
+    from bridge.web.api import headers as api_headers
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(status.blueprint)
@@ -82,7 +83,8 @@ def create_app(rt: Runtime) -> OpenAPI:
 
     @app.get("/api/v1/openapi.json", doc_ui=False)
     def openapi_document():  # type: ignore[no-untyped-def]
-        """The API's OpenAPI 3.1 document, generated from the routes above."""
-        return jsonify(app.api_doc)
+        """The API's OpenAPI 3.1 document, generated from the routes above, with the response
+        headers that do not belong to one body (bridge.web.api.headers.declare)."""
+        return jsonify(api_headers.declare(app.api_doc))
 
     return app

@@ -136,3 +136,46 @@ def test_schemathesis_would_see_a_broken_route(sqlite_url, slapd, tmp_path, monk
     found = run_schemathesis(app, headers, only_path="/api/v1/job-runs")
     store.dispose()
     assert any("response_schema_conformance" in f for f in found.failures), found.failures
+
+
+def test_schemathesis_would_see_a_missing_header(sqlite_url, slapd, tmp_path):
+    """The harness itself: an answer without a header the document declares required is reported
+    (here the no-store of a new token, stripped on the way out)."""
+    from bridge.store import migrate
+
+    store = Store(sqlite_url)
+    migrate.upgrade(store.engine)
+    app, headers = seeded_app(store, tmp_path, slapd)
+    inner = app.wsgi_app
+
+    def strip_cache_control(environ, start_response):  # type: ignore[no-untyped-def]
+        def start(status, response_headers, exc_info=None):  # type: ignore[no-untyped-def]
+            kept = [(k, v) for k, v in response_headers if k.lower() != "cache-control"]
+            return start_response(status, kept, exc_info)
+        return inner(environ, start)
+
+    app.wsgi_app = strip_cache_control  # type: ignore[method-assign]
+    found = run_schemathesis(app, headers, only_path="/api/v1/tokens")
+    store.dispose()
+    missing = [f for f in found.failures if "response_headers_conformance: Missing required" in f
+               and "POST /api/v1/tokens" in f]
+    assert missing, found.failures
+
+
+def test_the_document_declares_the_headers_the_code_sends(client):
+    """Every answer: X-Request-Id; every 401: WWW-Authenticate; the 202 of a run started: Location;
+    an answer holding a token: Cache-Control no-store (bridge.web.api.headers)."""
+    doc = client.get("/api/v1/openapi.json").json
+    responses = {(f"{method.upper()} {path}", status): response for path, methods in doc["paths"].items()
+                 for method, operation in methods.items() for status, response in operation["responses"].items()}
+    assert all("X-Request-Id" in r["headers"] for r in responses.values())
+    assert all("WWW-Authenticate" in r["headers"] for (_, status), r in responses.items() if status == "401")
+    for operation in ("POST /api/v1/sync/sources/{name}/runs", "POST /api/v1/jobs/{name}/run"):
+        assert responses[operation, "202"]["headers"]["Location"]["required"] is False
+    for operation, status in (("POST /api/v1/tokens", "201"), ("POST /api/v1/tokens/{name}/rotate", "200")):
+        assert responses[operation, status]["headers"]["Cache-Control"]["schema"]["const"] == "no-store"
+    assert set(doc["components"]["headers"]) == {"X-Request-Id", "WWW-Authenticate", "Allow"}
+    # and the code sends them: a refused request carries both of its declared headers
+    refused = client.get("/api/v1/users", headers={"Authorization": "Bearer nope"})
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == 'Bearer realm="dirbridge-api"'
+    assert refused.headers["X-Request-Id"]

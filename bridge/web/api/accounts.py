@@ -18,6 +18,7 @@ from bridge.services.errors import InvalidValue, NotFound
 from bridge.store.models import User
 from bridge.web import runtime
 from bridge.web.api.common import api_actor, make_blueprint
+from bridge.web.api.headers import NO_STORE, model_headers, no_store
 from bridge.web.api.users import UserOut, user_json
 
 bp = make_blueprint("api_accounts", __name__, "accounts", "Passwords, locks, TOTP and bulk changes of users")
@@ -28,6 +29,8 @@ class UserPath(BaseModel):
 
 
 class TemporaryPassword(BaseModel):
+    model_config = ConfigDict(**model_headers(no_store()))  # a secret, shown once
+
     temporary_password: str = Field(description="shown once; the user must change it at the first login")
 
 
@@ -37,6 +40,8 @@ class UnlockOut(BaseModel):
 
 
 class TotpEnrolmentOut(BaseModel):
+    model_config = ConfigDict(**model_headers(no_store()))  # a secret, shown once
+
     secret: str
     otpauth_uri: str
     qr_svg: str
@@ -49,6 +54,8 @@ class TotpConfirm(BaseModel):
 
 
 class RecoveryCodesOut(BaseModel):
+    model_config = ConfigDict(**model_headers(no_store()))  # a secret, shown once
+
     recovery_codes: list[str] = Field(description="shown once; each works once")
 
 
@@ -91,7 +98,7 @@ def password_reset(path: UserPath):  # type: ignore[no-untyped-def]
     with ctx.services.unit(api_actor()) as uow:
         temporary = reset_to_temporary(ctx, uow, uow.users.get(path.user_id))
     response = jsonify(temporary_password=temporary)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers["Cache-Control"] = NO_STORE
     return response
 
 
@@ -112,7 +119,7 @@ def totp_enrol(path: UserPath):  # type: ignore[no-untyped-def]
     with ctx.services.unit(api_actor()) as uow:
         started = enrolment.start(ctx, uow, uow.users.get(path.user_id))
     response = jsonify(secret=started.secret, otpauth_uri=started.uri, qr_svg=started.qr_svg)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers["Cache-Control"] = NO_STORE
     return response, 201
 
 
@@ -123,7 +130,7 @@ def totp_confirm(path: UserPath, body: TotpConfirm):  # type: ignore[no-untyped-
     with ctx.services.unit(api_actor()) as uow:
         codes = enrolment.confirm(ctx, uow, uow.users.get(path.user_id), body.code)
     response = jsonify(recovery_codes=codes)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers["Cache-Control"] = NO_STORE
     return response
 
 
@@ -133,7 +140,7 @@ def totp_recovery_codes(path: UserPath):  # type: ignore[no-untyped-def]
     with runtime().services.unit(api_actor()) as uow:
         codes = enrolment.new_recovery_codes(uow, uow.users.get(path.user_id))
     response = jsonify(recovery_codes=codes)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers["Cache-Control"] = NO_STORE
     return response
 
 

@@ -18,6 +18,7 @@ from bridge.accounts.login import LoginOutcome, login
 from bridge.services import Actor
 from bridge.web import runtime
 from bridge.web.api.common import ErrorBody, api_actor, error_response, make_blueprint
+from bridge.web.api.headers import BASIC_CHALLENGE
 from bridge.web.api.users import UserOut, user_json
 
 bp = make_blueprint("api_auth", __name__, "auth", "Login verification for the portal")
@@ -85,7 +86,7 @@ def _refused(outcome: LoginOutcome) -> Any:
     payload.update(outcome.flags)
     response = jsonify(payload)
     if status == 401:
-        response.headers["WWW-Authenticate"] = 'Basic realm="dirbridge-login"'
+        response.headers["WWW-Authenticate"] = BASIC_CHALLENGE
     return response, status
 
 

@@ -15,6 +15,7 @@ from bridge.services import Actor, ServiceError
 from bridge.services.tokens import authenticate
 from bridge.store.models import TokenKind
 from bridge.web import runtime
+from bridge.web.api.headers import BEARER_CHALLENGE
 
 SECURITY = [{"bearer": []}]
 T = TypeVar("T")
@@ -31,10 +32,13 @@ class ErrorBody(BaseModel):
 
 
 #: what any /api/v1 operation may answer besides its own: bad input (400: also unparsable JSON; 422: the
-#: body or query does not fit the schema), no admin token (401), unknown ids (404), conflicts (409), stale
-#: versions (412), bodies over the size limit (413) and bodies that are not JSON (415)
-ERROR_RESPONSES: dict[int, type[BaseModel]] = {400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 409: ErrorBody,
-                                               412: ErrorBody, 413: ErrorBody, 415: ErrorBody, 422: ErrorBody}
+#: body or query does not fit the schema), no admin token (401), an operator session without its CSRF
+#: header (403), unknown ids (404), conflicts (409), stale
+#: versions (412), bodies over the size limit (413) and bodies that are not JSON (415). Their headers
+#: (WWW-Authenticate on 401, X-Request-Id on all) are declared by bridge.web.api.headers.declare.
+ERROR_RESPONSES: dict[int, type[BaseModel]] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody,
+                                               409: ErrorBody, 412: ErrorBody, 413: ErrorBody, 415: ErrorBody,
+                                               422: ErrorBody}
 MAX_OFFSET = 2**31 - 1  # beyond any table; also keeps SQLite's 64-bit OFFSET from overflowing
 
 
@@ -119,7 +123,7 @@ def make_blueprint(name: str, import_name: str, tag: str, description: str) -> A
                 return None
         if identity is None:
             response = error_response(401, "unauthorized", "an admin API token is required (Authorization: Bearer)")
-            response[0].headers["WWW-Authenticate"] = 'Bearer realm="dirbridge-api"'
+            response[0].headers["WWW-Authenticate"] = BEARER_CHALLENGE  # declared on every 401 (api.headers)
             return response
         g.api_client = identity.name
         return None

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from flask import jsonify
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from bridge.jobs.registry import JobSpec, job_specs
@@ -21,11 +21,13 @@ from bridge.store.models import JobRun
 from bridge.web import runtime
 from bridge.web.api.background import Background, WaitQuery, poll
 from bridge.web.api.common import Page, PageQuery, make_blueprint, page_of, paged
+from bridge.web.api.headers import location, model_headers
 
 bp = make_blueprint("api_jobs", __name__, "jobs", "Scheduled jobs and their runs")
 
 OutcomeName = Literal["running", "ok", "failed"]
 FIND_RUN_SECONDS = 5.0
+RUN_LOCATION = "/api/v1/job-runs/"  # + the run's id: the Location of a 202
 
 
 class JobRunOut(BaseModel):
@@ -49,6 +51,8 @@ class JobOut(BaseModel):
 
 
 class JobAccepted(BaseModel):
+    model_config = ConfigDict(**model_headers(location(RUN_LOCATION, "the job run")))
+
     job: str
     run: JobRunOut | None = Field(description="the run in progress (null: not recorded yet)")
     message: str
@@ -140,7 +144,7 @@ def run_now(path: JobPath, query: WaitQuery):  # type: ignore[no-untyped-def]
                                        + (f"/api/v1/job-runs/{run.id}" if run is not None
                                           else f"/api/v1/job-runs?job={spec.name}"))
             if run is not None:
-                response.headers["Location"] = f"/api/v1/job-runs/{run.id}"
+                response.headers["Location"] = f"{RUN_LOCATION}{run.id}"
             return response, 202
     if work.error is not None:  # run_job records a job's failure; this is the store failing
         raise work.error

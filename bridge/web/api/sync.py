@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from flask import jsonify
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from bridge.config import LdapSourceConfig
@@ -26,12 +26,14 @@ from bridge.store.models import SyncRun
 from bridge.web import runtime
 from bridge.web.api.background import Background, WaitQuery, poll
 from bridge.web.api.common import ErrorBody, Page, PageQuery, make_blueprint, page_of, paged
+from bridge.web.api.headers import location, model_headers
 
 bp = make_blueprint("api_sync", __name__, "sync", "LDAP sources and their sync runs")
 
 StatusName = Literal["running", "ok", "failed", "guarded", "approved"]
 ModeName = Literal["full", "incremental"]
 FIND_RUN_SECONDS = 5.0  # how long a 202 looks for the run row the background sync creates
+RUN_LOCATION = "/api/v1/sync/runs/"  # + the run's id: the Location of a 202
 
 
 class SyncBusyError(Conflict):
@@ -89,6 +91,8 @@ class SyncRunOut(SyncRunSummary):
 
 
 class SyncAccepted(BaseModel):
+    model_config = ConfigDict(**model_headers(location(RUN_LOCATION, "the sync run")))
+
     source: str
     run: SyncRunSummary | None = Field(description="the run in progress (null: not recorded yet, see "
                                                    "GET /api/v1/sync/runs?source=...)")
@@ -278,5 +282,5 @@ def start_sync(path: SourcePath, query: StartQuery):  # type: ignore[no-untyped-
                                + (f"/api/v1/sync/runs/{run.id}" if run is not None
                                   else f"/api/v1/sync/runs?source={source.name}"))
     if run is not None:
-        response.headers["Location"] = f"/api/v1/sync/runs/{run.id}"
+        response.headers["Location"] = f"{RUN_LOCATION}{run.id}"
     return response, 202

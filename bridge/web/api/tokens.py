@@ -17,6 +17,7 @@ from bridge.services.errors import Conflict
 from bridge.store.models import ApiToken
 from bridge.web import runtime
 from bridge.web.api.common import Page, PageQuery, api_actor, make_blueprint, page_of
+from bridge.web.api.headers import NO_STORE, model_headers, no_store
 
 bp = make_blueprint("api_tokens", __name__, "tokens", "Bearer tokens of SCIM clients and admin API clients")
 
@@ -35,6 +36,8 @@ class TokenOut(BaseModel):
 
 
 class TokenCreated(TokenOut):
+    model_config = ConfigDict(**model_headers(no_store()))  # every answer holding a token: no-store
+
     token: str = Field(description="the token itself: shown this once, store it now")
 
 
@@ -87,7 +90,7 @@ def create_token(body: TokenCreate):  # type: ignore[no-untyped-def]
         token, plain = uow.tokens.create(body.name, body.kind)
         out = {**token_json(token), "token": plain}
     response = jsonify(out)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers["Cache-Control"] = NO_STORE
     return response, 201
 
 
@@ -116,5 +119,5 @@ def rotate_token(path: TokenPath):  # type: ignore[no-untyped-def]
         token, plain = uow.tokens.rotate(path.name)
         out = {**token_json(token), "token": plain}
     response = jsonify(out)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers["Cache-Control"] = NO_STORE
     return response
