@@ -62,18 +62,21 @@ def _ro(mapping: dict[str, str]) -> Mapping[str, str]:
     return MappingProxyType(mapping)
 
 
+#: what the inetOrgPerson family (OpenLDAP, 389-DS, FreeIPA) names alike; each preset adds its id,
+#: lock and change-marker attributes
+_INET_ORG_PERSON = {"user_name": "uid", "display_name": "displayName", "given_name": "givenName",
+                    "family_name": "sn", "email": "mail", "group_name": "cn", "member": "member"}
+_INET_ORG_PERSON_EXTRAS = {"department": "departmentNumber", "employeeNumber": "employeeNumber",
+                           "employeeType": "employeeType", "title": "title"}
+_NAMED_GROUPS = "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))"
+
 PRESETS: Mapping[str, Preset] = MappingProxyType({
     "openldap": Preset(
         name="openldap",
         users_filter="(objectClass=inetOrgPerson)",
-        groups_filter="(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))",
-        attributes=_ro({
-            "unique_id": "entryUUID", "user_name": "uid", "display_name": "displayName",
-            "given_name": "givenName", "family_name": "sn", "email": "mail", "disabled": "",
-            "modified": "entryCSN", "group_name": "cn", "member": "member",
-        }),
-        extras=_ro({"department": "departmentNumber", "employeeNumber": "employeeNumber",
-                    "employeeType": "employeeType", "title": "title"}),
+        groups_filter=_NAMED_GROUPS,
+        attributes=_ro({**_INET_ORG_PERSON, "unique_id": "entryUUID", "disabled": "", "modified": "entryCSN"}),
+        extras=_ro(_INET_ORG_PERSON_EXTRAS),
         other_member_attributes=("uniqueMember",),
     ),
     "active_directory": Preset(
@@ -98,14 +101,10 @@ PRESETS: Mapping[str, Preset] = MappingProxyType({
     "389ds": Preset(
         name="389ds",
         users_filter="(objectClass=inetOrgPerson)",
-        groups_filter="(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames))",
-        attributes=_ro({
-            "unique_id": "nsUniqueId", "user_name": "uid", "display_name": "displayName",
-            "given_name": "givenName", "family_name": "sn", "email": "mail", "disabled": "nsAccountLock",
-            "modified": "modifyTimestamp", "group_name": "cn", "member": "member",
-        }),
-        extras=_ro({"department": "departmentNumber", "employeeNumber": "employeeNumber",
-                    "employeeType": "employeeType", "title": "title"}),
+        groups_filter=_NAMED_GROUPS,
+        attributes=_ro({**_INET_ORG_PERSON, "unique_id": "nsUniqueId", "disabled": "nsAccountLock",
+                        "modified": "modifyTimestamp"}),
+        extras=_ro(_INET_ORG_PERSON_EXTRAS),
         other_member_attributes=("uniqueMember",),
         writeback_can_disable=True,
     ),
@@ -113,13 +112,9 @@ PRESETS: Mapping[str, Preset] = MappingProxyType({
         name="freeipa",
         users_filter="(objectClass=posixAccount)",
         groups_filter="(objectClass=groupOfNames)",
-        attributes=_ro({
-            "unique_id": "ipaUniqueID", "user_name": "uid", "display_name": "displayName",
-            "given_name": "givenName", "family_name": "sn", "email": "mail", "disabled": "nsAccountLock",
-            "modified": "modifyTimestamp", "group_name": "cn", "member": "member",
-        }),
-        extras=_ro({"department": "departmentNumber", "employeeNumber": "employeeNumber",
-                    "employeeType": "employeeType", "title": "title"}),
+        attributes=_ro({**_INET_ORG_PERSON, "unique_id": "ipaUniqueID", "disabled": "nsAccountLock",
+                        "modified": "modifyTimestamp"}),
+        extras=_ro(_INET_ORG_PERSON_EXTRAS),
         writeback_can_disable=True,
     ),
 })

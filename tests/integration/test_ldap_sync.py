@@ -14,7 +14,7 @@ from bridge.store import Store
 from bridge.store.models import AuditEvent, Group, GroupGroupMember, GroupUserMember, SyncRun, User
 from tests.fixtures.app import make_config
 from tests.fixtures.net import free_port
-from tests.fixtures.slapd import SEED_GROUPS, SEED_PASSWORDS, source_settings
+from tests.fixtures.slapd import SEED_GROUPS, SEED_PASSWORDS, source_settings, sync_losing_the_directory
 
 
 def runtime_for(store: Store, **source):
@@ -244,14 +244,7 @@ def test_a_sync_cut_off_half_way_leaves_the_store_consistent(store, ldap_tree, m
     rt = runtime_for(store, **source_settings(tree.server, tree, page_size=page, write_batch=page,
                                                      receive_timeout=5))
 
-    def stop_after_first_batch(phase: str, n: int) -> None:
-        if phase == "users" and tree.server.running:
-            tree.server.stop()
-
-    try:
-        failed = run_sync(rt, "corp", progress=stop_after_first_batch)
-    finally:
-        tree.server.start()
+    failed = sync_losing_the_directory(rt, tree)
     assert failed.status == "failed" and failed.error
     users = users_by_name(store)
     written = len(users)

@@ -22,7 +22,7 @@ from bridge.runtime import build_runtime
 from bridge.store import Store, migrate
 from bridge.store.models import SyncRun, User
 from tests.fixtures.app import make_config
-from tests.fixtures.slapd import LdapTree, source_settings
+from tests.fixtures.slapd import LdapTree, source_settings, sync_losing_the_directory
 from tests.reliability.conftest import Report
 from tests.reliability.harness import (BULK_REQUEST, Daemon, Http, PgCluster, make_token, new_user, run_cli,
                                        start_daemon)
@@ -190,14 +190,7 @@ def test_slapd_stopped_mid_incremental_sync(sqlite_url: str, ldap_tree: LdapTree
         assert run_sync(rt, "corp").status == "ok"
         _add_users(ldap_tree, "inn", 12)
 
-        def stop_slapd(phase: str, n: int) -> None:
-            if phase == "users" and ldap_tree.server.running:
-                ldap_tree.server.stop()
-
-        try:
-            cut = run_sync(rt, "corp", progress=stop_slapd)
-        finally:
-            ldap_tree.server.start()
+        cut = sync_losing_the_directory(rt, ldap_tree)
         assert cut.mode == "incremental" and cut.status == "failed"
         users = _users(store, "ldap:corp")
         assert all(u.active for u in users.values()), "a failed incremental sync deactivated users"
