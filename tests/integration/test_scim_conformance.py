@@ -14,8 +14,13 @@ def test_scim2_tester_finds_no_failure(tmp_path):
     port = free_port()
     server = start_serve(tmp_path, port)
     try:
-        token = run_cli("token", "create", "conformance", "--config", str(tmp_path / "dirbridge.toml"),
-                        cwd=tmp_path).stdout.strip()
+        config = str(tmp_path / "dirbridge.toml")
+        # As in any real installation, a local admin exists: scim2-tester gives accessType random
+        # values, and demoting the only active admin is refused (the last-admin rule).
+        admin = run_cli("user", "create", "admin.one", "--email", "admin@example.org", "--access-type", "admin",
+                        "--config", config, cwd=tmp_path)
+        assert admin.returncode == 0, admin.stderr
+        token = run_cli("token", "create", "conformance", "--config", config, cwd=tmp_path).stdout.strip()
         result = subprocess.run(
             [sys.executable, str(REPO / "scripts" / "scim-conformance"), f"http://127.0.0.1:{port}/scim/v2", token],
             capture_output=True, text=True, timeout=300)
