@@ -155,10 +155,16 @@ class DatabaseConfig(Strict):
 
 class ScimConfig(Strict):
     enabled: bool = True
+    strict: bool = Field(default=False, description="refuse unknown attributes, null values, unknown schema "
+                         "URIs, unquoted filter values and empty PATCHes with 400 instead of ignoring them")
     max_results: int = Field(default=1000, ge=1, le=100000)
     bulk_max_operations: int = Field(default=1000, ge=1, le=100000)
     bulk_max_payload_bytes: int = Field(default=1048576, ge=1024)
     max_request_bytes: int = Field(default=262144, ge=1024, description="largest body of a non-Bulk request")
+    cursor_secret: SecretStr | None = Field(
+        default=None, description="seals the RFC 9865 paging cursors; the same on every replica "
+        "(default: a random one kept in DATA_DIR/scim-cursor.secret)")
+    cursor_timeout: int = Field(default=3600, ge=1, le=604800, description="seconds a paging cursor stays valid")
 
 
 class TlsConfig(Strict):
@@ -560,6 +566,7 @@ SECRET_KEYS: list[tuple[tuple[str, ...], str]] = [
     (("ldap", "sources", "*"), "bind_password"),
     (("smtp",), "password"),
     (("status",), "session_secret"),
+    (("scim",), "cursor_secret"),
 ]
 
 

@@ -88,6 +88,9 @@ class Metrics:
                                      ["client", "method", "status"], registry=self.registry)
         self.scim_seconds = Histogram("dirbridge_scim_request_seconds", "SCIM request latency", ["method"],
                                       buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.scim_ignored = Counter("dirbridge_scim_ignored", "parts of SCIM requests left out because dirbridge "
+                                    "does not define them (scim.strict = false), by client and kind",
+                                    ["client", "kind"], registry=self.registry)
         self.checks = Counter("dirbridge_checks", "authorization checks by answer", ["allowed"],
                               registry=self.registry)
         self.check_seconds = Histogram("dirbridge_check_seconds", "latency of an authorization check",

@@ -15,13 +15,12 @@ Rules that callers rely on:
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bridge.accounts import lockout, totp
@@ -30,6 +29,7 @@ from bridge.accounts.passwords import burn_verify, expiry, hash_password, needs_
 from bridge.services import Actor
 from bridge.services.accounts import PASSWORD_EXPIRED, is_directory_user
 from bridge.services.users import user_name_key
+from bridge.store.locks import lock_name
 from bridge.store.models import AccessType, TotpCredential, User
 
 log = logging.getLogger(__name__)
@@ -82,12 +82,8 @@ NAME_LOCK_SPACE = 0x6C6F676E  # "logn"
 
 def _lock_name(session: Session, name_key: str) -> None:
     """Serialise the failed attempts on one user name, known or not, until the transaction
-    ends (so that the failure that reaches the limit sees every earlier one). SQLite needs
-    nothing: a write transaction holds the database's write lock from its start."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    digest = int.from_bytes(hashlib.blake2b(name_key.encode(), digest_size=4).digest(), "big", signed=True)
-    session.execute(select(func.pg_advisory_xact_lock(NAME_LOCK_SPACE, digest)))
+    ends (so that the failure that reaches the limit sees every earlier one)."""
+    lock_name(session, NAME_LOCK_SPACE, name_key)
 
 
 class Login:

@@ -14,15 +14,27 @@ import time
 import uuid
 from typing import Any
 
-from scim2_models import InvalidValueException, PayloadTooLargeException, UnauthorizedException
+from scim2_models import (
+    Context,
+    Group,
+    InvalidValueException,
+    PatchOp,
+    PayloadTooLargeException,
+    Resource,
+    ResourceType,
+    ResponseParameters,
+    UnauthorizedException,
+)
 from scim2_server.applications.wsgi import WSGIApplication
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
+from scim2_server.utils import parametrize
 
 from bridge.runtime import Runtime
-from bridge.scim import quirks
-from bridge.scim.schema import build_provider
+from bridge.scim import lenient, quirks
+from bridge.scim.schema import ScimUser, build_provider
+from bridge.scim.secret import cursor_secret
 from bridge.scim.storage import StoreStorage
 from bridge.scim.writeback import Writeback
 from bridge.services import Actor
@@ -32,31 +44,62 @@ from bridge.web.scim_activity import activity_for
 
 log = logging.getLogger("bridge.scim")
 READ_METHODS = frozenset({"GET", "HEAD"})
+# A log line stays a line: the reason and the path are cut to these lengths.
+REASON_CHARS, PATH_CHARS = 500, 200
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 NUL_IN_JSON = re.compile(rb"\x00|(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)  # raw, or an unescaped \u0000
 
 
 class BoundedService(ScimService):
-    """Bulk bodies are bounded by maxPayloadSize; other bodies by scim.max_request_bytes."""
+    """scim2-server's protocol steps, with what dirbridge decides differently:
 
-    def __init__(self, provider: Any, max_request_bytes: int):
-        super().__init__(provider)
+    - Bulk bodies are bounded by maxPayloadSize; other bodies by scim.max_request_bytes;
+    - a PATCH answers 200 with the resource (RFC 7644 §3.5.2 allows it; Okta and Entra
+      show it in their documented exchanges), honouring attributes/excludedAttributes;
+    - unless ``strict``, a PATCH with no operations changes nothing and answers 200
+      (Microsoft's SCIM validator sends one) instead of 400.
+    """
+
+    def __init__(self, provider: Any, max_request_bytes: int, *, strict: bool = False,
+                 secret: bytes | None = None):
+        super().__init__(provider, secret=secret)  # the secret seals the paging cursors (RFC 9865)
         self.max_request_bytes = max_request_bytes
+        self.strict = strict
 
     def max_body_size(self, request: ScimRequest) -> int | None:
         limit = super().max_body_size(request)
         return self.max_request_bytes if limit is None else limit
 
+    def read_patch(self, resource_type: ResourceType, body: bytes, content_type: str | None) -> PatchOp[Any]:
+        if not self.strict and _no_operations(body):
+            self.ensure_patch_supported()
+            self.ensure_json(content_type)
+            return parametrize(PatchOp, self.get_model(resource_type)).model_construct(operations=[])
+        return super().read_patch(resource_type, body, content_type)
+
+    def patch_response(self, base_url: str, resource: Resource[Any],
+                       response_parameters: ResponseParameters[Any]) -> ScimResponse:
+        return self.resource_response(self.publish(base_url, resource), Context.RESOURCE_REPLACEMENT_RESPONSE,
+                                      response_parameters)
+
+
+def _no_operations(body: bytes) -> bool:
+    document = lenient.decode(body)
+    return isinstance(document, dict) and any(
+        key.lower() == "operations" and value == [] for key, value in document.items())
+
 
 class ScimApplication(WSGIApplication):
     def __init__(self, rt: Runtime):
         provider = build_provider(rt.config.scim)
-        service = BoundedService(provider, rt.config.scim.max_request_bytes)
+        service = BoundedService(provider, rt.config.scim.max_request_bytes, strict=rt.config.scim.strict,
+                                 secret=cursor_secret(rt.config))
         writeback = Writeback(rt) if Writeback.wanted(rt) else None
         super().__init__(StoreStorage(rt.services, writeback=writeback), provider, service)
         self.rt = rt
         self.storage: StoreStorage
         self.activity = activity_for(rt)  # per-client request/error counts for the status page
+        self.shapes = None if rt.config.scim.strict else lenient.shapes_of({"User": ScimUser, "Group": Group})
 
     def check_auth(self, request: ScimRequest) -> None:
         scheme, _, presented = request.headers.get("AUTHORIZATION", "").partition(" ")
@@ -76,6 +119,10 @@ class ScimApplication(WSGIApplication):
         limit = self.service.max_body_size(request)
         if limit is not None and request.body and len(request.body) > limit:
             raise PayloadTooLargeException(detail=f"the request body is larger than {limit} bytes")
+        if self.shapes is not None:
+            reader = lenient.Lenient(self.shapes, self._ignored_by(identity.name if identity else ""))
+            request.body = reader.fix(request.method, request.path, request.body)
+            request.query = reader.query(dict(request.query))
         request.body = quirks.fix_body(request.method, request.path, request.body)
         if request.body and NUL_IN_JSON.search(request.body):
             # PostgreSQL cannot store NUL; refuse it alike on every backend instead of a 500 there.
@@ -88,6 +135,15 @@ class ScimApplication(WSGIApplication):
         with self.storage.begin(actor, write=request.method not in READ_METHODS):
             return self.handler.handle(request)
 
+    def _ignored_by(self, client: str) -> lenient.Ignored:
+        counter = self.rt.metrics.scim_ignored
+
+        def ignored(kind: str, name: str) -> None:
+            counter.labels(client, kind).inc()
+            log.debug("SCIM: %s %r left out (scim.strict = false)", kind.replace("_", " "), name[:200],
+                      extra={"client": client})
+        return ignored
+
     def serve(self, request: ScimRequest) -> ScimResponse:
         started = time.perf_counter()
         response = super().serve(request)
@@ -97,9 +153,19 @@ class ScimApplication(WSGIApplication):
                                              str(response.status.value)).inc()
         self.rt.metrics.scim_seconds.labels(request.method).observe(elapsed)
         self.activity.record(client.name if client else None, response.status.value)
-        log.info("SCIM %s %s %s", request.method, request.path, response.status.value, extra={
-            "request_id": getattr(request, "request_id", None), "status": response.status.value,
+        status = response.status.value
+        extra: dict[str, Any] = {
+            "request_id": getattr(request, "request_id", None), "status": status,
             "client": client.name if client else None,
             "duration_ms": round(elapsed * 1000, 2),
-        })
+        }
+        if 400 <= status < 500 and isinstance(response.body, dict):
+            # Why an IdP's request failed, on the line an operator finds by the request id.
+            reason = str(response.body.get("detail") or "")[:REASON_CHARS]
+            scim_type = response.body.get("scimType")
+            extra.update(reason=reason, scim_type=scim_type)
+            log.info("SCIM %s %s %s %s: %s", request.method, request.path[:PATH_CHARS], status,
+                     scim_type or "-", reason, extra=extra)
+        else:
+            log.info("SCIM %s %s %s", request.method, request.path[:PATH_CHARS], status, extra=extra)
         return response

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from scim2_models import Meta, Resource
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bridge.scim.schema import ENTERPRISE_SCHEMA, PORTAL_SCHEMA
+from bridge.services.customers import PENDING_NUMBER
+from bridge.services.memberships import Membership, groups_of
 from bridge.store.models import Customer, Group, GroupGroupMember, GroupUserMember, User
 
 # SCIM attribute -> User column (top level of the core schema).
@@ -38,8 +40,6 @@ USER_JSON_ATTRIBUTES = (
     "addresses", "entitlements", "roles", "x509Certificates",
 )
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
-# A customer number that no customer has yet: kept until an operator creates the customer.
-PENDING_CUSTOMER = "customerNumber"
 # The portal always holds a value for these, but a SCIM client may leave them unassigned
 # (RFC 7644 §3.5.2.2): the store keeps the portal's value (an IdP that knows nothing of
 # customers must not unlink one) and the SCIM view shows them unassigned.
@@ -71,26 +71,21 @@ def primary_email(emails: list[dict[str, Any]] | None) -> str | None:
 
 @dataclass
 class PageData:
-    """What the documents of a page of users need beyond the rows, loaded in two queries."""
+    """What the documents of a page of users need beyond the rows: their groups (direct
+    and through nested groups) and their customers' numbers, in two statements per page."""
 
-    groups: dict[str, list[tuple[str, str]]]
+    groups: dict[str, list[Membership]]
     customer_numbers: dict[str, str]
 
     @classmethod
     def load(cls, session: Session, users: list[User], *, with_groups: bool = True) -> PageData:
-        ids = [u.id for u in users]
-        groups: dict[str, list[tuple[str, str]]] = {uid: [] for uid in ids}
-        if with_groups and ids:
-            rows = session.execute(
-                select(GroupUserMember.user_id, Group.id, Group.display_name)
-                .join(Group, Group.id == GroupUserMember.group_id)
-                .where(GroupUserMember.user_id.in_(ids)).distinct().order_by(Group.id))
-            for user_id, group_id, name in rows:
-                groups[user_id].append((group_id, name))
+        groups = groups_of(session, [u.id for u in users]) if with_groups else {}
         customer_ids = {u.customer_id for u in users if u.customer_id}
-        numbers = dict(session.execute(select(Customer.id, Customer.number).where(Customer.id.in_(customer_ids)))
-                       .tuples()) if customer_ids else {}
-        return cls(groups if with_groups else {}, numbers)
+        numbers: dict[str, str] = {}
+        if customer_ids:
+            numbers = {cid: number for cid, number in session.execute(
+                select(Customer.id, Customer.number).where(Customer.id.in_(customer_ids))).all()}
+        return cls(groups, numbers)
 
 
 def user_document(session: Session, user: User, *, with_groups: bool = True,
@@ -121,7 +116,7 @@ def user_document(session: Session, user: User, *, with_groups: bool = True,
         doc[ENTERPRISE_SCHEMA] = enterprise
     portal: dict[str, Any] = {name: getattr(user, column).value for name, column in PORTAL_ATTRIBUTES.items()
                               if name not in unassigned}
-    number = page.customer_numbers.get(user.customer_id) if user.customer_id else attributes.get(PENDING_CUSTOMER)
+    number = page.customer_numbers.get(user.customer_id) if user.customer_id else attributes.get(PENDING_NUMBER)
     if number and "customerNumber" not in unassigned:
         portal["customerNumber"] = number
     if portal:
@@ -130,8 +125,8 @@ def user_document(session: Session, user: User, *, with_groups: bool = True,
     if with_groups:
         groups = page.groups.get(user.id)
         if groups:
-            doc["groups"] = [{"value": gid, "$ref": f"Groups/{gid}", "display": name, "type": "direct"}
-                             for gid, name in groups]
+            doc["groups"] = [{"value": m.group_id, "$ref": f"Groups/{m.group_id}", "display": m.display_name,
+                              "type": m.type} for m in groups]
     doc["meta"] = {"resourceType": "User", "created": user.created_at, "lastModified": user.updated_at,
                    "version": etag(user.version)}
     return doc
@@ -143,11 +138,13 @@ def group_document(session: Session, group: Group, *, with_members: bool = True)
     if group.external_id is not None:
         doc["externalId"] = group.external_id
     if with_members:
-        # display is what the client called the member (SCIM stores what it is given).
+        # Every member, whatever rule made it one (a rights-group's members come from the
+        # customer rules); display is what the source called the member (SCIM stores what
+        # it is given), so only a membership of origin "source" has one.
         users = session.execute(
-            select(GroupUserMember.user_id, GroupUserMember.display)
-            .where(GroupUserMember.group_id == group.id, GroupUserMember.origin == "source")
-            .order_by(GroupUserMember.user_id)
+            select(GroupUserMember.user_id, func.max(GroupUserMember.display))
+            .where(GroupUserMember.group_id == group.id)
+            .group_by(GroupUserMember.user_id).order_by(GroupUserMember.user_id)
         ).all()
         groups = session.execute(
             select(GroupGroupMember.child_group_id, GroupGroupMember.display)

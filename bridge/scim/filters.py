@@ -25,8 +25,8 @@ from scim2_models import EnterpriseUser, InvalidFilterException, Resource, Searc
 from scim2_models import User as ScimUser
 from scim2_models.path import (
     AttrPath,
-    Comparison,
     CompareOperator,
+    Comparison,
     FilterNode,
     FilterVisitor,
     LogicalExpr,
@@ -52,8 +52,10 @@ from sqlalchemy import (
     union_all,
 )
 
-from bridge.scim.convert import ENTERPRISE_ATTRIBUTES, PENDING_CUSTOMER, UNASSIGNED, USER_JSON_ATTRIBUTES
+from bridge.scim.convert import ENTERPRISE_ATTRIBUTES, UNASSIGNED, USER_JSON_ATTRIBUTES
 from bridge.scim.schema import PortalUser
+from bridge.services.customers import PENDING_NUMBER
+from bridge.services.memberships import user_groups_rows, users_in_group
 from bridge.store.models import Customer, Group, GroupGroupMember, GroupUserMember, User
 
 Expr = ColumnElement[Any]
@@ -176,11 +178,11 @@ def _relation(rows: Any, holder: Expr) -> Elements:
 
 
 def _user_groups() -> Elements:
-    rows = select(
-        GroupUserMember.user_id.label("holder"), Group.id.label("value"), Group.display_name.label("display"),
-        literal("direct").label("type"), (literal("Groups/") + Group.id).label("ref"),
-    ).join(Group, Group.id == GroupUserMember.group_id)
-    return _relation(rows, User.id)
+    """A user's groups, direct and through nested groups (bridge.services.memberships)."""
+    rows = user_groups_rows().subquery()
+    return _relation(select(
+        rows.c.user_id.label("holder"), rows.c.group_id.label("value"), rows.c.display_name.label("display"),
+        rows.c.type.label("type"), (literal("Groups/") + rows.c.group_id).label("ref")), User.id)
 
 
 def _group_members() -> Elements:
@@ -188,7 +190,7 @@ def _group_members() -> Elements:
         GroupUserMember.group_id.label("holder"), GroupUserMember.user_id.label("value"),
         GroupUserMember.display.label("display"), literal("User").label("type"),
         (literal("Users/") + GroupUserMember.user_id).label("ref"),
-    ).where(GroupUserMember.origin == "source")
+    )  # every origin: a rights-group's members come from the customer rules
     groups = select(
         GroupGroupMember.group_id.label("holder"), GroupGroupMember.child_group_id.label("value"),
         GroupGroupMember.display.label("display"), literal("Group").label("type"),
@@ -250,7 +252,7 @@ class Resolver:
                 return Scalar(self._assigned("accessType", User.access_type), str)
             if head == "customer_number":
                 linked = select(Customer.number).where(Customer.id == User.customer_id).scalar_subquery()
-                number = func.coalesce(linked, d.json_text((PENDING_CUSTOMER,)))
+                number = func.coalesce(linked, d.json_text((PENDING_NUMBER,)))
                 return Scalar(self._assigned("customerNumber", number), str)
             return None
         alias = alias_of(model, head)
@@ -358,6 +360,9 @@ class SqlFilter(FilterVisitor[Expr]):
             compared = self._compare(source.expr, kind, node.op, expected, exact)
             indexed = self._indexed_equality(binding, node.op, expected)
             return compared if indexed is None else and_(indexed, compared)
+        lookup = self._group_member_lookup(binding, node.op, expected)
+        if lookup is not None:
+            return lookup
         sub = alias_of(binding.field_type, binding.sub_field_name) if binding.sub_field_name else "value"
         absent_holds = (node.op == CompareOperator.eq and expected is None) or (
             node.op == CompareOperator.ne and expected is not None)
@@ -382,6 +387,16 @@ class SqlFilter(FilterVisitor[Expr]):
         if not self.resolver.is_user and binding.field_name == "display_name":
             return Group.display_name_key == expected.strip().casefold()
         return None
+
+    def _group_member_lookup(self, binding: AttributeBinding, op: CompareOperator, expected: Any) -> Expr | None:
+        """``groups.value eq ID`` (a group's members, nested ones included, as Entra and Okta
+        ask): walk down from that group once instead of walking every user's groups up.
+        Group ids are lower-case, so the case-insensitive comparison is an equality."""
+        if (self.element is not None or op != CompareOperator.eq or not isinstance(expected, str)
+                or not self.resolver.is_user or binding.field_name != "groups"
+                or binding.sub_field_name not in (None, "value")):
+            return None
+        return User.id.in_(users_in_group(scim_key(expected)))
 
     # -- presence, logic, value paths --------------------------------------------------
 

@@ -7,18 +7,26 @@ customer number, access type); the capabilities come from the config.
 from __future__ import annotations
 
 import enum
+from typing import Annotated, Any
 
+from pydantic import Field
 from scim2_models import (
     URN,
     AuthenticationScheme,
     Bulk,
+    CaseExact,
     ChangePassword,
+    Email,
     EnterpriseUser,
     ETag,
     Extension,
     Filter,
     Group,
+    Manager,
+    Pagination,
     Patch,
+    Reference,
+    Required,
     ResourceType,
     ScimProvider,
     ServiceProviderConfig,
@@ -59,7 +67,38 @@ class PortalUser(Extension):
     """admin (every right), backend (rights by roles) or api (API only, no interactive login)."""
 
 
-ScimUser = User[EnterpriseUser | PortalUser]  # type: ignore[misc]
+class OptionalRefManager(Manager):
+    """The enterprise ``manager`` with ``value`` and ``$ref`` optional, as RFC 7643 §4.3 has
+    them ("RECOMMENDED"): Entra ID and Microsoft's reference tests send the id alone."""
+
+    value: Annotated[str | None, Required.false, CaseExact.true] = None
+    ref: Annotated[Reference["User"] | None, Required.false] = Field(  # type: ignore[type-arg]  # noqa: UP037
+        None, serialization_alias="$ref", validation_alias="$ref")
+
+
+class Enterprise(EnterpriseUser):
+    """The enterprise extension, with the manager above."""
+
+    manager: OptionalRefManager | None = None
+
+
+class StoredEmail(Email):
+    """An e-mail as the IdP holds it: Microsoft's reference tests send ``"emailName357"``
+    and expect it stored, so the value is any string here. The store keeps a value that
+    is no address out of the user's e-mail column (bridge.services.users), and a local
+    user still needs a real address there."""
+
+    value: str | None = None
+
+
+class CoreUser(User[Any]):
+    """The core User, with the e-mails above."""
+
+    emails: list[StoredEmail] | None = None  # type: ignore[assignment]
+
+
+# pydantic keeps the subclass generic at run time; mypy sees CoreUser as bound to Any.
+ScimUser = CoreUser[Enterprise | PortalUser]  # type: ignore[type-arg]
 
 
 INTERNAL_MAIL_DOMAINS = ("local", "test")
@@ -91,12 +130,16 @@ def build_provider(config: ScimConfig) -> ScimProvider:
         change_password=ChangePassword(supported=False),
         sort=Sort(supported=True),
         etag=ETag(supported=True),
+        # RFC 9865: startIndex stays the default; a client asks for cursors with cursor="" (or
+        # the first page's nextCursor). scim2-server seals the positions StoreStorage gives.
+        pagination=Pagination(cursor=True, index=True, default_pagination_method="index",
+                              max_page_size=config.max_results, cursor_timeout=config.cursor_timeout),
         authentication_schemes=[AuthenticationScheme(
             type="oauthbearertoken", name="Bearer token",
             description="a per-client token made with 'dirbridge token create NAME'", primary=True)],
     )
     return ScimProvider(
-        models=[User, EnterpriseUser, PortalUser, Group],
+        models=[CoreUser, Enterprise, PortalUser, Group],
         resource_types=[ResourceType.from_resource(ScimUser), ResourceType.from_resource(Group)],
         config=service_config,
     )

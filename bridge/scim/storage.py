@@ -11,9 +11,8 @@ others are kept, as RFC 7644 §3.7 wants.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,6 @@ from scim2_models import (
     ConflictException,
     InvalidValueException,
     NotFoundException,
-    NotImplementedException,
     PreconditionFailedException,
     Resource,
     ResourceType,
@@ -30,15 +28,18 @@ from scim2_models import (
     SearchRequest,
     UniquenessException,
 )
+from scim2_server.storage import ScimStorage, SearchPage
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from bridge.scim import convert
+from bridge.scim import convert, keyset
 from bridge.scim.filters import SqlDialect, order_by, where_clause
 from bridge.scim.writeback import Writeback
 from bridge.services import Actor, Services
+from bridge.services.customers import PENDING_NUMBER
 from bridge.services.errors import (
+    GroupNameTaken,
     InvalidValue,
     NotFound,
     ServiceError,
@@ -46,9 +47,7 @@ from bridge.services.errors import (
     VersionMismatch,
 )
 from bridge.services.unit import UnitOfWork
-from bridge.store.models import Customer, Group, User
-from scim2_server.storage import ScimStorage, SearchPage
-
+from bridge.store.models import Group, User
 
 AfterCommit = Callable[[], None]
 
@@ -73,7 +72,7 @@ _current: contextvars.ContextVar[_Context | None] = contextvars.ContextVar("scim
 
 def scim_error(exc: ServiceError) -> Exception:
     """The SCIM exception (status and scimType, RFC 7644 §3.12) for a service error."""
-    if isinstance(exc, UserNameTaken):
+    if isinstance(exc, (UserNameTaken, GroupNameTaken)):
         return UniquenessException(detail=exc.message)
     if isinstance(exc, NotFound):
         return NotFoundException(detail=exc.message)
@@ -87,7 +86,7 @@ def scim_error(exc: ServiceError) -> Exception:
 
 
 class StoreStorage(ScimStorage):
-    supports_cursors = False
+    supports_cursors = True  # keyset paging in SQL (bridge.scim.keyset)
 
     def __init__(self, services: Services, default_actor: Actor | None = None, writeback: Writeback | None = None):
         self.services = services
@@ -201,8 +200,10 @@ class StoreStorage(ScimStorage):
 
     def search(self, resource_types: list[ResourceType], search_request: SearchRequest[Any], *,
                position: Any = None) -> SearchPage:
-        if len(resource_types) != 1:
-            raise NotImplementedException(detail="search Users or Groups, not the server root")
+        """One type paged by index: one query for the count, one for the page's rows. Several
+        types (a search at the root) or a cursor: see _search_keyed."""
+        if len(resource_types) != 1 or search_request.cursor is not None:
+            return self._search_keyed(resource_types, search_request, position)
         (resource_type,) = resource_types
         model = self._model(resource_type)
         table = User if self._is_user(resource_type) else Group
@@ -224,17 +225,75 @@ class StoreStorage(ScimStorage):
                     convert.to_resource(model, convert.user_document(ctx.session, row, page=page)) for row in rows])
             return SearchPage(total, [self._render(ctx.session, resource_type, row) for row in rows])
 
+    def _search_keyed(self, resource_types: list[ResourceType], search_request: SearchRequest[Any],
+                      position: Any) -> SearchPage:
+        """The resources of every type as one collection (bridge.scim.keyset), paged by index or
+        by cursor: one query for the count (and, for a cursor, whether resources lie behind the
+        page), one for the keys of the page, then the rows of the page are loaded and rendered."""
+        types = {rt.name: rt for rt in resource_types}
+        collection = keyset.Collection(self.dialect, [
+            keyset.Searched(rt.name, self._model(rt), User if self._is_user(rt) else Group)
+            for rt in types.values()], search_request)
+        by_cursor = search_request.cursor is not None
+        anchor = collection.read(position) if by_cursor and position is not None else None
+        count = search_request.count
+        with self._context(write=False) as ctx:
+            counts = ctx.session.execute(collection.count_query(anchor)).one()
+            total = counts[0]
+            if count == 0 or total == 0:
+                return SearchPage(total, [])
+            if not by_cursor:
+                keys = ctx.session.execute(collection.page_query(
+                    None, offset=search_request.start_index_0 or 0, limit=count)).all()
+                return SearchPage(total, self._render_keys(ctx.session, types, keys))
+            # One key more than the page tells whether another page follows in this direction.
+            keys = list(ctx.session.execute(collection.page_query(
+                anchor, limit=None if count is None else count + 1)).all())
+            further = count is not None and len(keys) > count
+            keys = keys[:count]
+            behind = anchor is not None and counts[1] > 0
+            forward = anchor is None or anchor.forward
+            if not forward:
+                keys.reverse()
+            page = SearchPage(total, self._render_keys(ctx.session, types, keys))
+            if keys and (further if forward else behind):
+                page.next = collection.position(keyset.NEXT, keys[-1])
+            if keys and (behind if forward else further):
+                page.previous = collection.position(keyset.PREVIOUS, keys[0])
+            return page
+
+    def _render_keys(self, session: Session, types: dict[str, ResourceType], keys: list[Any]) -> list[Resource[Any]]:
+        """The resources of a page's keys, in order; users as one page (convert.PageData)."""
+        wanted: dict[str, list[str]] = {}
+        for key in keys:
+            wanted.setdefault(key.type, []).append(key.id)
+        rows: dict[tuple[str, str], User | Group] = {}
+        for name, ids in wanted.items():
+            table = User if self._is_user(types[name]) else Group
+            rows.update(((name, row.id), row) for row in session.scalars(select(table).where(table.id.in_(ids))))
+        users = [row for row in rows.values() if isinstance(row, User)]
+        page = convert.PageData.load(session, users) if users else None
+        resources = []
+        for key in keys:
+            row = rows.get((key.type, key.id))
+            if row is None:  # deleted by another transaction between the two statements
+                continue
+            if isinstance(row, User):
+                resources.append(convert.to_resource(self._model(types[key.type]),
+                                                     convert.user_document(session, row, page=page)))
+            else:
+                resources.append(self._render(session, types[key.type], row))
+        return resources
+
     # -- writes ----------------------------------------------------------------------
 
     def _user_changes(self, ctx: _Context, resource: Resource[Any]) -> tuple[dict[str, Any], str | None]:
-        """Service fields of a SCIM user. A customer number links the customer that has it;
-        a number no customer has yet stays pending in the attributes."""
+        """Service fields of a SCIM user; a customer number links the customer that has it,
+        or waits for it (bridge.services.customers)."""
         fields, customer_number, password = convert.user_fields(resource)
+        assert ctx.uow is not None
         if customer_number:
-            customer_id = ctx.session.scalar(select(Customer.id).where(Customer.number == customer_number))
-            if customer_id is None:
-                fields["attributes"][convert.PENDING_CUSTOMER] = customer_number
-            fields["customer_id"] = customer_id
+            fields.update(ctx.uow.customers.link_fields(customer_number, fields["attributes"]))
         return fields, password
 
     def _members(self, session: Session, users: set[str], groups: set[str],
@@ -290,6 +349,9 @@ class StoreStorage(ScimStorage):
                 raise PreconditionFailedException(detail=f"{resource_type.name} is at {convert.etag(row.version)}")
             if isinstance(row, User):
                 fields, password = self._user_changes(ctx, resource)
+                pending = (row.attributes or {}).get(PENDING_NUMBER)
+                if pending and "customer_id" not in fields:  # customerNumber left unassigned: it keeps waiting
+                    fields["attributes"][PENDING_NUMBER] = pending
                 previous = row.user_name
                 uow.users.update(row, **fields)
                 if password:

@@ -17,7 +17,12 @@ The rules, enforced here whoever writes:
   unassigning removes exactly those memberships;
 - customers are keyed by a surrogate id: deleting one deletes its
   rights-group (and the grants on it) and, confirmed, its external users, so a
-  new customer with the same number starts with nothing.
+  new customer with the same number starts with nothing;
+- a user given the number of a customer that does not exist yet keeps it as
+  pending (``attributes["customerNumber"]``); whoever creates that customer
+  (or renumbers one to it) links the user, who then joins the customer's
+  groups like any other. The link replaces the pending number, so a customer
+  deleted and created again does not get the old one's users back.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ if TYPE_CHECKING:
 EXTERNAL, EXTERNAL_ADMIN = "external", "external-admin"
 CUSTOMER_PREFIX, SALES_PREFIX = "customer:", "sales:"
 PORTAL_SOURCE = "local"
+# Where a user keeps the number of a customer that does not exist yet (SCIM shows it as customerNumber).
+PENDING_NUMBER = "customerNumber"
 FIELDS = ("number", "name", "short_name", "remote_access", "quota_mb", "agency", "default_agency_id")
 NAME_FIELDS = ("number", "name", "short_name")
 # Fields a rule can read besides the user's attributes.
@@ -130,6 +137,7 @@ class CustomerService:
                      audit.diff({}, _snapshot(customer)))
         if remote_access:
             self.update(customer, remote_access=True)
+        self._link_pending(customer)
         return customer
 
     def update(self, customer: Customer, **changes: Any) -> Customer:
@@ -175,7 +183,34 @@ class CustomerService:
             for user in self.external_users(customer):
                 if user.active:
                     self.uow.users.update(user, active=False, check_ownership=False)
+        if "number" in changed:
+            self._link_pending(customer)
         return customer
+
+    def link_fields(self, number: str | None, attributes: dict[str, Any]) -> dict[str, Any]:
+        """The user fields that give a user the customer numbered ``number`` (None: no
+        customer): its id, or, while no customer has that number, the number kept pending
+        in ``attributes`` (changed in place) until one is created."""
+        attributes.pop(PENDING_NUMBER, None)
+        if not number or not str(number).strip():
+            return {"customer_id": None}
+        customer = self.find(number)
+        if customer is None:
+            attributes[PENDING_NUMBER] = str(number).strip()
+            return {"customer_id": None}
+        return {"customer_id": customer.id}
+
+    def pending_users(self, number: str) -> list[User]:
+        """Users waiting for a customer with this number (a scan: customers are created rarely)."""
+        return list(self.uow.session.scalars(
+            select(User).where(User.customer_id.is_(None), User.attributes[PENDING_NUMBER].as_string() == number)
+            .order_by(User.user_name_key)))
+
+    def _link_pending(self, customer: Customer) -> None:
+        for user in self.pending_users(customer.number):
+            attributes = {k: v for k, v in (user.attributes or {}).items() if k != PENDING_NUMBER}
+            # The link is the portal's decision, made for whichever source owns the user.
+            self.uow.users.update(user, customer_id=customer.id, attributes=attributes, check_ownership=False)
 
     def delete_external_users(self, customer: Customer, *, confirm: bool) -> int:
         """Delete the customer's external users: only confirmed, and only once remote

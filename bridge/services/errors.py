@@ -33,6 +33,12 @@ class UserNameTaken(Conflict):
     code = "uniqueness"
 
 
+class GroupNameTaken(Conflict):
+    """Another group of the same source has the displayName (case-insensitively)."""
+
+    code = "uniqueness"
+
+
 class SourceConflict(Conflict):
     """A source tried to change an identity owned by another source."""
 

@@ -15,8 +15,16 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from bridge.services import audit
-from bridge.services.errors import Conflict, InvalidValue, NotFound, SourceConflict, VersionMismatch
+from bridge.services.errors import (
+    Conflict,
+    GroupNameTaken,
+    InvalidValue,
+    NotFound,
+    SourceConflict,
+    VersionMismatch,
+)
 from bridge.services.rows import BulkInsert, RowDefaults
+from bridge.store.locks import lock_name
 from bridge.store.models import Group, GroupGroupMember, GroupKind, GroupUserMember, User, utcnow
 
 if TYPE_CHECKING:
@@ -24,6 +32,8 @@ if TYPE_CHECKING:
 
 GROUP_FIELDS = ("display_name", "external_id", "source_id", "ldap_dn", "attributes", "kind", "customer_id")
 SOURCE_ORIGIN = "source"
+LDAP_SOURCE_PREFIX = "ldap:"
+GROUP_NAME_LOCK_SPACE = 0x67726E6D  # "grnm": bridge.store.locks
 _AUDITED_GROUP_FIELDS = tuple(sorted(GROUP_FIELDS))  # in the order ``audit.diff`` puts them
 _GROUP_ROWS = RowDefaults(Group.__table__)  # type: ignore[arg-type]
 _INSERT_GROUPS = BulkInsert(Group.__table__)  # type: ignore[arg-type]
@@ -91,6 +101,7 @@ class GroupService:
         if unknown:
             raise InvalidValue(f"unknown group fields: {', '.join(sorted(unknown))}")
         display_name = self._check_name(display_name)
+        self._ensure_name_free(self.uow.actor.source, display_name)
         if "kind" in fields:
             fields["kind"] = GroupKind(fields["kind"])
         now = utcnow()
@@ -141,6 +152,8 @@ class GroupService:
         if not changed:
             return group
         self._check_ownership(group)
+        if "display_name" in changed and group_key(changed["display_name"]) != group.display_name_key:
+            self._ensure_name_free(group.source, changed["display_name"], group.id)
         before = _snapshot(group)
         for key, value in changed.items():
             setattr(group, key, value)
@@ -370,6 +383,21 @@ class GroupService:
         if len(display_name) > 256:
             raise InvalidValue("displayName is longer than 256 characters", field="display_name")
         return display_name.strip()
+
+    def _ensure_name_free(self, source: str, display_name: str, group_id: str | None = None) -> None:
+        """A source's groups have distinct displayNames (case-insensitively), because mapping
+        rules and IdPs (Entra's ``displayName eq`` lookup) name a group by it. LDAP sources
+        are exempt: a directory may hold two groups of one cn in different subtrees, and its
+        rules can tell them apart by DN. A lock on the name serialises two creations."""
+        if source.startswith(LDAP_SOURCE_PREFIX):
+            return
+        key = group_key(display_name)
+        lock_name(self.uow.session, GROUP_NAME_LOCK_SPACE, f"{source}\x00{key}")
+        clash = self.uow.session.scalar(select(Group.id).where(
+            Group.source == source, Group.display_name_key == key, Group.id != (group_id or "")).limit(1))
+        if clash is not None:
+            raise GroupNameTaken(f"source {source!r} has a group named {display_name!r} already "
+                                 "(case-insensitively)", field="display_name")
 
     def _check_version(self, group: Group, expected_version: int | None) -> None:
         if expected_version is not None and expected_version != group.version:

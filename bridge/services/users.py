@@ -5,6 +5,8 @@ CLI and the CSV import all come through here:
 
 - userName is unique, case-insensitively;
 - a locally created userName has no white space and at least 5 characters;
+- the e-mail column holds an address or nothing: a local user needs one, a
+  source's value that is no address stays in its attributes only;
 - there is always at least one active admin once one exists;
 - a source changes only its own users, unless an ownership rule lets it take over;
 - the mapping rules on attributes, and the customer rules (rights-group,
@@ -191,7 +193,7 @@ class UserService:
             raise InvalidValue(f"unknown user fields: {', '.join(sorted(unknown))}")
         if expected_version is not None and expected_version != user.version:
             raise VersionMismatch(f"user {user.user_name} is at version {user.version}, not {expected_version}")
-        changes = self._normalise(changes)
+        changes = self._normalise(changes, user.source)
         changed = {k: v for k, v in changes.items() if getattr(user, k) != v}
         if "email" in changed and "attributes" not in changes:
             changed["attributes"] = with_email(user.attributes, changed["email"])
@@ -296,7 +298,7 @@ class UserService:
         if unknown:
             raise InvalidValue(f"unknown user fields: {', '.join(sorted(unknown))}")
         user_name = self._check_user_name(fields.get("user_name"), source)
-        fields = self._normalise(fields)
+        fields = self._normalise(fields, source)
         key = user_name_key(user_name)
         taken.check(key, user_name)
         fields.update(self.uow.customers.rule_effects(  # mapping rules, remote access (bridge.services.customers)
@@ -365,7 +367,7 @@ class UserService:
         lost = sorted(self._keys_in_store(set(by_key)))
         return ", ".join(repr(by_key[k]) for k in lost) or "of one of the batch's users"
 
-    def _normalise(self, fields: dict[str, Any]) -> dict[str, Any]:
+    def _normalise(self, fields: dict[str, Any], source: str) -> dict[str, Any]:
         out = dict(fields)
         if "kind" in out and not isinstance(out["kind"], UserKind):
             try:
@@ -383,7 +385,10 @@ class UserService:
         if "email" in out and out["email"] is not None:
             email = str(out["email"]).strip()
             if email and "@" not in email:
-                raise InvalidValue(f"{email!r} is not an e-mail address", field="email")
+                if source == LOCAL_SOURCE:  # invitations and resets go there
+                    raise InvalidValue(f"{email!r} is not an e-mail address", field="email")
+                # An IdP's value that is no address stays in its SCIM attributes only.
+                email = ""
             out["email"] = email or None
         if "active" in out:
             out["active"] = bool(out["active"])

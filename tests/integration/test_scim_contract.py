@@ -12,7 +12,10 @@ from bridge.scim.storage import StoreStorage
 
 
 class TestStoreStorage(ScimStorageContract):
-    supports_root_search = False  # /Users and /Groups only; a root search answers 501
+    """The cursor tests run because StoreStorage.supports_cursors; the root-search tests
+    because of supports_root_search. Nothing of either is skipped."""
+
+    supports_root_search = True  # Users and Groups as one collection in SQL (bridge.scim.keyset)
 
     @pytest.fixture
     def provider(self) -> ScimProvider:
