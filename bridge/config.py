@@ -155,8 +155,8 @@ class DatabaseConfig(Strict):
 
 class ScimConfig(Strict):
     enabled: bool = True
-    strict: bool = Field(default=False, description="refuse unknown attributes, null values, unknown schema "
-                         "URIs, unquoted filter values and empty PATCHes with 400 instead of ignoring them")
+    strict: bool = Field(default=False, description="refuse unknown attributes and schema URIs, unquoted filter "
+                         "values and empty PATCHes with 400 instead of reading them leniently")
     max_results: int = Field(default=1000, ge=1, le=100000)
     bulk_max_operations: int = Field(default=1000, ge=1, le=100000)
     bulk_max_payload_bytes: int = Field(default=1048576, ge=1024)

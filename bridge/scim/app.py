@@ -8,6 +8,7 @@ transaction per request (read-only for GET), and a log line per request.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -17,6 +18,7 @@ from typing import Any
 from scim2_models import (
     Context,
     Group,
+    InvalidSyntaxException,
     InvalidValueException,
     PatchOp,
     PayloadTooLargeException,
@@ -44,6 +46,9 @@ from bridge.web.scim_activity import activity_for
 
 log = logging.getLogger("bridge.scim")
 READ_METHODS = frozenset({"GET", "HEAD"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# A Bulk request holds a resource, a resource a complex attribute, that one a value: far below this.
+MAX_JSON_DEPTH = 32
 # A log line stays a line: the reason and the path are cut to these lengths.
 REASON_CHARS, PATH_CHARS = 500, 200
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -119,18 +124,20 @@ class ScimApplication(WSGIApplication):
         limit = self.service.max_body_size(request)
         if limit is not None and request.body and len(request.body) > limit:
             raise PayloadTooLargeException(detail=f"the request body is larger than {limit} bytes")
+        document = lenient.decode(request.body) if request.body and request.method in BODY_METHODS else None
+        if document is not None and lenient.depth(document) > MAX_JSON_DEPTH:
+            # No SCIM resource nests that deep; refused alike whether or not it would be left out.
+            raise InvalidSyntaxException(detail=f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
         if self.shapes is not None:
             reader = lenient.Lenient(self.shapes, self._ignored_by(identity.name if identity else ""))
-            request.body = reader.fix(request.method, request.path, request.body)
+            if document is not None:
+                request.body = json.dumps(reader.body(request.method, request.path, document)).encode()
             request.query = reader.query(dict(request.query))
         request.body = quirks.fix_body(request.method, request.path, request.body)
         if request.body and NUL_IN_JSON.search(request.body):
             # PostgreSQL cannot store NUL; refuse it alike on every backend instead of a 500 there.
             raise InvalidValueException(detail="NUL characters (\\u0000) are not allowed in values")
-        incoming = request.headers.get("X-REQUEST-ID") or ""
-        # Only a well-formed id is kept (it lands in logs and audit events, 64 characters at most).
-        request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        request.request_id = request_id  # type: ignore[attr-defined]
+        request_id: str = request.request_id  # type: ignore[attr-defined]  # given in serve
         actor = Actor.scim_client(identity.name if identity else "anonymous", request_id=request_id)
         with self.storage.begin(actor, write=request.method not in READ_METHODS):
             return self.handler.handle(request)
@@ -146,7 +153,13 @@ class ScimApplication(WSGIApplication):
 
     def serve(self, request: ScimRequest) -> ScimResponse:
         started = time.perf_counter()
+        incoming = request.header("X-Request-Id") or ""
+        # Only a well-formed id is kept (it lands in logs and audit events, 64 characters at most).
+        # Given before anything can fail, so every answer, a 401 or 413 too, carries it.
+        request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request.request_id = request_id  # type: ignore[attr-defined]
         response = super().serve(request)
+        response.headers["X-Request-Id"] = request_id
         elapsed = time.perf_counter() - started
         client = getattr(request, "scim_client", None)
         self.rt.metrics.scim_requests.labels(client.name if client else "", request.method,

@@ -124,14 +124,6 @@ class Lenient:
 
     # -- entry points ----------------------------------------------------------------
 
-    def fix(self, method: str, path: str, body: bytes) -> bytes:
-        """The raw body read leniently; a body that is not JSON stays as it is."""
-        if not body or method not in ("POST", "PUT", "PATCH"):
-            return body
-        document = decode(body)
-        if document is None:
-            return body
-        return json.dumps(self.body(method, path, document)).encode()
 
     def body(self, method: str, path: str, document: Any) -> Any:
         """The document of a request to ``path`` (relative to the SCIM root), read leniently."""
@@ -329,6 +321,23 @@ def quote_bare_values(text: str) -> str:
         out.append(token)
         words = [*words[-1:], token]
     return "".join(out)
+
+
+def depth(document: Any) -> int:
+    """How deeply the arrays and objects of a JSON document nest (a scalar is 0), without
+    recursion, so a hostile document cannot exhaust the stack."""
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def decode(body: bytes) -> Any:

@@ -304,16 +304,53 @@ def test_a_duplicate_group_display_name_within_one_source_is_409(entra, okta):
 # -- the operator's view of a refused request -----------------------------------------------------
 
 
-def test_a_4xx_logs_its_reason_on_the_request_line(entra, caplog):
-    """An operator finds why an IdP's request failed by its request id."""
+def test_a_4xx_logs_its_reason_on_the_request_line(entra, client, caplog):
+    """An operator finds why an IdP's request failed by its request id, which every answer
+    carries (a 401 too), and by the reason on the same line."""
     caplog.set_level(logging.INFO, logger="bridge.scim")
     response = entra.post("/Users", {"schemas": [CORE]}, headers={"X-Request-Id": "req-4711"})
-    assert response.status_code == 400
+    assert response.status_code == 400 and response.headers["X-Request-Id"] == "req-4711"
     lines = [r for r in caplog.records if getattr(r, "request_id", None) == "req-4711"]
     assert len(lines) == 1
     assert lines[0].reason == response.json["detail"] and response.json["detail"] in lines[0].getMessage()
+    assert lines[0].scim_type == response.json.get("scimType")
+
+    refused = client.get("/scim/v2/Users", headers={"Authorization": "Bearer wrong"})
+    request_id = refused.headers["X-Request-Id"]
+    assert refused.status_code == 401 and len(request_id) == 32
+    (line,) = [r for r in caplog.records if getattr(r, "request_id", None) == request_id]
+    assert line.status == 401 and "token" in line.reason
 
 
 @pytest.fixture
 def config() -> Config:
     return load_config_data({})
+
+
+def test_group_names_are_unique_within_a_source_in_bulk_too(entra):
+    """The rule holds on every SCIM path: two creates of one name in one Bulk request."""
+    bulk = entra.post("/Bulk", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": [
+        {"method": "POST", "path": "/Groups", "bulkId": "a", "data": {"schemas": [GROUP], "displayName": "Audit"}},
+        {"method": "POST", "path": "/Groups", "bulkId": "b", "data": {"schemas": [GROUP], "displayName": "AUDIT"}}]})
+    assert bulk.status_code == 200, bulk.json
+    statuses = [int(op["status"]) for op in bulk.json["Operations"]]
+    assert statuses == [201, 409]
+    assert entra.get('/Groups?filter=displayName eq "audit"').json["totalResults"] == 1
+
+
+def test_an_ldap_source_may_hold_two_groups_of_one_cn(store, ldap_tree):
+    """A directory may name two groups alike in different subtrees; the sync keeps both (its
+    mapping rules can tell them apart by DN), where a SCIM client's second one is refused."""
+    from bridge.ldap.sync import run_sync
+    from bridge.runtime import build_runtime
+    from tests.fixtures.slapd import source_settings
+
+    alice = ldap_tree.add_user("alice")
+    ldap_tree.add_group("Admins", [alice])
+    ldap_tree.conn.add(f"ou=emea,{ldap_tree.groups_base}", ["organizationalUnit"], {"ou": "emea"})
+    ldap_tree.conn.add(f"cn=Admins,ou=emea,{ldap_tree.groups_base}", ["groupOfNames"],
+                       {"cn": "Admins", "member": [alice]})
+    rt = build_runtime(load_config_data({"ldap": {"sources": [source_settings(ldap_tree.server, ldap_tree)]}}),
+                       store=store)
+    result = run_sync(rt, "corp")
+    assert result.status == "ok" and result.counts.groups_added == 2, result.error
