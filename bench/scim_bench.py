@@ -29,7 +29,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,34 @@ def line(name: str, result: dict[str, float], baseline: str = "") -> None:
           f"   errors {int(result['errors'])}   {baseline}", flush=True)
 
 
+class Bench:
+    """A throwaway `dirbridge serve` on a free loopback port, with a SCIM token and clients."""
+
+    def __init__(self, work_dir: Path, clients: int, database: str | None):
+        self.port = free_port()
+        self.config = work_dir / "dirbridge.toml"
+        db = f'[database]\nurl = "{database}"\nauto_migrate = true\n' if database else ""
+        self.config.write_text(f'data_dir = "{work_dir / "data"}"\n[server]\nlisten = "127.0.0.1:{self.port}"\n'
+                               f'workers = {clients * 2}\n[logging]\nlevel = "warning"\n{db}')
+        self.exe = Path(os.environ.get("DIRBRIDGE_EXE") or Path(sys.executable).parent / "dirbridge")
+        self.token = subprocess.run([str(self.exe), "token", "create", "bench", "--config", str(self.config)],
+                                    capture_output=True, text=True, check=True).stdout.strip()
+        self.size = clients
+        self.clients: list[Client] = []
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        server = subprocess.Popen([str(self.exe), "serve", "--config", str(self.config)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port("127.0.0.1", self.port, timeout=30)
+            self.clients = [Client(self.port, self.token) for _ in range(self.size)]
+            yield
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+
 def in_process(data_dir: Path, database: str | None, users: int) -> dict[str, float]:
     """The same create and lookup through the service layer, no HTTP: the store's own cost."""
     from bridge.config import load_config_data
@@ -138,19 +167,9 @@ def main() -> None:
     args = parser.parse_args()
 
     work_dir = Path(tempfile.mkdtemp(prefix="scim-bench-"))
-    port = free_port()
-    config = work_dir / "dirbridge.toml"
-    database = f'[database]\nurl = "{args.database}"\nauto_migrate = true\n' if args.database else ""
-    config.write_text(f'data_dir = "data"\n[server]\nlisten = "127.0.0.1:{port}"\nworkers = {args.clients * 2}\n'
-                      f'[logging]\nlevel = "warning"\n{database}')
-    exe = Path(os.environ.get("DIRBRIDGE_EXE") or Path(sys.executable).parent / "dirbridge")
-    token = subprocess.run([str(exe), "token", "create", "bench", "--config", str(config)],
-                           capture_output=True, text=True, check=True).stdout.strip()
-    server = subprocess.Popen([str(exe), "serve", "--config", str(config)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port("127.0.0.1", port, timeout=30)
-        clients = [Client(port, token) for _ in range(args.clients)]
+    bench = Bench(work_dir, args.clients, args.database)
+    with bench.serving():
+        clients = bench.clients
         print(f"dirbridge SCIM bench: {args.users} users, {args.clients} clients, "
               f"{'PostgreSQL' if args.database else 'SQLite'}, {os.cpu_count()} CPUs")
 
@@ -202,9 +221,6 @@ def main() -> None:
         baseline = in_process(work_dir, args.database, min(args.users, 5000))
         print("baseline: the service layer in-process, no HTTP/SCIM:")
         print(f"  create {baseline['create']:.0f} users/s, lookup by userName {baseline['lookup']:.0f}/s")
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
 
 
 if __name__ == "__main__":

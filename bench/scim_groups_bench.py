@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,8 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.scim_bench import Client, line, run  # noqa: E402
-from tests.fixtures.net import free_port, wait_for_port  # noqa: E402
+from bench.scim_bench import Bench, Client, line, run  # noqa: E402
 
 
 def fill(config: Path, users: int, groups: int, depth: int) -> tuple[str, str]:
@@ -60,30 +58,34 @@ def fill(config: Path, users: int, groups: int, depth: int) -> tuple[str, str]:
         return levels[0][0], leaves[0]
 
 
+def add_chain(config: Path, length: int) -> None:
+    """Another client's chain of ``length`` groups, each nested in the next and none with a
+    user: what a hostile IdP can build. It must not slow reads of anybody else's users."""
+    from bridge.config import load_config
+    from bridge.runtime import build_runtime
+    from bridge.services import Actor
+
+    rt = build_runtime(load_config(config))
+    with rt.services.unit(Actor.scim_client("chain")) as uow:
+        ids = uow.groups.create_many([{"display_name": f"chain{n}"} for n in range(length)])
+        for child, parent in zip(ids, ids[1:], strict=False):
+            uow.groups.change_members(uow.groups.get(parent), add_groups=[child])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--groups", type=int, default=500)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--chain", type=int, default=1500, help="length of another client's chain of groups")
     parser.add_argument("--database", help="SQLAlchemy URL (default: SQLite in a temp dir)")
     args = parser.parse_args()
 
-    work_dir = Path(tempfile.mkdtemp(prefix="scim-groups-bench-"))
-    port = free_port()
-    config = work_dir / "dirbridge.toml"
-    database = f'[database]\nurl = "{args.database}"\nauto_migrate = true\n' if args.database else ""
-    config.write_text(f'data_dir = "{work_dir / "data"}"\n[server]\nlisten = "127.0.0.1:{port}"\n'
-                      f'workers = {args.clients * 2}\n[logging]\nlevel = "warning"\n{database}')
-    exe = Path(os.environ.get("DIRBRIDGE_EXE") or Path(sys.executable).parent / "dirbridge")
-    token = subprocess.run([str(exe), "token", "create", "bench", "--config", str(config)],
-                           capture_output=True, text=True, check=True).stdout.strip()
-    top, leaf = fill(config, args.users, args.groups, args.depth)
-    server = subprocess.Popen([str(exe), "serve", "--config", str(config)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port("127.0.0.1", port, timeout=30)
-        clients = [Client(port, token) for _ in range(args.clients)]
+    bench = Bench(Path(tempfile.mkdtemp(prefix="scim-groups-bench-")), args.clients, args.database)
+    top, leaf = fill(bench.config, args.users, args.groups, args.depth)
+    with bench.serving():
+        clients = bench.clients
         print(f"dirbridge SCIM groups bench: {args.users} users in 2 groups each, {args.groups} groups nested "
               f"{args.depth} deep, {args.clients} clients, {'PostgreSQL' if args.database else 'SQLite'}, "
               f"{os.cpu_count()} CPUs")
@@ -126,9 +128,23 @@ def main() -> None:
         top_members = run(clients, list(range(100)), members_of(top))
         line(f"groups.value eq TOP ({args.users} match, count=100)", top_members,
              f"(x{top_members['p50'] / bare['p50']:.2f} p50 vs a page of 100 without groups)")
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+
+        ids = [r["id"] for r in clients[0].call("GET", "/scim/v2/Users?count=200&attributes=id")[1]["Resources"]]
+
+        def one_user(c: Client, i: int) -> int:
+            return c.call("GET", f"/scim/v2/Users/{ids[i % len(ids)]}")[0]
+
+        before = run(clients, list(range(1000)), one_user)
+        line("GET /Users/{id} with groups", before)
+    if args.chain:
+        add_chain(bench.config, args.chain)
+        with bench.serving():
+            after = run(bench.clients, list(range(1000)), one_user)
+            line(f"  the same after a {args.chain}-group chain", after,
+                 f"(x{after['p50'] / before['p50']:.2f} p50 vs before the chain)")
+            page_after = run(bench.clients, starts, page(""))
+            line("  page of 100 with groups, after it", page_after,
+                 f"(x{page_after['p50'] / with_groups['p50']:.2f} p50 vs before the chain)")
 
 
 if __name__ == "__main__":

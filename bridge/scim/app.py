@@ -14,6 +14,7 @@ import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from scim2_models import (
     Context,
@@ -47,10 +48,13 @@ from bridge.web.scim_activity import activity_for
 log = logging.getLogger("bridge.scim")
 READ_METHODS = frozenset({"GET", "HEAD"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+URL_SAFE = ":/?#[]@!$&'()*+,;=%~"  # what a URL keeps as it is; anything else is percent-encoded
 # A Bulk request holds a resource, a resource a complex attribute, that one a value: far below this.
 MAX_JSON_DEPTH = 32
 # A log line stays a line: the reason and the path are cut to these lengths.
 REASON_CHARS, PATH_CHARS = 500, 200
+# ...and a client's text in them cannot start a line of its own (the text log format).
+CONTROL_CHARACTERS = {code: "?" for code in (*range(32), 127)}
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 NUL_IN_JSON = re.compile(rb"\x00|(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)  # raw, or an unescaped \u0000
 
@@ -89,9 +93,13 @@ class BoundedService(ScimService):
 
 
 def _no_operations(body: bytes) -> bool:
+    """Whether the PatchOp's Operations are an empty list: the last member of that name, as
+    the validator reads a body that spells it twice."""
     document = lenient.decode(body)
-    return isinstance(document, dict) and any(
-        key.lower() == "operations" and value == [] for key, value in document.items())
+    if not isinstance(document, dict):
+        return False
+    operations = [value for key, value in document.items() if key.lower() == "operations"]
+    return bool(operations) and operations[-1] == []
 
 
 class ScimApplication(WSGIApplication):
@@ -142,6 +150,15 @@ class ScimApplication(WSGIApplication):
         with self.storage.begin(actor, write=request.method not in READ_METHODS):
             return self.handler.handle(request)
 
+    def finalize_response(self, request: ScimRequest, response: ScimResponse) -> ScimResponse:
+        """scim2-server's headers, none carrying a line break: ``Location`` repeats the decoded
+        request URL, and ``/scim/v2/x%0d%0aSet-Cookie:...`` must not become a header of its own."""
+        response = super().finalize_response(request, response)
+        for name, value in list(response.headers.items()):
+            if any(ch in value for ch in "\r\n\x00"):
+                response.headers[name] = quote(value, safe=URL_SAFE)
+        return response
+
     def _ignored_by(self, client: str) -> lenient.Ignored:
         counter = self.rt.metrics.scim_ignored
 
@@ -172,13 +189,13 @@ class ScimApplication(WSGIApplication):
             "client": client.name if client else None,
             "duration_ms": round(elapsed * 1000, 2),
         }
+        path = request.path[:PATH_CHARS].translate(CONTROL_CHARACTERS)
         if 400 <= status < 500 and isinstance(response.body, dict):
             # Why an IdP's request failed, on the line an operator finds by the request id.
-            reason = str(response.body.get("detail") or "")[:REASON_CHARS]
+            reason = str(response.body.get("detail") or "")[:REASON_CHARS].translate(CONTROL_CHARACTERS)
             scim_type = response.body.get("scimType")
             extra.update(reason=reason, scim_type=scim_type)
-            log.info("SCIM %s %s %s %s: %s", request.method, request.path[:PATH_CHARS], status,
-                     scim_type or "-", reason, extra=extra)
+            log.info("SCIM %s %s %s %s: %s", request.method, path, status, scim_type or "-", reason, extra=extra)
         else:
-            log.info("SCIM %s %s %s", request.method, request.path[:PATH_CHARS], status, extra=extra)
+            log.info("SCIM %s %s %s", request.method, path, status, extra=extra)
         return response

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bridge.scim.schema import ENTERPRISE_SCHEMA, PORTAL_SCHEMA
+from bridge.services.addresses import mail_address
 from bridge.services.customers import PENDING_NUMBER
 from bridge.services.memberships import Membership, groups_of
 from bridge.store.models import Customer, Group, GroupGroupMember, GroupUserMember, User
@@ -60,12 +61,14 @@ def parse_etag(value: str | None) -> int | None:
 
 
 def primary_email(emails: list[dict[str, Any]] | None) -> str | None:
+    """The address mail goes to: the primary one, else the work one, else the first, each
+    only if it is an address (an IdP may store "emailName357" beside a real one)."""
     if not emails:
         return None
     for rule in (lambda e: e.get("primary") is True, lambda e: e.get("type") == "work", lambda e: True):
         for entry in emails:
-            if entry.get("value") and rule(entry):
-                return str(entry["value"])
+            if entry.get("value") and rule(entry) and mail_address(str(entry["value"])):
+                return str(entry["value"]).strip()
     return None
 
 

@@ -11,8 +11,9 @@ before scim2-server validates anything (so Bulk operations are read alike):
 - a URI in ``schemas`` that the resource type does not know is left out
   (Entra's ``.../ADSCIM/2.0/Group``, a misspelt enterprise URN);
 - in a PATCH, members of the PatchOp or of an operation that RFC 7644 does not
-  define are left out; an add or replace whose value is ``""`` or ``null``
-  removes the attribute (Entra's gallery "null update" test); a path naming an
+  define are left out; a replace whose value is ``""`` or ``null`` removes the
+  attribute (Entra's gallery "null update" test), an add of such a value changes
+  nothing; a path naming an
   extension attribute without its URN (``manager``) gets the URN when exactly
   one extension defines that name; a group member given as a bare id becomes
   ``{"value": id}``, and a member's ``displayName`` its ``display``;
@@ -191,6 +192,9 @@ class Lenient:
                     out[key] = self._complex(shape.extensions[lowered], value, key)
                 else:
                     out[key] = value
+            elif lowered == "members" and "members" in shape.core.fields and isinstance(value, list):
+                out[key] = [self._complex(shape.core.fields["members"] or Shape({}), m, key) if isinstance(m, dict)
+                            else m for m in _members(value)]
             elif lowered in shape.core.fields:
                 out[key] = self._value(shape.core.fields[lowered], value, key)
             else:
@@ -250,16 +254,17 @@ class Lenient:
         value = fixed.get("value")
         if isinstance(path, str) and path:
             if value is None or value == "":
-                # Clearing by an empty value: a removal (Entra's "null update", manager cleared).
-                return [{"op": "remove", "path": path}]
+                # Replacing by an empty value clears (Entra's "null update", the manager cleared);
+                # adding nothing changes nothing (it must not clear: "add members ''" is no removal).
+                return [{"op": "remove", "path": path}] if name == "replace" else []
             if path.split("[")[0].lower() == "members":
                 fixed["value"] = _members(value)
             return [fixed]
         if not isinstance(value, dict):
             return [fixed]
-        removals = [{"op": "remove", "path": self._path(shape, key)} for key, item in value.items()
-                    if item is None or item == ""]
-        kept = {key: item for key, item in value.items() if item is not None and item != ""}
+        empty = [key for key, item in value.items() if item is None or item == ""]
+        removals = [{"op": "remove", "path": self._path(shape, key)} for key in empty] if name == "replace" else []
+        kept = {key: item for key, item in value.items() if key not in empty}
         if "members" in {key.lower() for key in kept}:
             kept = {key: (_members(item) if key.lower() == "members" else item) for key, item in kept.items()}
         return ([{**fixed, "value": kept}] if kept else []) + removals

@@ -35,6 +35,7 @@ from scim2_models import (
 )
 
 from bridge.config import ScimConfig
+from bridge.services.addresses import accept_internal_mail_domains
 
 PORTAL_SCHEMA = "urn:dirbridge:params:scim:schemas:extension:portal:2.0:User"
 ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -99,24 +100,6 @@ class CoreUser(User[Any]):
 
 # pydantic keeps the subclass generic at run time; mypy sees CoreUser as bound to Any.
 ScimUser = CoreUser[Enterprise | PortalUser]  # type: ignore[type-arg]
-
-
-INTERNAL_MAIL_DOMAINS = ("local", "test")
-
-
-def accept_internal_mail_domains() -> None:
-    """Accept e-mail addresses in .local and .test domains.
-
-    scim2-models validates e-mails with email-validator, which refuses
-    special-use domains; but Active Directory estates commonly live in
-    ``corp.local`` and IdPs send what the directory holds (Okta's own examples
-    use ``@okta.local``). email-validator documents this list as the knob.
-    """
-    import email_validator
-
-    for name in INTERNAL_MAIL_DOMAINS:
-        if name in email_validator.SPECIAL_USE_DOMAIN_NAMES:
-            email_validator.SPECIAL_USE_DOMAIN_NAMES.remove(name)
 
 
 def build_provider(config: ScimConfig) -> ScimProvider:

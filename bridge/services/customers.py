@@ -19,7 +19,7 @@ The rules, enforced here whoever writes:
   rights-group (and the grants on it) and, confirmed, its external users, so a
   new customer with the same number starts with nothing;
 - a user given the number of a customer that does not exist yet keeps it as
-  pending (``attributes["customerNumber"]``); whoever creates that customer
+  pending (``attributes[PENDING_NUMBER]``); whoever creates that customer
   (or renumbers one to it) links the user, who then joins the customer's
   groups like any other. The link replaces the pending number, so a customer
   deleted and created again does not get the old one's users back.
@@ -56,8 +56,9 @@ if TYPE_CHECKING:
 EXTERNAL, EXTERNAL_ADMIN = "external", "external-admin"
 CUSTOMER_PREFIX, SALES_PREFIX = "customer:", "sales:"
 PORTAL_SOURCE = "local"
-# Where a user keeps the number of a customer that does not exist yet (SCIM shows it as customerNumber).
-PENDING_NUMBER = "customerNumber"
+# Where a user keeps the number of a customer that does not exist yet (SCIM shows it as customerNumber);
+# a name no source attribute has (an LDAP attribute mapped as customerNumber is not a pending link).
+PENDING_NUMBER = "portal.pendingCustomerNumber"
 FIELDS = ("number", "name", "short_name", "remote_access", "quota_mb", "agency", "default_agency_id")
 NAME_FIELDS = ("number", "name", "short_name")
 # Fields a rule can read besides the user's attributes.

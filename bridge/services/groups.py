@@ -352,12 +352,17 @@ class GroupService:
     def set_members(self, group: Group, user_ids: Iterable[str], group_ids: Iterable[str] = (),
                     origin: str = SOURCE_ORIGIN,
                     displays: Mapping[str, str | None] | None = None) -> tuple[set[str], set[str]]:
-        """Make the members of this origin exactly these users and groups."""
-        user_ids, group_ids = set(user_ids), set(group_ids)
+        """Make the members of this origin exactly these users and groups. A user who is a
+        member through another origin only (a customer rule's) and is listed again (a SCIM
+        GET body PUT back shows every member) stays that origin's, not this one's: a list
+        read from the group cannot make the portal's rule memberships a source's own."""
+        own = self.user_member_ids(group, origin)
+        others = self.user_member_ids(group, None) - own
+        user_ids, group_ids = set(user_ids) - others, set(group_ids)
         return self.change_members(
             group,
             add_users=user_ids,
-            remove_users=self.user_member_ids(group, origin) - user_ids,
+            remove_users=own - user_ids,
             add_groups=group_ids,
             remove_groups=self.group_member_ids(group) - group_ids,
             origin=origin,

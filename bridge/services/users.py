@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bridge.services import audit
 from bridge.services.actor import LOCAL_SOURCE
+from bridge.services.addresses import mail_address
 from bridge.services.errors import (
     InvalidValue,
     LastAdmin,
@@ -384,12 +385,12 @@ class UserService:
             raise InvalidValue(f"no customer with id {out['customer_id']}", field="customer_id")
         if "email" in out and out["email"] is not None:
             email = str(out["email"]).strip()
-            if email and "@" not in email:
-                if source == LOCAL_SOURCE:  # invitations and resets go there
-                    raise InvalidValue(f"{email!r} is not an e-mail address", field="email")
-                # An IdP's value that is no address stays in its SCIM attributes only.
-                email = ""
-            out["email"] = email or None
+            address = mail_address(email)
+            if email and address is None and source == LOCAL_SOURCE:  # invitations and resets go there
+                raise InvalidValue(f"{email!r} is not an e-mail address", field="email")
+            # An IdP's value that is no address stays in its SCIM attributes only: the
+            # column is what invitations, resets and expiry warnings are sent to.
+            out["email"] = address
         if "active" in out:
             out["active"] = bool(out["active"])
         return out

@@ -145,3 +145,56 @@ def test_a_put_that_leaves_the_number_out_keeps_the_user_waiting(client, runtime
     make_customer(client, admin_headers, number="444", name="Bruchsal")
     # (the client left customerNumber unassigned, so its view still shows none)
     assert group_names(entra.get(f"/Users/{hans['id']}").json) == {"X444-Bruchsal", "RemoteUsers"}
+
+
+def test_a_number_waiting_from_before_the_upgrade_still_links(db_url, tmp_path):
+    """Migration 0007 moves a pending number to its own key; an LDAP attribute of the same
+    name is not a pending link (and is left where it is)."""
+    from sqlalchemy import insert
+
+    from bridge.runtime import build_runtime
+    from bridge.store import Store, migrate
+    from bridge.store.models import User
+    from tests.fixtures.app import make_config
+
+    store = Store(db_url)
+    migrate.upgrade(store.engine, "0006")
+    with store.write() as session:
+        session.execute(insert(User.__table__), [
+            {"id": "u-scim", "user_name": "old.kunde", "user_name_key": "old.kunde", "source": "scim:entra",
+             "kind": "external", "attributes": {"customerNumber": "321"}, "ip_allowlist": [], "active": True,
+             "access_type": "backend", "customer_admin": False, "must_change_password": False, "version": 1},
+            {"id": "u-ldap", "user_name": "ldap.user", "user_name_key": "ldap.user", "source": "ldap:corp",
+             "kind": "internal", "attributes": {"customerNumber": "321"}, "ip_allowlist": [], "active": True,
+             "access_type": "backend", "customer_admin": False, "must_change_password": False, "version": 1}])
+    migrate.upgrade(store.engine)
+    rt = build_runtime(make_config().model_copy(update={"data_dir": tmp_path}), store=store)
+    with rt.services.unit(OPERATOR) as uow:
+        customer = uow.customers.create("321", "Alt", remote_access=True)
+    with store.read() as session:
+        scim_user, ldap_user = session.get(User, "u-scim"), session.get(User, "u-ldap")
+        assert scim_user.customer_id == customer.id and "customerNumber" not in scim_user.attributes
+        assert ldap_user.customer_id is None and ldap_user.attributes == {"customerNumber": "321"}
+    store.dispose()
+
+
+def test_a_source_list_put_back_does_not_make_rule_memberships_its_own(client, runtime, admin_headers):
+    """RemoteUsers shows every member; the local owner PUTs that body back (the admin API's
+    own group, say): the external user stays a member by the customer rule only, and leaves
+    when the rule no longer holds."""
+    from sqlalchemy import select
+
+    from bridge.store.models import GroupUserMember
+
+    make_customer(client, admin_headers, number="600", name="Landau")
+    entra = Scim(client, create_token(runtime, "entra", "scim"))
+    ida = entra.post("/Users", external("ida.kunde", "600")).json
+    with runtime.services.unit(OPERATOR) as uow:
+        remote_users = uow.customers.portal_group(runtime.config.customers.remote_users_group)
+        members = uow.groups.user_member_ids(remote_users, None)
+        uow.groups.set_members(remote_users, members)  # what a PUT of the GET body asks for
+    with runtime.store.read() as session:
+        origins = set(session.scalars(select(GroupUserMember.origin).where(GroupUserMember.user_id == ida["id"])))
+    assert "source" not in origins
+    entra.patch(f"/Users/{ida['id']}", [{"op": "replace", "path": f"{PORTAL}:kind", "value": "internal"}])
+    assert not entra.get(f"/Users/{ida['id']}").json.get("groups")

@@ -142,3 +142,33 @@ def test_a_page_of_users_with_their_groups_costs_a_fixed_number_of_statements(ru
         counts[size] = len(seen)
     assert counts[10] == counts[100], counts
     assert counts[100] <= 6, counts  # the token, the count, the page, the groups (and the transaction)
+
+
+def test_nesting_is_followed_to_a_bounded_depth_and_ends_on_a_cycle(client, runtime):
+    """Each walk stops at MAX_NESTING levels, so another client's chain of thousands of groups
+    costs no more than that (bench/scim_groups_bench.py measures it); a cycle written
+    behind the service layer's back still ends."""
+    from sqlalchemy import insert
+
+    from bridge.services.memberships import MAX_NESTING
+    from bridge.store.models import GroupGroupMember
+
+    entra = Scim(client, create_token(runtime, "entra", "scim"))
+    deep = entra.create_user("deep.user")["id"]
+    with runtime.services.unit(Actor.scim_client("chain")) as uow:
+        chain = uow.groups.create_many([{"display_name": f"level{n:02}"} for n in range(MAX_NESTING + 5)])
+        uow.groups.change_members(uow.groups.get(chain[0]), add_users=[deep])
+        for child, parent in zip(chain, chain[1:], strict=False):
+            uow.groups.change_members(uow.groups.get(parent), add_groups=[child])
+    shown = groups(entra.get(f"/Users/{deep}").json)
+    assert shown["level00"] == "direct"
+    assert sorted(n for n, t in shown.items() if t == "indirect") == [f"level{n:02}" for n in range(1, MAX_NESTING + 1)]
+    top = entra.get(f'/Users?filter=groups.value eq "{chain[MAX_NESTING]}"').json
+    beyond = entra.get(f'/Users?filter=groups.value eq "{chain[MAX_NESTING + 1]}"').json
+    assert top["totalResults"] == 1 and beyond["totalResults"] == 0
+
+    with runtime.store.write() as session:  # level02 inside level00: a cycle the service refuses
+        session.execute(insert(GroupGroupMember.__table__).values(group_id=chain[0], child_group_id=chain[2]))
+    looped = groups(entra.get(f"/Users/{deep}").json)
+    assert looped["level00"] == "direct" and looped["level02"] == "indirect"
+    assert entra.get('/Users?filter=groups.display eq "level03"').json["totalResults"] == 1

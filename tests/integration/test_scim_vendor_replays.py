@@ -354,3 +354,64 @@ def test_an_ldap_source_may_hold_two_groups_of_one_cn(store, ldap_tree):
                        store=store)
     result = run_sync(rt, "corp")
     assert result.status == "ok" and result.counts.groups_added == 2, result.error
+
+
+def test_an_add_of_nothing_changes_nothing(entra):
+    """An "add" with "" or null (or no value) adds nothing; only a "replace" clears. Without
+    this, {"op":"add","path":"members","value":""} would have emptied a group."""
+    users = [entra.create_user(f"keep{i}")["id"] for i in range(3)]
+    group = entra.post("/Groups", {"schemas": [GROUP], "displayName": "Keep",
+                                   "members": [{"value": u} for u in users]}).json
+    for operation in ({"op": "add", "path": "members", "value": ""}, {"op": "add", "path": "members", "value": None},
+                      {"op": "add", "path": "members"}, {"op": "add", "value": {"members": None}}):
+        response = entra.patch(f"/Groups/{group['id']}", [operation])
+        assert response.status_code in (200, 400), (operation, response.json)
+        assert {m["value"] for m in entra.get(f"/Groups/{group['id']}").json["members"]} == set(users), operation
+    cleared = entra.patch(f"/Groups/{group['id']}", [{"op": "replace", "path": "members", "value": None}])
+    assert cleared.status_code == 200 and "members" not in cleared.json
+
+
+def test_emails_that_are_no_address_never_reach_the_mail_column(entra, runtime):
+    """A header smuggled in with a newline, two addresses, a dangling @: kept in the SCIM
+    attributes as sent, never where invitations, resets and expiry warnings go; a real
+    work address beside a bogus primary one is the one mail goes to."""
+    from bridge.store.models import User
+
+    for name, value in (("smuggler", "x@y.org\nBcc: z@evil.org"), ("two", "a@b.org, c@evil.org"),
+                        ("dangling", "x@")):
+        created = entra.post("/Users", {"schemas": [CORE], "userName": name,
+                                        "emails": [{"value": value, "primary": True}]})
+        assert created.status_code == 201, created.json
+        with runtime.store.read() as session:
+            assert session.get(User, created.json["id"]).email is None
+    both = entra.post("/Users", {"schemas": [CORE], "userName": "both", "emails": [
+        {"value": "emailName357", "primary": True}, {"value": "both@example.org", "type": "work"}]}).json
+    with runtime.store.read() as session:
+        assert session.get(User, both["id"]).email == "both@example.org"
+
+
+def test_no_header_line_can_be_smuggled_through_the_request_url(client):
+    """scim2-server repeats the decoded request URL in Location; a CR LF in it would start a
+    header of the client's choosing (response splitting, before any authentication)."""
+    response = client.get("/scim/v2/x%0d%0aSet-Cookie:%20session=attacker")
+    assert "Set-Cookie" not in response.headers
+    assert all("\r" not in v and "\n" not in v for v in response.headers.values())
+    assert "%0D%0ASet-Cookie" in response.headers["Location"]
+
+
+def test_a_refused_requests_reason_stays_on_one_line(runtime, caplog):
+    """The reason repeats what the client sent (strict mode names the unknown attribute); a
+    line break in it must not start a forged log line (the text log format)."""
+    from bridge.runtime import build_runtime
+    from bridge.web import create_app
+
+    strict = runtime.config.model_copy(update={"scim": runtime.config.scim.model_copy(update={"strict": True})})
+    rt = build_runtime(strict, store=runtime.store)
+    scim = Scim(create_app(rt).test_client(), create_token(rt, "strict", "scim"))
+    caplog.set_level(logging.INFO, logger="bridge.scim")
+    refused = scim.post("/Users", {"schemas": [CORE], "userName": "x@example.com", "a\nforged line": 1},
+                        headers={"X-Request-Id": "req-4712"})
+    assert refused.status_code == 400 and "forged line" in refused.json["detail"]
+    (line,) = [r for r in caplog.records if getattr(r, "request_id", None) == "req-4712"]
+    assert "forged line" in line.reason
+    assert "\n" not in line.getMessage() and "\n" not in line.reason
