@@ -153,8 +153,19 @@ class DatabaseConfig(Strict):
         return self.resolved_url(data_dir).startswith("sqlite")
 
 
+class ScimClientConfig(Strict):
+    """What one SCIM client (a token name) may do beyond provisioning its own users and groups."""
+
+    admins: bool = Field(default=False, description="may create admins or make its users admins "
+                         "(accessType admin); else 403")
+    passwords: bool = Field(default=False, description="may set the passwords of the users it owns (the "
+                            "password policy applies); else a password it sends is left out")
+
+
 class ScimConfig(Strict):
     enabled: bool = True
+    clients: dict[str, ScimClientConfig] = Field(default_factory=dict, description="per SCIM client, by its "
+                                                 "token name: [scim.clients.entra]")
     strict: bool = Field(default=False, description="refuse unknown attributes and schema URIs, unquoted filter "
                          "values and empty PATCHes with 400 instead of reading them leniently")
     max_results: int = Field(default=1000, ge=1, le=100000)
@@ -165,6 +176,10 @@ class ScimConfig(Strict):
         default=None, description="seals the RFC 9865 paging cursors; the same on every replica "
         "(default: a random one kept in DATA_DIR/scim-cursor.secret)")
     cursor_timeout: int = Field(default=3600, ge=1, le=604800, description="seconds a paging cursor stays valid")
+
+    def client(self, name: str) -> ScimClientConfig:
+        """The settings of a client; one the config does not name may do nothing extra."""
+        return self.clients.get(name) or ScimClientConfig()
 
 
 class TlsConfig(Strict):

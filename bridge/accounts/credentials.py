@@ -1,5 +1,6 @@
 """Setting passwords: the policy and the history are checked here, for every way a
-password is set (invitation page, change at login, admin reset)."""
+password is set (invitation page, change at login, admin reset, a source's SCIM
+``password``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from bridge.accounts.errors import PasswordRejected
 from bridge.accounts.passwords import (
     PolicyProblem,
     hash_password,
+    names_of,
     policy_problems,
     temporary_password,
     verify_hash,
@@ -30,13 +32,26 @@ def reused(ctx: AccountsContext, uow: UnitOfWork, user: User, password: str) -> 
 def set_new_password(ctx: AccountsContext, uow: UnitOfWork, user: User, password: str) -> None:
     """The user chooses a password: it must pass the policy and not be a recent one."""
     policy = ctx.config.policy.password
-    problems = policy_problems(policy, password)
+    problems = policy_problems(policy, password, names_of(user.user_name, user.email))
     if not problems and reused(ctx, uow, user, password):
         problems.append(PolicyProblem("reused", history=policy.history))
     if problems:
         raise PasswordRejected(problems)
     uow.accounts.set_password(user, hash_password(policy, password), now=ctx.now(), must_change=False,
                               keep_history=policy.history)
+
+
+def set_password_from_source(ctx: AccountsContext, uow: UnitOfWork, user: User, password: str) -> bool:
+    """A password a source sends along with a user (SCIM's ``password``). Credentials belong
+    to the user's owner: only a source the config lets set passwords (UnitOfWork.may_set_passwords),
+    only for a user it owns or may take over (else 409), and then exactly as if the user had
+    chosen it: policy, history, the configured hasher, never for a directory user. Returns
+    False when the source may not set passwords at all (the caller leaves the value out)."""
+    if not uow.may_set_passwords():
+        return False
+    uow.users.check_owner(user, "password")
+    set_new_password(ctx, uow, user, password)
+    return True
 
 
 def reset_to_temporary(ctx: AccountsContext, uow: UnitOfWork, user: User) -> str:

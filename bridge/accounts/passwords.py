@@ -33,6 +33,7 @@ PROBLEM_TEXT = {
         "too_long": "the password must have at most {max_length} characters",
         "criteria": "the password must contain at least {min_criteria} of: {criteria} (missing: {missing})",
         "reused": "the password was used recently: choose one that is not among the last {history}",
+        "contains_name": "the password must not contain the user name or the e-mail address's name ({name})",
     },
     "de": {
         "too_short": "das Passwort muss mindestens {min_length} Zeichen haben",
@@ -40,6 +41,8 @@ PROBLEM_TEXT = {
         "criteria": "das Passwort muss mindestens {min_criteria} davon enthalten: {criteria} (es fehlt: {missing})",
         "reused": "das Passwort wurde kürzlich verwendet: wählen Sie eines, das nicht unter den letzten "
                   "{history} ist",
+        "contains_name": "das Passwort darf weder den Benutzernamen noch den Namen der E-Mail-Adresse enthalten "
+                         "({name})",
     },
 }
 
@@ -128,9 +131,26 @@ def enabled_criteria(policy: PasswordPolicy) -> list[str]:
     return [c for c in CRITERIA if flags[c]]
 
 
-def policy_problems(policy: PasswordPolicy, password: str) -> list[PolicyProblem]:
-    """What is wrong with ``password`` under ``policy`` (empty: it passes), in words a user reads."""
+# Names shorter than this are not looked for inside a password ("al" would refuse too much).
+MIN_NAME_IN_PASSWORD = 3
+
+
+def names_of(user_name: str | None, email: str | None) -> list[str]:
+    """What a password may not contain: the userName and the e-mail's local part (Keycloak's
+    notUsername and notEmail), compared case-insensitively."""
+    names = [user_name or "", (email or "").rpartition("@")[0] if email and "@" in email else ""]
+    return [n.strip() for n in names if len(n.strip()) >= MIN_NAME_IN_PASSWORD]
+
+
+def policy_problems(policy: PasswordPolicy, password: str, names: list[str] | None = None) -> list[PolicyProblem]:
+    """What is wrong with ``password`` under ``policy`` (empty: it passes), in words a user reads;
+    ``names`` (names_of the user) may not appear in it."""
     problems: list[PolicyProblem] = []
+    folded = password.casefold()
+    for name in names or []:
+        if name.casefold() in folded:
+            problems.append(PolicyProblem("contains_name", name=name))
+            break
     if len(password) < policy.min_length:
         problems.append(PolicyProblem("too_short", min_length=policy.min_length))
     if len(password) > MAX_LENGTH:

@@ -34,6 +34,7 @@ from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
 from scim2_server.utils import parametrize
 
+from bridge.accounts.context import context_for
 from bridge.runtime import Runtime
 from bridge.scim import lenient, quirks
 from bridge.scim.schema import ScimUser, build_provider
@@ -108,7 +109,8 @@ class ScimApplication(WSGIApplication):
         service = BoundedService(provider, rt.config.scim.max_request_bytes, strict=rt.config.scim.strict,
                                  secret=cursor_secret(rt.config))
         writeback = Writeback(rt) if Writeback.wanted(rt) else None
-        super().__init__(StoreStorage(rt.services, writeback=writeback), provider, service)
+        super().__init__(StoreStorage(rt.services, writeback=writeback, accounts=lambda: context_for(rt),
+                                      ignored=self._password_ignored), provider, service)
         self.rt = rt
         self.storage: StoreStorage
         self.activity = activity_for(rt)  # per-client request/error counts for the status page
@@ -158,6 +160,11 @@ class ScimApplication(WSGIApplication):
             if any(ch in value for ch in "\r\n\x00"):
                 response.headers[name] = quote(value, safe=URL_SAFE)
         return response
+
+    def _password_ignored(self, client: str) -> None:
+        self.rt.metrics.scim_ignored.labels(client, "password").inc()
+        log.debug("SCIM: a password left out: [scim.clients.%s] passwords is not true", client,
+                  extra={"client": client})
 
     def _ignored_by(self, client: str) -> lenient.Ignored:
         counter = self.rt.metrics.scim_ignored

@@ -110,7 +110,8 @@ def build_provider(config: ScimConfig) -> ScimProvider:
         bulk=Bulk(supported=True, max_operations=config.bulk_max_operations,
                   max_payload_size=config.bulk_max_payload_bytes),
         filter=Filter(supported=True, max_results=config.max_results),
-        change_password=ChangePassword(supported=False),
+        # Passwords are set only by the clients the config lets (bridge.accounts.credentials).
+        change_password=ChangePassword(supported=any(c.passwords for c in config.clients.values())),
         sort=Sort(supported=True),
         etag=ETag(supported=True),
         # RFC 9865: startIndex stays the default; a client asks for cursors with cursor="" (or

@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from argon2 import PasswordHasher
 from scim2_models import (
     ConflictException,
+    ForbiddenException,
     InvalidValueException,
     NotFoundException,
     PreconditionFailedException,
@@ -33,12 +33,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from bridge.accounts.context import AccountsContext
+from bridge.accounts.credentials import set_password_from_source
 from bridge.scim import convert, keyset
 from bridge.scim.filters import SqlDialect, order_by, where_clause
 from bridge.scim.writeback import Writeback
 from bridge.services import Actor, Services
 from bridge.services.customers import PENDING_NUMBER
 from bridge.services.errors import (
+    Forbidden,
     GroupNameTaken,
     InvalidValue,
     NotFound,
@@ -50,6 +53,7 @@ from bridge.services.unit import UnitOfWork
 from bridge.store.models import Group, User
 
 AfterCommit = Callable[[], None]
+IgnoredPassword = Callable[[str], None]  # (client): a password the client may not set was left out
 
 
 @dataclass
@@ -74,6 +78,8 @@ def scim_error(exc: ServiceError) -> Exception:
     """The SCIM exception (status and scimType, RFC 7644 §3.12) for a service error."""
     if isinstance(exc, (UserNameTaken, GroupNameTaken)):
         return UniquenessException(detail=exc.message)
+    if isinstance(exc, Forbidden):
+        return ForbiddenException(detail=exc.message)
     if isinstance(exc, NotFound):
         return NotFoundException(detail=exc.message)
     if isinstance(exc, VersionMismatch):
@@ -88,12 +94,14 @@ def scim_error(exc: ServiceError) -> Exception:
 class StoreStorage(ScimStorage):
     supports_cursors = True  # keyset paging in SQL (bridge.scim.keyset)
 
-    def __init__(self, services: Services, default_actor: Actor | None = None, writeback: Writeback | None = None):
+    def __init__(self, services: Services, default_actor: Actor | None = None, writeback: Writeback | None = None,
+                 accounts: Callable[[], AccountsContext] | None = None, ignored: IgnoredPassword | None = None):
         self.services = services
         self.dialect = SqlDialect(services.store.engine.dialect.name)
         self.default_actor = default_actor or Actor.scim_client("scim")
-        self.hasher = PasswordHasher()
         self.writeback = writeback
+        self.accounts = accounts  # the password policy and clock, per request; without it passwords are left out
+        self.ignored = ignored or (lambda client: None)
 
     # -- transactions ----------------------------------------------------------------
 
@@ -296,6 +304,13 @@ class StoreStorage(ScimStorage):
             fields.update(ctx.uow.customers.link_fields(customer_number, fields["attributes"]))
         return fields, password
 
+    def _password(self, uow: UnitOfWork, user: User, password: str) -> None:
+        """A password sent with a user goes through the accounts' one path (owner, policy,
+        history, hasher), if the config lets this client set passwords; else it is left out
+        (Okta sends one on every create, whether it syncs passwords or not)."""
+        if self.accounts is None or not set_password_from_source(self.accounts(), uow, user, password):
+            self.ignored(uow.actor.name)
+
     def _members(self, session: Session, users: set[str], groups: set[str],
                  vanished: set[str] = frozenset()) -> tuple[set[str], set[str]]:  # type: ignore[assignment]
         """The user and group members, typed by what the ids are in the store (a client
@@ -326,8 +341,8 @@ class StoreStorage(ScimStorage):
             if self._is_user(resource_type):
                 fields, password = self._user_changes(ctx, resource)
                 row: User | Group = uow.users.create(**{k: v for k, v in fields.items() if v is not None})
-                if password:
-                    uow.users.set_password_hash(row, self.hasher.hash(password))
+                if password is not None:
+                    self._password(uow, row, password)
                 self._defer(ctx, "user", row)
             else:
                 fields, given_users, given_groups, displays = convert.group_fields(resource)
@@ -354,8 +369,8 @@ class StoreStorage(ScimStorage):
                     fields["attributes"][PENDING_NUMBER] = pending
                 previous = row.user_name
                 uow.users.update(row, **fields)
-                if password:
-                    uow.users.set_password_hash(row, self.hasher.hash(password))
+                if password is not None:
+                    self._password(uow, row, password)
                 self._defer(ctx, "user", row, previous=previous if previous != row.user_name else None)
             else:
                 fields, given_users, given_groups, displays = convert.group_fields(resource)

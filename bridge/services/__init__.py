@@ -3,16 +3,21 @@ and the CSV import, so that every source obeys the same rules."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from bridge.config import Config
+from bridge.services import audit
 from bridge.services.actor import Actor
 from bridge.services.errors import ServiceError
-from bridge.services.unit import UnitOfWork
+from bridge.services.unit import Refusal, UnitOfWork
 from bridge.store.db import Store
 
 __all__ = ["Actor", "ServiceError", "Services", "UnitOfWork"]
+log = logging.getLogger(__name__)
 
 
 class Services:
@@ -22,6 +27,24 @@ class Services:
 
     @contextmanager
     def unit(self, actor: Actor) -> Iterator[UnitOfWork]:
-        """A write transaction for ``actor``; any error rolls back everything in it."""
-        with self.store.write() as session:
-            yield UnitOfWork(session, actor, self.config.ownership, self.config)
+        """A write transaction for ``actor``; any error rolls back everything in it. What the
+        unit refused (bridge.services.errors.Forbidden) is audited afterwards, in a
+        transaction of its own, so the refusal is kept though the change is not."""
+        refusals: list[Refusal] = []
+        try:
+            with self.store.write() as session:
+                uow = UnitOfWork(session, actor, self.config.ownership, self.config)
+                uow.refusals = refusals
+                yield uow
+        finally:
+            if refusals:
+                self._audit_refusals(actor, refusals)
+
+    def _audit_refusals(self, actor: Actor, refusals: list[Refusal]) -> None:
+        try:
+            with self.store.write() as session:
+                for refusal in refusals:
+                    audit.record(session, actor, "refused", refusal.target_type, refusal.target_id,
+                                 refusal.target_name, {"refused": [refusal.what, refusal.reason]})
+        except SQLAlchemyError as exc:  # the store is gone: the refusal itself still stands
+            log.warning("could not audit %d refused change(s): %s", len(refusals), type(exc).__name__)

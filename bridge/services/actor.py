@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 LOCAL_SOURCE = "local"
+SCIM_PREFIX = "scim:"
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class Actor:
 
     @classmethod
     def scim_client(cls, client: str, request_id: str | None = None) -> Actor:
-        return cls(name=client, source=f"scim:{client}", channel="scim", request_id=request_id)
+        return cls(name=client, source=f"{SCIM_PREFIX}{client}", channel="scim", request_id=request_id)
 
     @classmethod
     def ldap_sync(cls, source_name: str) -> Actor:

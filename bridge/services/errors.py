@@ -24,6 +24,14 @@ class NotFound(ServiceError):
     code = "notFound"
 
 
+class Forbidden(ServiceError):
+    """The actor may not do this at all (not: this value is wrong). Every refusal is also
+    written to the audit log, after the refused transaction (bridge.services.Services.unit)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class Conflict(ServiceError):
     status = 409
     code = "conflict"

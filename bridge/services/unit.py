@@ -6,19 +6,34 @@ applied whole or not at all.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 from sqlalchemy.orm import Session
 
 from bridge.config import Config, OwnershipConfig
 from bridge.services.accounts import AccountService
-from bridge.services.actor import Actor
+from bridge.services.actor import LOCAL_SOURCE, SCIM_PREFIX, Actor
 from bridge.services.changes import ChangeLog
 from bridge.services.customers import CustomerService
+from bridge.services.errors import Forbidden
 from bridge.services.grants import GrantService
 from bridge.services.groups import GroupService
 from bridge.services.roles import RoleService
 from bridge.services.scopes import ScopeService
 from bridge.services.tokens import TokenService
 from bridge.services.users import UserService
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A change the unit refused (Forbidden), for the audit log."""
+
+    what: str
+    reason: str
+    target_type: str
+    target_id: str | None
+    target_name: str | None
 
 
 class UnitOfWork:
@@ -38,6 +53,33 @@ class UnitOfWork:
         self.grants = GrantService(self)
         self.customers = CustomerService(self)
         self.accounts = AccountService(self)  # passwords, locks, invitations, TOTP (bridge.accounts)
+        self.refusals: list[Refusal] = []  # audited once the transaction has ended (Services.unit)
+
+    def refuse(self, what: str, reason: str, target_type: str, target_id: str | None,
+               target_name: str | None) -> Forbidden:
+        """A Forbidden to raise, remembered for the audit log."""
+        self.refusals.append(Refusal(what, reason, target_type, target_id, target_name))
+        return Forbidden(reason)
+
+    def may_grant_admin(self) -> bool:
+        """Whether the actor's source may make a user an admin. Privilege belongs to the
+        config: the local operator may; a SCIM client only when ``[scim.clients.NAME]``
+        says ``admins = true``; an LDAP sync never (no directory attribute makes admins)."""
+        return self._source_may("admins")
+
+    def may_set_passwords(self) -> bool:
+        """Whether the actor's source may set passwords of the users it owns: the local
+        operator (admin API, CLI) may; a SCIM client when ``[scim.clients.NAME]`` says
+        ``passwords = true``; an LDAP source never (its users' passwords live in the directory)."""
+        return self._source_may("passwords")
+
+    def _source_may(self, permission: Literal["admins", "passwords"]) -> bool:
+        source = self.actor.source
+        if source == LOCAL_SOURCE:
+            return True
+        if source.startswith(SCIM_PREFIX):
+            return bool(getattr(self.config.scim.client(source.removeprefix(SCIM_PREFIX)), permission))
+        return False
 
     def may_take_over(self, owner_source: str) -> bool:
         """Whether the actor's source may change identities owned by ``owner_source``."""

@@ -8,6 +8,7 @@ CLI and the CSV import all come through here:
 - the e-mail column holds an address or nothing: a local user needs one, a
   source's value that is no address stays in its attributes only;
 - there is always at least one active admin once one exists;
+- only the local operator, or a SCIM client the config allows, makes admins;
 - a source changes only its own users, unless an ownership rule lets it take over;
 - the mapping rules on attributes, and the customer rules (rights-group,
   RemoteUsers, remote access), apply to every write (bridge.services.customers);
@@ -217,6 +218,8 @@ class UserService:
             if user_name_key(new_name) != user.user_name_key:
                 self._ensure_user_name_free(new_name)
             changed["user_name"] = new_name
+        if changed.get("access_type") == AccessType.admin:
+            self._check_may_grant_admin(user.id, user.user_name)
         self._guard_last_admin(user, changed)
         before = snapshot(user)
         for key, value in changed.items():
@@ -309,6 +312,8 @@ class UserService:
         if source == LOCAL_SOURCE and not fields.get("email"):
             raise InvalidValue("a local user needs an e-mail address (invitations and resets go there)",
                                field="email")
+        if fields.get("access_type") == AccessType.admin:
+            self._check_may_grant_admin(None, user_name)
         now = utcnow()
         row = _USER_ROWS.new_row()
         row.update(fields)
@@ -398,6 +403,14 @@ class UserService:
     def _takes_over(self, user: User) -> bool:
         return user.source != self.uow.actor.source and self.uow.may_take_over(user.source)
 
+    def check_owner(self, user: User, what: str) -> None:
+        """Only the user's source (or one its ownership rule lets take over) may change
+        ``what`` (a credential, say), whoever else may change the portal's fields."""
+        if user.source == self.uow.actor.source or self.uow.may_take_over(user.source):
+            return
+        raise SourceConflict(f"user {user.user_name!r} belongs to source {user.source!r}; "
+                             f"{self.uow.actor.source!r} may not change its {what}")
+
     def _check_ownership(self, user: User, changed: dict[str, Any]) -> None:
         """Identity fields belong to the user's source; the local operator may still
         make the portal's own decisions (access type, customer...) for anyone."""
@@ -411,6 +424,17 @@ class UserService:
             f"user {user.user_name!r} belongs to source {user.source!r}; {actor_source!r} may not change "
             f"{', '.join(sorted(identity_changes or changed))} without an ownership rule"
         )
+
+    def _check_may_grant_admin(self, user_id: str | None, user_name: str) -> None:
+        """Privilege belongs to the config (UnitOfWork.may_grant_admin): a refusal is a 403
+        and an audit event, whichever channel asked."""
+        if self.uow.may_grant_admin():
+            return
+        source = self.uow.actor.source
+        hint = (f"; the config allows it with [scim.clients.{source.removeprefix('scim:')}] admins = true"
+                if source.startswith("scim:") else "")
+        raise self.uow.refuse("access_type=admin", f"{source!r} may not make {user_name!r} an admin{hint}",
+                              "user", user_id, user_name)
 
     def _guard_last_admin(self, user: User, changed: dict[str, Any]) -> None:
         was_admin = user.active and user.access_type == AccessType.admin

@@ -67,9 +67,9 @@ def test_an_admin_reset_gives_a_temporary_password_to_change_at_first_login(runt
     assert attempt(client, admin_headers, "dora.local", GOOD_PASSWORD).status_code == 401
     first = attempt(client, admin_headers, "dora.local", temporary)
     assert first.status_code == 200 and first.json["password_change_required"] is True
-    changed = change(client, admin_headers, temporary, "Chosen-By-Dora-4")
+    changed = change(client, admin_headers, temporary, "Chosen-By-Her-44")
     assert changed.status_code == 200 and changed.json["password_change_required"] is False
-    assert attempt(client, admin_headers, "dora.local", "Chosen-By-Dora-4").json["password_change_required"] is False
+    assert attempt(client, admin_headers, "dora.local", "Chosen-By-Her-44").json["password_change_required"] is False
 
 
 def test_old_passwords_warn_by_mail_once_then_lock(runtime, client, admin_headers, smtp_sink, clock):

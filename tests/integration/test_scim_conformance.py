@@ -12,7 +12,9 @@ from tests.integration.test_daemon import start_serve
 
 def test_scim2_tester_finds_no_failure(tmp_path):
     port = free_port()
-    server = start_serve(tmp_path, port)
+    # scim2-tester gives accessType random values, "admin" among them: only a client the
+    # config allows makes admins (else 403), so this one is allowed.
+    server = start_serve(tmp_path, port, extra="[scim.clients.conformance]\nadmins = true\n")
     try:
         config = str(tmp_path / "dirbridge.toml")
         # As in any real installation, a local admin exists: scim2-tester gives accessType random

@@ -51,9 +51,14 @@ class Scim:
         return response.json
 
 
+def scim_for(client, runtime, name: str) -> Scim:
+    """A SCIM client with a token of its own, named ``name`` (its source is scim:NAME)."""
+    return Scim(client, create_token(runtime, name, "scim"))
+
+
 @pytest.fixture
 def scim(client, runtime):
-    return Scim(client, create_token(runtime, "entra", "scim"))
+    return scim_for(client, runtime, "entra")
 
 
 def user_rows(runtime) -> int:

@@ -1,0 +1,156 @@
+"""Trust between sources, part one: credentials belong to the owner, privilege to the config
+(SQLite and PostgreSQL). Two IdPs, idp1 and idp2, as the attacks of the trust-boundaries
+issue used them on 314d8f0: idp2 set the password of idp1's user and logged in as them, and
+any SCIM client created portal admins with a password of its choice."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from bridge.accounts.context import context_for
+from bridge.accounts.credentials import set_new_password
+from bridge.accounts.errors import PasswordRejected
+from bridge.services import Actor
+from bridge.store.models import AuditEvent, User
+from tests.fixtures.accounts import FAST_HASH, GOOD_PASSWORD, accounts_config, attempt
+from tests.fixtures.app import create_token
+from tests.integration.test_scim_http import BULK, CORE, PORTAL, Scim, scim_for
+
+STRONG = "Blue-Tram-Seventy-1"
+
+
+@pytest.fixture
+def config():
+    return accounts_config(scim={"clients": {"idp1": {"passwords": True}, "boss": {"admins": True}}})
+
+
+@pytest.fixture
+def idp1(client, runtime):
+    return scim_for(client, runtime, "idp1")
+
+
+@pytest.fixture
+def idp2(client, runtime):
+    return scim_for(client, runtime, "idp2")
+
+
+def user_row(runtime, user_id: str) -> User:
+    with runtime.store.read() as session:
+        return session.get(User, user_id)
+
+
+def refusals(runtime) -> list[AuditEvent]:
+    with runtime.store.read() as session:
+        return list(session.scalars(select(AuditEvent).where(AuditEvent.action == "refused")))
+
+
+# -- credentials belong to the owner ------------------------------------------------------------
+
+
+def test_another_idp_cannot_set_a_password_and_log_in_as_the_user(idp1, idp2, client, admin_headers, runtime):
+    victim = idp1.post("/Users", {"schemas": [CORE], "userName": "victim.one", "password": STRONG}).json
+    assert attempt(client, admin_headers, "victim.one", STRONG).status_code == 200
+    # idp2 may not set passwords at all: its password is left out, whatever the target.
+    patched = idp2.patch(f"/Users/{victim['id']}", [{"op": "add", "path": "password", "value": "a"}])
+    assert patched.status_code in (200, 409)
+    body = idp2.get(f"/Users/{victim['id']}").json
+    put = idp2.put(f"/Users/{victim['id']}", {**body, "password": "Other-Secret-22"})
+    assert put.status_code in (200, 409)
+    assert attempt(client, admin_headers, "victim.one", "a").status_code == 401
+    assert attempt(client, admin_headers, "victim.one", "Other-Secret-22").status_code == 401
+    assert attempt(client, admin_headers, "victim.one", STRONG).status_code == 200
+
+
+def test_a_client_allowed_passwords_still_sets_only_its_own_users(idp1, client, runtime, admin_headers):
+    ldap_like = Scim(client, create_token(runtime, "idp3", "scim")).post(
+        "/Users", {"schemas": [CORE], "userName": "not.idp1s"}).json
+    refused = idp1.patch(f"/Users/{ldap_like['id']}", [{"op": "add", "path": "password", "value": STRONG}])
+    assert refused.status_code == 409 and "password" in refused.json["detail"]
+    assert attempt(client, admin_headers, "not.idp1s", STRONG).status_code == 401
+
+
+def test_a_scim_password_meets_the_policy_and_is_hashed_as_configured(idp1, client, admin_headers, runtime):
+    for weak, why in (("weak", "at least"), ("carl.owner-Secret-9", "user name"),
+                      ("Carl.Mail-99-xyz", "user name")):
+        refused = idp1.post("/Users", {"schemas": [CORE], "userName": "carl.owner", "password": weak,
+                                       "emails": [{"value": "carl.mail@example.org", "primary": True}]})
+        assert refused.status_code == 400 and why in refused.json["detail"], (weak, refused.json)
+    assert idp1.get('/Users?filter=userName eq "carl.owner"').json["totalResults"] == 0  # nothing kept
+    created = idp1.post("/Users", {"schemas": [CORE], "userName": "carl.owner", "password": STRONG}).json
+    row = user_row(runtime, created["id"])
+    assert row.password_hash.startswith(f"$argon2id$v=19$m={FAST_HASH['hash_memory_kib']},"
+                                        f"t={FAST_HASH['hash_time_cost']},p={FAST_HASH['hash_parallelism']}$")
+    assert attempt(client, admin_headers, "carl.owner", STRONG).status_code == 200
+    again = idp1.patch(f"/Users/{created['id']}", [{"op": "replace", "path": "password", "value": STRONG}])
+    assert again.status_code == 400 and "used recently" in again.json["detail"]  # the history holds too
+
+
+def test_a_password_a_client_may_not_set_is_left_out_and_counted(idp2, runtime, client, admin_headers):
+    """Okta sends a password on every create, syncing passwords or not."""
+    created = idp2.post("/Users", {"schemas": [CORE], "userName": "okta.like", "password": "1mz050nq"})
+    assert created.status_code == 201
+    assert user_row(runtime, created.json["id"]).password_hash is None
+    assert runtime.metrics.registry.get_sample_value(
+        "dirbridge_scim_ignored_total", {"client": "idp2", "kind": "password"}) == 1
+    assert attempt(client, admin_headers, "okta.like", "1mz050nq").status_code == 401
+
+
+def test_service_provider_config_tells_whether_passwords_can_be_set(idp1, runtime):
+    assert idp1.get("/ServiceProviderConfig").json["changePassword"]["supported"] is True
+    from bridge.runtime import build_runtime
+    from bridge.web import create_app
+
+    plain = build_runtime(accounts_config(), store=runtime.store)
+    scim = Scim(create_app(plain).test_client(), create_token(plain, "any", "scim"))
+    assert scim.get("/ServiceProviderConfig").json["changePassword"]["supported"] is False
+
+
+def test_the_policy_refuses_a_password_holding_the_user_name_on_every_channel(runtime):
+    """The rule lives in the policy, so the invitation page, the change at login and the admin
+    API's password change all refuse it alike (they all call set_new_password)."""
+    with runtime.services.unit(Actor(name="test")) as uow:
+        user = uow.users.create(user_name="dora.local", email="d.mail@example.org")
+        with pytest.raises(PasswordRejected, match="user name"):
+            set_new_password(context_for(runtime), uow, user, "Dora.Local-2030")
+        with pytest.raises(PasswordRejected, match="user name"):
+            set_new_password(context_for(runtime), uow, user, "D.MAIL-Secret-42")
+        set_new_password(context_for(runtime), uow, user, GOOD_PASSWORD)
+
+
+# -- privilege belongs to the config --------------------------------------------------------------
+
+
+def test_a_scim_client_cannot_make_admins_unless_the_config_allows_it(idp2, client, runtime, admin_headers):
+    created = idp2.post("/Users", {"schemas": [CORE, PORTAL], "userName": "would.be.admin",
+                                   PORTAL: {"accessType": "admin"}})
+    assert created.status_code == 403 and "admins = true" in created.json["detail"]
+    assert idp2.get('/Users?filter=userName eq "would.be.admin"').json["totalResults"] == 0
+    plain = idp2.create_user("plain.user")
+    promoted = idp2.patch(f"/Users/{plain['id']}", [{"op": "replace", "path": f"{PORTAL}:accessType",
+                                                     "value": "admin"}])
+    assert promoted.status_code == 403
+    assert user_row(runtime, plain["id"]).access_type.value == "backend"
+    bulk = idp2.post("/Bulk", {"schemas": [BULK], "Operations": [
+        {"method": "POST", "path": "/Users", "bulkId": "x",
+         "data": {"schemas": [CORE, PORTAL], "userName": "bulk.admin", PORTAL: {"accessType": "admin"}}}]})
+    assert bulk.status_code == 200 and bulk.json["Operations"][0]["status"] == "403"
+    audited = [(e.actor, e.target_name) for e in refusals(runtime)]
+    assert audited == [("idp2", "would.be.admin"), ("idp2", "plain.user"), ("idp2", "bulk.admin")]
+
+
+def test_a_client_the_config_allows_makes_admins_and_so_does_the_local_operator(client, runtime, admin_headers):
+    boss = Scim(client, create_token(runtime, "boss", "scim"))
+    created = boss.post("/Users", {"schemas": [CORE, PORTAL], "userName": "real.admin",
+                                   PORTAL: {"accessType": "admin"}})
+    assert created.status_code == 201 and created.json[PORTAL]["accessType"] == "admin"
+    local = client.post("/api/v1/users", headers=admin_headers, json={
+        "user_name": "local.admin", "email": "local.admin@example.org", "access_type": "admin"})
+    assert local.status_code == 201, local.json
+    assert refusals(runtime) == []
+
+
+def test_an_admin_api_promotion_of_an_idp_user_is_the_operators_decision(idp2, client, admin_headers, runtime):
+    user = idp2.create_user("promote.me")
+    promoted = client.patch(f"/api/v1/users/{user['id']}", headers=admin_headers, json={"access_type": "admin"})
+    assert promoted.status_code == 200 and promoted.json["access_type"] == "admin"
