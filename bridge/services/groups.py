@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from bridge.services import audit
+from bridge.services.actor import LOCAL_SOURCE
 from bridge.services.errors import (
     Conflict,
     GroupNameTaken,
@@ -215,12 +216,17 @@ class GroupService:
         new_groups = set(add_groups) - current_groups
         gone_groups = set(remove_groups) & current_groups
         for user_id in new_users:
-            if session.get(User, user_id) is None:
+            member = session.get(User, user_id)
+            if member is None:
                 raise InvalidValue(f"no user with id {user_id}", field="members")
+            if origin == SOURCE_ORIGIN:
+                self._check_reference("user", user_id, member.source)
             session.add(GroupUserMember(group_id=group.id, user_id=user_id, origin=origin))
         for child_id in new_groups:
-            if session.get(Group, child_id) is None:
+            child = session.get(Group, child_id)
+            if child is None:
                 raise InvalidValue(f"no group with id {child_id}", field="members")
+            self._check_reference("group", child_id, child.source)
             if child_id == group.id or group.id in self._descendants(child_id):
                 raise Conflict(f"adding group {child_id} to {group.display_name!r} would make a cycle")
             session.add(GroupGroupMember(group_id=group.id, child_group_id=child_id))
@@ -267,7 +273,8 @@ class GroupService:
 
         new_users = {d.group_id: set(d.add_users) - current_users[d.group_id] for d in deltas}
         gone_users = {d.group_id: set(d.remove_users) & current_users[d.group_id] for d in deltas}
-        self._require(User, {uid for uids in new_users.values() for uid in uids}, "user")
+        self._require(User, {uid for uids in new_users.values() for uid in uids}, "user",
+                      referenced=origin == SOURCE_ORIGIN)
         self._require(Group, {gid for d in deltas for gid in set(d.add_groups) - current_groups[d.group_id]},
                       "group")
 
@@ -313,14 +320,31 @@ class GroupService:
         self._forget_loaded({gid for gid, _, _ in changed})
         return results
 
-    def _require(self, model: type[User] | type[Group], ids: set[str], what: str) -> None:
-        """InvalidValue naming the first of ``ids`` that is no row of ``model``."""
-        found: set[str] = set()
+    def _require(self, model: type[User] | type[Group], ids: set[str], what: str, *,
+                 referenced: bool = True) -> None:
+        """InvalidValue naming the first of ``ids`` that is no row of ``model``; each one
+        must be the actor's to reference (``_check_reference``) when ``referenced``."""
+        found: dict[str, str] = {}
         for chunk in _chunked(ids):
-            found.update(self.uow.session.scalars(select(model.id).where(model.id.in_(chunk))))
-        missing = sorted(ids - found)
+            found.update(self.uow.session.execute(select(model.id, model.source).where(model.id.in_(chunk))).all())
+        missing = sorted(ids - set(found))
         if missing:
             raise InvalidValue(f"no {what} with id {missing[0]}", field="members")
+        if referenced:
+            for member_id in sorted(found):
+                self._check_reference(what, member_id, found[member_id])
+
+    def _check_reference(self, what: str, member_id: str, member_source: str) -> None:
+        """Memberships respect ownership: a source puts into its groups only the users and
+        groups it owns or that an ownership rule lets it take over, so no mapping rule on
+        its group names reaches another source's users. The local operator's groups may hold
+        anyone (the portal's own decisions). The customer rules' memberships have origins of
+        their own and are not references of a source."""
+        actor_source = self.uow.actor.source
+        if actor_source == LOCAL_SOURCE or member_source == actor_source or self.uow.may_take_over(member_source):
+            return
+        raise SourceConflict(f"{what} {member_id} is not one of {actor_source!r}'s own; a source's groups "
+                             "hold only its own users and groups (or those an ownership rule lets it take over)")
 
     def _forget_loaded(self, group_ids: set[str]) -> None:
         """Groups written by plain statements, and their member rows, may sit in the

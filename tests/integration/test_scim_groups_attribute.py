@@ -153,7 +153,7 @@ def test_nesting_is_followed_to_a_bounded_depth_and_ends_on_a_cycle(client, runt
     from bridge.services.memberships import MAX_NESTING
     from bridge.store.models import GroupGroupMember
 
-    entra = Scim(client, create_token(runtime, "entra", "scim"))
+    entra = Scim(client, create_token(runtime, "chain", "scim"))  # the chain's own client
     deep = entra.create_user("deep.user")["id"]
     with runtime.services.unit(Actor.scim_client("chain")) as uow:
         chain = uow.groups.create_many([{"display_name": f"level{n:02}"} for n in range(MAX_NESTING + 5)])
