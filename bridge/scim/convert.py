@@ -22,6 +22,7 @@ from bridge.scim.schema import ENTERPRISE_SCHEMA, PORTAL_SCHEMA
 from bridge.services.addresses import mail_address
 from bridge.services.customers import PENDING_NUMBER
 from bridge.services.memberships import Membership, groups_of
+from bridge.services.visibility import Visibility
 from bridge.store.models import Customer, Group, GroupGroupMember, GroupUserMember, User
 
 # SCIM attribute -> User column (top level of the core schema).
@@ -81,8 +82,15 @@ class PageData:
     customer_numbers: dict[str, str]
 
     @classmethod
-    def load(cls, session: Session, users: list[User], *, with_groups: bool = True) -> PageData:
+    def load(cls, session: Session, users: list[User], *, with_groups: bool = True,
+             visibility: Visibility | None = None) -> PageData:
         groups = groups_of(session, [u.id for u in users]) if with_groups else {}
+        if groups and visibility is not None and visibility.sources is not None:
+            # The groups the client may see (its own, and the portal's groups of its users).
+            found = {m.group_id for memberships in groups.values() for m in memberships}
+            seen = set(session.scalars(select(Group.id).where(Group.id.in_(found), visibility.groups()))) \
+                if found else set()
+            groups = {uid: [m for m in memberships if m.group_id in seen] for uid, memberships in groups.items()}
         customer_ids = {u.customer_id for u in users if u.customer_id}
         numbers: dict[str, str] = {}
         if customer_ids:
@@ -92,9 +100,9 @@ class PageData:
 
 
 def user_document(session: Session, user: User, *, with_groups: bool = True,
-                  page: PageData | None = None) -> dict[str, Any]:
-    """The SCIM document of a user, as a client reads it."""
-    page = page or PageData.load(session, [user], with_groups=with_groups)
+                  page: PageData | None = None, visibility: Visibility | None = None) -> dict[str, Any]:
+    """The SCIM document of a user, as a client reads it (its groups those it may see)."""
+    page = page or PageData.load(session, [user], with_groups=with_groups, visibility=visibility)
     attributes = user.attributes or {}
     unassigned = attributes.get(UNASSIGNED) or {}
     doc: dict[str, Any] = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": user.id}
@@ -135,7 +143,10 @@ def user_document(session: Session, user: User, *, with_groups: bool = True,
     return doc
 
 
-def group_document(session: Session, group: Group, *, with_members: bool = True) -> dict[str, Any]:
+def group_document(session: Session, group: Group, *, with_members: bool = True,
+                   visibility: Visibility | None = None) -> dict[str, Any]:
+    """The SCIM document of a group; its members those the client may see."""
+    visibility = visibility or Visibility.everything()
     doc: dict[str, Any] = {"schemas": [GROUP_SCHEMA], "id": group.id,
                            "displayName": group.display_name}
     if group.external_id is not None:
@@ -146,12 +157,15 @@ def group_document(session: Session, group: Group, *, with_members: bool = True)
         # it is given), so only a membership of origin "source" has one.
         users = session.execute(
             select(GroupUserMember.user_id, func.max(GroupUserMember.display))
-            .where(GroupUserMember.group_id == group.id)
+            .join(User, User.id == GroupUserMember.user_id)
+            .where(GroupUserMember.group_id == group.id, visibility.users())
             .group_by(GroupUserMember.user_id).order_by(GroupUserMember.user_id)
         ).all()
         groups = session.execute(
             select(GroupGroupMember.child_group_id, GroupGroupMember.display)
-            .where(GroupGroupMember.group_id == group.id).order_by(GroupGroupMember.child_group_id)
+            .where(GroupGroupMember.group_id == group.id,
+                   GroupGroupMember.child_group_id.in_(select(Group.id).where(visibility.groups())))
+            .order_by(GroupGroupMember.child_group_id)
         ).all()
         members = [_member(uid, "Users", "User", display) for uid, display in users]
         members += [_member(gid, "Groups", "Group", display) for gid, display in groups]

@@ -62,6 +62,7 @@ class Searched:
     name: str
     model: type[Resource[Any]]
     table: type[User | Group]
+    visible: ColumnElement[bool]  # the rows the client may see (bridge.services.visibility)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class Collection:
     def _branch(self, dialect: SqlDialect, searched: Searched) -> Select[Any]:
         missing, value = self._sort_value(dialect, searched.model)
         query = select(literal(searched.name, String()).label("type"), searched.table.id.label("id"),
-                       missing.label("missing"), value.label("value"))
+                       missing.label("missing"), value.label("value")).where(searched.visible)
         if self.request.filter is not None:
             query = query.where(where_clause(dialect, searched.model, self.request.filter.ast))
         return query

@@ -29,7 +29,7 @@ from scim2_models import (
     UniquenessException,
 )
 from scim2_server.storage import ScimStorage, SearchPage
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -50,6 +50,7 @@ from bridge.services.errors import (
     VersionMismatch,
 )
 from bridge.services.unit import UnitOfWork
+from bridge.services.visibility import Visibility
 from bridge.store.models import Group, User
 
 AfterCommit = Callable[[], None]
@@ -60,6 +61,7 @@ IgnoredPassword = Callable[[str], None]  # (client): a password the client may n
 class _Context:
     session: Session
     uow: UnitOfWork | None  # None for a read-only request
+    visibility: Visibility  # what the client may see (bridge.services.visibility)
     # Work that must wait until the request's transaction committed (LDAP write-back);
     # one list per open operation, so a rolled-back operation's work is dropped with it.
     after_commit: list[list[AfterCommit]] = field(default_factory=lambda: [[]])
@@ -108,9 +110,10 @@ class StoreStorage(ScimStorage):
     @contextmanager
     def begin(self, actor: Actor, *, write: bool) -> Iterator[None]:
         """One request: a write unit of work (or a read session), committed at the end."""
+        visibility = Visibility.of(actor.source, self.services.config.ownership)
         if write:
             with self.services.unit(actor) as uow:
-                context = _Context(uow.session, uow)
+                context = _Context(uow.session, uow, visibility)
                 token = _current.set(context)
                 try:
                     yield
@@ -120,7 +123,7 @@ class StoreStorage(ScimStorage):
                 action()
         else:
             with self.services.store.read() as session:
-                token = _current.set(_Context(session, None))
+                token = _current.set(_Context(session, None, visibility))
                 try:
                     yield
                 finally:
@@ -178,10 +181,11 @@ class StoreStorage(ScimStorage):
     def _render(self, session: Session, resource_type: ResourceType, row: User | Group,
                 response_parameters: ResponseParameters[Any] | None = None) -> Resource[Any]:
         skip = _excluded(response_parameters)
+        visibility = _visibility()
         if isinstance(row, User):
-            doc = convert.user_document(session, row, with_groups="groups" not in skip)
+            doc = convert.user_document(session, row, with_groups="groups" not in skip, visibility=visibility)
         else:
-            doc = convert.group_document(session, row, with_members="members" not in skip)
+            doc = convert.group_document(session, row, with_members="members" not in skip, visibility=visibility)
         return convert.to_resource(self._model(resource_type), doc)
 
     def _row(self, session: Session, resource_type: ResourceType, resource_id: str | None, *,
@@ -194,7 +198,8 @@ class StoreStorage(ScimStorage):
             row = session.get(table, resource_id, with_for_update=True, populate_existing=True)
         else:
             row = session.get(table, resource_id) if resource_id else None
-        if row is None:
+        if row is None or not _sees(session, row):
+            # An invisible resource is as absent as one that does not exist.
             raise NotFoundException(detail=f"{resource_type.name} {resource_id!r} not found")
         return row
 
@@ -215,7 +220,7 @@ class StoreStorage(ScimStorage):
         (resource_type,) = resource_types
         model = self._model(resource_type)
         table = User if self._is_user(resource_type) else Group
-        query = select(table)
+        query = select(table).where(_visible(table))
         if search_request.filter is not None:
             query = query.where(where_clause(self.dialect, model, search_request.filter.ast))
         with self._context(write=False) as ctx:
@@ -228,7 +233,7 @@ class StoreStorage(ScimStorage):
                 query = query.limit(search_request.count)
             rows = ctx.session.scalars(query).all()
             if table is User:
-                page = convert.PageData.load(ctx.session, list(rows))
+                page = convert.PageData.load(ctx.session, list(rows), visibility=ctx.visibility)
                 return SearchPage(total, [
                     convert.to_resource(model, convert.user_document(ctx.session, row, page=page)) for row in rows])
             return SearchPage(total, [self._render(ctx.session, resource_type, row) for row in rows])
@@ -240,8 +245,8 @@ class StoreStorage(ScimStorage):
         page), one for the keys of the page, then the rows of the page are loaded and rendered."""
         types = {rt.name: rt for rt in resource_types}
         collection = keyset.Collection(self.dialect, [
-            keyset.Searched(rt.name, self._model(rt), User if self._is_user(rt) else Group)
-            for rt in types.values()], search_request)
+            keyset.Searched(rt.name, self._model(rt), table, _visible(table))
+            for rt in types.values() for table in [User if self._is_user(rt) else Group]], search_request)
         by_cursor = search_request.cursor is not None
         anchor = collection.read(position) if by_cursor and position is not None else None
         count = search_request.count
@@ -280,7 +285,7 @@ class StoreStorage(ScimStorage):
             table = User if self._is_user(types[name]) else Group
             rows.update(((name, row.id), row) for row in session.scalars(select(table).where(table.id.in_(ids))))
         users = [row for row in rows.values() if isinstance(row, User)]
-        page = convert.PageData.load(session, users) if users else None
+        page = convert.PageData.load(session, users, visibility=_visibility()) if users else None
         resources = []
         for key in keys:
             row = rows.get((key.type, key.id))
@@ -319,15 +324,15 @@ class StoreStorage(ScimStorage):
         users, groups = set(users), set(groups)
         for member in sorted(users):
             # KEY SHARE: a concurrent delete of the member waits for this request (PostgreSQL).
-            if session.get(User, member, with_for_update={"key_share": True}) is None:
+            if not _seen(session, session.get(User, member, with_for_update={"key_share": True})):
                 users.discard(member)
-                if session.get(Group, member) is None:
+                if not _seen(session, session.get(Group, member)):
                     if member in vanished:
                         continue
                     raise InvalidValueException(detail=f"member {member!r} is neither a user nor a group")
                 groups.add(member)
         for member in list(groups):
-            if session.get(Group, member) is None:
+            if not _seen(session, session.get(Group, member)):
                 if member in vanished:
                     groups.discard(member)
                     continue
@@ -410,6 +415,28 @@ class StoreStorage(ScimStorage):
         writeback = self.writeback
         name = row.user_name if isinstance(row, User) else row.display_name
         ctx.defer(lambda: writeback.apply(what, row, name, previous, members))
+
+
+def _visibility() -> Visibility:
+    context = _current.get()
+    return context.visibility if context is not None else Visibility.everything()
+
+
+def _visible(table: type[User] | type[Group]) -> ColumnElement[bool]:
+    """The WHERE clause of the rows the request's client may see."""
+    return _visibility().users() if table is User else _visibility().groups()
+
+
+def _sees(session: Session, row: User | Group) -> bool:
+    visibility = _visibility()
+    if visibility.sources is None or visibility.sees_source(row.source):
+        return True
+    return isinstance(row, Group) and session.scalar(
+        select(Group.id).where(Group.id == row.id, visibility.groups())) is not None
+
+
+def _seen(session: Session, row: User | Group | None) -> bool:
+    return row is not None and _sees(session, row)
 
 
 def _excluded(response_parameters: ResponseParameters[Any] | None) -> set[str]:

@@ -222,9 +222,10 @@ def test_one_idp_cannot_take_over_another_sources_user(scim, client, runtime):
     user = scim.create_user("owned@example.com")
     okta = Scim(client, create_token(runtime, "okta", "scim"))
     response = okta.patch(f"/Users/{user['id']}", [{"op": "replace", "path": "displayName", "value": "mine"}])
-    assert response.status_code == 409
-    assert "belongs to source 'scim:entra'" in response.json["detail"]
-    assert okta.delete(f"/Users/{user['id']}").status_code == 409
+    assert response.status_code == 404  # another source's user is not even visible
+    assert "scim:entra" not in response.json["detail"]
+    assert okta.delete(f"/Users/{user['id']}").status_code == 404
+    assert okta.get(f"/Users/{user['id']}").status_code == 404
     assert scim.get(f"/Users/{user['id']}").json.get("displayName") is None
 
 
@@ -281,18 +282,29 @@ def test_bulk_limits_come_from_the_service_provider_config(scim):
     assert response.status_code == 413
 
 
-def test_users_from_other_sources_are_visible_and_filterable(scim, client, admin_headers):
-    """A local user made through the admin API shows its e-mail to SCIM, and keeps it in step."""
+def test_users_of_other_sources_are_invisible_unless_the_idp_may_adopt_them(scim, client, runtime, admin_headers):
+    """A local user made through the admin API is not the IdP's to see; one that an ownership
+    rule lets the IdP take over is, with its e-mail shown and kept in step."""
+    from bridge.config import load_config_data
+    from bridge.runtime import build_runtime
+    from bridge.web import create_app
+
     local = client.post("/api/v1/users", json={"user_name": "local.person", "email": "local.person@example.org"},
                         headers=admin_headers).json
-    found = scim.get('/Users?filter=emails[value eq "LOCAL.person@example.org"]').json
+    assert scim.get('/Users?filter=emails[value eq "LOCAL.person@example.org"]').json["totalResults"] == 0
+    assert scim.get(f"/Users/{local['id']}").status_code == 404
+    taken = scim.post("/Users", {"schemas": [CORE], "userName": "LOCAL.Person"})
+    assert taken.status_code == 409 and "local" not in taken.json["detail"].replace("LOCAL.Person", "")
+
+    adopting = build_runtime(load_config_data({"ownership": {"rules": [
+        {"source": "scim:adopter", "may_take_over": ["local"]}]}}), store=runtime.store)
+    adopter = Scim(create_app(adopting).test_client(), create_token(adopting, "adopter", "scim"))
+    found = adopter.get('/Users?filter=emails[value eq "LOCAL.person@example.org"]').json
     assert [u["id"] for u in found["Resources"]] == [local["id"]]
     assert found["Resources"][0]["emails"] == [{"value": "local.person@example.org", "primary": True}]
     client.patch(f"/api/v1/users/{local['id']}", json={"email": "moved@example.org"}, headers=admin_headers)
-    assert scim.get('/Users?filter=emails co "moved@"').json["totalResults"] == 1
-    assert scim.get('/Users?filter=emails co "local.person@"').json["totalResults"] == 0
-    refused = scim.patch(f"/Users/{local['id']}", [{"op": "replace", "path": "displayName", "value": "x"}])
-    assert refused.status_code == 409  # a local user is not the IdP's to change
+    assert adopter.get('/Users?filter=emails co "moved@"').json["totalResults"] == 1
+    assert adopter.get('/Users?filter=emails co "local.person@"').json["totalResults"] == 0
 
 
 def test_attribute_names_are_case_insensitive(scim):

@@ -53,21 +53,32 @@ def test_another_idp_cannot_set_a_password_and_log_in_as_the_user(idp1, idp2, cl
     assert attempt(client, admin_headers, "victim.one", STRONG).status_code == 200
     # idp2 may not set passwords at all: its password is left out, whatever the target.
     patched = idp2.patch(f"/Users/{victim['id']}", [{"op": "add", "path": "password", "value": "a"}])
-    assert patched.status_code in (200, 409)
-    body = idp2.get(f"/Users/{victim['id']}").json
+    assert patched.status_code == 404  # another source's user is invisible
+    body = idp1.get(f"/Users/{victim['id']}").json
     put = idp2.put(f"/Users/{victim['id']}", {**body, "password": "Other-Secret-22"})
-    assert put.status_code in (200, 409)
+    assert put.status_code == 404
     assert attempt(client, admin_headers, "victim.one", "a").status_code == 401
     assert attempt(client, admin_headers, "victim.one", "Other-Secret-22").status_code == 401
     assert attempt(client, admin_headers, "victim.one", STRONG).status_code == 200
 
 
 def test_a_client_allowed_passwords_still_sets_only_its_own_users(idp1, client, runtime, admin_headers):
-    ldap_like = Scim(client, create_token(runtime, "idp3", "scim")).post(
+    """Another source's user is invisible (404); one it may adopt is not its own until it
+    changes an identity field, so its password stays the owner's (409)."""
+    other = Scim(client, create_token(runtime, "idp3", "scim")).post(
         "/Users", {"schemas": [CORE], "userName": "not.idp1s"}).json
-    refused = idp1.patch(f"/Users/{ldap_like['id']}", [{"op": "add", "path": "password", "value": STRONG}])
-    assert refused.status_code == 409 and "password" in refused.json["detail"]
+    refused = idp1.patch(f"/Users/{other['id']}", [{"op": "add", "path": "password", "value": STRONG}])
+    assert refused.status_code == 404
     assert attempt(client, admin_headers, "not.idp1s", STRONG).status_code == 401
+    from bridge.runtime import build_runtime
+    from bridge.web import create_app
+
+    adopting = build_runtime(accounts_config(scim={"clients": {"idp1": {"passwords": True}}}, ownership={
+        "rules": [{"source": "scim:idp1", "may_take_over": ["scim:idp3"]}]}), store=runtime.store)
+    adopter = Scim(create_app(adopting).test_client(), idp1.headers["Authorization"].removeprefix("Bearer "))
+    taken = adopter.patch(f"/Users/{other['id']}", [{"op": "add", "path": "password", "value": STRONG}])
+    assert taken.status_code == 200  # an ownership rule lets it take the user over
+    assert attempt(client, admin_headers, "not.idp1s", STRONG).status_code == 200
 
 
 def test_a_scim_password_meets_the_policy_and_is_hashed_as_configured(idp1, client, admin_headers, runtime):

@@ -8,12 +8,14 @@ lets it take over; the customer rules' memberships have origins of their own."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
 
 from bridge.config import load_config_data
 from bridge.ldap.sync import run_sync
 from bridge.runtime import build_runtime
 from bridge.services import Actor
 from bridge.services.errors import SourceConflict
+from bridge.store.models import User
 from bridge.web import create_app
 from tests.fixtures.app import create_token
 from tests.fixtures.slapd import source_settings
@@ -48,23 +50,24 @@ def test_an_idp_cannot_put_another_sources_users_or_groups_into_its_groups(clien
     victims_group = idp1.post("/Groups", {"schemas": [GROUP], "displayName": "Staff"}).json["id"]
     own = idp2.create_user("own.user")["id"]
 
+    # Another source's users and groups are invisible: naming one is naming no member at all.
     created = idp2.post("/Groups", {"schemas": [GROUP], "displayName": "Finance",
                                     "members": [{"value": own}, {"value": victim}]})
-    assert created.status_code == 409 and "own" in created.json["detail"]
+    assert created.status_code == 400 and "neither a user nor a group" in created.json["detail"]
     finance = idp2.post("/Groups", {"schemas": [GROUP], "displayName": "Finance",
                                     "members": [{"value": own}]}).json["id"]
     for operations in ([{"op": "add", "path": "members", "value": [{"value": victim}]}],
                        [{"op": "add", "path": "members", "value": [{"value": victims_group}]}],
                        [{"op": "replace", "path": "members", "value": [{"value": own}, {"value": victim}]}]):
         response = idp2.patch(f"/Groups/{finance}", operations)
-        assert response.status_code == 409, (operations, response.json)
+        assert response.status_code == 400, (operations, response.json)
     body = idp2.get(f"/Groups/{finance}").json
     body["members"].append({"value": victim})
-    assert idp2.put(f"/Groups/{finance}", body).status_code == 409
+    assert idp2.put(f"/Groups/{finance}", body).status_code == 400
     bulk = idp2.post("/Bulk", {"schemas": [BULK], "Operations": [{"method": "PATCH", "path": f"/Groups/{finance}",
                      "data": {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [
                          {"op": "add", "path": "members", "value": [{"value": victim}]}]}}]})
-    assert bulk.json["Operations"][0]["status"] == "409"
+    assert bulk.json["Operations"][0]["status"] == "400"
 
     assert members(idp2, finance) == {own}
     assert allowed(client, admin_headers, "own.user") and not allowed(client, admin_headers, "victim.user")
@@ -76,9 +79,10 @@ def test_an_idp_cannot_reach_a_directory_user_through_a_rule_on_its_group_name(c
     web = create_app(rt).test_client()
     idp2 = Scim(web, create_token(rt, "idp2", "scim"))
     admin = {"Authorization": f"Bearer {create_token(rt, 'portal', 'admin')}"}
-    alice = idp2.get('/Users?filter=userName eq "alice"').json["Resources"][0]["id"]
+    with rt.store.read() as session:  # invisible to idp2: its id taken from the store
+        alice = session.scalar(select(User.id).where(User.user_name == "alice"))
     response = idp2.post("/Groups", {"schemas": [GROUP], "displayName": "Finance", "members": [{"value": alice}]})
-    assert response.status_code == 409
+    assert response.status_code == 400
     assert not allowed(web, admin, "alice")
 
 
