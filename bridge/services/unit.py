@@ -23,6 +23,7 @@ from bridge.services.roles import RoleService
 from bridge.services.scopes import ScopeService
 from bridge.services.tokens import TokenService
 from bridge.services.users import UserService
+from bridge.services.visibility import adoptable
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,7 @@ class UnitOfWork:
         self.actor = actor
         self.config = config or Config(ownership=ownership)
         self.changes = ChangeLog(session)  # what check caches must drop, written at commit
-        self._takeover = {
-            owner for rule in ownership.rules if rule.source == actor.source for owner in rule.may_take_over
-        }
+        self._takeover = adoptable(ownership, actor.source)
         self.users = UserService(self)
         self.groups = GroupService(self)
         self.tokens = TokenService(self)

@@ -23,6 +23,11 @@ from bridge.store.models import Group, GroupKind, GroupUserMember, User
 PORTAL_KINDS = (GroupKind.portal, GroupKind.customer_rights)
 
 
+def adoptable(ownership: OwnershipConfig, source: str) -> set[str]:
+    """The sources whose identities ``source`` may take over (``[[ownership.rules]]``; "*": all)."""
+    return {owner for rule in ownership.rules if rule.source == source for owner in rule.may_take_over}
+
+
 @dataclass(frozen=True)
 class Visibility:
     """``sources``: the sources whose users and groups are visible; None for all of them."""
@@ -39,7 +44,7 @@ class Visibility:
         every other writer (the local operator, an LDAP sync) sees everything."""
         if not source.startswith(SCIM_PREFIX):
             return cls.everything()
-        taken = {owner for rule in ownership.rules if rule.source == source for owner in rule.may_take_over}
+        taken = adoptable(ownership, source)
         return cls.everything() if "*" in taken else cls(frozenset({source, *taken}))
 
     def sees_source(self, source: str) -> bool:
