@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.jobs.leader import LEASE_NAME
+from bridge.services.conflicts import open_counts
 from bridge.store.models import LeaderLease, SyncRun, utcnow
 
 if TYPE_CHECKING:
@@ -60,6 +61,9 @@ class StoreCollector(Collector):
                                     labels=["source"])
         leader = GaugeMetricFamily("dirbridge_leader", "1 while this replica holds the leader lease",
                                    labels=["replica"])
+        conflicts = GaugeMetricFamily("dirbridge_conflicts_open", "open conflicts between sources by kind "
+                                      "(user_name: a userName another source holds; writeback: an LDAP entry "
+                                      "write-back did not create)", labels=["kind"])
         with self.rt.store.read() as session:
             latest = (select(SyncRun.source, SyncRun.mode, func.max(SyncRun.id).label("id"))
                       .where(SyncRun.finished_at.is_not(None), SyncRun.dry_run.is_(False))
@@ -76,9 +80,11 @@ class StoreCollector(Collector):
             for source, count in trips:
                 guard.add_metric([source], count)
             lease = session.scalar(select(LeaderLease).where(LeaderLease.name == LEASE_NAME))
+            for kind, count in open_counts(session).items():
+                conflicts.add_metric([kind], count)
         holds = lease is not None and lease.holder == self.rt.replica and lease.expires_at > utcnow()
         leader.add_metric([self.rt.replica], 1 if holds else 0)
-        yield from (duration, counts, status, guard, leader)
+        yield from (duration, counts, status, guard, leader, conflicts)
 
 
 class Metrics:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from bridge.ldap.directory import UserEntry
 from bridge.ldap.dn import dn_key
 from bridge.ldap.plan import Counts, Plan
-from bridge.services import Actor, Services, ServiceError
+from bridge.services import Actor, ServiceError, Services
 from bridge.services.errors import UserNameTaken
 from bridge.services.unit import UnitOfWork
 from bridge.store.models import User
@@ -192,11 +192,18 @@ class UserWriter:
     def _relink(self, uow: UnitOfWork, entry: UserEntry, wanted: dict[str, Any]) -> User:
         """The userName belongs to a user of this same source whose entry is gone (deleted
         and created again, or restored from a backup): the new entry takes it over
-        instead of failing on every sync. Any other owner is a real conflict."""
+        instead of failing on every sync. Another source's user is taken over when an
+        ownership rule lets this source; else it is a conflict between the two sources."""
         other = uow.users.find_by_user_name(wanted["user_name"])
+        if other is not None and other.source != self.source and uow.may_take_over(other.source):
+            # [[ownership.rules]] lets this directory take the name's user over: the update
+            # moves it to this source and drops the credentials set under the old one
+            return uow.users.update(other, source_id=entry.source_id, **wanted)
         if other is None or other.source != self.source:
-            raise UserNameTaken(f"userName {wanted['user_name']!r} belongs to "
-                                f"{other.source if other else 'another user'}", field="user_name")
+            holder = other.source if other else "another user"
+            raise UserNameTaken(f"userName {wanted['user_name']!r} is held by {holder}: a conflict between "
+                                f"{self.source} and {holder} (an [[ownership.rules]] entry for {self.source} "
+                                "would let this source take it over)", field="user_name")
         same_entry = other.ldap_dn is not None and dn_key(other.ldap_dn) == dn_key(entry.dn)
         if other.active and not same_entry:
             raise UserNameTaken(f"userName {wanted['user_name']!r} is also used by {other.ldap_dn}",

@@ -1,24 +1,35 @@
 """Write-back: users and groups provisioned through SCIM, written into an LDAP subtree
 for legacy applications that read LDAP. Opt-in per source (``[ldap.sources.writeback]``).
 
+Write-back owns only what it created. Each entry it adds is recorded with the
+directory's stable id (``writeback_entries``: entryUUID, nsUniqueId, objectGUID,
+ipaUniqueID); it modifies, renames, fills and deletes only recorded entries, found
+again by that id (so a name another entry has since taken is never mistaken for
+ours). Before it adds or renames an entry it asks the directory whether the name is
+taken, in the write-back subtree or the source's own base, by an equality search, so
+the directory's matching rules decide (case, spacing, Unicode forms); a name taken by
+an entry it did not create is a conflict (the status page, the audit log,
+``dirbridge_conflicts_open{kind="writeback"}``) and nothing is written.
+
 Call contract (for the SCIM provider), after the unit of work that changed the
 store has committed, with the committed objects:
 
-- ``writeback_user(rt, user, previous_user_name=None)`` after a user was created,
-  replaced or patched; pass the old userName when it changed (the entry is renamed).
+- ``writeback_user(rt, user)`` after a user was created, replaced or patched (a new
+  userName renames the recorded entry).
   An inactive user is disabled where the directory can show it (AD
   userAccountControl, 389-DS/FreeIPA nsAccountLock) and removed from the subtree
   on OpenLDAP; activating the user again writes it back.
-- ``writeback_user_removed(rt, user_name)`` after a user was deleted.
-- ``writeback_group(rt, group, previous_name=None)`` after a group was created or
-  renamed; a new entry is written with the group's current members.
+- ``writeback_user_removed(rt, user)`` after a user was deleted (its recorded entry goes).
+- ``writeback_group(rt, group)`` after a group was created or renamed; a new entry is
+  written with the group's current members.
 - ``writeback_group_members(rt, group, added_user_ids=..., removed_user_ids=...,
   added_group_ids=..., removed_group_ids=...)`` after a membership change: each
   member is one modify that adds or deletes a single ``member`` value, never a
   replace of the attribute (large groups hit server limits that way).
-- ``writeback_group_removed(rt, display_name)`` after a group was deleted.
+- ``writeback_group_removed(rt, group)`` after a group was deleted.
 
-Pass the ids of members whose rows still exist; when a user is deleted,
+Members are the recorded entries of the member users and groups, never another
+entry. Pass the ids of members whose rows still exist; when a user is deleted,
 ``writeback_user_removed`` deletes the entry and the directory's referential
 integrity (OpenLDAP refint/memberof, AD itself) drops its ``member`` values.
 
@@ -34,18 +45,26 @@ Entries are named ``uid=USERNAME`` (``cn=`` on Active Directory) under
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+import threading
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import ldap3
-from ldap3.core.exceptions import LDAPException
-from sqlalchemy import select
+from ldap3.core.exceptions import LDAPEntryAlreadyExistsResult, LDAPException, LDAPNoSuchObjectResult
+from ldap3.utils.conv import escape_filter_chars
+from sqlalchemy import delete, select
 
 from bridge.config import LdapSourceConfig
 from bridge.ldap.connection import connect
-from bridge.ldap.presets import PRESETS, Preset
-from bridge.store.models import Group, GroupGroupMember, GroupUserMember, User
+from bridge.ldap.directory import EntryParser
+from bridge.ldap.dn import dn_key
+from bridge.ldap.presets import PRESETS, Preset, attribute_map
+from bridge.services.actor import Actor
+from bridge.services.conflicts import WRITEBACK, ConflictNote
+from bridge.store.models import Group, GroupGroupMember, GroupUserMember, User, WritebackEntry
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
@@ -160,40 +179,247 @@ def _first(values: Any) -> Any:
     return values
 
 
+# -- what write-back created ------------------------------------------------------
+
+USER, GROUP = "user", "group"
+#: one write-back of a resource at a time in this process: two requests for a new user must
+#: not both find the name free and both add (the second would report its twin as a conflict)
+_STRIPES = [threading.Lock() for _ in range(64)]
+
+
+def _stripe(resource_id: str) -> threading.Lock:
+    return _STRIPES[zlib.crc32(resource_id.encode()) % len(_STRIPES)]
+
+
+class _Entries:
+    """The entries one LDAP source holds for write-back, on one connection: found by the
+    stable id recorded when they were added, checked against the directory's own
+    matching before a name is used, and conflicts reported instead of touching others'."""
+
+    def __init__(self, rt: Runtime, source: LdapSourceConfig, conn: ldap3.Connection):
+        self.rt, self.source, self.conn = rt, source, conn
+        self.preset = PRESETS[source.preset]
+        amap = attribute_map(source)
+        self.parser = EntryParser(amap)
+        self.id_attribute = amap.attr("unique_id")
+        self.user_name_attribute = amap.attr("user_name")
+
+    # records
+
+    def record(self, kind: str, resource_id: str) -> WritebackEntry | None:
+        with self.rt.store.read() as session:
+            return session.get(WritebackEntry, (self.source.name, kind, resource_id))
+
+    def recorded_dns(self, kind: str, resource_ids: Iterable[str]) -> list[str]:
+        ids = list(resource_ids)
+        if not ids:
+            return []
+        with self.rt.store.read() as session:
+            return list(session.scalars(select(WritebackEntry.dn).where(
+                WritebackEntry.ldap_source == self.source.name, WritebackEntry.kind == kind,
+                WritebackEntry.resource_id.in_(ids))))
+
+    def remember(self, kind: str, resource_id: str, dn: str) -> None:
+        entry_id = self.entry_id(dn)
+        if entry_id is None:
+            raise WritebackFailed(f"write-back to {self.source.name}: {dn} has no {self.id_attribute}")
+        with self.rt.store.write() as session:
+            session.execute(delete(WritebackEntry).where(  # a stale row of an entry id reused
+                WritebackEntry.ldap_source == self.source.name, WritebackEntry.entry_id == entry_id))
+            row = session.get(WritebackEntry, (self.source.name, kind, resource_id))
+            if row is None:
+                session.add(WritebackEntry(ldap_source=self.source.name, kind=kind, resource_id=resource_id,
+                                           entry_id=entry_id, dn=dn))
+            else:
+                row.entry_id, row.dn = entry_id, dn
+
+    def moved(self, row: WritebackEntry, dn: str) -> None:
+        with self.rt.store.write() as session:
+            stored = session.get(WritebackEntry, (row.ldap_source, row.kind, row.resource_id))
+            if stored is not None:
+                stored.dn = dn
+
+    def forget(self, kind: str, resource_id: str) -> None:
+        with self.rt.store.write() as session:
+            session.execute(delete(WritebackEntry).where(
+                WritebackEntry.ldap_source == self.source.name, WritebackEntry.kind == kind,
+                WritebackEntry.resource_id == resource_id))
+
+    # the directory
+
+    def entry_id(self, dn: str) -> str | None:
+        try:
+            self.conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=[self.id_attribute])
+        except LDAPNoSuchObjectResult:
+            return None
+        if not self.conn.response:
+            return None
+        entry = self.conn.response[0]
+        return self.parser.source_id(entry, entry.get("attributes") or {})
+
+    def _id_filter(self, entry_id: str) -> str:
+        if self.parser.binary_id:
+            try:
+                raw = uuid.UUID(entry_id).bytes_le
+            except ValueError:
+                raw = bytes.fromhex(entry_id)
+            escaped = "".join(f"\\{b:02x}" for b in raw)
+            return f"({self.id_attribute}={escaped})"
+        return f"({self.id_attribute}={escape_filter_chars(entry_id)})"
+
+    def locate(self, row: WritebackEntry) -> str | None:
+        """Where the recorded entry is now: at its DN when that entry still has the recorded
+        id; else wherever the id is (an administrator moved it); None when it is gone."""
+        if self.entry_id(row.dn) == row.entry_id:
+            return row.dn
+        base = self.source.writeback.users_base if row.kind == USER else self.source.writeback.groups_base
+        assert base is not None
+        found = self._search(base, self._id_filter(row.entry_id))
+        if found:
+            self.moved(row, found[0][0])
+            return found[0][0]
+        return None
+
+    def _search(self, base: str, search_filter: str) -> list[tuple[str, str | None]]:
+        """(DN, stable id) of the entries under ``base`` that ``search_filter`` matches."""
+        try:
+            self.conn.search(base, search_filter, ldap3.SUBTREE, attributes=[self.id_attribute], size_limit=10)
+        except LDAPNoSuchObjectResult:
+            return []
+        except ldap3.core.exceptions.LDAPSizeLimitExceededResult:
+            pass  # ldap3 keeps what came before the limit
+        return [(e["dn"], self.parser.source_id(e, e.get("attributes") or {}))
+                for e in self.conn.response or [] if e.get("type") == "searchResEntry"]
+
+    def holder(self, kind: str, name: str, own_id: str | None = None) -> str | None:
+        """The DN of an entry that is not ours (``own_id``) and carries ``name`` the way
+        the directory matches it (its equality rule: case, spaces, Unicode forms), in the
+        write-back subtree or the source's own base; None when the name is free."""
+        value = escape_filter_chars(name)
+        if kind == USER:
+            names = {self.preset.writeback_user_rdn, self.user_name_attribute}
+            if self.preset.name == "active_directory":
+                value_sam = escape_filter_chars(name[:20])
+                clauses = [f"({self.preset.writeback_user_rdn}={value})", f"(sAMAccountName={value_sam})"]
+            else:
+                clauses = [f"({attr}={value})" for attr in sorted(n for n in names if n)]
+            bases = [self.source.writeback.users_base, self.source.users_base]
+        else:
+            clauses = [f"(cn={value})"]
+            bases = [self.source.writeback.groups_base, self.source.groups_base or self.source.users_base]
+        search_filter = clauses[0] if len(clauses) == 1 else f"(|{''.join(clauses)})"
+        for base in dict.fromkeys(b for b in bases if b):
+            for dn, entry_id in self._search(base, search_filter):
+                if own_id is None or entry_id != own_id:
+                    return dn
+        return None
+
+    # conflicts
+
+    def conflict(self, row: User | Group, name: str, holder_dn: str, what: str) -> None:
+        detail = (f"{row.source}'s {_kind(row)} {name!r}: {holder_dn} in LDAP source {self.source.name!r} was not "
+                  f"created by write-back, so it is not {what}")
+        log.warning("write-back conflict: %s", detail, extra={"ldap_source": self.source.name})
+        self.rt.services.record_conflicts(_actor(self.source, row), [
+            ConflictNote(WRITEBACK, row.source, name, f"{holder_dn} (LDAP source {self.source.name})", detail)])
+
+    def resolved(self, row: User | Group, name: str) -> None:
+        self.rt.services.resolve_conflicts(_actor(self.source, row), WRITEBACK, row.source, [name])
+
+    # writes
+
+    def rename(self, row: WritebackEntry, dn: str, wanted_dn: str, resource: User | Group, name: str) -> str | None:
+        """Give the recorded entry at ``dn`` the RDN of ``wanted_dn`` in the same parent;
+        the new DN, or None (a conflict) when another entry has the name."""
+        if dn_key(_rdn_of(dn)) == dn_key(_rdn_of(wanted_dn)):
+            return dn
+        holder = self.holder(row.kind, name, own_id=row.entry_id)
+        if holder is not None:
+            self.conflict(resource, name, holder, "renamed over")
+            return None
+        self.conn.modify_dn(dn, _rdn_of(wanted_dn), delete_old_dn=True)
+        new_dn = f"{_rdn_of(wanted_dn)},{dn[len(_rdn_of(dn)) + 1:]}"
+        self.moved(row, new_dn)
+        return new_dn
+
+    def add(self, kind: str, resource: User | Group, name: str, dn: str, classes: list[str],
+            attributes: dict[str, Any]) -> bool:
+        """Add a new entry when the directory has none of that name; record it."""
+        holder = self.holder(kind, name)
+        if holder is not None:
+            self.conflict(resource, name, holder, "overwritten")
+            return False
+        try:
+            self.conn.add(dn, classes, attributes)
+        except LDAPEntryAlreadyExistsResult:  # a name the directory holds outside the bases searched
+            self.conflict(resource, name, dn, "overwritten")
+            return False
+        self.remember(kind, resource.id, dn)
+        return True
+
+
+def _kind(row: User | Group) -> str:
+    return USER if isinstance(row, User) else GROUP
+
+
+def _actor(source: LdapSourceConfig, row: User | Group) -> Actor:
+    return Actor(name=f"writeback:{source.name}", source=row.source, channel="writeback")
+
+
+def _each(rt: Runtime, resource_id: str, write: Callable[[_Entries], None]) -> None:
+    """``write`` for each write-back source, on a connection of its own (an LDAP error is
+    WritebackFailed, naming the source), one write of ``resource_id`` at a time."""
+    with _stripe(resource_id):
+        for source in _targets(rt):
+            with _connection(source) as conn:
+                write(_Entries(rt, source, conn))
+
+
 # -- users ---------------------------------------------------------------------
 
-def writeback_user(rt: Runtime, user: User, previous_user_name: str | None = None) -> None:
+def writeback_user(rt: Runtime, user: User) -> None:
     """Create, update, rename, disable or remove the user's entry (see the module doc)."""
     if not _is_scim(user.source):
         return
-    for source in _targets(rt):
-        preset = PRESETS[source.preset]
-        with _connection(source) as conn:
-            dn = user_dn(source, user.user_name)
-            if previous_user_name and previous_user_name != user.user_name:
-                old = user_dn(source, previous_user_name)
-                if _read(conn, old, ["1.1"]) is not None:
-                    conn.modify_dn(old, _rdn_of(dn), delete_old_dn=True)
-            if not user.active and not preset.writeback_can_disable:
-                _delete(conn, dn)
-                continue
-            wanted = _user_attributes(preset, user)
-            current = _read(conn, dn, list(wanted))
-            if current is None:
-                attributes = {k: v for k, v in wanted.items() if v not in (None, "")}
-                if preset.name == "active_directory":
-                    attributes["unicodePwd"] = _unusable_ad_password()
-                conn.add(dn, list(preset.writeback_user_classes), attributes)
-                continue
-            changes: dict[str, list[tuple[str, list[str]]]] = {}
-            for key, value in wanted.items():
-                have = _first(current.get(key))
-                if value in (None, "") and have not in (None, ""):
-                    changes[key] = [(ldap3.MODIFY_DELETE, [])]
-                elif value not in (None, "") and str(value) != str(have):
-                    changes[key] = [(ldap3.MODIFY_REPLACE, [value])]
-            if changes:
-                conn.modify(dn, changes)
+    _each(rt, user.id, lambda entries: _write_user(entries, user))
+
+
+def _write_user(entries: _Entries, user: User) -> None:
+    preset, source, conn = entries.preset, entries.source, entries.conn
+    row = entries.record(USER, user.id)
+    dn = entries.locate(row) if row is not None else None
+    if row is not None and dn is None:
+        entries.forget(USER, user.id)  # deleted by someone else: written anew below, if the name is free
+        row = None
+    if not user.active and not preset.writeback_can_disable:
+        if dn is not None:
+            _delete(conn, dn)
+            entries.forget(USER, user.id)
+        entries.resolved(user, user.user_name)
+        return
+    wanted_dn = user_dn(source, user.user_name)
+    wanted = _user_attributes(preset, user)
+    if row is None or dn is None:
+        attributes = {k: v for k, v in wanted.items() if v not in (None, "")}
+        if preset.name == "active_directory":
+            attributes["unicodePwd"] = _unusable_ad_password()
+        if entries.add(USER, user, user.user_name, wanted_dn, list(preset.writeback_user_classes), attributes):
+            entries.resolved(user, user.user_name)
+        return
+    renamed = entries.rename(row, dn, wanted_dn, user, user.user_name)
+    if renamed is None:
+        return
+    current = _read(conn, renamed, list(wanted)) or {}
+    changes: dict[str, list[tuple[str, list[str]]]] = {}
+    for key, value in wanted.items():
+        have = _first(current.get(key))
+        if value in (None, "") and have not in (None, ""):
+            changes[key] = [(ldap3.MODIFY_DELETE, [])]
+        elif value not in (None, "") and str(value) != str(have):
+            changes[key] = [(ldap3.MODIFY_REPLACE, [value])]
+    if changes:
+        conn.modify(renamed, changes)
+    entries.resolved(user, user.user_name)
 
 
 def _rdn_of(dn: str) -> str:
@@ -212,38 +438,38 @@ def _rdn_of(dn: str) -> str:
 def _delete(conn: ldap3.Connection, dn: str) -> None:
     try:
         conn.delete(dn)
-    except ldap3.core.exceptions.LDAPNoSuchObjectResult:
+    except LDAPNoSuchObjectResult:
         pass
 
 
-def writeback_user_removed(rt: Runtime, user_name: str) -> None:
-    for source in _targets(rt):
-        with _connection(source) as conn:
-            _delete(conn, user_dn(source, user_name))
+def writeback_user_removed(rt: Runtime, user: User) -> None:
+    """Delete the entry write-back created for the (deleted) user; no other entry."""
+    _remove(rt, USER, user)
+
+
+def _remove(rt: Runtime, kind: str, row: User | Group) -> None:
+    if not _is_scim(row.source):
+        return
+    def remove(entries: _Entries) -> None:
+        recorded = entries.record(kind, row.id)
+        if recorded is None:
+            return
+        dn = entries.locate(recorded)
+        if dn is not None:
+            _delete(entries.conn, dn)
+        entries.forget(kind, row.id)
+
+    _each(rt, row.id, remove)
 
 
 # -- groups --------------------------------------------------------------------
 
-def _member_dns(rt: Runtime, source: LdapSourceConfig, user_ids: Iterable[str],
-                group_ids: Iterable[str], *, only_present: bool = True) -> list[str]:
-    """Entry DNs of the members of SCIM sources (with ``only_present``: those that have
-    an entry, so not the inactive users of a directory that removes them)."""
-    preset = PRESETS[source.preset]
-    dns: list[str] = []
-    with rt.store.read() as session:
-        user_ids, group_ids = list(user_ids), list(group_ids)
-        if user_ids:
-            for user in session.scalars(select(User).where(User.id.in_(user_ids))):
-                if _is_scim(user.source) and (user.active or preset.writeback_can_disable or not only_present):
-                    dns.append(user_dn(source, user.user_name))
-        if group_ids:
-            for group in session.scalars(select(Group).where(Group.id.in_(group_ids))):
-                if _is_scim(group.source):
-                    dns.append(group_dn(source, group.display_name))
-    return dns
+def _member_dns(entries: _Entries, user_ids: Iterable[str], group_ids: Iterable[str]) -> list[str]:
+    """The recorded entries of the members: write-back puts no other entry into a group."""
+    return entries.recorded_dns(USER, user_ids) + entries.recorded_dns(GROUP, group_ids)
 
 
-def writeback_group(rt: Runtime, group: Group, previous_name: str | None = None) -> None:
+def writeback_group(rt: Runtime, group: Group) -> None:
     """Create the group's entry with its current members, or rename it."""
     if not _is_scim(group.source):
         return
@@ -251,54 +477,67 @@ def writeback_group(rt: Runtime, group: Group, previous_name: str | None = None)
         user_ids = list(session.scalars(select(GroupUserMember.user_id).where(GroupUserMember.group_id == group.id)))
         group_ids = list(session.scalars(select(GroupGroupMember.child_group_id)
                                          .where(GroupGroupMember.group_id == group.id)))
-    for source in _targets(rt):
-        preset = PRESETS[source.preset]
-        dn = group_dn(source, group.display_name)
-        with _connection(source) as conn:
-            if previous_name and previous_name != group.display_name:
-                old = group_dn(source, previous_name)
-                if _read(conn, old, ["1.1"]) is not None:
-                    conn.modify_dn(old, _rdn_of(dn), delete_old_dn=True)
-            if _read(conn, dn, ["1.1"]) is not None:
-                continue
-            members = sorted(set(_member_dns(rt, source, user_ids, group_ids)))
-            attrs: dict[str, Any] = {"cn": group.display_name}
-            if preset.name == "active_directory":
-                attrs["sAMAccountName"] = group.display_name[:256]
-            if members or preset.name not in MEMBER_OPTIONAL:
-                attrs["member"] = members or [EMPTY_MEMBER]
-            conn.add(dn, list(preset.writeback_group_classes), attrs)
+    _each(rt, group.id, lambda entries: _write_group(entries, group, user_ids, group_ids))
+
+
+def _write_group(entries: _Entries, group: Group, user_ids: list[str], group_ids: list[str]) -> None:
+    preset = entries.preset
+    row = entries.record(GROUP, group.id)
+    dn = entries.locate(row) if row is not None else None
+    wanted_dn = group_dn(entries.source, group.display_name)
+    if row is not None and dn is not None:
+        if entries.rename(row, dn, wanted_dn, group, group.display_name) is not None:
+            entries.resolved(group, group.display_name)
+        return
+    if row is not None:
+        entries.forget(GROUP, group.id)
+    members = sorted(set(_member_dns(entries, user_ids, group_ids)))
+    attrs: dict[str, Any] = {"cn": group.display_name}
+    if preset.name == "active_directory":
+        attrs["sAMAccountName"] = group.display_name[:256]
+    if members or preset.name not in MEMBER_OPTIONAL:
+        attrs["member"] = members or [EMPTY_MEMBER]
+    if entries.add(GROUP, group, group.display_name, wanted_dn, list(preset.writeback_group_classes), attrs):
+        entries.resolved(group, group.display_name)
 
 
 def writeback_group_members(rt: Runtime, group: Group, *, added_user_ids: Iterable[str] = (),
                             removed_user_ids: Iterable[str] = (), added_group_ids: Iterable[str] = (),
                             removed_group_ids: Iterable[str] = ()) -> None:
-    """Add and delete single ``member`` values, one modify each."""
+    """Add and delete single ``member`` values of the group's recorded entry, one modify
+    each; a group without one is written whole (or reported as a conflict)."""
     if not _is_scim(group.source):
         return
     added_user_ids, removed_user_ids = list(added_user_ids), list(removed_user_ids)
     added_group_ids, removed_group_ids = list(added_group_ids), list(removed_group_ids)
-    for source in _targets(rt):
-        preset = PRESETS[source.preset]
-        dn = group_dn(source, group.display_name)
-        added = _member_dns(rt, source, added_user_ids, added_group_ids)
-        removed = _member_dns(rt, source, removed_user_ids, removed_group_ids, only_present=False)
-        needs_placeholder = preset.name not in MEMBER_OPTIONAL
-        with _connection(source) as conn:
-            missing = _read(conn, dn, ["1.1"]) is None
-            for member in ([] if missing else added):
-                _member_op(conn, dn, ldap3.MODIFY_ADD, member)
-            if added and needs_placeholder and not missing:
-                _member_op(conn, dn, ldap3.MODIFY_DELETE, EMPTY_MEMBER)
-            for member in ([] if missing else removed):
-                try:
-                    _member_op(conn, dn, ldap3.MODIFY_DELETE, member)
-                except ldap3.core.exceptions.LDAPObjectClassViolationResult:
-                    # the last member of a groupOfNames: keep the group valid with the placeholder
-                    _member_op(conn, dn, ldap3.MODIFY_ADD, EMPTY_MEMBER)
-                    _member_op(conn, dn, ldap3.MODIFY_DELETE, member)
-        if missing:
-            writeback_group(rt, group)
+    missing = False
+
+    def members(entries: _Entries) -> None:
+        nonlocal missing
+        row = entries.record(GROUP, group.id)
+        dn = entries.locate(row) if row is not None else None
+        if dn is None:
+            missing = True
+            return
+        added = _member_dns(entries, added_user_ids, added_group_ids)
+        removed = _member_dns(entries, removed_user_ids, removed_group_ids)
+        needs_placeholder = entries.preset.name not in MEMBER_OPTIONAL
+        conn = entries.conn
+        for member in added:
+            _member_op(conn, dn, ldap3.MODIFY_ADD, member)
+        if added and needs_placeholder:
+            _member_op(conn, dn, ldap3.MODIFY_DELETE, EMPTY_MEMBER)
+        for member in removed:
+            try:
+                _member_op(conn, dn, ldap3.MODIFY_DELETE, member)
+            except ldap3.core.exceptions.LDAPObjectClassViolationResult:
+                # the last member of a groupOfNames: keep the group valid with the placeholder
+                _member_op(conn, dn, ldap3.MODIFY_ADD, EMPTY_MEMBER)
+                _member_op(conn, dn, ldap3.MODIFY_DELETE, member)
+
+    _each(rt, group.id, members)
+    if missing:
+        writeback_group(rt, group)
 
 
 def _member_op(conn: ldap3.Connection, dn: str, operation: str, member: str) -> None:
@@ -310,7 +549,6 @@ def _member_op(conn: ldap3.Connection, dn: str, operation: str, member: str) -> 
         pass
 
 
-def writeback_group_removed(rt: Runtime, display_name: str) -> None:
-    for source in _targets(rt):
-        with _connection(source) as conn:
-            _delete(conn, group_dn(source, display_name))
+def writeback_group_removed(rt: Runtime, group: Group) -> None:
+    """Delete the entry write-back created for the (deleted) group; no other entry."""
+    _remove(rt, GROUP, group)

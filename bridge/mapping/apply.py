@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bridge.config import Config
+from bridge.names import identity_key
 from bridge.services import Actor, Services
 from bridge.services.roles import CONFIG
 from bridge.services.unit import UnitOfWork
@@ -89,7 +90,7 @@ def _apply(uow: UnitOfWork, config: Config) -> None:
         uow.customers.portal_group(name)
     if customers.sales_group:
         exists = uow.session.scalar(select(Group.id).where(
-            Group.display_name_key == customers.sales_group.strip().casefold()).limit(1))
+            Group.display_name_key == identity_key(customers.sales_group)).limit(1))
         if exists is None:
             uow.customers.portal_group(customers.sales_group)
 

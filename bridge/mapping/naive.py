@@ -12,6 +12,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from bridge.mapping.rules import CompiledRules
+from bridge.names import identity_key
 from bridge.store.models import (
     AccessType,
     Grant,
@@ -56,7 +57,7 @@ def _groups(session: Session, user_id: str) -> set[str]:
 
 
 def naive_check(session: Session, rules: CompiledRules, user_ref: str, right: str, scope_id: str) -> bool:
-    user = session.scalar(select(User).where(or_(User.id == user_ref, User.user_name_key == user_ref.casefold())))
+    user = session.scalar(select(User).where(or_(User.id == user_ref, User.user_name_key == identity_key(user_ref))))
     if user is None or not user.active:
         return False
     if user.access_type == AccessType.admin:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.config import MappingConfig, MappingRule
+from bridge.names import identity_key
 
 _FORMATTER = string.Formatter()
 
@@ -73,7 +74,7 @@ class GroupRule:
         candidates = [display_name] + ([ldap_dn] if ldap_dn else [])
         for text in candidates:
             if self.name_key is not None:
-                if text.strip().casefold() == self.name_key:
+                if identity_key(text) == self.name_key:
                     return RuleGrant(self.index, self.role, self.scope)
                 continue
             assert self.pattern is not None
@@ -142,7 +143,7 @@ def compile_rule(index: int, rule: MappingRule) -> GroupRule | AttributeRule:
                              rule.role, rule.scope, rule.customer, rule.kind)
     assert rule.role is not None, "a group rule has a role (checked by the config)"
     pattern = re.compile(rule.group_regex, re.IGNORECASE) if rule.group_regex is not None else None
-    name_key = rule.group.strip().casefold() if rule.group is not None else None
+    name_key = identity_key(rule.group) if rule.group is not None else None
     return GroupRule(index, rule.source, name_key, pattern, rule.role, rule.scope)
 
 

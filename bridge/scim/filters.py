@@ -52,6 +52,7 @@ from sqlalchemy import (
     union_all,
 )
 
+from bridge.names import identity_key
 from bridge.scim.convert import ENTERPRISE_ATTRIBUTES, UNASSIGNED, USER_JSON_ATTRIBUTES
 from bridge.scim.schema import PortalUser
 from bridge.services.customers import PENDING_NUMBER
@@ -378,14 +379,15 @@ class SqlFilter(FilterVisitor[Expr]):
 
     def _indexed_equality(self, binding: AttributeBinding, op: CompareOperator, expected: Any) -> Expr | None:
         """For ``userName eq`` (the IdPs' probe) and ``displayName eq``, a condition on the
-        indexed casefolded column, so the lookup costs the same however many users there are.
-        Two strings equal in NFC-lowercase are equal casefolded, so nothing is lost."""
+        indexed identity key, so the lookup costs the same however many users there are.
+        The key is coarser than NFC-lowercase (width, spacing, invisible characters:
+        bridge.names), so the probe also finds the name a create would collide with."""
         if self.element is not None or op != CompareOperator.eq or not isinstance(expected, str):
             return None
         if self.resolver.is_user and binding.field_name == "user_name" and binding.sub_field_name is None:
-            return User.user_name_key == expected.strip().casefold()
+            return User.user_name_key == identity_key(expected)
         if not self.resolver.is_user and binding.field_name == "display_name":
-            return Group.display_name_key == expected.strip().casefold()
+            return Group.display_name_key == identity_key(expected)
         return None
 
     def _group_member_lookup(self, binding: AttributeBinding, op: CompareOperator, expected: Any) -> Expr | None:

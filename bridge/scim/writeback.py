@@ -31,19 +31,21 @@ class Writeback:
         try:
             if what == "user":
                 assert isinstance(row, User)
-                ldap_writeback.writeback_user(self.rt, row, previous_user_name=previous)
+                ldap_writeback.writeback_user(self.rt, row)
             elif what == "user-removed":
-                ldap_writeback.writeback_user_removed(self.rt, name)
+                assert isinstance(row, User)
+                ldap_writeback.writeback_user_removed(self.rt, row)
             elif what == "group":
                 assert isinstance(row, Group)
                 if members is None or previous is not None:
-                    ldap_writeback.writeback_group(self.rt, row, previous_name=previous)
+                    ldap_writeback.writeback_group(self.rt, row)
                 if members is not None:
                     added_users, removed_users, added_groups, removed_groups = members
                     ldap_writeback.writeback_group_members(
                         self.rt, row, added_user_ids=added_users, removed_user_ids=removed_users,
                         added_group_ids=added_groups, removed_group_ids=removed_groups)
             elif what == "group-removed":
-                ldap_writeback.writeback_group_removed(self.rt, name)
+                assert isinstance(row, Group)
+                ldap_writeback.writeback_group_removed(self.rt, row)
         except (ldap_writeback.WritebackFailed, LDAPException) as exc:
             log.warning("LDAP write-back of %s %r failed: %s", what, name, exc, extra={"what": what})

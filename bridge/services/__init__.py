@@ -10,8 +10,9 @@ from contextlib import contextmanager
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.config import Config
-from bridge.services import audit
+from bridge.services import audit, conflicts
 from bridge.services.actor import Actor
+from bridge.services.conflicts import ConflictNote
 from bridge.services.errors import ServiceError
 from bridge.services.unit import Refusal, UnitOfWork
 from bridge.store.db import Store
@@ -31,14 +32,33 @@ class Services:
         unit refused (bridge.services.errors.Forbidden) is audited afterwards, in a
         transaction of its own, so the refusal is kept though the change is not."""
         refusals: list[Refusal] = []
+        conflicts: list[ConflictNote] = []
         try:
             with self.store.write() as session:
                 uow = UnitOfWork(session, actor, self.config.ownership, self.config)
-                uow.refusals = refusals
+                uow.refusals, uow.conflicts = refusals, conflicts
                 yield uow
         finally:
             if refusals:
                 self._audit_refusals(actor, refusals)
+            if conflicts:
+                self.record_conflicts(actor, conflicts)
+
+    def resolve_conflicts(self, actor: Actor, kind: str, source: str, subjects: list[str]) -> None:
+        """Close ``source``'s open conflicts about ``subjects``: the write went through."""
+        try:
+            with self.store.write() as session:
+                conflicts.resolve(session, actor, kind, source, subjects)
+        except SQLAlchemyError as exc:
+            log.warning("could not resolve conflicts: %s", type(exc).__name__)
+
+    def record_conflicts(self, actor: Actor, notes: list[ConflictNote]) -> None:
+        """Open or count conflicts (bridge.services.conflicts) in a transaction of their own."""
+        try:
+            with self.store.write() as session:
+                conflicts.record(session, actor, notes)
+        except SQLAlchemyError as exc:  # the store is gone, or a replica recorded the same one just now
+            log.warning("could not record %d conflict(s): %s", len(notes), type(exc).__name__)
 
     def _audit_refusals(self, actor: Actor, refusals: list[Refusal]) -> None:
         try:

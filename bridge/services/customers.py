@@ -35,6 +35,7 @@ from sqlalchemy import select
 
 from bridge.config import CustomersConfig
 from bridge.mapping.rules import compiled_rules
+from bridge.names import identity_key
 from bridge.services import audit
 from bridge.services.errors import Conflict, InvalidValue, NotFound
 from bridge.store.models import (
@@ -368,7 +369,7 @@ class CustomerService:
                                field="short_name")
         name = pattern.format(number=customer.number, name=customer.name, short_name=customer.short_name)
         clash = self.uow.session.scalar(select(Group).where(
-            Group.display_name_key == name.strip().casefold(), Group.kind == GroupKind.customer_rights,
+            Group.display_name_key == identity_key(name), Group.kind == GroupKind.customer_rights,
             Group.customer_id != customer.id))
         if clash is not None:
             raise Conflict(f"another customer's rights-group is named {name!r} already", field="name")
@@ -377,11 +378,11 @@ class CustomerService:
     def portal_group(self, name: str) -> Group:
         """A portal group (RemoteUsers...), created on first need, owned by the portal."""
         group = self.uow.session.scalar(select(Group).where(Group.kind == GroupKind.portal,
-                                                            Group.display_name_key == name.strip().casefold()))
+                                                            Group.display_name_key == identity_key(name)))
         return group if group is not None else self._new_group(name, GroupKind.portal, None)
 
     def _new_group(self, name: str, kind: GroupKind, customer_id: str | None) -> Group:
-        group = Group(display_name=name, display_name_key=name.strip().casefold(), kind=kind,
+        group = Group(display_name=name, display_name_key=identity_key(name), kind=kind,
                       source=PORTAL_SOURCE, customer_id=customer_id)
         self.uow.session.add(group)
         self.uow.session.flush()
@@ -390,7 +391,7 @@ class CustomerService:
         return group
 
     def _in_group_named(self, user: User, name: str) -> bool:
-        targets = set(self.uow.session.scalars(select(Group.id).where(Group.display_name_key == name.casefold())))
+        targets = set(self.uow.session.scalars(select(Group.id).where(Group.display_name_key == identity_key(name))))
         seen: set[str] = set()
         frontier = set(self.uow.session.scalars(select(GroupUserMember.group_id)
                                                 .where(GroupUserMember.user_id == user.id)))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from bridge.names import identity_key
 from bridge.services import audit
 from bridge.services.actor import LOCAL_SOURCE
 from bridge.services.errors import (
@@ -77,7 +78,7 @@ def direct_members(session: Session, group_ids: Iterable[str],
 
 
 def group_key(display_name: str) -> str:
-    return display_name.strip().casefold()
+    return identity_key(display_name)
 
 
 def _snapshot(group: Group) -> dict[str, Any]:
@@ -320,7 +321,7 @@ class GroupService:
         self._forget_loaded({gid for gid, _, _ in changed})
         return results
 
-    def _require(self, model: type[User] | type[Group], ids: set[str], what: str, *,
+    def _require(self, model: type[User | Group], ids: set[str], what: str, *,
                  referenced: bool = True) -> None:
         """InvalidValue naming the first of ``ids`` that is no row of ``model``; each one
         must be the actor's to reference (``_check_reference``) when ``referenced``."""
@@ -351,9 +352,7 @@ class GroupService:
         session as ORM objects: expire those so that nothing reads or flushes a stale copy."""
         session = self.uow.session
         for obj in list(session.identity_map.values()):
-            if isinstance(obj, Group) and obj.id in group_ids:
-                session.expire(obj)
-            elif isinstance(obj, (GroupUserMember, GroupGroupMember)) and obj.group_id in group_ids:
+            if isinstance(obj, Group) and obj.id in group_ids or isinstance(obj, (GroupUserMember, GroupGroupMember)) and obj.group_id in group_ids:
                 session.expire(obj)
 
     def _set_displays(self, group: Group, origin: str, displays: Mapping[str, str | None],
@@ -409,12 +408,14 @@ class GroupService:
     def _check_name(self, display_name: Any) -> str:
         if not isinstance(display_name, str) or not display_name.strip():
             raise InvalidValue("displayName is required", field="display_name")
+        if not group_key(display_name):
+            raise InvalidValue(f"displayName {display_name!r} has no visible characters", field="display_name")
         if len(display_name) > 256:
             raise InvalidValue("displayName is longer than 256 characters", field="display_name")
         return display_name.strip()
 
     def _ensure_name_free(self, source: str, display_name: str, group_id: str | None = None) -> None:
-        """A source's groups have distinct displayNames (case-insensitively), because mapping
+        """A source's groups have distinct displayNames (by identity key, bridge.names), because mapping
         rules and IdPs (Entra's ``displayName eq`` lookup) name a group by it. LDAP sources
         are exempt: a directory may hold two groups of one cn in different subtrees, and its
         rules can tell them apart by DN. A lock on the name serialises two creations."""
@@ -425,8 +426,9 @@ class GroupService:
         clash = self.uow.session.scalar(select(Group.id).where(
             Group.source == source, Group.display_name_key == key, Group.id != (group_id or "")).limit(1))
         if clash is not None:
-            raise GroupNameTaken(f"source {source!r} has a group named {display_name!r} already "
-                                 "(case-insensitively)", field="display_name")
+            raise GroupNameTaken(f"source {source!r} has a group named {display_name!r} already (names equal "
+                                 "but for case, width, spacing or invisible characters are the same)",
+                                 field="display_name")
 
     def _check_version(self, group: Group, expected_version: int | None) -> None:
         if expected_version is not None and expected_version != group.version:

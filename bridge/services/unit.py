@@ -15,6 +15,7 @@ from bridge.config import Config, OwnershipConfig
 from bridge.services.accounts import AccountService
 from bridge.services.actor import LOCAL_SOURCE, SCIM_PREFIX, Actor
 from bridge.services.changes import ChangeLog
+from bridge.services.conflicts import ConflictNote
 from bridge.services.customers import CustomerService
 from bridge.services.errors import Forbidden
 from bridge.services.grants import GrantService
@@ -53,12 +54,18 @@ class UnitOfWork:
         self.customers = CustomerService(self)
         self.accounts = AccountService(self)  # passwords, locks, invitations, TOTP (bridge.accounts)
         self.refusals: list[Refusal] = []  # audited once the transaction has ended (Services.unit)
+        self.conflicts: list[ConflictNote] = []  # recorded once the transaction has ended (Services.unit)
 
     def refuse(self, what: str, reason: str, target_type: str, target_id: str | None,
                target_name: str | None) -> Forbidden:
         """A Forbidden to raise, remembered for the audit log."""
         self.refusals.append(Refusal(what, reason, target_type, target_id, target_name))
         return Forbidden(reason)
+
+    def note_conflict(self, kind: str, subject: str, holder: str, detail: str) -> None:
+        """A write of the actor's source refused because ``holder`` (another source, a
+        directory entry) holds ``subject``: shown on the status page once the unit ended."""
+        self.conflicts.append(ConflictNote(kind, self.actor.source, subject, holder, detail))
 
     def may_grant_admin(self) -> bool:
         """Whether the actor's source may make a user an admin. Privilege belongs to the

@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from bridge.services import audit
+from bridge.names import identity_key
+from bridge.services import audit, conflicts
 from bridge.services.actor import LOCAL_SOURCE
 from bridge.services.addresses import mail_address
+from bridge.services.conflicts import USER_NAME as USER_NAME_CONFLICT
 from bridge.services.errors import (
     InvalidValue,
     LastAdmin,
@@ -74,8 +76,9 @@ AUTHZ_FIELDS = frozenset({"user_name", "active", "access_type", "attributes", "k
 
 
 def user_name_key(user_name: str) -> str:
-    """The case-insensitive identity of a userName."""
-    return user_name.strip().casefold()
+    """The identity of a userName: equal for names that differ only in case, width, spacing
+    or invisible characters (bridge.names)."""
+    return identity_key(user_name)
 
 
 def with_email(attributes: dict[str, Any] | None, email: str | None) -> dict[str, Any]:
@@ -160,6 +163,7 @@ class UserService:
         self._flush_unique([user], add=True)
         audit.record(self.uow.session, self.uow.actor, "user.create", "user", user.id, user.user_name,
                      audit.diff({}, snapshot(user)))
+        self._names_resolved([user.user_name])
         if user.kind == UserKind.external:
             self.uow.customers.sync_memberships(user)
         return user
@@ -175,10 +179,11 @@ class UserService:
         sync) redo the batch one ``create`` at a time."""
         source = self.uow.actor.source
         taken = _TakenNames(self._stored_keys(rows))
-        prepared = [self._prepared(dict(fields), source, taken) for fields in rows]
+        prepared = [self._prepared(dict(fields), source, taken, note=False) for fields in rows]
         if not prepared:
             return []
         self._insert_unique(prepared)
+        self._names_resolved([row["user_name"] for row in prepared])
         audit.record_many(self.uow.session, self.uow.actor, "user.create", "user",
                           ((row["id"], row["user_name"], audit.created(row, AUDITED_ORDER)) for row in prepared))
         external = [row["id"] for row in prepared if row["kind"] == UserKind.external]
@@ -231,9 +236,11 @@ class UserService:
             if not user.active:
                 user.sessions_valid_after = user.deactivated_at  # its operator sessions end for good
         if self._takes_over(user):
-            user.source = self.uow.actor.source
+            self._change_owner(user)
         user.updated_at = utcnow()
         self._flush_unique([user])
+        if "user_name" in changed or before["source"] != user.source:
+            self._names_resolved([user.user_name])
         action = "user.deactivate" if changed.get("active") is False else "user.update"
         audit.record(self.uow.session, self.uow.actor, action, "user", user.id, user.user_name,
                      audit.diff(before, snapshot(user)))
@@ -275,6 +282,8 @@ class UserService:
     def _check_user_name(self, user_name: Any, source: str) -> str:
         if not isinstance(user_name, str) or not user_name.strip():
             raise InvalidValue("userName is required", field="user_name")
+        if not user_name_key(user_name):
+            raise InvalidValue(f"userName {user_name!r} has no visible characters", field="user_name")
         user_name = user_name.strip()
         if len(user_name) > 256:
             raise InvalidValue("userName is longer than 256 characters", field="user_name")
@@ -290,10 +299,26 @@ class UserService:
     def _ensure_user_name_free(self, user_name: str) -> None:
         existing = self.find_by_user_name(user_name)
         if existing is not None:
-            raise UserNameTaken(f"userName {user_name!r} is already taken (case-insensitively)",
-                                field="user_name")
+            raise self._name_taken(user_name, existing)
 
-    def _prepared(self, fields: dict[str, Any], source: str, taken: _TakenNames) -> dict[str, Any]:
+    def _names_resolved(self, names: Sequence[str]) -> None:
+        """The actor's source now holds ``names``: its conflicts over them are over."""
+        conflicts.resolve(self.uow.session, self.uow.actor, USER_NAME_CONFLICT, self.uow.actor.source, names)
+
+    def _name_taken(self, user_name: str, holder: User | None = None) -> UserNameTaken:
+        """The refusal of a userName the store has (under the same identity key). Held by
+        another source (that no ownership rule lets the actor's take over), it is a conflict
+        between sources: noted for the status page with both sources named, while the
+        error says nothing of whose it is."""
+        holder = holder or self.find_by_user_name(user_name)
+        if holder is not None and holder.source != self.uow.actor.source and not self.uow.may_take_over(holder.source):
+            self.uow.note_conflict(USER_NAME_CONFLICT, user_name, holder.source,
+                                   f"userName {user_name!r} is held by {holder.user_name!r} of {holder.source}")
+        return UserNameTaken(f"userName {user_name!r} is already taken (names equal but for case, width, "
+                             "spacing or invisible characters are the same)", field="user_name")
+
+    def _prepared(self, fields: dict[str, Any], source: str, taken: _TakenNames, *,
+                  note: bool = True) -> dict[str, Any]:
         """A new, validated user of ``source`` as a complete row of the users table (every
         column, defaults filled in): the one place where the rules of a creation live
         (``create`` makes an ORM object of it, ``create_many`` inserts it as it is).
@@ -304,6 +329,9 @@ class UserService:
         user_name = self._check_user_name(fields.get("user_name"), source)
         fields = self._normalise(fields, source)
         key = user_name_key(user_name)
+        if key in taken.stored:  # create_many's callers redo one by one, and note conflicts then
+            raise self._name_taken(user_name) if note else UserNameTaken(f"userName {user_name!r} is already taken",
+                                                                         field="user_name")
         taken.check(key, user_name)
         fields.update(self.uow.customers.rule_effects(  # mapping rules, remote access (bridge.services.customers)
             source, {"active": True, "kind": UserKind.internal, **fields, "user_name": user_name}))
@@ -402,6 +430,21 @@ class UserService:
 
     def _takes_over(self, user: User) -> bool:
         return user.source != self.uow.actor.source and self.uow.may_take_over(user.source)
+
+    def _change_owner(self, user: User) -> None:
+        """The actor's source takes ``user`` over (an ownership rule lets it). Credentials
+        belong to the owner: the password, TOTP and operator sessions set under the old
+        one end here, so whoever held the name before (an IdP that squatted a directory
+        user's name, say) keeps no way in; the user signs in the new owner's way (a
+        directory bind, a password the IdP sets, an invitation)."""
+        previous = user.source
+        user.source = self.uow.actor.source
+        if user.password_hash is not None:
+            user.password_hash, user.password_changed_at, user.must_change_password = None, None, False
+        self.uow.accounts.reset_totp(user)
+        user.sessions_valid_after = utcnow()
+        audit.record(self.uow.session, self.uow.actor, "user.take-over", "user", user.id, user.user_name,
+                     {"source": [previous, user.source]})
 
     def check_owner(self, user: User, what: str) -> None:
         """Only the user's source (or one its ownership rule lets take over) may change

@@ -519,3 +519,44 @@ class ScimClientMinute(Base):
     requests: Mapped[int] = mapped_column(Integer, default=0)
     errors: Mapped[int] = mapped_column(Integer, default=0)
     last_at: Mapped[datetime | None]
+
+
+class WritebackEntry(Base):
+    """A directory entry write-back created, by the directory's stable id (entryUUID,
+    nsUniqueId, objectGUID, ipaUniqueID). Write-back modifies, renames and deletes only
+    entries it has a row for, so it never touches one another source or an
+    administrator made. Kept after its user or group is gone, until the entry is deleted."""
+
+    __tablename__ = "writeback_entries"
+    __table_args__ = (UniqueConstraint("ldap_source", "entry_id", name="uq_writeback_entries_entry"),)
+
+    ldap_source: Mapped[str] = mapped_column(String(80), primary_key=True)  # the [[ldap.sources]] name
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # "user" or "group"
+    resource_id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the user's or group's id
+    entry_id: Mapped[str] = mapped_column(String(64))
+    dn: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SourceConflict(Base):
+    """A write one source could not make because of what another holds: a userName
+    another source owns (``user_name``), a directory entry write-back did not create
+    (``writeback``). Open until the same write succeeds; shown on the status page and
+    counted in ``dirbridge_conflicts_open``. ``holder`` names the other side (a source,
+    or a directory entry's DN)."""
+
+    __tablename__ = "source_conflicts"
+    __table_args__ = (UniqueConstraint("kind", "source", "subject_key", name="uq_source_conflicts_subject"),
+                      Index("ix_source_conflicts_open", "resolved_at"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(80))
+    subject: Mapped[str] = mapped_column(String(256))
+    subject_key: Mapped[str] = mapped_column(String(256))
+    holder: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str] = mapped_column(Text)
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]

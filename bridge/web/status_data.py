@@ -17,7 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import __version__
 from bridge.store import migrate
-from bridge.store.models import AuditEvent, JobRun, SyncRun, utcnow
+from bridge.services.conflicts import open_conflicts
+from bridge.store.models import AuditEvent, JobRun, SourceConflict, SyncRun, utcnow
 from bridge.web.chart import RunPoint, sync_chart
 from bridge.web.scim_activity import ClientActivity, client_activity
 
@@ -30,6 +31,7 @@ CHART_RUNS = 20
 AUDIT_EVENTS = 15
 FAILED_ITEMS = 10
 FAILED_WINDOW = timedelta(days=7)
+CONFLICTS_SHOWN = 50
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class StatusView:
     audit: list[AuditEvent] = field(default_factory=list)
     failed_jobs: list[JobRun] = field(default_factory=list)
     failed_syncs: list[RunView] = field(default_factory=list)
+    conflicts: list[SourceConflict] = field(default_factory=list)  # open conflicts between sources
     unavailable: list[str] = field(default_factory=list)  # panels that could not be read
 
 
@@ -205,6 +208,7 @@ def _recent(rt: Runtime, view: StatusView) -> None:
         view.failed_syncs = [run_view(r) for r in session.scalars(
             select(SyncRun).where(SyncRun.status.in_(("failed", "guarded")), SyncRun.started_at >= since)
             .order_by(SyncRun.id.desc()).limit(FAILED_ITEMS))]
+        view.conflicts = open_conflicts(session, limit=CONFLICTS_SHOWN)
         session.expunge_all()
 
 

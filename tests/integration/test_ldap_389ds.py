@@ -317,7 +317,7 @@ def test_scim_users_are_written_renamed_locked_and_removed(wb):
     with rt.services.unit(Actor.scim_client("entra")) as uow:
         user = uow.users.update(uow.users.get(user.id), user_name="Lena.Berg", family_name="Berg",
                                 email="lena.berg@example.org")
-    writeback_user(rt, user, previous_user_name="Lena.Lang")
+    writeback_user(rt, user)
     assert read(tree.conn, dn) is None
     dn = user_dn(source, "Lena.Berg")
     entry = read(tree.conn, dn, "uid", "sn", "mail")
@@ -335,7 +335,7 @@ def test_scim_users_are_written_renamed_locked_and_removed(wb):
     assert read(tree.conn, dn, "nsAccountLock")["nsAccountLock"] == []
     assert unique_id(tree.conn, dn) == first_id
 
-    writeback_user_removed(rt, "Lena.Berg")
+    writeback_user_removed(rt, user)
     assert read(tree.conn, dn) is None
 
 
@@ -370,15 +370,15 @@ def test_group_members_are_single_value_adds_and_deletes(wb):
         dn_key(user_dn(source, "wb.anna")), dn_key(user_dn(source, "wb.bernd, jr."))}
 
     # A deleted user's entry goes, and 389-DS's referential integrity drops its member value.
-    writeback_user_removed(rt, "wb.anna")
+    writeback_user_removed(rt, a)
     assert [dn_key(m) for m in read(tree.conn, dn, "member")["member"]] == [dn_key(user_dn(source, "wb.bernd, jr."))]
 
     with rt.services.unit(Actor.scim_client("entra")) as uow:
         renamed = uow.groups.update(uow.groups.get(group.id), display_name="Fleet Süd")
-    writeback_group(rt, renamed, previous_name="Fleet, Nord")
+    writeback_group(rt, renamed)
     assert read(tree.conn, dn) is None
     assert len(read(tree.conn, group_dn(source, "Fleet Süd"), "member")["member"]) == 1
-    writeback_group_removed(rt, "Fleet Süd")
+    writeback_group_removed(rt, renamed)
     assert read(tree.conn, group_dn(source, "Fleet Süd")) is None
 
     # The server's audit log: every membership change was one value added or deleted.

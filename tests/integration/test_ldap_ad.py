@@ -281,7 +281,7 @@ def test_writeback_creates_disables_renames_and_removes_ad_users(sqlite_store, s
 
     with rt.services.unit(Actor.scim_client("entra")) as uow:
         user = uow.users.update(uow.users.get(user.id), user_name="lena.berg")
-    writeback_user(rt, user, previous_user_name="lena.lang")
+    writeback_user(rt, user)
     assert read(user_dn(source, "lena.lang")) is None
     assert read(user_dn(source, "lena.berg"))["sAMAccountName"] == ["lena.berg"]
 
@@ -289,5 +289,5 @@ def test_writeback_creates_disables_renames_and_removes_ad_users(sqlite_store, s
     result = run_sync(rt, "corp")
     assert result.status == "ok" and "lena.berg" not in users_by_name(sqlite_store)
 
-    writeback_user_removed(rt, "lena.berg")
+    writeback_user_removed(rt, user)
     assert read(user_dn(source, "lena.berg")) is None

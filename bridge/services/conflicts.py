@@ -1,0 +1,93 @@
+"""Conflicts between sources: a write one source could not make because another holds
+the name or the entry (bridge.store.models.SourceConflict).
+
+A conflict is noted where the write is refused and recorded after the unit of work
+ended (Services.unit), so it is kept though the refused change rolled back. Seeing it
+again counts it; the same write succeeding later resolves it. Its opening and its
+resolution are audit events (``conflict``, ``conflict.resolved``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from bridge.names import identity_key
+from bridge.services import audit
+from bridge.services.actor import Actor
+from bridge.store.models import SourceConflict, utcnow
+
+USER_NAME = "user_name"  # a userName another source owns
+WRITEBACK = "writeback"  # a directory entry write-back did not create
+KINDS = (USER_NAME, WRITEBACK)
+
+
+@dataclass(frozen=True)
+class ConflictNote:
+    """A conflict seen during a unit of work, recorded once the unit has ended."""
+
+    kind: str
+    source: str
+    subject: str
+    holder: str
+    detail: str
+
+
+def record(session: Session, actor: Actor, notes: Iterable[ConflictNote], *, now: datetime | None = None) -> None:
+    """Open each noted conflict, or count it again when it is open already."""
+    now = now or utcnow()
+    for note in notes:
+        key = identity_key(note.subject)
+        row = session.scalar(select(SourceConflict).where(
+            SourceConflict.kind == note.kind, SourceConflict.source == note.source,
+            SourceConflict.subject_key == key).with_for_update())
+        if row is None:
+            row = SourceConflict(kind=note.kind, source=note.source, subject=note.subject[:256], subject_key=key[:256],
+                                 holder=note.holder, detail=note.detail, count=1, first_seen=now, last_seen=now)
+            session.add(row)
+        elif row.resolved_at is not None:
+            row.resolved_at, row.first_seen, row.count = None, now, 1
+        else:
+            row.count += 1
+            row.last_seen, row.holder, row.detail = now, note.holder, note.detail
+            continue
+        row.last_seen, row.holder, row.detail = now, note.holder, note.detail
+        session.flush()
+        audit.record(session, actor, "conflict", note.kind, None, note.subject,
+                     {"conflict": [None, f"{note.source} vs {note.holder}: {note.detail}"]})
+
+
+def resolve(session: Session, actor: Actor, kind: str, source: str, subjects: Sequence[str],
+            *, now: datetime | None = None) -> int:
+    """Close the open conflicts of ``source`` about ``subjects``: their write went through."""
+    keys = {identity_key(s)[:256] for s in subjects}
+    if not keys:
+        return 0
+    open_rows = session.execute(select(SourceConflict.id, SourceConflict.subject).where(
+        SourceConflict.kind == kind, SourceConflict.source == source, SourceConflict.resolved_at.is_(None),
+        SourceConflict.subject_key.in_(keys))).all()
+    if not open_rows:
+        return 0
+    session.execute(update(SourceConflict).where(SourceConflict.id.in_([r.id for r in open_rows]))
+                    .values(resolved_at=now or utcnow()))
+    for row in open_rows:
+        audit.record(session, actor, "conflict.resolved", kind, None, row.subject)
+    return len(open_rows)
+
+
+def open_conflicts(session: Session, limit: int = 100) -> list[SourceConflict]:
+    return list(session.scalars(select(SourceConflict).where(SourceConflict.resolved_at.is_(None))
+                                .order_by(SourceConflict.last_seen.desc()).limit(limit)))
+
+
+def open_counts(session: Session) -> dict[str, int]:
+    """Open conflicts by kind (every kind present, 0 when none)."""
+    counts = dict.fromkeys(KINDS, 0)
+    for kind, n in session.execute(select(SourceConflict.kind, func.count()).where(
+            SourceConflict.resolved_at.is_(None)).group_by(SourceConflict.kind)):
+        counts[kind] = n
+    return counts
