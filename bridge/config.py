@@ -160,6 +160,19 @@ class ScimClientConfig(Strict):
                          "(accessType admin); else 403")
     passwords: bool = Field(default=False, description="may set the passwords of the users it owns (the "
                             "password policy applies); else a password it sends is left out")
+    customers: list[str] = Field(default_factory=list, description="the customer numbers it may link its users "
+                                 "to (customerNumber), [\"*\"] for any; another number is 403")
+
+    @field_validator("customers")
+    @classmethod
+    def _numbers(cls, value: list[str]) -> list[str]:
+        numbers = [number.strip() for number in value]
+        if any(not number for number in numbers):
+            raise ValueError("a customer number is empty")
+        return numbers
+
+    def may_name_customer(self, number: str) -> bool:
+        return "*" in self.customers or number in self.customers
 
 
 class ScimConfig(Strict):

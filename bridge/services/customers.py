@@ -196,6 +196,12 @@ class CustomerService:
         attributes.pop(PENDING_NUMBER, None)
         if not number or not str(number).strip():
             return {"customer_id": None}
+        number = str(number).strip()
+        if not self.uow.may_name_customer(number):
+            source = self.uow.actor.source
+            raise self.uow.refuse("customerNumber", f"{source!r} may not link users to customer {number!r}; the "
+                                  f"config allows it with [scim.clients.{source.removeprefix('scim:')}] customers "
+                                  f"= [\"{number}\"]", "customer", None, number)
         customer = self.find(number)
         if customer is None:
             attributes[PENDING_NUMBER] = str(number).strip()

@@ -79,6 +79,17 @@ class UnitOfWork:
         ``passwords = true``; an LDAP source never (its users' passwords live in the directory)."""
         return self._source_may("passwords")
 
+    def may_name_customer(self, number: str) -> bool:
+        """Whether the actor's source may link a user to the customer numbered ``number``
+        (the link makes the user that customer's, with its rights-groups): the local
+        operator may; a SCIM client only a number its ``[scim.clients.NAME] customers``
+        lists (or ``["*"]``); other sources link customers only through the config's
+        mapping rules, which do not ask."""
+        source = self.actor.source
+        if source.startswith(SCIM_PREFIX):
+            return self.config.scim.client(source.removeprefix(SCIM_PREFIX)).may_name_customer(number)
+        return True
+
     def _source_may(self, permission: Literal["admins", "passwords"]) -> bool:
         source = self.actor.source
         if source == LOCAL_SOURCE:

@@ -9,11 +9,19 @@ SQLAlchemy 2.1, ``dict()`` of a Result) and one such user broke every full list.
 
 from __future__ import annotations
 
+import pytest
+
 from bridge.services import Actor
-from tests.fixtures.app import create_token
+from tests.fixtures.app import create_token, make_config
 from tests.integration.test_scim_http import CORE, PORTAL, Scim
 
 OPERATOR = Actor(name="cli:test", channel="cli")
+
+
+@pytest.fixture
+def config():
+    """entra links its users to any customer; okta to none (the default)."""
+    return make_config(scim={"clients": {"entra": {"customers": ["*"]}}})
 
 
 def external(user_name: str, number: str, **more) -> dict:

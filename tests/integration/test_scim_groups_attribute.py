@@ -7,18 +7,25 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import pytest
+
 from sqlalchemy import event
 
 from bridge.config import load_config_data
 from bridge.ldap.sync import run_sync
 from bridge.services import Actor
-from tests.fixtures.app import create_token
+from tests.fixtures.app import create_token, make_config
 from tests.fixtures.slapd import source_settings
 from tests.integration.test_scim_http import CORE, PORTAL, Scim
 
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 OPERATOR = Actor(name="cli:test", channel="cli")
 
+
+
+@pytest.fixture
+def config():
+    return make_config(scim={"clients": {"entra": {"customers": ["12345"]}}})
 
 def groups(document: dict) -> dict[str, str]:
     """display name -> type"""

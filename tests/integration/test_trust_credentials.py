@@ -22,7 +22,8 @@ STRONG = "Blue-Tram-Seventy-1"
 
 @pytest.fixture
 def config():
-    return accounts_config(scim={"clients": {"idp1": {"passwords": True}, "boss": {"admins": True}}})
+    return accounts_config(scim={"clients": {"idp1": {"passwords": True, "customers": ["1001"]},
+                                             "boss": {"admins": True}}})
 
 
 @pytest.fixture
@@ -165,3 +166,44 @@ def test_an_admin_api_promotion_of_an_idp_user_is_the_operators_decision(idp2, c
     user = idp2.create_user("promote.me")
     promoted = client.patch(f"/api/v1/users/{user['id']}", headers=admin_headers, json={"access_type": "admin"})
     assert promoted.status_code == 200 and promoted.json["access_type"] == "admin"
+
+
+# -- customers belong to the portal ------------------------------------------------------------
+
+def _external(user_name: str, number: str) -> dict:
+    return {"schemas": [CORE, PORTAL], "userName": user_name,
+            PORTAL: {"kind": "external", "customerNumber": number}}
+
+
+@pytest.mark.parametrize("number", ["2002", "9999", " 2002 ", "1001 2002"])
+def test_a_scim_client_links_users_only_to_the_customers_the_config_names(idp1, idp2, client, admin_headers,
+                                                                          runtime, number):
+    """Linking a user to a customer makes it that customer's (its rights-group, RemoteUsers):
+    a client names only the numbers its [scim.clients.NAME] customers lists, whether the
+    customer exists yet or not (a pending number would link later)."""
+    for n in ("1001", "2002"):
+        client.post("/api/v1/customers", headers=admin_headers, json={"number": n, "name": f"C{n}",
+                                                                       "remote_access": True})
+    made = idp1.post("/Users", _external("kunde.ok", "1001"))
+    assert made.status_code == 201 and made.json[PORTAL]["customerNumber"] == "1001"
+
+    refused = idp1.post("/Users", _external("kunde.other", number))
+    assert refused.status_code == 403 and "customers" in refused.json["detail"], refused.json
+    moved = idp1.patch(f"/Users/{made.json['id']}", [
+        {"op": "replace", "path": f"{PORTAL}:customerNumber", "value": number}])
+    assert moved.status_code == 403
+    assert idp2.post("/Users", _external("kunde.idp2", "1001")).status_code == 403  # idp2 names none
+    with runtime.store.read() as session:
+        linked = session.scalars(select(User.user_name).where(User.customer_id.is_not(None))).all()
+    assert linked == ["kunde.ok"]
+    assert {e.target_name for e in refusals(runtime)} >= {number.strip(), "1001"}
+
+
+def test_bulk_cannot_link_a_customer_the_client_may_not_name(idp1, client, admin_headers, runtime):
+    client.post("/api/v1/customers", headers=admin_headers, json={"number": "2002", "name": "C2002",
+                                                                   "remote_access": True})
+    bulk = idp1.post("/Bulk", {"schemas": [BULK], "Operations": [
+        {"method": "POST", "path": "/Users", "bulkId": "a", "data": _external("bulk.kunde", "2002")}]})
+    assert bulk.json["Operations"][0]["status"] == "403"
+    with runtime.store.read() as session:
+        assert session.scalar(select(User).where(User.user_name == "bulk.kunde")) is None

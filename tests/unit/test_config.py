@@ -49,6 +49,8 @@ def test_no_config_is_the_embedded_default():
     ({"scopes": {"nodes": [{"id": "pool:p1", "parent": "company_group:nope"}]}},
      "scopes: node 'pool:p1': parent 'company_group:nope' is not declared before it"),
     ({"customers": {"rights_group_name": "X{city}"}}, "customers.rights_group_name: must be a prefix"),
+    ({"scim": {"clients": {"entra": {"customers": ["1001", " "]}}}},
+     "scim.clients.entra.customers: a customer number is empty"),
     ({"mapping": {"rules": [{"group": "G", "group_regex": "^G", "role": "r"}]}},
      "mapping.rules[0]: a rule needs exactly one of group, group_regex or attribute"),
     ({"mapping": {"rules": [{"group_regex": "(", "role": "r"}]}},
