@@ -309,6 +309,44 @@ def jobs_run(ctx: click.Context, name: str, config_path: Path | None) -> None:
         sys.exit(EXIT_FAILURE)
 
 
+@cli.group(invoke_without_command=True)
+@config_option
+@click.pass_context
+def conflicts(ctx: click.Context, config_path: Path | None) -> None:
+    """Conflicts between sources (a name or entry another source holds); lists the open ones."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = config_path
+        return
+    from bridge.services.conflicts import open_conflicts, open_total
+
+    services = services_for(load(config_path))
+    with services.store.read() as session:
+        rows, total = open_conflicts(session, limit=1000), open_total(session)
+    if not rows:
+        click.echo("no open conflicts")
+    for c in rows:
+        click.echo(f"{c.id:<6} {c.kind:<10} {c.subject!r:<32} {c.source} vs {c.holder}  seen {c.count}x, "
+                   f"last {c.last_seen:%Y-%m-%d %H:%M}")
+    if total > len(rows):
+        click.echo(f"... and {total - len(rows)} more")
+
+
+@conflicts.command("close")
+@click.argument("conflict_id", type=int)
+@config_option
+@click.pass_context
+def conflicts_close(ctx: click.Context, conflict_id: int, config_path: Path | None) -> None:
+    """Close an open conflict settled by hand (it opens again if the write is refused again)."""
+    from bridge.services import conflicts as conflict_rules
+
+    services = services_for(load(config_path or ctx.obj))
+    with services.store.write() as session:
+        closed = conflict_rules.close(session, cli_actor(), conflict_id)
+    if not closed:
+        fail(f"no open conflict {conflict_id}", EXIT_USAGE)
+    click.echo(f"conflict {conflict_id} closed")
+
+
 cli.add_command(ldap_cli.sync)
 cli.add_command(mapping_cli.explain)
 cli.add_command(accounts_cli.invite)

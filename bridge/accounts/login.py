@@ -28,6 +28,7 @@ from bridge.accounts.context import AccountsContext
 from bridge.accounts.passwords import burn_verify, expiry, hash_password, needs_rehash, verify_hash
 from bridge.services import Actor
 from bridge.services.accounts import PASSWORD_EXPIRED, is_directory_user
+from bridge.names import MAX_KEY_LENGTH
 from bridge.services.users import user_name_key
 from bridge.store.locks import lock_name
 from bridge.store.models import AccessType, TotpCredential, User
@@ -94,7 +95,8 @@ class Login:
                  request_id: str | None = None):
         self.ctx = ctx
         self.typed = user_name.strip()
-        self.key = user_name_key(user_name)
+        # as stored (no user has a longer key): counted and looked up under the same key
+        self.key = user_name_key(user_name)[:MAX_KEY_LENGTH]
         self.password = password
         self.code = (code or "").strip() or None
         self.client_ip = client_ip

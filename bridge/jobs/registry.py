@@ -24,11 +24,15 @@ class JobSpec:
 
 
 def audit_retention(rt: Runtime) -> dict[str, Any]:
-    """Delete audit events older than ``audit.retention_days``."""
+    """Delete audit events older than ``audit.retention_days``, and conflicts between
+    sources resolved that long ago."""
+    from bridge.services import conflicts
+
     cutoff = utcnow() - timedelta(days=rt.config.audit.retention_days)
     with rt.store.write() as session:
         result = session.execute(delete(AuditEvent).where(AuditEvent.at < cutoff))
-    return {"deleted": result.rowcount or 0}
+        purged = conflicts.purge(session, cutoff)
+    return {"deleted": result.rowcount or 0, "conflicts_purged": purged}
 
 
 def job_specs(rt: Runtime) -> list[JobSpec]:
@@ -37,7 +41,8 @@ def job_specs(rt: Runtime) -> list[JobSpec]:
     from bridge.ldap.jobs import sync_job_specs  # the LDAP sync jobs: one full, one incremental per source
 
     specs = [
-        JobSpec("audit-retention", "1d", audit_retention, "delete audit events past their retention"),
+        JobSpec("audit-retention", "1d", audit_retention,
+                "delete audit events, and resolved conflicts, past their retention"),
         *sync_job_specs(rt),
         *account_job_specs(rt),
     ]

@@ -62,6 +62,7 @@ from bridge.ldap.connection import connect
 from bridge.ldap.directory import EntryParser
 from bridge.ldap.dn import dn_key
 from bridge.ldap.presets import PRESETS, Preset, attribute_map
+from bridge.names import cleaned
 from bridge.services.actor import Actor
 from bridge.services.conflicts import WRITEBACK, ConflictNote
 from bridge.store.models import Group, GroupGroupMember, GroupUserMember, User, WritebackEntry
@@ -211,13 +212,16 @@ class _Entries:
             return session.get(WritebackEntry, (self.source.name, kind, resource_id))
 
     def recorded_dns(self, kind: str, resource_ids: Iterable[str]) -> list[str]:
+        """Where the recorded entries of ``resource_ids`` are now (each checked by its
+        stable id, so an entry someone else put at a recorded DN is never named)."""
         ids = list(resource_ids)
         if not ids:
             return []
         with self.rt.store.read() as session:
-            return list(session.scalars(select(WritebackEntry.dn).where(
+            rows = list(session.scalars(select(WritebackEntry).where(
                 WritebackEntry.ldap_source == self.source.name, WritebackEntry.kind == kind,
                 WritebackEntry.resource_id.in_(ids))))
+        return [dn for row in rows if (dn := self.locate(row)) is not None]
 
     def remember(self, kind: str, resource_id: str, dn: str) -> None:
         entry_id = self.entry_id(dn)
@@ -295,18 +299,21 @@ class _Entries:
         """The DN of an entry that is not ours (``own_id``) and carries ``name`` the way
         the directory matches it (its equality rule: case, spaces, Unicode forms), in the
         write-back subtree or the source's own base; None when the name is free."""
-        value = escape_filter_chars(name)
+        # the name as sent and as the identity key sees it (NFKC, no invisible characters,
+        # one space): a directory that keeps a zero-width space still meets the plain name
+        values = list(dict.fromkeys(v for v in (name, cleaned(name)) if v))
         if kind == USER:
-            names = {self.preset.writeback_user_rdn, self.user_name_attribute}
             if self.preset.name == "active_directory":
-                value_sam = escape_filter_chars(name[:20])
-                clauses = [f"({self.preset.writeback_user_rdn}={value})", f"(sAMAccountName={value_sam})"]
+                pairs = [(self.preset.writeback_user_rdn, v) for v in values] + [("sAMAccountName", v[:20])
+                                                                                  for v in values]
             else:
-                clauses = [f"({attr}={value})" for attr in sorted(n for n in names if n)]
+                attrs = sorted({self.preset.writeback_user_rdn, self.user_name_attribute} - {""})
+                pairs = [(attr, v) for attr in attrs for v in values]
             bases = [self.source.writeback.users_base, self.source.users_base]
         else:
-            clauses = [f"(cn={value})"]
+            pairs = [("cn", v) for v in values]
             bases = [self.source.writeback.groups_base, self.source.groups_base or self.source.users_base]
+        clauses = [f"({attr}={escape_filter_chars(v)})" for attr, v in pairs]
         search_filter = clauses[0] if len(clauses) == 1 else f"(|{''.join(clauses)})"
         for base in dict.fromkeys(b for b in bases if b):
             for dn, entry_id in self._search(base, search_filter):
@@ -319,6 +326,9 @@ class _Entries:
     def conflict(self, row: User | Group, name: str, holder_dn: str, what: str) -> None:
         detail = (f"{row.source}'s {_kind(row)} {name!r}: {holder_dn} in LDAP source {self.source.name!r} was not "
                   f"created by write-back, so it is not {what}")
+        if what == "deleted":
+            detail += (f"; the {_kind(row)} is gone or inactive here, so if that entry was its (written back "
+                       "before dirbridge recorded the entries it creates), delete it by hand")
         log.warning("write-back conflict: %s", detail, extra={"ldap_source": self.source.name})
         self.rt.services.record_conflicts(_actor(self.source, row), [
             ConflictNote(WRITEBACK, row.source, name, f"{holder_dn} (LDAP source {self.source.name})", detail)])
@@ -392,10 +402,7 @@ def _write_user(entries: _Entries, user: User) -> None:
         entries.forget(USER, user.id)  # deleted by someone else: written anew below, if the name is free
         row = None
     if not user.active and not preset.writeback_can_disable:
-        if dn is not None:
-            _delete(conn, dn)
-            entries.forget(USER, user.id)
-        entries.resolved(user, user.user_name)
+        _remove_entry(entries, USER, user, user.user_name)
         return
     wanted_dn = user_dn(source, user.user_name)
     wanted = _user_attributes(preset, user)
@@ -450,16 +457,25 @@ def writeback_user_removed(rt: Runtime, user: User) -> None:
 def _remove(rt: Runtime, kind: str, row: User | Group) -> None:
     if not _is_scim(row.source):
         return
-    def remove(entries: _Entries) -> None:
-        recorded = entries.record(kind, row.id)
-        if recorded is None:
-            return
-        dn = entries.locate(recorded)
-        if dn is not None:
-            _delete(entries.conn, dn)
-        entries.forget(kind, row.id)
+    name = row.user_name if isinstance(row, User) else row.display_name
+    _each(rt, row.id, lambda entries: _remove_entry(entries, kind, row, name))
 
-    _each(rt, row.id, remove)
+
+def _remove_entry(entries: _Entries, kind: str, row: User | Group, name: str) -> None:
+    """Delete the recorded entry of ``row``. An entry of its name that write-back did
+    not create stays, and is a conflict: it may be one an older version wrote back (no
+    record), left behind for legacy applications to trust."""
+    recorded = entries.record(kind, row.id)
+    dn = entries.locate(recorded) if recorded is not None else None
+    if dn is not None:
+        _delete(entries.conn, dn)
+    if recorded is not None:
+        entries.forget(kind, row.id)
+    left = entries.holder(kind, name)
+    if left is not None:
+        entries.conflict(row, name, left, "deleted")
+    else:
+        entries.resolved(row, name)
 
 
 # -- groups --------------------------------------------------------------------

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from bridge.names import identity_key
+from bridge.names import MAX_KEY_LENGTH, identity_key
 from bridge.services import audit
 from bridge.services.actor import Actor
 from bridge.store.models import SourceConflict, utcnow
@@ -41,12 +42,12 @@ def record(session: Session, actor: Actor, notes: Iterable[ConflictNote], *, now
     """Open each noted conflict, or count it again when it is open already."""
     now = now or utcnow()
     for note in notes:
-        key = identity_key(note.subject)
+        key = identity_key(note.subject)[:MAX_KEY_LENGTH]
         row = session.scalar(select(SourceConflict).where(
             SourceConflict.kind == note.kind, SourceConflict.source == note.source,
             SourceConflict.subject_key == key).with_for_update())
         if row is None:
-            row = SourceConflict(kind=note.kind, source=note.source, subject=note.subject[:256], subject_key=key[:256],
+            row = SourceConflict(kind=note.kind, source=note.source, subject=note.subject[:256], subject_key=key,
                                  holder=note.holder, detail=note.detail, count=1, first_seen=now, last_seen=now)
             session.add(row)
         elif row.resolved_at is not None:
@@ -61,27 +62,53 @@ def record(session: Session, actor: Actor, notes: Iterable[ConflictNote], *, now
                      {"conflict": [None, f"{note.source} vs {note.holder}: {note.detail}"]})
 
 
-def resolve(session: Session, actor: Actor, kind: str, source: str, subjects: Sequence[str],
-            *, now: datetime | None = None) -> int:
-    """Close the open conflicts of ``source`` about ``subjects``: their write went through."""
-    keys = {identity_key(s)[:256] for s in subjects}
+def resolve(session: Session, actor: Actor, kind: str, source: str | None, subjects: Sequence[str],
+            *, now: datetime | None = None, why: str = "written") -> int:
+    """Close the open conflicts of ``source`` (None: of any source) about ``subjects``:
+    their write went through (``why="written"``), or the holder gave the name up
+    (``"released"``)."""
+    keys = {identity_key(s)[:MAX_KEY_LENGTH] for s in subjects}
     if not keys:
         return 0
-    open_rows = session.execute(select(SourceConflict.id, SourceConflict.subject).where(
-        SourceConflict.kind == kind, SourceConflict.source == source, SourceConflict.resolved_at.is_(None),
-        SourceConflict.subject_key.in_(keys))).all()
-    if not open_rows:
+    query = select(SourceConflict.id, SourceConflict.subject).where(
+        SourceConflict.kind == kind, SourceConflict.resolved_at.is_(None), SourceConflict.subject_key.in_(keys))
+    if source is not None:
+        query = query.where(SourceConflict.source == source)
+    return _close(session, actor, session.execute(query).all(), why, now)
+
+
+def close(session: Session, actor: Actor, conflict_id: int, *, now: datetime | None = None) -> bool:
+    """An operator closes one open conflict (settled by hand); False if there is none open."""
+    rows = session.execute(select(SourceConflict.id, SourceConflict.subject, SourceConflict.kind).where(
+        SourceConflict.id == conflict_id, SourceConflict.resolved_at.is_(None))).all()
+    return _close(session, actor, rows, "closed by an operator", now) == 1
+
+
+def _close(session: Session, actor: Actor, rows: Sequence[Any], why: str, now: datetime | None) -> int:
+    if not rows:
         return 0
-    session.execute(update(SourceConflict).where(SourceConflict.id.in_([r.id for r in open_rows]))
+    session.execute(update(SourceConflict).where(SourceConflict.id.in_([r.id for r in rows]))
                     .values(resolved_at=now or utcnow()))
-    for row in open_rows:
-        audit.record(session, actor, "conflict.resolved", kind, None, row.subject)
-    return len(open_rows)
+    for row in rows:
+        kind = getattr(row, "kind", None) or "conflict"
+        audit.record(session, actor, "conflict.resolved", kind, str(row.id), row.subject, {"resolved": [None, why]})
+    return len(rows)
+
+
+def purge(session: Session, before: datetime) -> int:
+    """Delete conflicts resolved before ``before`` (the audit log keeps their story)."""
+    result = session.execute(delete(SourceConflict).where(SourceConflict.resolved_at < before))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def open_conflicts(session: Session, limit: int = 100) -> list[SourceConflict]:
     return list(session.scalars(select(SourceConflict).where(SourceConflict.resolved_at.is_(None))
                                 .order_by(SourceConflict.last_seen.desc()).limit(limit)))
+
+
+def open_total(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(SourceConflict).where(
+        SourceConflict.resolved_at.is_(None))) or 0)
 
 
 def open_counts(session: Session) -> dict[str, int]:

@@ -3,7 +3,7 @@
 The invariants hold whoever writes, because SCIM, LDAP sync, the admin API, the
 CLI and the CSV import all come through here:
 
-- userName is unique, case-insensitively;
+- userName is unique by its identity key (bridge.names: case, width, spacing, invisible characters);
 - a locally created userName has no white space and at least 5 characters;
 - the e-mail column holds an address or nothing: a local user needs one, a
   source's value that is no address stays in its attributes only;
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from bridge.names import identity_key
+from bridge.names import MAX_KEY_LENGTH, identity_key
 from bridge.services import audit, conflicts
 from bridge.services.actor import LOCAL_SOURCE
 from bridge.services.addresses import mail_address
@@ -125,10 +125,10 @@ class _TakenNames:
 
     def check(self, key: str, user_name: str) -> None:
         if key in self.stored:
-            raise UserNameTaken(f"userName {user_name!r} is already taken (case-insensitively)",
+            raise UserNameTaken(f"userName {user_name!r} is already taken",
                                 field="user_name")
         if key in self.batch:
-            raise UserNameTaken(f"userName {user_name!r} is already taken (case-insensitively) by another "
+            raise UserNameTaken(f"userName {user_name!r} is already taken by another "
                                 "user of the same batch", field="user_name")
 
     def claim(self, key: str) -> None:
@@ -241,6 +241,8 @@ class UserService:
         self._flush_unique([user])
         if "user_name" in changed or before["source"] != user.source:
             self._names_resolved([user.user_name])
+        if "user_name" in changed and user_name_key(before["user_name"]) != user.user_name_key:
+            self._name_released(before["user_name"])
         action = "user.deactivate" if changed.get("active") is False else "user.update"
         audit.record(self.uow.session, self.uow.actor, action, "user", user.id, user.user_name,
                      audit.diff(before, snapshot(user)))
@@ -264,6 +266,7 @@ class UserService:
         self.uow.changes.user(user.id)
         self.uow.session.delete(user)
         self.uow.session.flush()
+        self._name_released(user.user_name)
 
     def set_password_hash(self, user: User, password_hash: str, *, must_change: bool = False) -> None:
         """Store a new password hash (the accounts module hashes and checks policy)."""
@@ -282,8 +285,12 @@ class UserService:
     def _check_user_name(self, user_name: Any, source: str) -> str:
         if not isinstance(user_name, str) or not user_name.strip():
             raise InvalidValue("userName is required", field="user_name")
-        if not user_name_key(user_name):
+        key = user_name_key(user_name)
+        if not key:
             raise InvalidValue(f"userName {user_name!r} has no visible characters", field="user_name")
+        if len(key) > MAX_KEY_LENGTH:
+            raise InvalidValue(f"userName {user_name[:40]!r}... is longer than {MAX_KEY_LENGTH} characters once "
+                               "normalised (NFKC)", field="user_name")
         user_name = user_name.strip()
         if len(user_name) > 256:
             raise InvalidValue("userName is longer than 256 characters", field="user_name")
@@ -304,6 +311,11 @@ class UserService:
     def _names_resolved(self, names: Sequence[str]) -> None:
         """The actor's source now holds ``names``: its conflicts over them are over."""
         conflicts.resolve(self.uow.session, self.uow.actor, USER_NAME_CONFLICT, self.uow.actor.source, names)
+
+    def _name_released(self, name: str) -> None:
+        """Nobody holds ``name`` any more: the conflicts of other sources over it are over
+        (their next write of it will go through)."""
+        conflicts.resolve(self.uow.session, self.uow.actor, USER_NAME_CONFLICT, None, [name], why="released")
 
     def _name_taken(self, user_name: str, holder: User | None = None) -> UserNameTaken:
         """The refusal of a userName the store has (under the same identity key). Held by
@@ -378,7 +390,7 @@ class UserService:
         except IntegrityError as exc:
             if _lost_user_name(exc):
                 raise UserNameTaken(f"userName {self._lost_names([u.user_name for u in users])} is already "
-                                    "taken (case-insensitively)", field="user_name") from None
+                                    "taken", field="user_name") from None
             raise
 
     def _insert_unique(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -390,7 +402,7 @@ class UserService:
         except IntegrityError as exc:
             if _lost_user_name(exc):
                 raise UserNameTaken(f"userName {self._lost_names([r['user_name'] for r in rows])} is already "
-                                    "taken (case-insensitively)", field="user_name") from None
+                                    "taken", field="user_name") from None
             raise
 
     def _lost_names(self, names: Sequence[str]) -> str:
@@ -433,8 +445,8 @@ class UserService:
 
     def _change_owner(self, user: User) -> None:
         """The actor's source takes ``user`` over (an ownership rule lets it). Credentials
-        belong to the owner: the password, TOTP and operator sessions set under the old
-        one end here, so whoever held the name before (an IdP that squatted a directory
+        belong to the owner: the password, TOTP, open invitations and operator sessions
+        set under the old one end here, so whoever held the name before (an IdP that squatted a directory
         user's name, say) keeps no way in; the user signs in the new owner's way (a
         directory bind, a password the IdP sets, an invitation)."""
         previous = user.source
@@ -442,7 +454,10 @@ class UserService:
         if user.password_hash is not None:
             user.password_hash, user.password_changed_at, user.must_change_password = None, None, False
         self.uow.accounts.reset_totp(user)
-        user.sessions_valid_after = utcnow()
+        now = utcnow()
+        for invitation in self.uow.accounts.open_invitations(user, now):  # a link the old owner asked for
+            self.uow.accounts.revoke_invitation(invitation, now=now)
+        user.sessions_valid_after = now
         audit.record(self.uow.session, self.uow.actor, "user.take-over", "user", user.id, user.user_name,
                      {"source": [previous, user.source]})
 

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import __version__
+from bridge.services.conflicts import open_conflicts, open_total
 from bridge.store import migrate
-from bridge.services.conflicts import open_conflicts
 from bridge.store.models import AuditEvent, JobRun, SourceConflict, SyncRun, utcnow
 from bridge.web.chart import RunPoint, sync_chart
 from bridge.web.scim_activity import ClientActivity, client_activity
@@ -102,7 +102,8 @@ class StatusView:
     audit: list[AuditEvent] = field(default_factory=list)
     failed_jobs: list[JobRun] = field(default_factory=list)
     failed_syncs: list[RunView] = field(default_factory=list)
-    conflicts: list[SourceConflict] = field(default_factory=list)  # open conflicts between sources
+    conflicts: list[SourceConflict] = field(default_factory=list)  # open conflicts between sources, newest first
+    conflicts_open: int = 0  # all of them, when more than are shown
     unavailable: list[str] = field(default_factory=list)  # panels that could not be read
 
 
@@ -209,6 +210,7 @@ def _recent(rt: Runtime, view: StatusView) -> None:
             select(SyncRun).where(SyncRun.status.in_(("failed", "guarded")), SyncRun.started_at >= since)
             .order_by(SyncRun.id.desc()).limit(FAILED_ITEMS))]
         view.conflicts = open_conflicts(session, limit=CONFLICTS_SHOWN)
+        view.conflicts_open = open_total(session)
         session.expunge_all()
 
 

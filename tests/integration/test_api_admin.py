@@ -145,7 +145,8 @@ def test_running_a_job_now_records_a_job_run(client, admin_headers, runtime):
     assert "audit-retention" in names and jobs["total"] == len(names)
     ran = client.post("/api/v1/jobs/audit-retention/run", headers=admin_headers)
     assert ran.status_code == 200, ran.json
-    assert (ran.json["job"], ran.json["outcome"], ran.json["counts"]) == ("audit-retention", "ok", {"deleted": 0})
+    assert (ran.json["job"], ran.json["outcome"], ran.json["counts"]) == ("audit-retention", "ok", {"deleted": 0,
+                                                                                     "conflicts_purged": 0})
     with runtime.store.read() as session:
         row = session.get(JobRun, ran.json["id"])
         assert (row.job, row.outcome, row.replica) == ("audit-retention", "ok", runtime.replica)
@@ -304,3 +305,22 @@ def test_a_guarded_run_shows_its_plan_and_is_approved_through_the_api(sqlite_url
     assert before["approved_by"] == approved["id"] and before["waiting_approval"] is False
     assert client.get("/api/v1/sync/runs?status=guarded", headers=headers).json["total"] == 1
     store.dispose()
+
+
+def test_audit_retention_purges_conflicts_resolved_long_ago_and_keeps_open_ones(client, admin_headers, runtime):
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from bridge.store.models import SourceConflict, utcnow
+
+    long_ago = utcnow() - timedelta(days=runtime.config.audit.retention_days + 1)
+    with runtime.store.write() as session:
+        for subject, resolved in (("old.resolved", long_ago), ("old.open", None)):
+            session.add(SourceConflict(kind="user_name", source="scim:idp2", subject=subject, subject_key=subject,
+                                       holder="local", detail="-", count=1, first_seen=long_ago,
+                                       last_seen=long_ago, resolved_at=resolved))
+    ran = client.post("/api/v1/jobs/audit-retention/run", headers=admin_headers)
+    assert ran.json["counts"]["conflicts_purged"] == 1
+    with runtime.store.read() as session:
+        assert session.scalars(select(SourceConflict.subject)).all() == ["old.open"]

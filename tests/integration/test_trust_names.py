@@ -12,12 +12,14 @@ from bridge.accounts.csv_import import import_users
 from bridge.names import identity_key
 from bridge.services import Actor
 from bridge.store import Store, migrate
-from bridge.store.models import Group, User
+from bridge.store.models import Group, SourceConflict, User
 from tests.fixtures.accounts import GOOD_PASSWORD, accounts_config, attempt
 from tests.integration.test_accounts_login import make_user
 from tests.integration.test_scim_http import CORE, scim_for
 
-LOOKALIKES = ["ALICE.NAMES", "ａlice.names", "alice\u200b.names", "alice.names\u00ad", " alice.names"]
+LOOKALIKES = ["ALICE.NAMES", "ａlice.names", "alice\u200b.names", "alice.names\u00ad", " alice.names",
+              "alice.names\u034f", "alice\ufe0f.names", "\u3164alice.names", "alice.names\U000e0100",
+              "alice.\u2800names"]
 
 
 @pytest.fixture
@@ -65,7 +67,7 @@ def test_a_source_cannot_have_two_groups_that_look_alike(client, runtime, spelli
     assert again.status_code == 409 and again.json["scimType"] == "uniqueness"
 
 
-@pytest.mark.parametrize("name", ["\u200b", "\u200b\u200d", "\u00ad "])
+@pytest.mark.parametrize("name", ["\u200b", "\u200b\u200d", "\u00ad ", "\u3164", "\u2800\ufe0f"])
 def test_a_name_with_no_visible_character_is_refused(client, runtime, admin_headers, name):
     idp = scim_for(client, runtime, "idp1")
     made = idp.post("/Users", {"schemas": [CORE], "userName": name})
@@ -94,24 +96,42 @@ def test_lookalike_spellings_count_toward_the_same_lockout(client, runtime, admi
     assert attempt(client, admin_headers, "bob.names", GOOD_PASSWORD).status_code == 423
 
 
-def test_migration_0008_rekeys_names_and_keeps_an_old_pair_apart(db_url):
+def test_migrations_0008_0009_rekey_names_and_show_an_old_pair_as_a_conflict(db_url):
     """Names stored before 0008 get the new key; of two that share it, the one holding it
-    keeps it and the other its old key (nothing is lost; the operator renames one)."""
+    keeps it and the other gets a placeholder key and an open conflict (nothing is lost;
+    the operator renames one). Keys that an old key of another row equals do not trip the
+    unique index on the way."""
     store = Store(db_url)
     migrate.upgrade(store.engine, "0007")
     base = {"source": "scim:entra", "kind": "internal", "attributes": {}, "ip_allowlist": [], "active": True,
             "access_type": "backend", "customer_admin": False, "must_change_password": False, "version": 1}
+    tricky = ["\u0345\u0302", "\u200b\u03b9\u0302", "\u0302\u03b9"]  # old keys meeting new ones
     with store.write() as session:
         session.execute(insert(User.__table__), [
             {**base, "id": "u1", "user_name": "John Doe", "user_name_key": "john doe"},
-            {**base, "id": "u2", "user_name": "john  doe", "user_name_key": "john  doe"},
-            {**base, "id": "u3", "user_name": "ｖictim", "user_name_key": "ｖictim"}])
+            {**base, "id": "u2", "user_name": "john  doe", "user_name_key": "john  doe", "source": "scim:okta"},
+            {**base, "id": "u3", "user_name": "ｖictim", "user_name_key": "ｖictim"},
+            *({**base, "id": f"t{i}", "user_name": name, "user_name_key": name.strip().casefold()}
+              for i, name in enumerate(tricky))])
         session.execute(insert(Group.__table__), [
             {"id": "g1", "display_name": "ﬁnance", "display_name_key": "ﬁnance", "kind": "directory",
              "source": "scim:entra", "attributes": {}, "version": 1}])
     migrate.upgrade(store.engine)
     with store.read() as session:
-        keys = dict(session.execute(select(User.id, User.user_name_key)).tuples().all())
+        keys = {user_id: key for user_id, key in session.execute(select(User.id, User.user_name_key))}
         group_key = session.scalar(select(Group.display_name_key).where(Group.id == "g1"))
-    assert keys == {"u1": "john doe", "u2": "john  doe", "u3": "victim"} and group_key == "finance"
+        [conflict] = session.scalars(select(SourceConflict).where(SourceConflict.subject == "john  doe"))
+    assert (keys["u1"], keys["u2"], keys["u3"], group_key) == ("john doe", " u2", "victim", "finance")
+    assert len(set(keys.values())) == len(keys)
+    assert (conflict.source, conflict.holder, conflict.resolved_at) == ("scim:okta", "scim:entra", None)
+    assert "John Doe" in conflict.detail and "rename" in conflict.detail
     store.dispose()
+
+
+@pytest.mark.parametrize("name", ["\ufdfa" * 15, "\u3300" * 70])
+def test_a_name_longer_than_its_key_column_once_normalised_is_a_400_not_a_500(client, runtime, name):
+    """U+FDFA is one character and 18 once NFKC-normalised: the 256 limit holds for the key."""
+    idp = scim_for(client, runtime, "idp1")
+    made = idp.post("/Users", {"schemas": [CORE], "userName": name})
+    assert made.status_code == 400 and made.json["scimType"] == "invalidValue", made.json
+    assert idp.post("/Groups", {"displayName": name}).status_code == 400

@@ -177,3 +177,54 @@ def test_a_member_whose_entry_is_not_ours_is_not_written_into_a_group(wb):
     writeback_group(rt, group)
     members = {dn_key(m) for m in read(tree, group_dn(source, "Finance WB"), "member")["member"]}
     assert members == {dn_key(user_dn(source, "gina.wb"))} and dn_key(foreign) not in members
+
+
+def test_a_member_entry_replaced_by_someone_else_is_not_written_into_a_group(wb):
+    """The recorded DN of a member now holds another entry (an administrator deleted ours
+    and made their own there): the group gets no member rather than that entry."""
+    rt, tree, source = wb
+    carol = create_user(rt, IDP1, "carol2.wb")
+    writeback_user(rt, carol)
+    dn = user_dn(source, "carol2.wb")
+    tree.conn.delete(dn)
+    foreign_user(tree, source, "carol2.wb", "admin@example.org")
+    with rt.services.unit(IDP1) as uow:
+        group = uow.groups.create("Team WB")
+    writeback_group(rt, group)
+    with rt.services.unit(IDP1) as uow:
+        uow.groups.change_members(uow.groups.get(group.id), add_users=[carol.id])
+    writeback_group_members(rt, group, added_user_ids=[carol.id])
+    members = read(tree, group_dn(source, "Team WB"), "member")["member"]
+    assert dn_key(dn) not in {dn_key(m) for m in members if m}
+
+
+def test_an_entry_left_behind_for_a_removed_user_is_a_conflict(wb):
+    """An entry of a deleted user's name that write-back has no record of (written by a
+    version before the records, say) stays, and the operator is told."""
+    rt, tree, source = wb
+    old = foreign_user(tree, source, "leaver.wb", "leaver@example.org")
+    user = create_user(rt, IDP1, "leaver.wb")
+    with rt.services.unit(IDP1) as uow:
+        uow.users.delete(uow.users.get(user.id))
+    writeback_user_removed(rt, user)
+    assert read(tree, old) is not None
+    [conflict] = open_conflicts(rt)
+    assert conflict.subject == "leaver.wb" and "delete it by hand" in conflict.detail
+    tree.conn.delete(old)
+    writeback_user_removed(rt, user)  # nothing left of that name: the conflict is over
+    assert open_conflicts(rt) == []
+
+
+def test_a_name_with_an_invisible_character_meets_the_plain_one_in_the_directory(wb):
+    """slapd keeps a zero-width space in a uid, so ``victim\\u200b.wb`` and ``victim.wb``
+    are two names to it; write-back also asks for the cleaned name, so it does not put a
+    look-alike beside an entry it did not create."""
+    rt, tree, source = wb
+    dn = foreign_user(tree, source, "victim.wb", "victim@example.org")
+    user = create_user(rt, IDP2, "victim\u200b.wb")
+    try:
+        writeback_user(rt, user)
+    except WritebackFailed:
+        assert source.preset == "389ds"  # its 7-bit check refuses the value outright
+    tree.conn.search(source.writeback.users_base, "(objectClass=inetOrgPerson)", attributes=["uid"])
+    assert [dn_key(e["dn"]) for e in tree.conn.response if e["type"] == "searchResEntry"] == [dn_key(dn)]

@@ -2,8 +2,10 @@
 
 Names that differ only in width, spacing or invisible characters now share a key, so a
 second one is refused as taken. Of stored names that share the new key, the one holding it
-already (else the oldest) takes it; the others keep their old key (they were distinct before and stay distinct)
-and are named in a warning, for an operator to rename one of them.
+already (else the oldest) takes it; each other one gets a placeholder key no name can
+have (a space and its id: keys are trimmed), is named in a warning, and is shown as a
+conflict (migration 0009) until an operator renames it. Until then its name finds the
+holder of the key, and it cannot log in.
 
 Revision ID: 0008
 Revises: 0007
@@ -24,6 +26,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 log = logging.getLogger("alembic.runtime.migration")
+PLACEHOLDER = " "  # + the user's id: a key no name has (keys are trimmed), unique as the id is
 
 users = sa.table("users", sa.column("id", sa.String), sa.column("user_name", sa.String),
                  sa.column("user_name_key", sa.String), sa.column("created_at", sa.DateTime))
@@ -42,17 +45,18 @@ def upgrade() -> None:
                               .order_by(users.c.created_at, users.c.id)).all()
     by_key: dict[str, list[tuple[str, str, str]]] = {}
     for row in rows:
-        by_key.setdefault(identity_key(row.user_name), []).append(tuple(row))  # type: ignore[arg-type]
+        by_key.setdefault(identity_key(row.user_name)[:256], []).append(tuple(row))  # type: ignore[arg-type]
     changes: list[tuple[str, str]] = []
     for new, holders in by_key.items():
         # the one that holds the key already keeps it; else the oldest takes it
         winner = next((h for h in holders if h[2] == new), holders[0])
-        for user_id, name, _key in holders:
-            if user_id != winner[0]:
-                log.warning("userName %r shares its identity key with %r: it keeps its old key; rename one",
-                            name, winner[1])
         if winner[2] != new:
             changes.append((winner[0], new))
+        for user_id, name, key in holders:
+            if user_id != winner[0]:
+                log.warning("userName %r shares its identity key with %r: rename one of them", name, winner[1])
+                if key != PLACEHOLDER + user_id:
+                    changes.append((user_id, PLACEHOLDER + user_id))
     # two passes, so that no key is briefly held twice under the unique index (a key with a
     # leading space is no key: every key is trimmed)
     for user_id, _new in changes:

@@ -5,15 +5,21 @@ Entries written back before this revision have no row: write-back no longer touc
 them (it cannot tell them from entries others made) and reports each as a conflict
 when its resource changes next; an operator deletes the old entry to let it be written anew.
 
+The users migration 0008 could not give their identity key (it was another user's
+already) are recorded as open conflicts, for an operator to rename one of the two.
+
 Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-07 00:05:00
 """
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
+
+from bridge.names import identity_key
 
 revision: str = '0009'
 down_revision: str | None = '0008'
@@ -50,7 +56,31 @@ def upgrade() -> None:
         sa.UniqueConstraint('kind', 'source', 'subject_key', name='uq_source_conflicts_subject'),
     )
     op.create_index('ix_source_conflicts_open', 'source_conflicts', ['resolved_at'])
+    _record_placeholders()
 
+
+def _record_placeholders() -> None:
+    users = sa.table("users", sa.column("id", sa.String), sa.column("user_name", sa.String),
+                     sa.column("user_name_key", sa.String), sa.column("source", sa.String))
+    conflicts = sa.table("source_conflicts", *(sa.column(c) for c in (
+        "kind", "source", "subject", "subject_key", "holder", "detail", "count", "first_seen", "last_seen")))
+    connection = op.get_bind()
+    now = datetime.now(UTC)
+    seen: set[tuple[str, str]] = set()
+    for user_id, name, source in connection.execute(sa.select(users.c.id, users.c.user_name, users.c.source)
+                                                    .where(users.c.user_name_key == " " + users.c.id)).all():
+        key = identity_key(name)[:256]
+        holder = connection.execute(sa.select(users.c.user_name, users.c.source)
+                                    .where(users.c.user_name_key == key)).first()
+        if (source, key) in seen or holder is None:
+            continue
+        seen.add((source, key))
+        connection.execute(sa.insert(conflicts).values(
+            kind="user_name", source=source, subject=name, subject_key=key, holder=holder.source,
+            detail=(f"userName {name!r} (user {user_id}) was stored before names had identity keys and shares "
+                    f"its key with {holder.user_name!r} of {holder.source}: rename one of them; until then "
+                    f"{name!r} finds {holder.user_name!r} and cannot log in"),
+            count=1, first_seen=now, last_seen=now))
 
 def downgrade() -> None:
     op.drop_index('ix_source_conflicts_open', table_name='source_conflicts')
