@@ -21,8 +21,14 @@ from sqlalchemy.orm import Session
 from bridge.config import LockoutPolicy
 from bridge.store.models import LoginAttempt
 
-# Reasons of attempts that count against the limits: wrong credentials of any kind.
-FAILURES = frozenset({"bad_password", "unknown_user", "no_password", "bad_totp"})
+# An attempt whose check is under way: counted as a failure until it is settled, so that
+# concurrent guesses cannot all pass the lock check before any of them is recorded.
+PENDING = "pending"
+# Reasons of attempts that count against the limits: wrong credentials of any kind, a
+# check under way, and a check the directory could not answer (else a directory made
+# unreachable would turn the lockout off for its users).
+FAILURES = frozenset({"bad_password", "unknown_user", "no_password", "bad_totp", PENDING,
+                      "directory_unavailable"})
 SUCCESS = "ok"
 ACCOUNT_RESETS = frozenset({SUCCESS, "unlock"})  # a login or an admin unlock starts the count afresh
 IP_UNLOCK = "ip_unlock"

@@ -7,7 +7,10 @@ Rules that callers rely on:
   work (an unknown name is verified against a dummy hash) and count alike
   towards the lockout;
 - the lockout (per account and per client IP) is checked before any password
-  check, and answered alike for known and unknown names;
+  check, and answered alike for known and unknown names; the check and the
+  attempt's reservation are one transaction (serialised per name and per IP), and
+  a reserved attempt counts as a failure until it is settled, so however many
+  guesses arrive at once, at most the limit are checked per lock period;
 - the account's own state (locked, inactive, API-only, IP allow-list, expired
   password) is told only to someone who knew the password;
 - every attempt is recorded (LoginAttempt, audit event); the password never is.
@@ -81,9 +84,12 @@ def _ip_allowed(allowlist: list[str], client_ip: str | None) -> bool:
 NAME_LOCK_SPACE = 0x6C6F676E  # "logn"
 
 
+IP_LOCK_SPACE = 0x6C6F6769  # "logi": the same for client IPs
+
+
 def _lock_name(session: Session, name_key: str) -> None:
-    """Serialise the failed attempts on one user name, known or not, until the transaction
-    ends (so that the failure that reaches the limit sees every earlier one)."""
+    """Serialise the attempts on one user name, known or not, until the transaction ends
+    (so that a reservation, or the failure that reaches the limit, sees every earlier one)."""
     lock_name(session, NAME_LOCK_SPACE, name_key)
 
 
@@ -104,12 +110,41 @@ class Login:
         self.actor = Actor(name=actor, channel=channel, request_id=request_id)
         self.lockout = ctx.config.policy.lockout
         self.policy = ctx.config.policy.password
+        self.slot: int | None = None  # the reserved LoginAttempt, once the locks let it be checked
 
     # -- recording ----------------------------------------------------------------
 
+    def _reserve(self, user: User | None) -> LoginOutcome | None:
+        """Check the locks and reserve this attempt in one transaction, serialised with
+        every other attempt on the same name and from the same IP (PostgreSQL: advisory
+        locks; SQLite: its one write lock). The reserved attempt counts as a failure until
+        ``_record`` settles it. None when the password may be checked; else the refusal."""
+        with self.ctx.services.unit(self.actor) as uow:
+            _lock_name(uow.session, self.key)
+            if self.client_ip:
+                lock_name(uow.session, IP_LOCK_SPACE, self.client_ip)
+            ip_until = lockout.ip_locked_until(uow.session, self.lockout, self.client_ip, self.now)
+            account_until = lockout.account_locked_until(uow.session, self.lockout, self.key, self.now)
+            if ip_until is None and account_until is None:
+                self.slot = uow.accounts.reserve_attempt(self.key, self.client_ip, now=self.now)
+                return None
+            reason = "ip_locked" if ip_until is not None else "locked"
+            uow.accounts.record_attempt(self.key, self.client_ip, reason, now=self.now, user=user,
+                                        typed_name=self.typed)
+        if ip_until is not None:
+            return LoginOutcome(423, "locked", "too many failed logins from this address: try again later",
+                                locked_until=ip_until)
+        return LoginOutcome(423, "locked", "too many failed logins: the account is locked for now",
+                            locked_until=account_until)
+
+    def _settle(self, uow, reason: str, user: User | None) -> None:  # type: ignore[no-untyped-def]
+        assert self.slot is not None, "an attempt is settled only after it was reserved"
+        uow.accounts.settle_attempt(self.slot, reason, now=self.now, name_key=self.key, client_ip=self.client_ip,
+                                    user=user, typed_name=self.typed)
+
     def _record(self, reason: str, user: User | None, *, failure: bool = False) -> datetime | None:
-        """Record the attempt; after a failure, lock the account when it reached the limit.
-        Returns the end of the lock that this failure started, if any.
+        """Settle the reserved attempt; after a failure, lock the account when it reached
+        the limit. Returns the end of the lock that this failure started, if any.
 
         ``user`` is the row read before the password check (detached: the attempt and its
         audit event need only its id and name). A failure runs the same statements whether
@@ -122,8 +157,7 @@ class Login:
         with self.ctx.services.unit(self.actor) as uow:
             if failure:
                 _lock_name(uow.session, self.key)
-            uow.accounts.record_attempt(self.key, self.client_ip, reason, now=self.now, user=user,
-                                        typed_name=self.typed)
+            self._settle(uow, reason, user)
             if failure:
                 until = lockout.account_locked_until(uow.session, self.lockout, self.key, self.now)
                 if until is not None and user is not None:
@@ -139,22 +173,17 @@ class Login:
 
     def _refuse(self, reason: str, user: User | None, status: int, code: str, message: str,
                 locked_until: datetime | None = None) -> LoginOutcome:
-        self._record(reason, user)
+        self._record(reason, user, failure=reason in lockout.FAILURES)
         return LoginOutcome(status, code, message, user_id=None, locked_until=locked_until)
 
     # -- the decision -------------------------------------------------------------------
 
     def run(self) -> LoginOutcome:
         with self.ctx.services.store.read() as session:
-            ip_until = lockout.ip_locked_until(session, self.lockout, self.client_ip, self.now)
-            account_until = lockout.account_locked_until(session, self.lockout, self.key, self.now)
             user = session.scalar(select(User).where(User.user_name_key == self.key)) if self.key else None
-        if ip_until is not None:
-            return self._refuse("ip_locked", None, 423, "locked",
-                                "too many failed logins from this address: try again later", ip_until)
-        if account_until is not None:
-            return self._refuse("locked", user, 423, "locked",
-                                "too many failed logins: the account is locked for now", account_until)
+        refused = self._reserve(user)
+        if refused is not None:
+            return refused
         if not self.password:
             burn_verify(self.policy, "-")
             return self._fail("bad_password" if user else "unknown_user", user)
@@ -181,9 +210,15 @@ class Login:
             try:
                 ok = verify_password(source, user.ldap_dn or "", self.password)
             except DirectoryUnavailable:
+                burn_verify(self.policy, self.password)
                 return self._refuse("directory_unavailable", user, 503, "directoryUnavailable",
                                     "the directory cannot be reached: try again later")
-            return None if ok else self._fail("bad_password", user)
+            if ok:
+                return None
+            # a refused bind is quick: the same argon2 work as a local or unknown name's
+            # failure, so that the time of a failure does not tell directory users apart
+            burn_verify(self.policy, self.password)
+            return self._fail("bad_password", user)
         if user.password_hash is None:
             burn_verify(self.policy, self.password)
             return self._fail("no_password", user)
@@ -246,8 +281,7 @@ class Login:
                     return self._totp_failed(uow, row)
             if row.password_hash and not is_directory_user(row) and needs_rehash(self.policy, row.password_hash):
                 uow.accounts.rehash(row, hash_password(self.policy, self.password))
-            uow.accounts.record_attempt(self.key, self.client_ip, "ok", now=self.now, user=row,
-                                        typed_name=self.typed)
+            self._settle(uow, "ok", row)
             totp_missing = (self.ctx.config.policy.totp.required_for_admins and row.access_type == AccessType.admin
                             and not enrolled)
             return LoginOutcome(200, "ok", "logged in", user_id=row.id,
@@ -255,8 +289,7 @@ class Login:
                                 totp_enrolment_required=totp_missing, recovery_codes_left=codes_left)
 
     def _totp_failed(self, uow, row: User) -> LoginOutcome:  # type: ignore[no-untyped-def]
-        uow.accounts.record_attempt(self.key, self.client_ip, "bad_totp", now=self.now, user=row,
-                                    typed_name=self.typed)
+        self._settle(uow, "bad_totp", row)
         until = lockout.account_locked_until(uow.session, self.lockout, self.key, self.now)
         if until is not None:
             uow.accounts.lock(row, until, lockout.LOCK_REASON)

@@ -141,16 +141,40 @@ class AccountService:
 
     def record_attempt(self, name_key: str, client_ip: str | None, reason: str, *, now: datetime,
                        user: User | None = None, typed_name: str | None = None) -> None:
-        """One login attempt, for the lockout counts and the audit log (never the password)."""
+        """One login attempt decided without a check (refused as locked, say), for the
+        lockout counts and the audit log (never the password)."""
+        attempt = LoginAttempt(at=now, user_name_key=name_key[:256], client_ip=client_ip, success=reason == "ok",
+                               reason=reason)
+        self.uow.session.add(attempt)
+        self._attempt_settled(reason, now, user, typed_name or name_key, client_ip)
+
+    def reserve_attempt(self, name_key: str, client_ip: str | None, *, now: datetime) -> int:
+        """A login attempt about to be checked: counted as a failure (``pending``) until
+        ``settle_attempt`` says how it ended, so concurrent attempts see it at once."""
+        from bridge.accounts.lockout import PENDING
+
+        attempt = LoginAttempt(at=now, user_name_key=name_key[:256], client_ip=client_ip, success=False,
+                               reason=PENDING)
+        self.uow.session.add(attempt)
+        self.uow.session.flush()
+        return attempt.id
+
+    def settle_attempt(self, attempt_id: int, reason: str, *, now: datetime, name_key: str,
+                       client_ip: str | None, user: User | None = None, typed_name: str | None = None) -> None:
+        """How a reserved attempt ended (``ok``, ``bad_password``...), and its audit event."""
+        self.uow.session.execute(update(LoginAttempt).where(LoginAttempt.id == attempt_id)
+                                 .values(reason=reason, success=reason == "ok"))
+        self._attempt_settled(reason, now, user, typed_name or name_key, client_ip)
+
+    def _attempt_settled(self, reason: str, now: datetime, user: User | None, typed_name: str,
+                         client_ip: str | None) -> None:
         success = reason == "ok"
-        self.uow.session.add(LoginAttempt(at=now, user_name_key=name_key[:256], client_ip=client_ip,
-                                          success=success, reason=reason))
         if success and user is not None:
             user.last_login_at = now
         self.uow.session.flush()
         audit.record(self.uow.session, self.uow.actor, "login.ok" if success else "login.failed",
                      "user" if user is not None else "login", user.id if user is not None else None,
-                     user.user_name if user is not None else (typed_name or name_key)[:256],
+                     user.user_name if user is not None else typed_name[:256],
                      {"reason": [None, reason], "client_ip": [None, client_ip]})
 
     # -- invitations -------------------------------------------------------------------

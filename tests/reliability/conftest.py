@@ -108,5 +108,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
         write(f"inputs: {entry.get('target')}: {entry.get('tried')} tried, {entry.get('failures', 0)} failures")
     for entry in _REPORT.sections.get("timing", []):
         write(f"timing: {entry}")
+    for entry in _REPORT.sections.get("lockout", []):
+        write(f"lockout: {entry}")
     write(f"totals: {json.dumps(totals)}")
     write(f"written to {path}")
