@@ -485,11 +485,30 @@ class StatusConfig(Strict):
     require_totp: bool = Field(default=True, description="operators must have TOTP enrolled to log in")
 
 
+SOURCE_NAME = re.compile(r"^(local|scim:[a-z0-9][a-z0-9_.-]{0,63}|ldap:[a-z0-9][a-z0-9_-]{0,63})$")
+
+
+def _source_name(value: str) -> str:
+    if not SOURCE_NAME.match(value):
+        raise ValueError(f"{value!r} is no source: use \"local\", \"scim:TOKEN-NAME\" or \"ldap:SOURCE-NAME\"")
+    return value
+
+
 class OwnershipRule(Strict):
     """Lets ``source`` change users owned by any of ``may_take_over``."""
 
     source: str
     may_take_over: list[str]
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        return _source_name(value)
+
+    @field_validator("may_take_over")
+    @classmethod
+    def _owners(cls, value: list[str]) -> list[str]:
+        return [owner if owner == "*" else _source_name(owner) for owner in value]
 
 
 class OwnershipConfig(Strict):
@@ -566,6 +585,17 @@ class Config(Strict):
             visit(role.name, ())
         return value
 
+    @model_validator(mode="after")
+    def _ownership_ldap_sources(self) -> Config:
+        """An ownership rule naming an LDAP source that is not configured is a typo."""
+        known = {f"ldap:{source.name}" for source in self.ldap.sources}
+        for i, rule in enumerate(self.ownership.rules):
+            for name in (rule.source, *rule.may_take_over):
+                if name.startswith("ldap:") and name not in known:
+                    raise ValueError(f"ownership.rules[{i}]: {name!r} is no [[ldap.sources]] entry "
+                                     f"(configured: {', '.join(sorted(known)) or 'none'})")
+        return self
+
     @property
     def database_url(self) -> str:
         return self.database.resolved_url(self.data_dir)
@@ -640,6 +670,9 @@ def _format_errors(exc: ValidationError) -> list[str]:
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key"
+        if not loc and re.match(r"^[a-z_]+[.\[]", message):  # a whole-config check that names its key itself
+            problems.append(message)
+            continue
         problems.append(f"{_format_loc(loc)}: {message}")
     return problems
 

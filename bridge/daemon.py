@@ -94,6 +94,17 @@ class Daemon:
         self.stop()
 
 
+def _command() -> str:
+    """How this process was started (``.venv/bin/dirbridge`` from scripts/serve), for the
+    commands the banner suggests: a venv's ``dirbridge`` is not on the PATH."""
+    import os
+    import sys
+
+    started = sys.argv[0] if sys.argv and sys.argv[0].endswith("dirbridge") else "dirbridge"
+    relative = os.path.relpath(started) if os.path.isabs(started) else started
+    return relative if not relative.startswith("..") and os.sep in relative else started
+
+
 def banner(config: Config, port: int, url_is_default: bool) -> str:
     host = config.server.host
     base = config.server.public_url or f"http://{'[' + host + ']' if ':' in host else host}:{port}"
@@ -101,7 +112,7 @@ def banner(config: Config, port: int, url_is_default: bool) -> str:
         f"dirbridge {__version__} is serving on {base}/",
         f"  status page:   {base.rstrip('/')}/status",
         f"  health:        {base.rstrip('/')}/healthz and /readyz",
-        "  SCIM token:    dirbridge token create NAME   (prints the token once; store it in your IdP)",
+        f"  SCIM token:    {_command()} token create NAME   (prints the token once; store it in your IdP)",
     ]
     if url_is_default:
         lines.append(f"  data:          {config.data_dir.resolve()} (embedded SQLite default)")

@@ -94,6 +94,7 @@ class UserRuleEffect:
     customer_number: str | None
     customer_missing: str | None  # the template when a field it needs is missing
     grant: RuleGrant | None
+    customer_from_attributes: bool = False  # the number came from the user's attributes (a template)
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,8 @@ class AttributeRule:
             scope = render(self.scope, attributes)
             grant = RuleGrant(self.index, self.role, scope) if scope else None
         missing = self.customer if self.customer and number is None else None
-        return UserRuleEffect(self.index, self.kind, number, missing, grant)
+        return UserRuleEffect(self.index, self.kind, number, missing, grant,
+                              customer_from_attributes=bool(self.customer) and "{" in str(self.customer))
 
 
 @dataclass(frozen=True)

@@ -318,6 +318,8 @@ class CustomerService:
                                    f"{effect.customer_missing!r}, but an attribute it needs is missing",
                                    field="attributes")
             if effect.customer_number is not None and "customer_id" not in out:
+                self._check_rule_customer(source, effect.index, effect.customer_number,
+                                          effect.customer_from_attributes)
                 customer = self.find(effect.customer_number)
                 if customer is None:
                     raise InvalidValue(f"mapping rule #{effect.index}: no customer with number "
@@ -329,6 +331,18 @@ class CustomerService:
             if customer is not None and not customer.remote_access:
                 out["active"] = False
         return out
+
+    def _check_rule_customer(self, source: str, index: int, number: str, from_attributes: bool) -> None:
+        """A rule whose customer number is a template reads it from attributes the user's
+        source sets: for a SCIM source that is the source naming the customer, so its
+        ``[scim.clients.NAME] customers`` applies as to a customerNumber it sends."""
+        if not (from_attributes and source.startswith("scim:")):
+            return
+        client = source.removeprefix("scim:")
+        if not self.uow.config.scim.client(client).may_name_customer(number):
+            raise self.uow.refuse("customerNumber", f"mapping rule #{index} would link a user of {source!r} to "
+                                  f"customer {number!r}, from the user's own attributes; the config allows it "
+                                  f"with [scim.clients.{client}] customers = [\"{number}\"]", "customer", None, number)
 
     def sync_memberships(self, user: User) -> None:
         """Make the user's managed memberships exactly what the rules say."""

@@ -19,6 +19,8 @@ RAW = {
     "roles": [{"name": "customer_portal", "rights": ["jobs.read", "files.upload"]}],
     "mapping": {"rules": [{"source": "scim", "attribute": "department", "value": "Customer Service",
                            "customer": "{employeeNumber}", "kind": "external"}]},
+    # the rule reads the customer from the IdP's attributes: the IdP names customers
+    "scim": {"clients": {"entra": {"customers": ["*"]}}},
 }
 
 

@@ -15,7 +15,7 @@ from bridge.services import Actor
 from bridge.store.models import AuditEvent, User
 from tests.fixtures.accounts import FAST_HASH, GOOD_PASSWORD, accounts_config, attempt
 from tests.fixtures.app import create_token
-from tests.integration.test_scim_http import BULK, CORE, PORTAL, Scim, scim_for
+from tests.integration.test_scim_http import BULK, CORE, ENTERPRISE, PORTAL, Scim, scim_for
 
 STRONG = "Blue-Tram-Seventy-1"
 
@@ -23,7 +23,9 @@ STRONG = "Blue-Tram-Seventy-1"
 @pytest.fixture
 def config():
     return accounts_config(scim={"clients": {"idp1": {"passwords": True, "customers": ["1001"]},
-                                             "boss": {"admins": True}}})
+                                             "boss": {"admins": True}}},
+                           mapping={"rules": [{"source": "*", "attribute": "department", "value": "Customer Service",
+                                               "customer": "{employeeNumber}", "kind": "external"}]})
 
 
 @pytest.fixture
@@ -207,3 +209,21 @@ def test_bulk_cannot_link_a_customer_the_client_may_not_name(idp1, client, admin
     assert bulk.json["Operations"][0]["status"] == "403"
     with runtime.store.read() as session:
         assert session.scalar(select(User).where(User.user_name == "bulk.kunde")) is None
+
+
+@pytest.mark.parametrize(("client_name", "number", "allowed"), [
+    ("idp1", "1001", True), ("idp1", "2002", False), ("idp2", "1001", False)])
+def test_a_rule_reading_the_customer_from_attributes_obeys_the_clients_list(client, runtime, admin_headers,
+                                                                           client_name, number, allowed):
+    """A mapping rule with ``customer = "{employeeNumber}"`` lets the source's attribute
+    name the customer: for a SCIM client, only a number its config lists."""
+    for n in ("1001", "2002"):
+        client.post("/api/v1/customers", headers=admin_headers, json={"number": n, "name": f"C{n}",
+                                                                       "remote_access": True})
+    idp = scim_for(client, runtime, client_name)
+    made = idp.post("/Users", {"schemas": [CORE, ENTERPRISE], "userName": f"cs.{client_name}.{number}",
+                               ENTERPRISE: {"department": "Customer Service", "employeeNumber": number}})
+    assert made.status_code == (201 if allowed else 403), made.json
+    with runtime.store.read() as session:
+        linked = session.scalars(select(User.user_name).where(User.customer_id.is_not(None))).all()
+    assert linked == ([f"cs.{client_name}.{number}"] if allowed else [])
