@@ -18,7 +18,8 @@ from bridge.store.models import AuditEvent, AuthzChange, Group, GroupGroupMember
 OPERATOR = Actor(name="cli:test", channel="cli")
 ENTRA = Actor.scim_client("entra")
 RAW = {"mapping": {"rules": [{"source": "scim", "attribute": "department", "value": "Customer Service",
-                              "customer": "{employeeNumber}", "kind": "external"}]}}
+                              "customer": "{employeeNumber}", "kind": "external"}]},
+       "scim": {"clients": {"entra": {"customers": ["*"]}}}}  # the rule reads the number from entra's attributes
 
 
 @pytest.fixture
