@@ -81,6 +81,12 @@ def check_config(config_path: Path | None) -> None:
         bound, detail = check_bind(source)
         ok = ok and bound
         click.echo(f"ldap source {source.name}: {'ok' if bound else 'FAILED'} ({detail})")
+        if source.tls.mode == "none" and source.bind_dn:
+            click.echo(f"ldap source {source.name}: WARNING: tls.mode = \"none\": the bind password crosses the "
+                       "network in clear")
+    if config.smtp.cleartext_login():
+        click.echo(f"smtp: WARNING: tls = \"none\" with a username: the password for {config.smtp.host}:"
+                   f"{config.smtp.port} crosses the network in clear (use starttls or implicit)")
     if not ok:
         sys.exit(EXIT_FAILURE)
 

@@ -475,6 +475,10 @@ class SmtpConfig(Strict):
     timeout: float = Field(default=10.0, gt=0)
     ca_file: Path | None = None
 
+    def cleartext_login(self) -> bool:
+        """Whether the login (username and password) would cross the network unencrypted."""
+        return self.tls == "none" and bool(self.username)
+
 
 class StatusConfig(Strict):
     enabled: bool = True

@@ -67,6 +67,9 @@ class Mailer:
                 if config.tls == "starttls":
                     smtp.starttls(context=self._tls_context())
                 if config.username:
+                    if config.cleartext_login():
+                        log.warning("SMTP %s:%s uses no TLS: the login password crosses the network in clear",
+                                    config.host, config.port)
                     password = config.password.get_secret_value() if config.password else ""
                     smtp.login(config.username, password)
                 smtp.send_message(mail)

@@ -81,6 +81,11 @@ def create_app(rt: Runtime) -> OpenAPI:
         # SCIM is served by scim2-server's own WSGI application under /scim (/scim/v2/...).
         app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/scim": ScimApplication(rt)})  # type: ignore[method-assign]
 
+    from bridge.web.headers import SecurityHeaders
+
+    # outermost: every answer, SCIM's included, gets nosniff (and HSTS behind an https public URL)
+    app.wsgi_app = SecurityHeaders(app.wsgi_app, rt.config.server.public_url)  # type: ignore[method-assign]
+
     @app.get("/api/v1/openapi.json", doc_ui=False)
     def openapi_document():  # type: ignore[no-untyped-def]
         """The API's OpenAPI 3.1 document, generated from the routes above, with the response

@@ -155,6 +155,28 @@ def test_25_failures_from_one_address_lock_that_address(runtime, client, admin_h
     assert attempt(client, admin_headers, "bob.local", GOOD_PASSWORD).status_code == 200
 
 
+def test_one_address_in_any_spelling_is_one_address_and_an_unlock_lifts_it(runtime, client, admin_headers, clock):
+    """Before, "10.10.10.10 " locked an address of its own that ip-unlock could not lift."""
+    make_user(runtime)
+    spellings = ["203.0.113.5", " 203.0.113.5", "203.0.113.5 ", "::ffff:203.0.113.5", "::FFFF:cb00:7105"]
+    for n in range(25):
+        assert attempt(client, admin_headers, f"guess.{n:02d}", "Wrong-Password-1",
+                       ip=spellings[n % len(spellings)]).status_code == 401
+    for ip in spellings:
+        assert attempt(client, admin_headers, "bob.local", GOOD_PASSWORD, ip=ip).status_code == 423
+    lifted = client.post("/api/v1/auth/ip-unlock", json={"client_ip": "::ffff:203.0.113.5 "}, headers=admin_headers)
+    assert lifted.status_code == 204
+    assert attempt(client, admin_headers, "bob.local", GOOD_PASSWORD, ip=" 203.0.113.5").status_code == 200
+
+
+@pytest.mark.parametrize("bad", ["10.10.10.10x", "localhost", "300.1.1.1", "", "10.0.0.0/8", "[::1]"])
+def test_a_client_ip_that_is_no_address_is_refused_naming_the_field(runtime, client, admin_headers, bad):
+    answer = attempt(client, admin_headers, "bob.local", "whatever", ip=bad)
+    assert answer.status_code == 422 and answer.json["error"]["field"] == "client_ip", answer.json
+    unlock = client.post("/api/v1/auth/ip-unlock", json={"client_ip": bad}, headers=admin_headers)
+    assert unlock.status_code == 422
+
+
 def test_the_accounts_own_state_is_told_only_with_the_right_password(runtime, client, admin_headers, clock):
     make_user(runtime, "api.robot", access_type="api")
     make_user(runtime, "gone.user", active=False)

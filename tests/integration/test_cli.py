@@ -144,6 +144,18 @@ def test_check_config_binds_to_the_real_directory(tmp_path, slapd):
     result = run_cli("check-config", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"ldap source corp: ok (bound as dn:{slapd.admin_dn})" in result.stdout
+    assert 'ldap source corp: WARNING: tls.mode = "none": the bind password crosses the network in clear' \
+        in result.stdout
+
+
+@pytest.mark.parametrize(("tls", "warned"), [("none", True), ("starttls", False), ("implicit", False)])
+def test_check_config_warns_of_an_smtp_password_sent_in_clear(tmp_path, tls, warned):
+    config = sqlite_config(tmp_path, f'[smtp]\nhost = "mail.example.org"\ntls = "{tls}"\nusername = "dirbridge"\n'
+                                     'password = "Smtp-Secret-42"\n')
+    result = run_cli("check-config", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("smtp: WARNING" in result.stdout) is warned
+    assert "Smtp-Secret-42" not in result.stdout + result.stderr
 
 
 def test_check_config_reports_a_failed_bind_without_the_password(tmp_path, slapd):

@@ -7,10 +7,11 @@ the allow-list see the user, not the portal.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from flask import g, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.accounts.context import context_for
 from bridge.accounts.credentials import set_new_password
@@ -24,13 +25,30 @@ from bridge.web.api.users import UserOut, user_json
 bp = make_blueprint("api_auth", __name__, "auth", "Login verification for the portal")
 
 
+def client_address(value: str | None) -> str | None:
+    """An IP address in its one canonical form (``10.0.0.1 `` and ``::ffff:10.0.0.1`` are
+    ``10.0.0.1``; IPv6 compressed and lower-case), so that the per-IP lockout counts one
+    address once and an unlock lifts what was locked; anything else is refused."""
+    if value is None:
+        return None
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise ValueError(f"{value[:64]!r} is not an IP address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address)
+
+
 class LoginBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     username: str = Field(min_length=1, max_length=256)
     password: str = Field(max_length=4096)
     totp: str | None = Field(default=None, max_length=64, description="a TOTP code or a recovery code")
-    client_ip: str | None = Field(default=None, max_length=64, description="the end user's address")
+    client_ip: str | None = Field(default=None, max_length=64, description="the end user's IP address")
+
+    _address = field_validator("client_ip")(client_address)
 
 
 class RoleAt(BaseModel):
@@ -55,6 +73,8 @@ class IpUnlockBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     client_ip: str = Field(min_length=1, max_length=64)
+
+    _address = field_validator("client_ip")(client_address)
 
 
 def roles_of(user_id: str) -> list[dict[str, str]]:
@@ -131,5 +151,5 @@ def auth_change_password(body: PasswordChangeBody):  # type: ignore[no-untyped-d
 def auth_ip_unlock(body: IpUnlockBody):  # type: ignore[no-untyped-def]
     ctx = context_for(runtime())
     with ctx.services.unit(api_actor()) as uow:
-        uow.accounts.unlock_ip(body.client_ip.strip(), now=ctx.now())
+        uow.accounts.unlock_ip(body.client_ip, now=ctx.now())
     return "", 204
