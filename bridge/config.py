@@ -185,6 +185,10 @@ class ScimConfig(Strict):
     bulk_max_operations: int = Field(default=1000, ge=1, le=100000)
     bulk_max_payload_bytes: int = Field(default=1048576, ge=1024)
     max_request_bytes: int = Field(default=262144, ge=1024, description="largest body of a non-Bulk request")
+    max_filter_length: int = Field(default=8192, ge=64, le=1048576, description="longest filter, in characters "
+                                   "(else 400 invalidFilter)")
+    max_filter_terms: int = Field(default=100, ge=1, le=500, description="most comparisons in one filter "
+                                  "(else 400 invalidFilter)")
     cursor_secret: SecretStr | None = Field(
         default=None, description="seals the RFC 9865 paging cursors; the same on every replica "
         "(default: a random one kept in DATA_DIR/scim-cursor.secret)")

@@ -36,7 +36,7 @@ from scim2_server.utils import parametrize
 
 from bridge.accounts.context import context_for
 from bridge.runtime import Runtime
-from bridge.scim import lenient, quirks
+from bridge.scim import lenient, limits, quirks
 from bridge.scim.schema import ScimUser, build_provider
 from bridge.scim.secret import cursor_secret
 from bridge.scim.storage import StoreStorage
@@ -103,6 +103,9 @@ def _no_operations(body: bytes) -> bool:
     return bool(operations) and operations[-1] == []
 
 
+SCIM_MOUNT = "/scim"  # where bridge.web mounts this application
+
+
 class ScimApplication(WSGIApplication):
     def __init__(self, rt: Runtime):
         provider = build_provider(rt.config.scim)
@@ -115,6 +118,15 @@ class ScimApplication(WSGIApplication):
         self.storage: StoreStorage
         self.activity = activity_for(rt)  # per-client request/error counts for the status page
         self.shapes = None if rt.config.scim.strict else lenient.shapes_of({"User": ScimUser, "Group": Group})
+
+    def get_base_url(self, environ: Any) -> str:  # type: ignore[override]
+        """The SCIM root as clients reach it: from ``server.public_url`` when it is set,
+        never from the request's Host header (which a client chooses, and which would then
+        land in ``Location`` and ``meta.location`` of what others read)."""
+        public_url = self.rt.config.server.public_url
+        if public_url:
+            return f"{public_url.rstrip('/')}{SCIM_MOUNT}/v2"
+        return super().get_base_url(environ)
 
     def check_auth(self, request: ScimRequest) -> None:
         scheme, _, presented = request.headers.get("AUTHORIZATION", "").partition(" ")
@@ -143,6 +155,7 @@ class ScimApplication(WSGIApplication):
             if document is not None:
                 request.body = json.dumps(reader.body(request.method, request.path, document)).encode()
             request.query = reader.query(dict(request.query))
+        self._check_query(request, document)
         request.body = quirks.fix_body(request.method, request.path, request.body)
         if request.body and NUL_IN_JSON.search(request.body):
             # PostgreSQL cannot store NUL; refuse it alike on every backend instead of a 500 there.
@@ -151,6 +164,18 @@ class ScimApplication(WSGIApplication):
         actor = Actor.scim_client(identity.name if identity else "anonymous", request_id=request_id)
         with self.storage.begin(actor, write=request.method not in READ_METHODS):
             return self.handler.handle(request)
+
+    def _check_query(self, request: ScimRequest, document: Any) -> None:
+        """The bounds of bridge.scim.limits on the query string and a POST /.search body."""
+        limits.check_paging(dict(request.query))
+        config = self.rt.config.scim
+        filters = [value for key, value in request.query.items() if key.lower() == "filter"]
+        if isinstance(document, dict) and request.path.rstrip("/").endswith(".search"):
+            filters += [value for key, value in document.items() if key.lower() == "filter"]
+            limits.check_paging({k: v for k, v in document.items() if isinstance(v, (int, str))})
+        for text in filters:
+            if isinstance(text, str):
+                limits.check_filter(text, config.max_filter_length, config.max_filter_terms)
 
     def finalize_response(self, request: ScimRequest, response: ScimResponse) -> ScimResponse:
         """scim2-server's headers, none carrying a line break: ``Location`` repeats the decoded

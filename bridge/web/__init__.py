@@ -76,10 +76,10 @@ def create_app(rt: Runtime) -> OpenAPI:
     if rt.config.scim.enabled:
         from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-        from bridge.scim.app import ScimApplication
+        from bridge.scim.app import SCIM_MOUNT, ScimApplication
 
         # SCIM is served by scim2-server's own WSGI application under /scim (/scim/v2/...).
-        app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/scim": ScimApplication(rt)})  # type: ignore[method-assign]
+        app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {SCIM_MOUNT: ScimApplication(rt)})  # type: ignore[method-assign]
 
     from bridge.web.headers import SecurityHeaders
 

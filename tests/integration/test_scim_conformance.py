@@ -12,9 +12,10 @@ from tests.integration.test_daemon import start_serve
 
 def test_scim2_tester_finds_no_failure(tmp_path):
     port = free_port()
-    # scim2-tester gives accessType random values, "admin" among them: only a client the
-    # config allows makes admins (else 403), so this one is allowed.
-    server = start_serve(tmp_path, port, extra="[scim.clients.conformance]\nadmins = true\n")
+    # scim2-tester gives accessType random values, "admin" among them, and customerNumber
+    # random ones: only a client the config allows makes admins and names customers (else
+    # 403), so this one is allowed both.
+    server = start_serve(tmp_path, port, extra="[scim.clients.conformance]\nadmins = true\ncustomers = [\"*\"]\n")
     try:
         config = str(tmp_path / "dirbridge.toml")
         # As in any real installation, a local admin exists: scim2-tester gives accessType random
