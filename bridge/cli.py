@@ -6,6 +6,7 @@ Every command takes ``--config FILE``; ``DIRBRIDGE_CONFIG`` sets it too.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -362,4 +363,6 @@ user.add_command(accounts_cli.user_reset_password)
 
 
 def main() -> None:
+    # whatever the daemon or a command writes (the store, secrets, exports) is its user's alone
+    os.umask(0o077)
     cli(prog_name="dirbridge")

@@ -484,10 +484,28 @@ class SmtpConfig(Strict):
         return self.tls == "none" and bool(self.username)
 
 
+MIN_SESSION_SECRET = 32
+
+
 class StatusConfig(Strict):
     enabled: bool = True
     refresh_seconds: int = Field(default=30, ge=5)
-    session_secret: SecretStr | None = None
+    session_secret: SecretStr | None = Field(default=None, description="signs the operator and invitation "
+                                             "session cookies: 32 random bytes or more; absent: one is made and "
+                                             "kept in the data directory")
+
+    @field_validator("session_secret")
+    @classmethod
+    def _strong(cls, value: SecretStr | None) -> SecretStr | None:
+        """A short or plain secret ("changeme") is cracked offline from one cookie, and
+        then any operator session can be forged: refuse it rather than sign with it."""
+        if value is None:
+            return None
+        text = value.get_secret_value().strip()
+        if len(text) < MIN_SESSION_SECRET or len(set(text)) < 10:
+            raise ValueError(f"too weak: use {MIN_SESSION_SECRET} random bytes or more (openssl rand -hex 32), "
+                             "or leave it out and dirbridge makes one in the data directory")
+        return value
     session_minutes: int = Field(default=480, ge=5, le=10080,
                                  description="an operator's login lasts this long, however active")
     require_totp: bool = Field(default=True, description="operators must have TOTP enrolled to log in")

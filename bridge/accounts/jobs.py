@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from bridge.runtime import Runtime
 
 log = logging.getLogger(__name__)
+PRUNE_CHUNK = 5000  # login attempts deleted per transaction
 
 
 def invitation_cleanup(rt: Runtime) -> dict[str, Any]:
@@ -39,6 +40,23 @@ def lockout_release(rt: Runtime) -> dict[str, Any]:
     now = context_for(rt).now()
     with rt.services.unit(Actor.system("lockout-release")) as uow:
         return {"released": uow.accounts.release_expired_locks(now)}
+
+
+def login_attempts_prune(rt: Runtime) -> dict[str, Any]:
+    """Delete login attempts older than any lock decision can look back (the lockout's
+    window and lock time, twice over): every failed login, an unknown name's too, adds a
+    row, so the table would otherwise grow with every guess ever made. The audit log keeps
+    the logins for ``audit.retention_days``."""
+    now = context_for(rt).now()
+    policy = rt.config.policy.lockout
+    before = now - 2 * timedelta(hours=policy.window_hours + policy.lock_hours)
+    deleted = 0
+    while True:
+        with rt.services.unit(Actor.system("login-attempts-prune")) as uow:
+            done = uow.accounts.prune_attempts(before, PRUNE_CHUNK)
+        deleted += done
+        if done < PRUNE_CHUNK:
+            return {"deleted": deleted}
 
 
 def password_expiry(rt: Runtime) -> dict[str, Any]:
@@ -104,4 +122,6 @@ def account_job_specs(rt: Runtime) -> list[JobSpec]:
                 "expire invitations and purge them after the retention"),
         JobSpec("password-expiry", "1h", password_expiry, "lock expired passwords, warn before"),
         JobSpec("lockout-release", "5m", lockout_release, "lift login locks whose time is over"),
+        JobSpec("login-attempts-prune", "1h", login_attempts_prune,
+                "delete login attempts older than the lockout looks back"),
     ]

@@ -20,6 +20,7 @@ import secrets
 from pathlib import Path
 
 from bridge.config import Config
+from bridge.files import private_dir
 
 log = logging.getLogger("bridge.scim")
 SECRET_FILE = "scim-cursor.secret"
@@ -54,7 +55,7 @@ def _kept_secret(path: Path) -> bytes:
     secret = secrets.token_hex(32)
     aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(secret + "\n")

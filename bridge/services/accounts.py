@@ -148,6 +148,16 @@ class AccountService:
         self.uow.session.add(attempt)
         self._attempt_settled(reason, now, user, typed_name or name_key, client_ip)
 
+    def prune_attempts(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` of the login attempts made before ``before``; the caller
+        repeats in units of their own (a flood of guesses can leave millions of rows, and
+        one DELETE of them all would hold the write lock for long)."""
+        ids = list(self.uow.session.scalars(select(LoginAttempt.id).where(LoginAttempt.at < before)
+                                            .order_by(LoginAttempt.id).limit(limit)))
+        if ids:
+            self.uow.session.execute(delete(LoginAttempt).where(LoginAttempt.id.in_(ids)))
+        return len(ids)
+
     def reserve_attempt(self, name_key: str, client_ip: str | None, *, now: datetime) -> int:
         """A login attempt about to be checked: counted as a failure (``pending``) until
         ``settle_attempt`` says how it ended, so concurrent attempts see it at once."""

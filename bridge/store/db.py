@@ -9,15 +9,17 @@ rows it checks with ``SELECT ... FOR UPDATE``.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
-import unicodedata
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.files import private_dir, private_file
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -48,15 +50,39 @@ def _setup_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def _keep_private(engine: Engine, database: Path) -> None:
+    """SQLite makes the database, WAL and shared-memory files with the process's umask:
+    tighten them to 0600 as a connection opens them (the WAL appears with the first write)."""
+    files = [database, database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")]
+
+    @event.listens_for(engine, "connect")
+    def _private(dbapi_connection: Any, _record: Any) -> None:
+        for path in files:
+            private_file(path)
+
+    wal_private = False
+
+    @event.listens_for(engine, "commit")
+    def _private_after_write(_conn: Any) -> None:
+        nonlocal wal_private
+        if wal_private:
+            return
+        for path in files[1:]:
+            private_file(path)
+        wal_private = files[1].exists()
+
+
 def create_store_engine(url: str, pool_size: int = 10) -> Engine:
     """An engine for ``url``; creates the directory of a SQLite file when missing."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            private_dir(Path(database).parent)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         _setup_sqlite(engine)
+        if database and database != ":memory:":
+            _keep_private(engine, Path(database))
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 

@@ -24,6 +24,7 @@ from bridge.accounts.context import AccountsContext, context_for
 from bridge.accounts.errors import InvitationInvalid, PasswordRejected, TotpInvalid
 from bridge.accounts.messages import language_for
 from bridge.accounts.passwords import enabled_criteria
+from bridge.files import private_dir
 from bridge.runtime import Runtime
 from bridge.services import Actor, ServiceError
 from bridge.store.models import User
@@ -85,7 +86,7 @@ def session_secret(rt: Runtime) -> bytes:
         pass
     secret = secrets.token_bytes(32)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process made it meanwhile
         return bytes.fromhex(path.read_text().strip())

@@ -143,6 +143,28 @@ def test_the_lockout_release_job_reopens_expired_locks(runtime, client, admin_he
     assert user_row(runtime, user_id).locked_until is None
 
 
+def test_old_login_attempts_are_pruned_and_a_running_lock_keeps_its_own(runtime, client, admin_headers, clock,
+                                                                         monkeypatch):
+    """Each failed login, an unknown name's too, adds a row: the prune job deletes those
+    past what the lockout looks back on, in chunks, and a lock still running holds."""
+    from sqlalchemy import func, select
+
+    from bridge.accounts import jobs
+    from bridge.store.models import LoginAttempt
+
+    monkeypatch.setattr(jobs, "PRUNE_CHUNK", 7)  # several transactions
+    make_user(runtime)
+    for n in range(20):
+        attempt(client, admin_headers, f"nobody.{n}", "Wrong-Password-1", ip=f"192.0.2.{n + 1}")
+    clock.advance(hours=200)  # past twice the window and the lock (24 h + 24 h)
+    for _ in range(5):
+        attempt(client, admin_headers, "bob.local", "Wrong-Password-1")
+    assert jobs.login_attempts_prune(runtime) == {"deleted": 20}
+    with runtime.store.read() as session:
+        assert session.scalar(select(func.count()).select_from(LoginAttempt)) == 5  # the lock's failures
+    assert attempt(client, admin_headers, "bob.local", GOOD_PASSWORD).status_code == 423
+
+
 def test_25_failures_from_one_address_lock_that_address(runtime, client, admin_headers, clock):
     make_user(runtime)
     for n in range(25):

@@ -173,3 +173,31 @@ def test_logs_are_json_lines_without_secrets():
     line = json.loads(stream.getvalue())
     assert line["msg"] == "bind failed for cn=svc with ***"
     assert line["detail"] == "pw=***" and line["level"] == "warning"
+
+
+def test_what_serve_creates_is_its_users_alone(tmp_path):
+    """The embedded default on a fresh machine: the data directory 0700, the SQLite files
+    (database, WAL, shared memory) and the kept secrets 0600, even under a loose umask;
+    a data directory an older version made 0755 is tightened."""
+    import os
+    import stat
+
+    old = os.umask(0o022)  # what a login shell usually has
+    try:
+        (tmp_path / "data").mkdir(mode=0o755)
+        port = free_port()
+        proc = start_serve(tmp_path, port)
+        try:
+            assert get(port, "/healthz")[0] == 200
+            get(port, "/invite?token=x")  # makes the session secret
+            get(port, "/scim/v2/Users")  # a write (the SCIM activity), so the WAL exists
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    finally:
+        os.umask(old)
+    data = tmp_path / "data"
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in data.iterdir()}
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert "dirbridge.sqlite3" in modes and "session.secret" in modes, modes
+    assert {name: mode for name, mode in modes.items() if mode & 0o077} == {}, modes

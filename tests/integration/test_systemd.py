@@ -460,6 +460,9 @@ def test_daemon_on_postgresql_works_inside_the_units_sandbox(tmp_path, sandbox_p
         stop(proc)
 
 
+REAL_SECRET = "9f1c2e7a4b6d8e0f1a3c5e7b9d2f4a6c8e0b2d4f6a8c1e3b5d7f9a2c4e6b8d0f"
+
+
 def test_a_credential_left_empty_by_tmpfiles_is_refused_by_name(tmp_path, monkeypatch):
     """tmpfiles creates every credential file empty; one the config names but nobody
     filled must not become an empty session key or password."""
@@ -470,7 +473,7 @@ def test_a_credential_left_empty_by_tmpfiles_is_refused_by_name(tmp_path, monkey
     with pytest.raises(ConfigError) as caught:
         load_config_data({"status": {"session_secret_credential": "session-secret"}})
     assert caught.value.problems == [f"status.session_secret_credential: {tmp_path / 'session-secret'} is empty"]
-    (tmp_path / "session-secret").write_text("a-real-secret\n")
+    (tmp_path / "session-secret").write_text(REAL_SECRET + "\n")
     config = load_config_data({"status": {"session_secret_credential": "session-secret"}})
     assert config.status.session_secret is not None
-    assert config.status.session_secret.get_secret_value() == "a-real-secret"
+    assert config.status.session_secret.get_secret_value() == REAL_SECRET

@@ -49,6 +49,8 @@ def test_no_config_is_the_embedded_default():
     ({"scopes": {"nodes": [{"id": "pool:p1", "parent": "company_group:nope"}]}},
      "scopes: node 'pool:p1': parent 'company_group:nope' is not declared before it"),
     ({"customers": {"rights_group_name": "X{city}"}}, "customers.rights_group_name: must be a prefix"),
+    ({"status": {"session_secret": "changeme"}}, "status.session_secret: too weak"),
+    ({"status": {"session_secret": "a" * 64}}, "status.session_secret: too weak"),
     ({"scim": {"clients": {"entra": {"customers": ["1001", " "]}}}},
      "scim.clients.entra.customers: a customer number is empty"),
     ({"ownership": {"rules": [{"source": "entra", "may_take_over": ["ldap:corp"]}]}},
