@@ -354,6 +354,26 @@ def conflicts_close(ctx: click.Context, conflict_id: int, config_path: Path | No
     click.echo(f"conflict {conflict_id} closed")
 
 
+@cli.group()
+def totp() -> None:
+    """TOTP secrets at rest."""
+
+
+@totp.command("reseal")
+@config_option
+def totp_reseal(config_path: Path | None) -> None:
+    """Seal every TOTP secret with the first key of policy.totp.key (after a key rotation;
+    cleartext ones from older versions too). Then the old key may be dropped."""
+    from bridge.accounts.vault import SealBroken
+
+    rt = build_runtime_or_fail(load(config_path))
+    try:
+        written = rt.totp_vault.reseal(rt.store)
+    except SealBroken as exc:
+        fail(str(exc))
+    click.echo(f"resealed {written} TOTP secret(s)")
+
+
 cli.add_command(ldap_cli.sync)
 cli.add_command(mapping_cli.explain)
 cli.add_command(accounts_cli.invite)

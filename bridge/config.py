@@ -453,6 +453,19 @@ class LockoutPolicy(Strict):
 class TotpPolicy(Strict):
     required_for_admins: bool = False
     issuer: str = "dirbridge"
+    key: SecretStr | None = Field(default=None, description="seals the TOTP secrets at rest: one or more "
+                                  "random secrets of 32+ characters, comma-separated (the first seals, each "
+                                  "opens); absent: one is kept in DATA_DIR/totp.key")
+
+    @field_validator("key")
+    @classmethod
+    def _keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        keys = [k.strip() for k in value.get_secret_value().split(",")]
+        if not keys or any(len(k) < 32 or len(set(k)) < 10 for k in keys):
+            raise ValueError("each key needs 32 random characters or more (openssl rand -hex 32)")
+        return value
 
 
 class PolicyConfig(Strict):
@@ -651,6 +664,7 @@ SECRET_KEYS: list[tuple[tuple[str, ...], str]] = [
     (("smtp",), "password"),
     (("status",), "session_secret"),
     (("scim",), "cursor_secret"),
+    (("policy", "totp"), "key"),
 ]
 
 

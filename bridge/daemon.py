@@ -121,6 +121,9 @@ def banner(config: Config, port: int, url_is_default: bool) -> str:
 
 
 def serve(rt: Runtime) -> None:
+    sealed = rt.totp_vault.reseal(rt.store)  # TOTP secrets stored in clear before: sealed now
+    if sealed:
+        log.info("sealed %d TOTP secret(s) with the current key", sealed)
     daemon = Daemon(rt)
     daemon.start()
     print(banner(rt.config, daemon.bound_port, rt.config.database.url is None), flush=True)

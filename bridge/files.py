@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -38,3 +39,41 @@ def _tighten(path: Path, mode: int) -> None:
         os.chmod(path, mode)
     except OSError as exc:
         log.warning("cannot make %s private (%s)", path, exc.strerror)
+
+
+def kept_secret(path: Path, min_length: int, instead: str, otherwise: str) -> bytes:
+    """The secret kept in ``path`` (hex, one line), made (0600) when there is none. The
+    file appears whole or not at all (written aside, then linked into place), so a
+    concurrent process never reads half, and two that start at once agree on one.
+    ``instead`` says which config key replaces a broken file; ``otherwise`` what breaks
+    when the file cannot be written (the secret then lives as long as the process)."""
+    try:
+        return _read_secret(path, min_length, instead)
+    except FileNotFoundError:
+        pass
+    secret = secrets.token_hex(32)
+    aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        private_dir(path.parent)
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(secret + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(aside, path)
+        except FileExistsError:  # another process made it meanwhile: theirs is the one
+            return _read_secret(path, min_length, instead)
+        finally:
+            aside.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("cannot keep a secret in %s (%s): %s", path, exc.strerror, otherwise)
+    return secret.encode()
+
+
+def _read_secret(path: Path, min_length: int, instead: str) -> bytes:
+    text = path.read_text(encoding="utf-8").strip()
+    if len(text) < min_length:
+        raise RuntimeError(f"{path} holds no usable secret (fewer than {min_length} characters): "
+                           f"delete it to make a new one, or {instead}")
+    return text.encode()

@@ -7,6 +7,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from bridge.config import Config
@@ -17,6 +18,7 @@ from bridge.store.models import utcnow
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
 
+    from bridge.accounts.vault import TotpVault
     from bridge.metrics import Metrics
 
 
@@ -39,6 +41,14 @@ class Runtime:
         from bridge.metrics import Metrics
 
         self.metrics = Metrics(self)
+
+    @cached_property
+    def totp_vault(self) -> TotpVault:
+        """The key the TOTP secrets are sealed with (bridge.accounts.vault), made when first
+        needed: a command that touches no TOTP secret makes no key file."""
+        from bridge.accounts.vault import TotpVault
+
+        return TotpVault.of(self.config)
 
 
 class NotMigrated(Exception):

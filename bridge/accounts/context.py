@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ from bridge.services import Services
 from bridge.store.models import utcnow
 
 if TYPE_CHECKING:
+    from bridge.accounts.vault import TotpVault
     from bridge.runtime import Runtime
 
 
@@ -22,6 +24,16 @@ class AccountsContext:
     config: Config
     clock: Clock = utcnow
     mailer: Mailer | None = None
+    vault_of: Callable[[], TotpVault] | None = None  # the runtime's (bridge.accounts.vault)
+
+    @property
+    def vault(self) -> TotpVault:
+        """Seals and opens the TOTP secrets."""
+        if self.vault_of is None:
+            from bridge.accounts.vault import TotpVault
+
+            self.vault_of = lambda made=TotpVault.of(self.config): made  # type: ignore[misc]
+        return self.vault_of()
 
     def now(self) -> datetime:
         return self.clock()
@@ -41,4 +53,5 @@ class AccountsContext:
 
 def context_for(rt: Runtime) -> AccountsContext:
     """The accounts context of a runtime, with the runtime's clock (tests set their own)."""
-    return AccountsContext(services=rt.services, config=rt.config, clock=clock_of(rt))
+    return AccountsContext(services=rt.services, config=rt.config, clock=clock_of(rt),
+                           vault_of=lambda: rt.totp_vault)

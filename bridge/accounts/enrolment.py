@@ -13,7 +13,7 @@ from bridge.store.models import User
 
 def start(ctx: AccountsContext, uow: UnitOfWork, user: User) -> totp.Enrolment:
     secret = totp.new_secret()
-    uow.accounts.start_totp(user, secret, now=ctx.now())
+    uow.accounts.start_totp(user, ctx.vault.seal(secret), now=ctx.now())
     uri = totp.provisioning_uri(secret, user.user_name, ctx.config.policy.totp.issuer)
     return totp.Enrolment(secret=secret, uri=uri, qr_svg=totp.qr_svg(uri))
 
@@ -25,7 +25,7 @@ def confirm(ctx: AccountsContext, uow: UnitOfWork, user: User, code: str) -> lis
         raise Conflict(f"{user.user_name!r} has no TOTP enrolment to confirm: start one first", field="totp")
     if credential.confirmed_at is not None:
         raise Conflict(f"{user.user_name!r} has confirmed TOTP already", field="totp")
-    counter = totp.matching_counter(credential.secret, code, ctx.now(), credential.last_counter)
+    counter = totp.matching_counter(ctx.vault.open(credential.secret), code, ctx.now(), credential.last_counter)
     if counter is None:
         raise TotpInvalid("the code does not match: check the device's clock and type the current code",
                           field="code")

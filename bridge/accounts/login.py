@@ -29,9 +29,10 @@ from sqlalchemy.orm import Session
 from bridge.accounts import lockout, totp
 from bridge.accounts.context import AccountsContext
 from bridge.accounts.passwords import burn_verify, expiry, hash_password, needs_rehash, verify_hash
+from bridge.accounts.vault import SealBroken
+from bridge.names import MAX_KEY_LENGTH
 from bridge.services import Actor
 from bridge.services.accounts import PASSWORD_EXPIRED, is_directory_user
-from bridge.names import MAX_KEY_LENGTH
 from bridge.services.users import user_name_key
 from bridge.store.locks import lock_name
 from bridge.store.models import AccessType, TotpCredential, User
@@ -272,8 +273,14 @@ class Login:
                                                               now=self.now)
                     codes_left = uow.accounts.recovery_codes_left(row) if accepted else None
                 else:
-                    counter = totp.matching_counter(credential.secret, self.code, self.now,
-                                                    credential.last_counter)
+                    try:
+                        secret = self.ctx.vault.open(credential.secret)
+                    except SealBroken as exc:  # the operator dropped a key still in use: say so, refuse
+                        log.error("login of %s: %s; run dirbridge totp reseal with the old key still "
+                                  "configured", row.user_name, exc)
+                        return LoginOutcome(503, "totpUnavailable", "the second factor cannot be checked now: "
+                                            "try again later")
+                    counter = totp.matching_counter(secret, self.code, self.now, credential.last_counter)
                     accepted = counter is not None
                     if counter is not None:
                         uow.accounts.accept_totp_counter(credential, counter)

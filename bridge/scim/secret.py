@@ -15,12 +15,10 @@ the database would be read by anyone with a backup of it.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 from pathlib import Path
 
 from bridge.config import Config
-from bridge.files import private_dir
+from bridge.files import kept_secret
 
 log = logging.getLogger("bridge.scim")
 SECRET_FILE = "scim-cursor.secret"
@@ -37,37 +35,6 @@ def cursor_secret(config: Config) -> bytes:
     return _kept_secret(Path(config.data_dir) / SECRET_FILE)
 
 
-def _read(path: Path) -> bytes:
-    text = path.read_text(encoding="utf-8").strip()
-    if len(text) < MIN_LENGTH:
-        raise RuntimeError(f"{path} holds no usable secret (fewer than {MIN_LENGTH} characters): "
-                           "delete it to make a new one, or set scim.cursor_secret")
-    return text.encode()
-
-
 def _kept_secret(path: Path) -> bytes:
-    """The secret in ``path``, made (0600) when there is none. The file appears whole or not
-    at all (written aside, then linked into place), so a concurrent process never reads half."""
-    try:
-        return _read(path)
-    except FileNotFoundError:
-        pass
-    secret = secrets.token_hex(32)
-    aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    try:
-        private_dir(path.parent)
-        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(secret + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(aside, path)
-        except FileExistsError:  # another process made it meanwhile: theirs is the one
-            return _read(path)
-        finally:
-            aside.unlink(missing_ok=True)
-    except OSError as exc:
-        log.warning("cannot keep the SCIM cursor secret in %s (%s): cursors stop working when this "
-                    "process ends; set scim.cursor_secret", path, exc.strerror)
-    return secret.encode()
+    return kept_secret(path, MIN_LENGTH, "set scim.cursor_secret",
+                       "cursors stop working when this process ends; set scim.cursor_secret")

@@ -363,13 +363,14 @@ class PasswordHistory(Base):
 
 
 class TotpCredential(Base):
-    """A user's TOTP secret. It has to be readable to verify codes, so it cannot be hashed;
-    ``last_counter`` refuses the replay of a code already used."""
+    """A user's TOTP secret. It has to be readable to verify codes, so it cannot be hashed:
+    it is sealed instead (bridge.accounts.vault); ``last_counter`` refuses the replay of a
+    code already used."""
 
     __tablename__ = "totp_credentials"
 
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    secret: Mapped[str] = mapped_column(String(128))
+    secret: Mapped[str] = mapped_column(String(512))  # sealed (bridge.accounts.vault)
     confirmed_at: Mapped[datetime | None]
     last_counter: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

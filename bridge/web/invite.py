@@ -251,8 +251,8 @@ def totp_confirm():  # type: ignore[no-untyped-def]
             credential = read.get(TotpCredential, user_id)
             user = read.get(User, user_id)
             assert credential is not None and user is not None
-            uri = provisioning_uri(credential.secret, user.user_name, ctx.config.policy.totp.issuer)
-            secret, user_name = credential.secret, user.user_name
+            secret, user_name = ctx.vault.open(credential.secret), user.user_name
+            uri = provisioning_uri(secret, user_name, ctx.config.policy.totp.issuer)
         return _page("invite_totp.html", lang, 400, user_name=user_name, secret=secret, qr=Markup(qr_svg(uri)),
                      problems=[exc.message], csrf=csrf_token())
     except ServiceError as exc:

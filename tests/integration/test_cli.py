@@ -27,11 +27,12 @@ def sqlite_config(tmp_path: Path, extra: str = "") -> Path:
 
 def all_text_in_database(url: str) -> str:
     """Every value of every table, as one string, to prove what is (not) stored."""
+    from sqlalchemy import inspect
+
     engine = create_engine(url)
     out = []
     with engine.connect() as conn:
-        tables = conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'")).scalars().all()
-        for table in tables:
+        for table in inspect(conn).get_table_names():
             out.extend(repr(row) for row in conn.execute(text(f'SELECT * FROM "{table}"')))
     engine.dispose()
     return "\n".join(out)

@@ -122,7 +122,10 @@ def test_the_example_config_is_valid(monkeypatch, tmp_path):
     """The documented example loads, once its secrets are provided."""
     monkeypatch.setenv("DIRBRIDGE_DATABASE_URL", "postgresql+psycopg://dirbridge@db.example.org/dirbridge")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    (tmp_path / "session-secret").write_text("x" * 32)
+    import secrets
+
+    for credential in ("session-secret", "totp-key"):
+        (tmp_path / credential).write_text(secrets.token_hex(32))
     text = EXAMPLE.read_text()
     for path in re.findall(r'_file = "([^"]+)"', text):
         real = tmp_path / Path(path).name
