@@ -40,9 +40,13 @@ def job_specs(rt: Runtime) -> list[JobSpec]:
     from bridge.accounts.jobs import account_job_specs  # invitations, password expiry, lockout release
     from bridge.ldap.jobs import sync_job_specs  # the LDAP sync jobs: one full, one incremental per source
 
+    from bridge.web.operator import operator_sessions_sweep  # the status page's sessions
+
     specs = [
         JobSpec("audit-retention", "1d", audit_retention,
                 "delete audit events, and resolved conflicts, past their retention"),
+        JobSpec("operator-sessions", "5m", operator_sessions_sweep,
+                "end the status-page sessions of those who lost the operator right"),
         *sync_job_specs(rt),
         *account_job_specs(rt),
     ]

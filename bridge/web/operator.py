@@ -26,14 +26,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sqlalchemy import func
 
 from flask import Blueprint, Flask, Response, abort, g, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 from flask.blueprints import BlueprintSetupState
 
 from bridge.accounts.context import context_for
+from bridge.accounts.credentials import set_new_password
+from bridge.accounts.errors import PasswordRejected
 from bridge.accounts.login import login
 from bridge.mapping.apply import OPERATE_RIGHT
 from bridge.runtime import Runtime
@@ -47,6 +51,8 @@ log = logging.getLogger(__name__)
 
 OPERATE_SCOPE = "instance"
 SESSION_KEY = "operator"
+CHANGE_KEY = "password_change"  # a login with a temporary password, waiting for the new one
+CHANGE_SECONDS = 300
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CHANNEL = "status-page"
@@ -108,6 +114,46 @@ def _refused(rt: Runtime, user_id: str, issued_at: float) -> bool:
                                                  or user.locked_until > context_for(rt).now())
 
 
+def operator_sessions_sweep(rt: Runtime) -> dict[str, Any]:
+    """End for good the sessions of everyone who logged in to the status page within a
+    session's lifetime and no longer holds the operator right: a revoked right then ends
+    their sessions within five minutes (the job's schedule) even when no request comes, so
+    that giving the right back later does not bring an old (or copied) cookie back.
+    A request that meets the missing right ends them at once (``current_operator``)."""
+    from sqlalchemy import select
+
+    from bridge.store.models import AuditEvent, utcnow
+
+    since = utcnow() - timedelta(minutes=rt.config.status.session_minutes)
+    with rt.store.read() as db:
+        logins = db.execute(select(AuditEvent.target_id, func.max(AuditEvent.at)).where(
+            AuditEvent.action == "login.ok", AuditEvent.channel == CHANNEL, AuditEvent.at >= since,
+            AuditEvent.target_id.is_not(None)).group_by(AuditEvent.target_id)).all()
+        ended_after = {u.id: u.sessions_valid_after for u in db.scalars(
+            select(User).where(User.id.in_([user_id for user_id, _ in logins])))}
+    ended = 0
+    for user_id, last_login in logins:
+        valid_after = ended_after.get(user_id)
+        if user_id not in ended_after or (valid_after is not None and valid_after >= last_login):
+            continue  # gone, or its sessions ended already
+        if not may_operate(rt, user_id):
+            _end_sessions(rt, user_id, "the operator right was revoked")
+            ended += 1
+    return {"checked": len(logins), "ended": ended}
+
+
+def _end_sessions(rt: Runtime, user_id: str, why: str) -> None:
+    request_id = g.get("request_id") if g else None
+    with rt.services.unit(Actor(name=CHANNEL, channel=CHANNEL, request_id=request_id)) as uow:
+        try:
+            user = uow.users.get(user_id)
+        except NotFound:
+            return
+        # wall-clock time, as the sessions' issue times (``_now``) are
+        uow.accounts.end_sessions(user, now=datetime.fromtimestamp(_now(), UTC))
+    log.info("operator sessions ended: %s", why, extra={"user_id": user_id})
+
+
 def current_operator() -> Operator | None:
     """The logged-in operator of this request, or None (no session, expired, right gone,
     user locked or deactivated, sessions ended after it was issued). An invalid session
@@ -127,7 +173,13 @@ def current_operator() -> Operator | None:
         session.pop(SESSION_KEY, None)
         return None
     if not rt.config.status.enabled or operator.expires_at < _now() or not operator.user_id \
-            or not may_operate(rt, operator.user_id) or _refused(rt, operator.user_id, operator.issued_at):
+            or _refused(rt, operator.user_id, operator.issued_at):
+        session.pop(SESSION_KEY, None)
+        return None
+    if not may_operate(rt, operator.user_id):
+        # The right was taken away: this session, and every other one issued until now, ends
+        # for good, so that giving the right back later does not bring an old cookie back.
+        _end_sessions(rt, operator.user_id, "the operator right was revoked")
         session.pop(SESSION_KEY, None)
         return None
     g.operator_checked = operator
@@ -206,6 +258,11 @@ def login_submit():  # type: ignore[no-untyped-def]
         user = db.get(User, outcome.user_id)
         assert user is not None
         name = user.user_name
+    if outcome.password_change_required:
+        # A temporary password (an admin's reset) opens nothing but the form that replaces it.
+        session.clear()
+        session[CHANGE_KEY] = {"id": outcome.user_id, "name": name, "exp": _now() + CHANGE_SECONDS}
+        return _change_form(200, "Your password is temporary: choose your own before you go on.")
     session.clear()  # a fresh session (and CSRF token) for the logged-in operator
     issued = _now()
     session[SESSION_KEY] = {"id": outcome.user_id, "name": name, "iat": issued,
@@ -213,6 +270,41 @@ def login_submit():  # type: ignore[no-untyped-def]
     csrf_token()
     log.info("operator logged in to the status page", extra={"user": name, "request_id": g.get("request_id")})
     return redirect(url_for("status.status"), code=303)
+
+
+def _change_form(status: int, message: str, problems: list[str] | None = None) -> tuple[str, int]:
+    return render_template("status_login.html", csrf=csrf_token(), message=message, change=True,
+                           problems=problems or [], user_name=""), status
+
+
+@blueprint.post("/status/password")
+def change_password():  # type: ignore[no-untyped-def]
+    """The new password of an operator who logged in with a temporary one: the policy and
+    the history apply; then the operator logs in again with it (and the code)."""
+    rt = runtime()
+    if not rt.config.status.enabled:
+        abort(404)
+    pending = session.get(CHANGE_KEY)
+    if not isinstance(pending, dict) or float(pending.get("exp", 0)) < _now():
+        session.pop(CHANGE_KEY, None)
+        return _form(400, "The form expired: please log in again.")
+    if not csrf_ok(request.form.get("csrf")):
+        return _change_form(400, "The form expired: please try again.")
+    new, repeat = request.form.get("new_password", "")[:4096], request.form.get("new_password_repeat", "")[:4096]
+    if new != repeat:
+        return _change_form(400, "The two passwords differ.")
+    ctx = context_for(rt)
+    try:
+        with rt.services.unit(Actor(name=f"user:{pending.get('name')}", channel=CHANNEL,
+                                    request_id=g.get("request_id"))) as uow:
+            set_new_password(ctx, uow, uow.users.get(str(pending.get("id"))), new)
+    except PasswordRejected as exc:
+        return _change_form(400, "Choose another password.", exc.in_language("en"))
+    except NotFound:
+        session.pop(CHANGE_KEY, None)
+        return _form(400, "The form expired: please log in again.")
+    session.clear()
+    return _form(200, "Your password is changed: log in with it.", str(pending.get("name", "")))
 
 
 def _operator_refusal(rt: Runtime, user_id: str) -> str | None:

@@ -251,6 +251,57 @@ def test_the_session_ends_after_its_lifetime_and_when_the_right_goes(client, run
     assert client.get("/status").status_code == 303
 
 
+def test_a_revoked_right_ends_the_sessions_for_good_even_a_copied_cookie(client, runtime, ops, clock):
+    """Before, taking the right away ended a session only until the right was given back:
+    then the old cookie worked again."""
+    from bridge.web.operator import operator_sessions_sweep
+
+    logged_in(client, ops, clock)
+    copied = client.get_cookie("dirbridge_session").value
+    with runtime.services.unit(Actor(name="test")) as uow:
+        uow.grants.take_right(ops.user_id, operator_module.OPERATE_RIGHT, "instance")
+    assert client.get("/status").status_code == 303  # a request meets the missing right
+    with runtime.services.unit(Actor(name="test")) as uow:
+        uow.grants.give_right(ops.user_id, operator_module.OPERATE_RIGHT, "instance")
+    client.set_cookie("dirbridge_session", copied)
+    assert client.get("/status").status_code == 303
+
+    # no request in between: the sweep job ends them
+    logged_in(client, ops, clock)
+    copied = client.get_cookie("dirbridge_session").value
+    with runtime.services.unit(Actor(name="test")) as uow:
+        uow.grants.take_right(ops.user_id, operator_module.OPERATE_RIGHT, "instance")
+    assert operator_sessions_sweep(runtime)["ended"] == 1
+    with runtime.services.unit(Actor(name="test")) as uow:
+        uow.grants.give_right(ops.user_id, operator_module.OPERATE_RIGHT, "instance")
+    client.set_cookie("dirbridge_session", copied)
+    assert client.get("/status").status_code == 303
+    logged_in(client, ops, clock)  # a new login works
+    assert client.get("/status").status_code == 200
+
+
+def test_a_temporary_password_opens_only_the_form_that_replaces_it(client, runtime, ops, clock, admin_headers):
+    from tests.fixtures.browser import csrf_in
+
+    reset = client.post(f"/api/v1/users/{ops.user_id}/password-reset", headers=admin_headers)
+    temporary = reset.json["temporary_password"]
+    answer = login_form(client, ops.user_name, temporary, ops.code(clock.now))
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 200 and 'name="new_password"' in page and "temporary" in page
+    assert client.get("/status").status_code == 303  # no operator session
+    assert client.get("/api/v1/users").status_code == 401
+    weak = client.post("/status/password", data={"csrf": csrf_in(page), "new_password": "short",
+                                                 "new_password_repeat": "short"})
+    assert weak.status_code == 400 and 'name="new_password"' in weak.get_data(as_text=True)
+    chosen = "Ops-Own-Password-77"
+    done = client.post("/status/password", data={"csrf": csrf_in(weak.get_data(as_text=True)),
+                                                 "new_password": chosen, "new_password_repeat": chosen})
+    assert done.status_code == 200 and "changed" in done.get_data(as_text=True)
+    clock.advance(seconds=30)
+    logged = login_form(client, ops.user_name, chosen, ops.code(clock.now))
+    assert logged.status_code == 303 and client.get("/status").status_code == 200
+
+
 def test_the_admin_api_accepts_an_operator_session(client, runtime, ops, clock):
     assert client.get("/api/v1/users").status_code == 401
     logged_in(client, ops, clock)
