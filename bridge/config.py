@@ -115,6 +115,10 @@ class ServerConfig(Strict):
     workers: int = Field(default=8, ge=1, le=256, description="request threads")
     public_url: str | None = None
     shutdown_timeout: float = Field(default=30.0, gt=0, le=600)
+    max_connections: int = Field(default=1000, ge=10, le=100000, description="open connections served at once; "
+                                 "more wait to be accepted")
+    idle_timeout: float = Field(default=30.0, ge=1, le=3600, description="seconds a connection with no request "
+                                "under way stays open")
     trusted_proxies: int = Field(default=0, ge=0, le=5, description="X-Forwarded-* hops to trust")
 
     @field_validator("listen")

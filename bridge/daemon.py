@@ -13,7 +13,6 @@ import sys
 import threading
 from types import FrameType
 
-from cheroot import wsgi
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import __version__
@@ -23,6 +22,7 @@ from bridge.jobs.scheduler import build_scheduler
 from bridge.notify import Notifier, Watchdog
 from bridge.runtime import Runtime
 from bridge.web import create_app
+from bridge.web.server import HttpServer
 
 log = logging.getLogger("bridge.daemon")
 
@@ -32,29 +32,25 @@ class Daemon:
         self.rt = rt
         self.stopping = threading.Event()
         config = rt.config.server
-        self.server = wsgi.Server(
-            (config.host, config.port),
-            create_app(rt),
-            numthreads=config.workers,
-            request_queue_size=128,  # cheroot's default backlog (5) resets clients that connect at once
-            server_name=f"dirbridge/{__version__}",
-            shutdown_timeout=config.shutdown_timeout,
+        self.app = create_app(rt)
+        self.server = HttpServer(
+            self.app, host=config.host, port=config.port, threads=config.workers,
+            max_connections=config.max_connections, idle_timeout=config.idle_timeout,
+            max_body_bytes=rt.config.scim.bulk_max_payload_bytes * 2 + 65536,
+            shutdown_timeout=config.shutdown_timeout, ident=f"dirbridge/{__version__}",
         )
         self.scheduler = build_scheduler(rt) if rt.config.jobs.enabled else None
         rt.scheduler = self.scheduler
-        self.http_thread: threading.Thread | None = None
         self.notifier = Notifier()  # systemd Type=notify; a no-op elsewhere
         self.watchdog = Watchdog(self.notifier, self.health_problem)
 
     @property
     def bound_port(self) -> int:
-        return int(self.server.bind_addr[1])
+        return self.server.bound_port
 
     def start(self) -> None:
         """Bind the socket (raising at once if the port is taken), then serve in a thread."""
-        self.server.prepare()
-        self.http_thread = threading.Thread(target=self.server.serve, name="http", daemon=True)
-        self.http_thread.start()
+        self.server.start()
         if self.scheduler is not None:
             self.scheduler.start()
         self.notifier.ready(f"serving on {self.rt.config.server.host}:{self.bound_port}")
@@ -62,7 +58,7 @@ class Daemon:
 
     def health_problem(self) -> str | None:
         """Why systemd should restart this process (the watchdog then stops pinging), or None."""
-        if self.http_thread is None or not self.http_thread.is_alive() or not self.server.ready:
+        if not self.server.serving:
             return "the HTTP server thread is not serving"
         if self.scheduler is not None and not self.scheduler.running:
             return "the scheduler is not running"

@@ -69,5 +69,5 @@ def setup_logging(level: str = "info", fmt: str = "json", secrets: list[str] | N
     root.setLevel(level.upper())
     # The WSGI server and the scheduler are chatty at info.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
-    logging.getLogger("cheroot").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("waitress").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))

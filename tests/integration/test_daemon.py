@@ -109,7 +109,7 @@ def daemon(tmp_path):
 
 def test_stop_lets_requests_in_flight_finish(daemon):
     entered, results = threading.Event(), []
-    app = daemon.server.wsgi_app
+    app = daemon.app
 
     @app.get("/test/slow")
     def slow():  # type: ignore[no-untyped-def]

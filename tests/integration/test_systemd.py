@@ -424,7 +424,7 @@ def run_sandboxed(prefix: list[str], cwd: Path, *args: str) -> str:
 
 
 def test_daemon_on_postgresql_works_inside_the_units_sandbox(tmp_path, sandbox_prefix, postgres_url, notify_socket):
-    """CPython, psycopg's binary wheel (libpq), argon2-cffi, SQLAlchemy and cheroot under
+    """CPython, psycopg's binary wheel (libpq), argon2-cffi, SQLAlchemy and waitress under
     the unit's system call filter and MemoryDenyWriteExecute: migrate, hash and verify a
     password, serve, notify, stop."""
     port = free_port()

@@ -110,5 +110,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
         write(f"timing: {entry}")
     for entry in _REPORT.sections.get("lockout", []):
         write(f"lockout: {entry}")
+    for entry in _REPORT.sections.get("slow_clients", []):
+        write(f"slow clients: {entry}")
     write(f"totals: {json.dumps(totals)}")
     write(f"written to {path}")

@@ -1,0 +1,105 @@
+"""The HTTP server of ``dirbridge serve``: waitress.
+
+waitress reads each request whole (headers and body, the body spooled to a file past
+a size) in its I/O loop before a request thread sees it, so a client that sends its
+headers a byte at a time, or connects and says nothing, costs a socket, not one of
+the ``server.workers`` threads: 200 of them do not stop ``/healthz``
+(tests/reliability/test_slow_clients.py; cheroot, before, stopped at 8). A request
+thread only ever runs the application.
+
+``stop()`` is graceful: the listener closes at once, requests already received are
+answered (up to ``server.shutdown_timeout``), then every connection closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from waitress import wasyncore
+from waitress.server import create_server
+
+log = logging.getLogger("bridge.http")
+WsgiApp = Callable[..., Any]
+
+
+class HttpServer:
+    def __init__(self, app: WsgiApp, *, host: str, port: int, threads: int, max_connections: int,
+                 idle_timeout: float, max_body_bytes: int, shutdown_timeout: float, ident: str):
+        self.app = app
+        self.options: dict[str, Any] = {
+            "host": host, "port": port, "threads": threads,
+            "connection_limit": max_connections,  # beyond: new connections wait in the backlog
+            "channel_timeout": idle_timeout,  # a connection with nothing under way closes after this
+            "max_request_body_size": max_body_bytes,  # larger: 413 before the application is called
+            "asyncore_use_poll": True,  # poll(), not select(): no limit of 1024 descriptors
+            "backlog": 1024, "ident": ident, "expose_tracebacks": False,
+        }
+        self.shutdown_timeout = shutdown_timeout
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        """Bind (raising OSError at once if the address is taken), then serve in a thread."""
+        self._server = create_server(self.app, **self.options)
+        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+        self._thread.start()
+
+    @property
+    def bound_port(self) -> int:
+        return int(self._server.effective_port)
+
+    @property
+    def serving(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stopping.is_set()
+
+    def stop(self) -> None:
+        """Stop accepting, let the requests received finish, then close every connection."""
+        server = self._server
+        if server is None or self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._in_loop(lambda: wasyncore.dispatcher.close(server))  # the listener only
+        deadline = time.monotonic() + self.shutdown_timeout
+        while time.monotonic() < deadline and self._busy():
+            time.sleep(0.05)
+        if self._busy():
+            log.warning("stopping with requests still in flight after %.0f s", self.shutdown_timeout)
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
+
+        def close_all() -> None:
+            for channel in list(server._map.values()):
+                channel.close()
+
+        self._in_loop(close_all)  # the loop ends once its map is empty
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _busy(self) -> bool:
+        """A request waits or runs, or an answer is still being sent."""
+        server = self._server
+        dispatcher = server.task_dispatcher
+        if dispatcher.queue or dispatcher.active_count:
+            return True
+        return any(getattr(channel, "requests", None) or getattr(channel, "total_outbufs_len", 0)
+                   for channel in list(server.active_channels.values()))
+
+    def _in_loop(self, thunk: Callable[[], None]) -> None:
+        """Run ``thunk`` in the I/O loop's thread (wasyncore is not thread-safe) and wait."""
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                thunk()
+            finally:
+                done.set()
+
+        if self._thread is None or not self._thread.is_alive():
+            run()
+            return
+        self._server.trigger.pull_trigger(run)
+        done.wait(timeout=5)
