@@ -257,6 +257,10 @@ class LdapSourceConfig(Strict):
                              description="users written per transaction by a sync (at least a page)")
     connect_timeout: float = Field(default=5.0, gt=0, le=120)
     receive_timeout: int = Field(default=30, ge=1, le=3600, description="seconds; ldap3 needs a whole number")
+    login_timeout: int = Field(default=3, ge=1, le=60, description="seconds a user's login bind may take "
+                               "(connect and answer, per URL): a directory that does not answer fails fast")
+    login_binds: int = Field(default=4, ge=1, le=256, description="user binds under way at once per process; "
+                             "more are refused at once (503), so a slow directory holds few request threads")
     attributes: dict[str, str] = Field(default_factory=dict, description="overrides of the preset's attribute map")
     accesslog_base: str | None = Field(default=None, description="OpenLDAP accesslog suffix: incremental syncs "
                                        "then see deletions and moves out of scope")

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
 
     from bridge.accounts.vault import TotpVault
+    from bridge.ldap.auth import Binder
     from bridge.metrics import Metrics
 
 
@@ -41,6 +42,13 @@ class Runtime:
         from bridge.metrics import Metrics
 
         self.metrics = Metrics(self)
+
+    @cached_property
+    def binder(self) -> Binder:
+        """The user binds of this process (bridge.ldap.auth): bounded per LDAP source."""
+        from bridge.ldap.auth import Binder
+
+        return Binder()
 
     @cached_property
     def totp_vault(self) -> TotpVault:

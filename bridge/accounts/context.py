@@ -15,6 +15,7 @@ from bridge.store.models import utcnow
 
 if TYPE_CHECKING:
     from bridge.accounts.vault import TotpVault
+    from bridge.ldap.auth import Binder
     from bridge.runtime import Runtime
 
 
@@ -25,6 +26,16 @@ class AccountsContext:
     clock: Clock = utcnow
     mailer: Mailer | None = None
     vault_of: Callable[[], TotpVault] | None = None  # the runtime's (bridge.accounts.vault)
+    binder_of: Callable[[], Binder] | None = None  # the runtime's (bridge.ldap.auth)
+
+    @property
+    def binder(self) -> Binder:
+        """Binds directory users, bounded per source."""
+        if self.binder_of is None:
+            from bridge.ldap.auth import Binder
+
+            self.binder_of = lambda made=Binder(): made  # type: ignore[misc]
+        return self.binder_of()
 
     @property
     def vault(self) -> TotpVault:
@@ -54,4 +65,4 @@ class AccountsContext:
 def context_for(rt: Runtime) -> AccountsContext:
     """The accounts context of a runtime, with the runtime's clock (tests set their own)."""
     return AccountsContext(services=rt.services, config=rt.config, clock=clock_of(rt),
-                           vault_of=lambda: rt.totp_vault)
+                           vault_of=lambda: rt.totp_vault, binder_of=lambda: rt.binder)

@@ -199,7 +199,7 @@ class Login:
     def _check_password(self, user: User) -> LoginOutcome | None:
         """None when the password is right; else the answer (a failure, or the directory is away)."""
         if is_directory_user(user):
-            from bridge.ldap.auth import DirectoryUnavailable, verify_password
+            from bridge.ldap.auth import DirectoryUnavailable
 
             source_name = user.source.split(":", 1)[1]
             source = next((s for s in self.ctx.config.ldap.sources if s.name == source_name), None)
@@ -209,7 +209,7 @@ class Login:
                             extra={"source": user.source})
                 return self._fail("bad_password", user)
             try:
-                ok = verify_password(source, user.ldap_dn or "", self.password)
+                ok = self.ctx.binder.verify(source, user.ldap_dn or "", self.password)
             except DirectoryUnavailable:
                 burn_verify(self.policy, self.password)
                 return self._refuse("directory_unavailable", user, 503, "directoryUnavailable",

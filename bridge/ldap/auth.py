@@ -1,23 +1,31 @@
 """Bind authentication: a directory user logs in through dirbridge by a bind as
 their own DN, over the source's own pool and TLS settings.
 
-Call contract (for the login API): ``verify_password(source, user.ldap_dn,
+Call contract (for the login API): ``Binder.verify(source, user.ldap_dn,
 password)`` returns True for a successful bind, False for wrong credentials (or
 an empty password, which LDAP would treat as an *unauthenticated* bind that
 "succeeds" without any check, RFC 4513 5.1.2), and raises ``DirectoryUnavailable``
 when no server of the source answers, so the caller can answer "try later"
 instead of "wrong password". The password is never logged.
+
+A directory that does not answer must not hold the request threads: a login's bind
+waits at most ``login_timeout`` per URL; at most ``login_binds`` run at once per source
+(more are DirectoryUnavailable at once); and for a few seconds after a source failed
+to answer, its logins fail at once instead of waiting again (they count as failures
+for the lockout, bridge.accounts.login).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import ldap3
 from ldap3.core.exceptions import LDAPBindError, LDAPException, LDAPInvalidCredentialsResult, LDAPSASLPrepError
 
 from bridge.config import LdapSourceConfig
-from bridge.ldap.connection import server_pool
+from bridge.ldap.connection import tls_settings
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +34,61 @@ class DirectoryUnavailable(Exception):
     """No server of the source could be reached (or TLS failed): not a wrong password."""
 
 
+#: seconds a source that did not answer is not asked again by logins
+DOWN_SECONDS = 5.0
+
+
+class Binder:
+    """The user binds of one process: bounded per source, failing fast while a source is down."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._gates: dict[str, threading.BoundedSemaphore] = {}
+        self._down_until: dict[str, float] = {}
+
+    def verify(self, source: LdapSourceConfig, user_dn: str, password: str) -> bool:
+        """Whether ``password`` is ``user_dn``'s password in ``source``."""
+        if not user_dn or not password:
+            return False
+        if time.monotonic() < self._down_until.get(source.name, 0.0):
+            raise DirectoryUnavailable(f"{source.name}: did not answer a moment ago")
+        gate = self._gate(source)
+        if not gate.acquire(blocking=False):
+            raise DirectoryUnavailable(f"{source.name}: {source.login_binds} logins are binding already")
+        try:
+            return verify_password(source, user_dn, password)
+        except DirectoryUnavailable:
+            self._down_until[source.name] = time.monotonic() + DOWN_SECONDS
+            raise
+        finally:
+            gate.release()
+
+    def _gate(self, source: LdapSourceConfig) -> threading.BoundedSemaphore:
+        with self._lock:
+            gate = self._gates.get(source.name)
+            if gate is None:
+                gate = self._gates[source.name] = threading.BoundedSemaphore(source.login_binds)
+            return gate
+
+
+def _login_pool(source: LdapSourceConfig) -> ldap3.ServerPool:
+    """The source's URLs in order, each given ``login_timeout`` to connect."""
+    tls = tls_settings(source)
+    servers = [ldap3.Server(url, use_ssl=url.startswith("ldaps://"), tls=tls, get_info=ldap3.NONE,
+                            connect_timeout=source.login_timeout) for url in source.url]
+    return ldap3.ServerPool(servers, ldap3.FIRST, active=1, exhaust=60)
+
+
 def verify_password(source: LdapSourceConfig, user_dn: str, password: str) -> bool:
-    """Whether ``password`` is ``user_dn``'s password in ``source``."""
+    """Whether ``password`` is ``user_dn``'s password in ``source`` (one bind, unbounded:
+    logins go through ``Binder.verify``)."""
     if not user_dn or not password:
         return False
     conn = ldap3.Connection(
-        server_pool(source),
+        _login_pool(source),
         user=user_dn,
         password=password,
-        receive_timeout=source.receive_timeout,
+        receive_timeout=source.login_timeout,
         raise_exceptions=False,
         read_only=True,
     )

@@ -112,5 +112,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
         write(f"lockout: {entry}")
     for entry in _REPORT.sections.get("slow_clients", []):
         write(f"slow clients: {entry}")
+    for entry in _REPORT.sections.get("directory_down", []):
+        write(f"directory down: {entry}")
     write(f"totals: {json.dumps(totals)}")
     write(f"written to {path}")
