@@ -13,6 +13,7 @@ import logging
 import re
 import time
 import uuid
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
 
@@ -35,6 +36,7 @@ from scim2_server.service import ScimService
 from scim2_server.utils import parametrize
 
 from bridge.accounts.context import context_for
+from bridge.accounts.credentials import hashed_ahead
 from bridge.runtime import Runtime
 from bridge.scim import lenient, limits, quirks
 from bridge.scim.schema import ScimUser, build_provider
@@ -43,6 +45,7 @@ from bridge.scim.storage import StoreStorage
 from bridge.scim.writeback import Writeback
 from bridge.services import Actor
 from bridge.services.tokens import TokenIdentity, authenticate
+from bridge.store.busy import RETRY_AFTER_SECONDS, is_busy
 from bridge.store.models import TokenKind
 from bridge.web.scim_activity import activity_for
 
@@ -106,6 +109,31 @@ def _no_operations(body: bytes) -> bool:
 SCIM_MOUNT = "/scim"  # where bridge.web mounts this application
 
 
+def _passwords(document: Any) -> list[str]:
+    """The ``password`` values anywhere in a request body (a user, a PATCH value, Bulk data),
+    to hash before the transaction (bridge.accounts.credentials.hashed_ahead)."""
+    found: list[str] = []
+
+    def walk(node: Any, depth: int) -> None:
+        if depth > MAX_JSON_DEPTH or len(found) >= 1000:
+            return
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str) and key.lower().rsplit(":", 1)[-1] == "password" and isinstance(value, str):
+                    found.append(value)
+                elif isinstance(value, (dict, list)):
+                    walk(value, depth + 1)
+            path = node.get("path")
+            if isinstance(path, str) and path.lower() == "password" and isinstance(node.get("value"), str):
+                found.append(node["value"])
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, depth + 1)
+
+    walk(document, 0)
+    return [p for p in found if 0 < len(p) <= 4096]
+
+
 class ScimApplication(WSGIApplication):
     def __init__(self, rt: Runtime):
         provider = build_provider(rt.config.scim)
@@ -162,8 +190,31 @@ class ScimApplication(WSGIApplication):
             raise InvalidValueException(detail="NUL characters (\\u0000) are not allowed in values")
         request_id: str = request.request_id  # type: ignore[attr-defined]  # given in serve
         actor = Actor.scim_client(identity.name if identity else "anonymous", request_id=request_id)
-        with self.storage.begin(actor, write=request.method not in READ_METHODS):
+        bulk = request.method == "POST" and request.path.strip("/").lower() == "bulk"
+        # Bulk is not atomic (RFC 7644 §3.7): each operation commits on its own, so the write
+        # lock is held one operation at a time; failOnErrors = 1 asks for all or nothing.
+        atomic = bulk and isinstance(document, dict) and any(
+            key.lower() == "failonerrors" and value == 1 for key, value in document.items())
+        passwords = _passwords(document) if identity and self._may_set_passwords(identity.name) else []
+        with hashed_ahead(context_for(self.rt), passwords), \
+                self.storage.begin(actor, write=request.method not in READ_METHODS, per_operation=bulk and not atomic):
             return self.handler.handle(request)
+
+    def handle_exception(self, request: ScimRequest, exception: Exception) -> ScimResponse:
+        """A store too busy to answer is a 503 with Retry-After (the request did nothing and
+        may be sent again), never a 500."""
+        if is_busy(exception):
+            log.warning("SCIM %s %s: the store is busy, answered 503", request.method, request.path[:PATH_CHARS],
+                        extra={"request_id": getattr(request, "request_id", None)})
+            response = ScimResponse(HTTPStatus.SERVICE_UNAVAILABLE, {
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], "status": "503",
+                "detail": "the store is busy: try again in a moment"})
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
+        return super().handle_exception(request, exception)
+
+    def _may_set_passwords(self, client: str) -> bool:
+        return bool(self.rt.config.scim.client(client).passwords)
 
     def _check_query(self, request: ScimRequest, document: Any) -> None:
         """The bounds of bridge.scim.limits on the query string and a POST /.search body."""

@@ -79,7 +79,8 @@ def create_store_engine(url: str, pool_size: int = 10) -> Engine:
         database = parsed.database
         if database and database != ":memory:":
             private_dir(Path(database).parent)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                  "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _setup_sqlite(engine)
         if database and database != ":memory:":
             _keep_private(engine, Path(database))

@@ -114,5 +114,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
         write(f"slow clients: {entry}")
     for entry in _REPORT.sections.get("directory_down", []):
         write(f"directory down: {entry}")
+    for entry in _REPORT.sections.get("bulk_beside_logins", []):
+        write(f"bulk beside logins: {entry}")
     write(f"totals: {json.dumps(totals)}")
     write(f"written to {path}")

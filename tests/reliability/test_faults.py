@@ -212,7 +212,8 @@ BULK_OPERATIONS = 300
 
 
 def _bulk(prefix: str) -> dict:
-    return {"schemas": [BULK_REQUEST], "Operations": [
+    """failOnErrors = 1: all or nothing (else each operation commits on its own)."""
+    return {"schemas": [BULK_REQUEST], "failOnErrors": 1, "Operations": [
         {"method": "POST", "path": "/Users", "bulkId": f"b{i}", "data": new_user(f"{prefix}-{i:04d}")}
         for i in range(BULK_OPERATIONS)]}
 

@@ -7,11 +7,16 @@ Other paths (status page, invitation pages, SCIM) keep their own error pages.
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask, Response, g, request
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from bridge.store.busy import RETRY_AFTER_SECONDS, is_busy
 from bridge.web.api.common import error_response
 
+log = logging.getLogger(__name__)
 PREFIX = "/api/v1/"
 
 #: machine-readable codes of the HTTP errors Werkzeug raises before a route runs
@@ -38,8 +43,24 @@ def _http_error(exc: HTTPException) -> HTTPException | tuple[Response, int]:
     return response, status
 
 
+def _database_error(exc: DBAPIError) -> tuple[Response, int]:
+    """A store too busy to answer (bridge.store.busy) is a 503 the client may retry, on any
+    path; any other database error stays a 500 (a bug, logged with its traceback)."""
+    if not is_busy(exc):
+        raise exc
+    log.warning("the store is busy: %s %s answered 503", request.method, request.path,
+                extra={"request_id": g.get("request_id")})
+    if _is_api():
+        response, status = error_response(503, "busy", "the store is busy: try again in a moment")
+    else:
+        response, status = Response("The service is busy: try again in a moment.\n", mimetype="text/plain"), 503
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response, status
+
+
 def init_app(app: Flask) -> None:
     """Register the handlers; called once by the app factory."""
+    app.register_error_handler(DBAPIError, _database_error)
     # An unexpected exception reaches this handler as InternalServerError (500), unless the app
     # propagates exceptions (testing), in which case the test sees the exception itself.
     app.register_error_handler(HTTPException, _http_error)
