@@ -119,6 +119,8 @@ class ServerConfig(Strict):
                                  "more wait to be accepted")
     idle_timeout: float = Field(default=30.0, ge=1, le=3600, description="seconds a connection with no request "
                                 "under way stays open")
+    request_timeout: float = Field(default=30.0, ge=1, le=3600, description="seconds a request (headers and "
+                                   "body) may take to arrive; a slower client is disconnected")
     trusted_proxies: int = Field(default=0, ge=0, le=5, description="X-Forwarded-* hops to trust")
 
     @field_validator("listen")

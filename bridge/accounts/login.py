@@ -199,7 +199,7 @@ class Login:
     def _check_password(self, user: User) -> LoginOutcome | None:
         """None when the password is right; else the answer (a failure, or the directory is away)."""
         if is_directory_user(user):
-            from bridge.ldap.auth import DirectoryUnavailable
+            from bridge.ldap.auth import DirectoryBusy, DirectoryUnavailable
 
             source_name = user.source.split(":", 1)[1]
             source = next((s for s in self.ctx.config.ldap.sources if s.name == source_name), None)
@@ -210,6 +210,10 @@ class Login:
                 return self._fail("bad_password", user)
             try:
                 ok = self.ctx.binder.verify(source, user.ldap_dn or "", self.password)
+            except DirectoryBusy:  # no bind ran, no password was checked: not a failure
+                burn_verify(self.policy, self.password)
+                return self._refuse("directory_busy", user, 503, "directoryUnavailable",
+                                    "the directory cannot be reached: try again later")
             except DirectoryUnavailable:
                 burn_verify(self.policy, self.password)
                 return self._refuse("directory_unavailable", user, 503, "directoryUnavailable",
@@ -278,6 +282,7 @@ class Login:
                     except SealBroken as exc:  # the operator dropped a key still in use: say so, refuse
                         log.error("login of %s: %s; run dirbridge totp reseal with the old key still "
                                   "configured", row.user_name, exc)
+                        self._settle(uow, "totp_unavailable", row)  # no code was checked: not a failure
                         return LoginOutcome(503, "totpUnavailable", "the second factor cannot be checked now: "
                                             "try again later")
                     counter = totp.matching_counter(secret, self.code, self.now, credential.last_counter)

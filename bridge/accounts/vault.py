@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ from bridge.store.models import TotpCredential
 if TYPE_CHECKING:
     from bridge.store.db import Store
 
+log = logging.getLogger(__name__)
 PREFIX = "fernet:"
 KEY_FILE = "totp.key"
 MIN_KEY_LENGTH = 32
@@ -79,17 +81,26 @@ class TotpVault:
         number of credentials written. Each is its own short transaction."""
         with store.read() as session:
             ids = list(session.scalars(select(TotpCredential.user_id)))
-        written = 0
+        written = broken = 0
         for user_id in ids:
             with store.write() as session:
                 credential = session.get(TotpCredential, user_id, with_for_update=True)
                 if credential is None:
                     continue
                 if credential.secret.startswith(PREFIX):
-                    rotated = PREFIX + self._box.rotate(credential.secret[len(PREFIX):].encode()).decode()
+                    try:
+                        rotated = PREFIX + self._box.rotate(credential.secret[len(PREFIX):].encode()).decode()
+                    except InvalidToken:  # sealed with a key no longer configured: left as it is
+                        log.error("the TOTP secret of user %s is sealed with a key policy.totp.key no longer "
+                                  "holds: put the old key back (after the new one) and reseal, or reset that "
+                                  "user's TOTP", user_id)
+                        broken += 1
+                        continue
                 else:
                     rotated = self.seal(credential.secret)
                 if rotated != credential.secret:
                     credential.secret = rotated
                     written += 1
+        if broken:
+            log.error("%d TOTP secret(s) could not be opened with the configured keys", broken)
         return written

@@ -34,6 +34,11 @@ class DirectoryUnavailable(Exception):
     """No server of the source could be reached (or TLS failed): not a wrong password."""
 
 
+class DirectoryBusy(DirectoryUnavailable):
+    """Refused before any bind (the source did not answer a moment ago, or ``login_binds``
+    are under way): no password was checked, so it does not count as a failed login."""
+
+
 #: seconds a source that did not answer is not asked again by logins
 DOWN_SECONDS = 5.0
 
@@ -51,10 +56,10 @@ class Binder:
         if not user_dn or not password:
             return False
         if time.monotonic() < self._down_until.get(source.name, 0.0):
-            raise DirectoryUnavailable(f"{source.name}: did not answer a moment ago")
+            raise DirectoryBusy(f"{source.name}: did not answer a moment ago")
         gate = self._gate(source)
         if not gate.acquire(blocking=False):
-            raise DirectoryUnavailable(f"{source.name}: {source.login_binds} logins are binding already")
+            raise DirectoryBusy(f"{source.name}: {source.login_binds} logins are binding already")
         try:
             return verify_password(source, user_dn, password)
         except DirectoryUnavailable:

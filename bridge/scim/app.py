@@ -109,29 +109,43 @@ def _no_operations(body: bytes) -> bool:
 SCIM_MOUNT = "/scim"  # where bridge.web mounts this application
 
 
-def _passwords(document: Any) -> list[str]:
-    """The ``password`` values anywhere in a request body (a user, a PATCH value, Bulk data),
-    to hash before the transaction (bridge.accounts.credentials.hashed_ahead)."""
+def _passwords(method: str, path: str, document: Any, max_operations: int) -> list[str]:
+    """The passwords a write request sets, where a User's password may stand: the body of
+    a POST or PUT to /Users, a PATCH's ``password`` operation (or path-less value), and the
+    same in each operation of a Bulk (at most ``max_operations``), to hash before the
+    transaction (bridge.accounts.credentials.hashed_ahead). Anything else is no password."""
     found: list[str] = []
 
-    def walk(node: Any, depth: int) -> None:
-        if depth > MAX_JSON_DEPTH or len(found) >= 1000:
-            return
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if isinstance(key, str) and key.lower().rsplit(":", 1)[-1] == "password" and isinstance(value, str):
-                    found.append(value)
-                elif isinstance(value, (dict, list)):
-                    walk(value, depth + 1)
-            path = node.get("path")
-            if isinstance(path, str) and path.lower() == "password" and isinstance(node.get("value"), str):
-                found.append(node["value"])
-        elif isinstance(node, list):
-            for item in node:
-                walk(item, depth + 1)
+    def key(mapping: dict[Any, Any], name: str) -> Any:
+        return next((v for k, v in mapping.items() if isinstance(k, str) and k.lower() == name), None)
 
-    walk(document, 0)
-    return [p for p in found if 0 < len(p) <= 4096]
+    def of(method: str, path: str, body: Any) -> None:
+        parts = [p for p in path.strip("/").split("/") if p]
+        if not isinstance(body, dict) or not parts or parts[0].lower() != "users":
+            return
+        if (method == "POST" and len(parts) == 1) or (method == "PUT" and len(parts) == 2):
+            found.append(key(body, "password"))
+        elif method == "PATCH" and len(parts) == 2:
+            for operation in key(body, "operations") or []:
+                if not isinstance(operation, dict):
+                    continue
+                target, value = key(operation, "path"), key(operation, "value")
+                if isinstance(target, str) and target.lower() == "password":
+                    found.append(value)
+                elif target is None and isinstance(value, dict):
+                    found.append(key(value, "password"))
+
+    method = method.upper()
+    if method == "POST" and path.strip("/").lower() == "bulk" and isinstance(document, dict):
+        operations = key(document, "operations")
+        if isinstance(operations, list) and len(operations) <= max_operations:
+            for operation in operations:
+                if isinstance(operation, dict):
+                    of(str(key(operation, "method") or "").upper(), str(key(operation, "path") or ""),
+                       key(operation, "data"))
+    else:
+        of(method, path, document)
+    return [p for p in found if isinstance(p, str) and 0 < len(p) <= 4096]
 
 
 class ScimApplication(WSGIApplication):
@@ -195,7 +209,8 @@ class ScimApplication(WSGIApplication):
         # lock is held one operation at a time; failOnErrors = 1 asks for all or nothing.
         atomic = bulk and isinstance(document, dict) and any(
             key.lower() == "failonerrors" and value == 1 for key, value in document.items())
-        passwords = _passwords(document) if identity and self._may_set_passwords(identity.name) else []
+        passwords = (_passwords(request.method, request.path, document, self.rt.config.scim.bulk_max_operations)
+                     if identity and self._may_set_passwords(identity.name) else [])
         with hashed_ahead(context_for(self.rt), passwords), \
                 self.storage.begin(actor, write=request.method not in READ_METHODS, per_operation=bulk and not atomic):
             return self.handler.handle(request)

@@ -16,7 +16,8 @@ from scim2_models import InvalidFilterException, InvalidValueException
 MAX_POSITION = 2**31 - 1
 #: parentheses and brackets inside one another; no IdP filter nests more than a few
 MAX_FILTER_DEPTH = 16
-_LOGICAL = re.compile(r"\b(and|or|not)\b", re.IGNORECASE)
+# counted generously: "1or" is "1 or" to a lenient parser; "color" and "north" are no operators
+_LOGICAL = re.compile(r"(?<![a-z])(and|or|not)(?![a-z0-9_$-])", re.IGNORECASE)
 
 
 def check_paging(query: dict[str, Any]) -> None:
@@ -24,7 +25,11 @@ def check_paging(query: dict[str, Any]) -> None:
         if key.lower() not in ("startindex", "count"):
             continue
         text = str(value).strip()
-        if re.fullmatch(r"[+-]?\d+", text) and abs(int(text)) > MAX_POSITION:
+        try:
+            number = float(text.replace("_", ""))  # what int() or float() would still read
+        except ValueError:
+            continue  # not a number: the SCIM library answers for it
+        if not abs(number) <= MAX_POSITION:  # also NaN and infinities
             raise InvalidValueException(detail=f"{key} is beyond {MAX_POSITION}")
 
 

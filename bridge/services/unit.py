@@ -1,7 +1,8 @@
 """A unit of work: one write transaction, one actor, every service on it.
 
-LDAP sync batches (and a SCIM Bulk with ``failOnErrors: 1``) group many changes in
-one unit, so a batch is applied whole or not at all; a SCIM Bulk otherwise commits
+LDAP sync batches group many changes in one unit, so a batch is applied whole or
+not at all (a SCIM Bulk with ``failOnErrors: 1`` is one unit too, so a crash midway
+applies none of it); a SCIM Bulk otherwise commits
 each operation in a unit of its own (bridge.scim.storage).
 """
 

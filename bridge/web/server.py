@@ -7,6 +7,11 @@ the ``server.workers`` threads: 200 of them do not stop ``/healthz``
 (tests/reliability/test_slow_clients.py; cheroot, before, stopped at 8). A request
 thread only ever runs the application.
 
+A request must arrive whole within ``server.request_timeout`` (30 s): a client that
+trickles its headers is disconnected then, so slow clients hold a socket for at most
+that long, and ``server.max_connections`` of them at once are what it takes to keep
+new connections waiting (a reverse proxy in front is the tool beyond that).
+
 ``stop()`` is graceful: the listener closes at once, requests already received are
 answered (up to ``server.shutdown_timeout``), then every connection closes.
 """
@@ -20,15 +25,32 @@ from collections.abc import Callable
 from typing import Any
 
 from waitress import wasyncore
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
 log = logging.getLogger("bridge.http")
 WsgiApp = Callable[..., Any]
 
 
+class _Channel(HTTPChannel):  # type: ignore[misc]
+    """A connection that knows since when its current request has been arriving."""
+
+    request_started: float | None = None
+
+    def received(self, data: bytes) -> bool:
+        before = self.request
+        result = bool(super().received(data))
+        if self.request is None:
+            self.request_started = None  # complete (or nothing yet): the clock stops
+        elif self.request is not before or self.request_started is None:
+            self.request_started = time.time()
+        return result
+
+
 class HttpServer:
     def __init__(self, app: WsgiApp, *, host: str, port: int, threads: int, max_connections: int,
-                 idle_timeout: float, max_body_bytes: int, shutdown_timeout: float, ident: str):
+                 idle_timeout: float, max_body_bytes: int, shutdown_timeout: float, ident: str,
+                 request_timeout: float = 30.0):
         self.app = app
         self.options: dict[str, Any] = {
             "host": host, "port": port, "threads": threads,
@@ -37,7 +59,9 @@ class HttpServer:
             "max_request_body_size": max_body_bytes,  # larger: 413 before the application is called
             "asyncore_use_poll": True,  # poll(), not select(): no limit of 1024 descriptors
             "backlog": 1024, "ident": ident, "expose_tracebacks": False,
+            "cleanup_interval": 1,  # how often connections are checked against the timeouts
         }
+        self.request_timeout = request_timeout
         self.shutdown_timeout = shutdown_timeout
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -46,6 +70,21 @@ class HttpServer:
     def start(self) -> None:
         """Bind (raising OSError at once if the address is taken), then serve in a thread."""
         self._server = create_server(self.app, **self.options)
+        self._server.channel_class = _Channel
+        tidy = self._server.maintenance
+
+        def maintenance(now: float) -> None:
+            """waitress closes idle connections; a request that has not arrived whole within
+            request_timeout (headers a byte at a time) is closed too, so slow clients hold
+            their sockets for that long at most."""
+            tidy(now)
+            cutoff = now - self.request_timeout
+            for channel in list(self._server.active_channels.values()):
+                started = getattr(channel, "request_started", None)
+                if started is not None and started < cutoff and not channel.requests:
+                    channel.will_close = True
+
+        self._server.maintenance = maintenance
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
         self._thread.start()
 

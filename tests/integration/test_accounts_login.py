@@ -181,6 +181,9 @@ def test_one_address_in_any_spelling_is_one_address_and_an_unlock_lifts_it(runti
     """Before, "10.10.10.10 " locked an address of its own that ip-unlock could not lift."""
     make_user(runtime)
     spellings = ["203.0.113.5", " 203.0.113.5", "203.0.113.5 ", "::ffff:203.0.113.5", "::FFFF:cb00:7105"]
+    from bridge.web.api.auth import client_address
+
+    assert client_address("fe80::1%eth0") == client_address("FE80::0:1%x") == "fe80::1"  # a zone names no host
     for n in range(25):
         assert attempt(client, admin_headers, f"guess.{n:02d}", "Wrong-Password-1",
                        ip=spellings[n % len(spellings)]).status_code == 401

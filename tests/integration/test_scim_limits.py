@@ -38,6 +38,9 @@ def terms(n: int) -> str:
     (f"filter={terms(5700)}", "invalidFilter"),
     ('filter=userName co "' + "a" * 9000 + '"', "invalidFilter"),
     ("filter=" + "(" * 17 + 'userName eq "u1"' + ")" * 17, "invalidFilter"),
+    ("filter=" + " ".join(["active eq 1or"] * 150) + " active eq 1", "invalidFilter"),
+    ("startIndex=99_999_999_999_999_999_999", "invalidValue"),
+    ("startIndex=9999999999999999999.0", "invalidValue"),
 ])
 def test_a_query_past_the_bounds_is_a_400_naming_the_limit(idp, query, scim_type):
     answer = idp.get(f"/Users?{query}")

@@ -227,3 +227,22 @@ def test_a_rule_reading_the_customer_from_attributes_obeys_the_clients_list(clie
     with runtime.store.read() as session:
         linked = session.scalars(select(User.user_name).where(User.customer_id.is_not(None))).all()
     assert linked == ([f"cs.{client_name}.{number}"] if allowed else [])
+
+
+def test_only_passwords_where_a_password_stands_are_hashed_ahead(idp1, monkeypatch):
+    """Hashing before the transaction must not become a way to burn CPU: a password key
+    anywhere else in a body, or in a request that sets no password, is not hashed."""
+    from bridge.accounts import credentials
+
+    made: list[str] = []
+    real = credentials.hash_password
+    monkeypatch.setattr(credentials, "hash_password", lambda policy, p: made.append(p) or real(policy, p))
+    junk = {"schemas": [CORE], "userName": "junk.hash", "urn:x:junk": [{"password": f"Junk-Pass-{i}x"}
+                                                                        for i in range(40)]}
+    idp1.post("/Users", junk)
+    idp1.post("/Users/.search", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                                 "password": "Search-Pass-1x"})
+    idp1.patch("/Users/no-such-id", [{"op": "add", "path": "nickName", "value": {"password": "Nick-Pass-1x"}}])
+    assert made == []
+    idp1.post("/Users", {"schemas": [CORE], "userName": "real.hash", "password": STRONG})
+    assert made == [STRONG]

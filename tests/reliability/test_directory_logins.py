@@ -6,8 +6,8 @@
   list the directory's users.
 - A directory that does not answer (a real ``dirbridge serve``, its LDAP URL a socket
   that accepts and never replies): each login bind waits at most ``login_timeout``, at
-  most ``login_binds`` wait at once, ``/healthz`` keeps answering, and the failures
-  count for the lockout. Before, each login held a thread for 10 s and 8 of them
+  most ``login_binds`` wait at once, ``/healthz`` keeps answering; a bind that ran and
+  got no answer counts for the lockout, a login refused before any bind does not. Before, each login held a thread for 10 s and 8 of them
   made ``/healthz`` time out.
 """
 
@@ -164,15 +164,40 @@ def test_a_directory_that_does_not_answer_holds_no_thread_for_long(tmp_path: Pat
         statuses = [status for status, _ in results]
         slowest = max(took for _, took in results)
 
-        # the failures count for the lockout: five for one user (the source now fails at once), then 423
+        # the binds that ran and timed out count as failed logins; those refused before any bind
+        # (the source is held down for a moment, or login_binds are under way) do not
         answers = [_login(port, token.stdout.strip(), "dir.user0", 100 + k)[0] for k in range(6)]
+        store = Store(config.database_url)
+        with store.read() as session:
+            from sqlalchemy import func, select
+
+            from bridge.store.models import LoginAttempt
+
+            reasons = {reason: n for reason, n in session.execute(
+                select(LoginAttempt.reason, func.count()).group_by(LoginAttempt.reason))}
+        store.dispose()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         silent.close()
     report.add("directory_down", logins=24, answered_503=statuses.count(503), slowest_login_s=round(slowest, 2),
-               healthz_max_ms=round(max(probes) * 1000, 1), then_for_one_user=answers)
+               healthz_max_ms=round(max(probes) * 1000, 1), then_for_one_user=answers, attempts=reasons)
     assert set(statuses) == {503}, statuses
     assert slowest < 2 * 2 + 1.5, slowest  # one URL, connect + answer at most login_timeout each
     assert max(probes) < 1.0, probes
-    assert answers[-1] == 423 and 423 in answers, answers
+    assert answers == [503] * 6, answers
+    assert reasons.get("directory_unavailable") == 2 and reasons.get("directory_busy") == 22 + 6, reasons
+
+
+def test_a_login_refused_before_any_bind_is_no_failed_login(client, runtime, admin_headers, slapd):
+    """While a source is held to fail fast (it did not answer a moment ago) or its
+    login_binds are all under way, no password is checked: such a 503 does not count
+    towards the lockout, so a short hiccup of the directory locks nobody out."""
+    with runtime.services.unit(Actor.ldap_sync("corp")) as uow:
+        uow.users.create(user_name="alice", source_id="entry-alice", ldap_dn=SEED_USER_DNS["alice"])
+    runtime.binder._down_until["corp"] = time.monotonic() + 3600
+    body = {"username": "alice", "password": slapd.passwords["alice"], "client_ip": "198.51.100.8"}
+    answers = [client.post("/api/v1/auth/login", json=body, headers=admin_headers).status_code for _ in range(8)]
+    assert answers == [503] * 8
+    runtime.binder._down_until.clear()
+    assert client.post("/api/v1/auth/login", json=body, headers=admin_headers).status_code == 200

@@ -74,3 +74,44 @@ def test_slow_and_idle_connections_do_not_stop_the_server(tmp_path: Path, report
                healthz_median_ms=round(statistics.median(latencies) * 1000, 1), connections_kept=still_open)
     assert statuses == [200] * PROBES, statuses
     assert max(latencies) < 1.0, latencies
+
+
+def test_a_request_that_does_not_arrive_in_time_is_disconnected(tmp_path: Path, report: Report):
+    """A client trickling its headers holds its socket for ``server.request_timeout`` at
+    most: then the server closes it, and its place is free again."""
+    port = free_port()
+    proc = start_serve(tmp_path, port, "workers = 4\nrequest_timeout = 2\nmax_connections = 60\n")
+    sockets = []
+    try:
+        for _ in range(50):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+            sockets.append(sock)
+        started = time.perf_counter()
+        closed = 0
+        for _ in range(40):  # keep trickling; count the sockets the server has closed
+            closed = 0
+            for sock in sockets:
+                try:
+                    sock.send(b"x")
+                    sock.settimeout(0.001)
+                    if sock.recv(1) == b"":
+                        closed += 1
+                except (BlockingIOError, TimeoutError, socket.timeout):
+                    pass
+                except OSError:
+                    closed += 1
+            if closed == len(sockets):
+                break
+            time.sleep(0.25)
+        took = time.perf_counter() - started
+        status, _ = get(port, "/healthz", timeout=5)
+    finally:
+        for sock in sockets:
+            sock.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+    report.add("slow_clients", request_timeout_s=2, trickling=len(sockets), closed_by_server=closed,
+               within_s=round(took, 1))
+    assert closed == len(sockets) and took < 6, (closed, took)
+    assert status == 200

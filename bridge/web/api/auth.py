@@ -35,8 +35,10 @@ def client_address(value: str | None) -> str | None:
         address = ipaddress.ip_address(value.strip())
     except ValueError:
         raise ValueError(f"{value[:64]!r} is not an IP address") from None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        address = ipaddress.IPv6Address(str(address).split("%", 1)[0])  # a zone id names no other host
     return str(address)
 
 
