@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete
 
-from bridge.store.models import AuditEvent, utcnow
+from bridge.store.models import AuditEvent, JobRun, utcnow
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
@@ -25,14 +25,16 @@ class JobSpec:
 
 def audit_retention(rt: Runtime) -> dict[str, Any]:
     """Delete audit events older than ``audit.retention_days``, and conflicts between
-    sources resolved that long ago."""
+    sources resolved and job runs finished that long ago (frequent jobs add hundreds of
+    runs a day)."""
     from bridge.services import conflicts
 
     cutoff = utcnow() - timedelta(days=rt.config.audit.retention_days)
     with rt.store.write() as session:
         result = session.execute(delete(AuditEvent).where(AuditEvent.at < cutoff))
         purged = conflicts.purge(session, cutoff)
-    return {"deleted": result.rowcount or 0, "conflicts_purged": purged}
+        runs = session.execute(delete(JobRun).where(JobRun.started_at < cutoff))
+    return {"deleted": result.rowcount or 0, "conflicts_purged": purged, "job_runs_purged": runs.rowcount or 0}
 
 
 def job_specs(rt: Runtime) -> list[JobSpec]:
