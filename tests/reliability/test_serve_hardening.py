@@ -10,6 +10,7 @@ import http.client
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.fixtures.app import run_cli
@@ -69,3 +70,70 @@ def test_a_weak_session_secret_stops_the_start_naming_the_key(tmp_path: Path):
                             text=True, timeout=60)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "status.session_secret: too weak" in result.stderr and "changeme" not in result.stderr
+
+
+def test_the_status_page_of_the_deployed_server(tmp_path: Path):
+    """A temporary password opens only the form that replaces it, and a revoked operator
+    right ends the session for good (giving it back does not revive the old cookie),
+    through a real browser-like client (cookies, CSRF) against a real serve."""
+    import http.cookiejar
+    import urllib.parse
+    import urllib.request
+
+    from tests.fixtures.browser import csrf_in
+
+    port = free_port()
+    proc = start_serve(tmp_path, port, "[policy.password]\nhash_time_cost = 1\nhash_memory_kib = 8192\n"
+                       "hash_parallelism = 1\n[status]\nrequire_totp = false\n")  # TOTP: test_status_page
+    base = f"http://127.0.0.1:{port}"
+    try:
+        admin = run_cli("token", "create", "portal", "--admin", "--config", "dirbridge.toml", cwd=tmp_path)
+        api = {"Authorization": f"Bearer {admin.stdout.strip()}", "Content-Type": "application/json"}
+        status, _, body = _call(port, "POST", "/api/v1/users", {"user_name": "ops.person", "email": "o@example.org",
+                                                                "access_type": "admin"}, api)
+        user_id = json.loads(body)["id"]
+        _call(port, "POST", "/api/v1/users", {"user_name": "other.admin", "email": "a@example.org",
+                                              "access_type": "admin"}, api)  # so that ops.person may be demoted
+        _, _, body = _call(port, "POST", f"/api/v1/users/{user_id}/password-reset", {}, api)
+        temporary = json.loads(body)["temporary_password"]
+
+        jar = http.cookiejar.CookieJar()
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+                return None
+
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), NoRedirect)
+
+        def fetch(path: str, form: dict[str, str] | None = None) -> tuple[int, str]:
+            data = urllib.parse.urlencode(form).encode() if form is not None else None
+            try:
+                with browser.open(base + path, data=data, timeout=30) as answer:
+                    return answer.status, answer.read().decode()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read().decode()
+
+        def log_in(password: str) -> tuple[int, str]:
+            _, page = fetch("/status/login")
+            return fetch("/status/login", {"csrf": csrf_in(page), "username": "ops.person", "password": password})
+
+        status, page = log_in(temporary)
+        assert status == 200 and 'name="new_password"' in page, page[:300]
+        assert fetch("/status")[0] == 303
+        chosen = "Ops-Own-Password-77"
+        status, page = fetch("/status/password", {"csrf": csrf_in(page), "new_password": chosen,
+                                                  "new_password_repeat": chosen})
+        assert status == 200 and "changed" in page
+        status, _ = log_in(chosen)
+        assert status == 303 and fetch("/status")[0] == 200
+        cookies = list(jar)
+
+        assert _call(port, "PATCH", f"/api/v1/users/{user_id}", {"access_type": "backend"}, api)[0] == 200
+        assert fetch("/status")[0] == 303
+        _call(port, "PATCH", f"/api/v1/users/{user_id}", {"access_type": "admin"}, api)  # and comes back
+        for cookie in cookies:
+            jar.set_cookie(cookie)  # the old session cookie, as a thief would keep it
+        assert fetch("/status")[0] == 303
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
