@@ -275,11 +275,9 @@ def jobs(ctx: click.Context, config_path: Path | None) -> None:
         return
     from sqlalchemy import select
 
-    from bridge.jobs.registry import job_specs
-    from bridge.store.models import JobRun
-
     from bridge.jobs.leader import current_leader
-    from bridge.store.models import utcnow
+    from bridge.jobs.registry import job_specs
+    from bridge.store.models import JobRun, utcnow
 
     rt = build_runtime_or_fail(load(config_path))
     lease = current_leader(rt.store)

@@ -12,9 +12,17 @@ from pathlib import Path
 import click
 
 from bridge.accounts.context import AccountsContext, context_for
-from bridge.cli_common import EXIT_FAILURE, EXIT_USAGE, build_runtime_or_fail, cli_actor, config_option, fail, load, with_user
+from bridge.cli_common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    build_runtime_or_fail,
+    cli_actor,
+    config_option,
+    fail,
+    load,
+    with_user,
+)
 from bridge.services import ServiceError
-
 
 
 def _context(config_path: Path | None) -> AccountsContext:

@@ -34,7 +34,8 @@ class AccountsContext:
         if self.binder_of is None:
             from bridge.ldap.auth import Binder
 
-            self.binder_of = lambda made=Binder(): made  # type: ignore[misc]
+            made = Binder()
+            self.binder_of = lambda: made
         return self.binder_of()
 
     @property
@@ -43,7 +44,8 @@ class AccountsContext:
         if self.vault_of is None:
             from bridge.accounts.vault import TotpVault
 
-            self.vault_of = lambda made=TotpVault.of(self.config): made  # type: ignore[misc]
+            vault = TotpVault.of(self.config)
+            self.vault_of = lambda: vault
         return self.vault_of()
 
     def now(self) -> datetime:

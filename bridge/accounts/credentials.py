@@ -21,7 +21,6 @@ from bridge.accounts.passwords import (
 from bridge.services import UnitOfWork
 from bridge.store.models import User
 
-
 # Hashes made before the request's transaction began (``hashed_ahead``): argon2 costs
 # hundreds of milliseconds by design, and made inside a write transaction it holds the
 # store's write lock that long for every password (a Bulk of 170 held it for 52 s).

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.accounts.invitations import parse_role
-from bridge.services import Actor, Services, ServiceError, UnitOfWork
+from bridge.services import Actor, ServiceError, Services, UnitOfWork
 from bridge.services.errors import InvalidValue, NotFound
 from bridge.services.users import user_name_key
 from bridge.store.models import User

@@ -113,6 +113,7 @@ def render(kind: str, lang: str, to: str, **values: object) -> Message:
     subject = _text_env.from_string(template["subject"]).render(**values)
     text = _text_env.from_string(template["text"]).render(**values)
     body = _html_env.from_string(template["html"]).render(**values)
-    html = _html_env.from_string(HTML_FRAME).render(lang=lang, subject=subject, body=Markup(body))  # body: escaped above
+    # body: escaped above
+    html = _html_env.from_string(HTML_FRAME).render(lang=lang, subject=subject, body=Markup(body))
     return Message(to=to, subject=subject, text=text, html=html)
 

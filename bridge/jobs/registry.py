@@ -41,7 +41,6 @@ def job_specs(rt: Runtime) -> list[JobSpec]:
     """Every job of this configuration."""
     from bridge.accounts.jobs import account_job_specs  # invitations, password expiry, lockout release
     from bridge.ldap.jobs import sync_job_specs  # the LDAP sync jobs: one full, one incremental per source
-
     from bridge.web.operator import operator_sessions_sweep  # the status page's sessions
 
     specs = [

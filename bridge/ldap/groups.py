@@ -20,7 +20,7 @@ from bridge.ldap.directory import GroupEntry
 from bridge.ldap.dn import dn_key
 from bridge.ldap.plan import Counts, Plan
 from bridge.ldap.users import ENTRY_ERRORS
-from bridge.services import Actor, Services, ServiceError
+from bridge.services import Actor, ServiceError, Services
 from bridge.services.groups import SOURCE_ORIGIN, MemberDelta, direct_members
 from bridge.services.unit import UnitOfWork
 from bridge.store.models import Group, User
@@ -164,7 +164,8 @@ class GroupWriter:
                     ids[dn_key(entry.dn)] = self._one_group(uow, entry, existing.get(entry.source_id), counts)
             except ENTRY_ERRORS as exc:
                 counts.errors += 1
-                errors.append(f"group {entry.dn}: {exc.message if isinstance(exc, ServiceError) else type(exc).__name__}")
+                reason = exc.message if isinstance(exc, ServiceError) else type(exc).__name__
+                errors.append(f"group {entry.dn}: {reason}")
         return ids, counts, errors
 
     def _one_group(self, uow: UnitOfWork, entry: GroupEntry, group: Group | None, counts: Counts) -> str:

@@ -25,7 +25,8 @@ class GuardInput:
 
 def trips(guard: DeletionGuard, given: GuardInput) -> str | None:
     """Why the guard stops this sync, or None when it may proceed."""
-    if given.full_scan and given.scanned < guard.min_entries and (given.would_remove_users or given.would_remove_groups):
+    removes = given.would_remove_users or given.would_remove_groups
+    if given.full_scan and given.scanned < guard.min_entries and removes:
         return (f"the directory returned {given.scanned} entries, fewer than "
                 f"deletion_guard.min_entries = {guard.min_entries}")
     for what, count, total in (("users", given.would_remove_users, given.active_users),

@@ -10,9 +10,10 @@ for mapping rules to read (``attributes = { costCenter = "departmentNumber" }``)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal, Mapping
+from typing import Literal
 
 from bridge.config import LdapSourceConfig
 

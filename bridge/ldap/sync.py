@@ -369,7 +369,6 @@ class SourceSync:
     def _still_present(self, reader: Reader, removals: Removals) -> Removals:
         """Drop from ``removals`` the DNs that exist again in the directory."""
         import ldap3
-
         from ldap3.core.exceptions import LDAPNoSuchObjectResult
 
         def exists(dn: str) -> bool:

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, or_, select
 
 from bridge.mapping.model import GroupInfo, Holding, Model, UserInfo
 from bridge.mapping.rules import CompiledRules
+from bridge.services.users import user_name_key
 from bridge.store.db import Store
 from bridge.store.models import (
     Grant,
@@ -29,7 +30,6 @@ from bridge.store.models import (
     User,
     UserRight,
 )
-from bridge.services.users import user_name_key
 
 
 @contextmanager
@@ -74,7 +74,8 @@ def rule_holdings(model: Model, rules: CompiledRules, source: str, name: str, dn
     return out
 
 
-def _group_infos(conn: Connection, model: Model, rules: CompiledRules, group_ids: list[str] | None) -> dict[str, GroupInfo]:
+def _group_infos(conn: Connection, model: Model, rules: CompiledRules,
+                 group_ids: list[str] | None) -> dict[str, GroupInfo]:
     groups = select(Group.id, Group.display_name, Group.source, Group.ldap_dn)
     edges = select(GroupGroupMember.child_group_id, GroupGroupMember.group_id)
     grants = select(Grant.id, Grant.group_id, Grant.role_id, Grant.scope_id, Grant.origin).where(

@@ -41,12 +41,12 @@ PORTAL_SCHEMA = "urn:dirbridge:params:scim:schemas:extension:portal:2.0:User"
 ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     internal = "internal"
     external = "external"
 
 
-class AccessTypeValue(str, enum.Enum):
+class AccessTypeValue(enum.StrEnum):
     admin = "admin"
     backend = "backend"
     api = "api"

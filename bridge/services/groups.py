@@ -311,7 +311,8 @@ class GroupService:
             for uid in uids:
                 self.uow.changes.user(uid)  # the check caches of every replica drop these
 
-        changed = [(d.group_id, added, removed) for d, (added, removed) in zip(deltas, results) if added or removed]
+        changed = [(d.group_id, added, removed) for d, (added, removed) in zip(deltas, results, strict=True)
+                   if added or removed]
         if changed:
             session.execute(update(Group.__table__).where(Group.__table__.c.id == bindparam("gid")).values(
                 updated_at=now, version=Group.__table__.c.version + 1), [{"gid": gid} for gid, _, _ in changed])
@@ -352,7 +353,8 @@ class GroupService:
         session as ORM objects: expire those so that nothing reads or flushes a stale copy."""
         session = self.uow.session
         for obj in list(session.identity_map.values()):
-            if isinstance(obj, Group) and obj.id in group_ids or isinstance(obj, (GroupUserMember, GroupGroupMember)) and obj.group_id in group_ids:
+            if (isinstance(obj, Group) and obj.id in group_ids
+                    or isinstance(obj, (GroupUserMember, GroupGroupMember)) and obj.group_id in group_ids):
                 session.expire(obj)
 
     def _set_displays(self, group: Group, origin: str, displays: Mapping[str, str | None],

@@ -66,7 +66,7 @@ class _InsertPlan:
             values = list(take(row)) if len(self.names) > 1 else [take(row)]
             for i, process in processed:
                 values[i] = process(values[i])
-            out.append(tuple(values) if self.positional else dict(zip(self.names, values)))
+            out.append(tuple(values) if self.positional else dict(zip(self.names, values, strict=True)))
         return out
 
 

@@ -22,8 +22,8 @@ from bridge.services.errors import Conflict, InvalidValue, NotFound
 from bridge.store.models import ApiToken, TokenKind, utcnow
 
 if TYPE_CHECKING:
-    from bridge.store.db import Store
     from bridge.services.unit import UnitOfWork
+    from bridge.store.db import Store
 
 TOKEN_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 TOKEN_FORMAT = re.compile(r"^dbr_(?P<prefix>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{43})$")

@@ -496,7 +496,8 @@ class UserService:
 
     def _guard_last_admin(self, user: User, changed: dict[str, Any]) -> None:
         was_admin = user.active and user.access_type == AccessType.admin
-        stays_admin = changed.get("active", user.active) and changed.get("access_type", user.access_type) == AccessType.admin
+        stays_admin = (changed.get("active", user.active)
+                       and changed.get("access_type", user.access_type) == AccessType.admin)
         if not was_admin or stays_admin:
             return
         admins = (

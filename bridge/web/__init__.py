@@ -58,8 +58,21 @@ def create_app(rt: Runtime) -> OpenAPI:
         return response
 
     from bridge.web import health, status
-    from bridge.web.api import check, customers, grants, roles, scopes, users
-    from bridge.web.api import accounts, auth, invitations, jobs, rights_groups, sync, tokens
+    from bridge.web.api import (
+        accounts,
+        auth,
+        check,
+        customers,
+        grants,
+        invitations,
+        jobs,
+        rights_groups,
+        roles,
+        scopes,
+        sync,
+        tokens,
+        users,
+    )
     from bridge.web.api import errors as api_errors
     from bridge.web.api import headers as api_headers
 

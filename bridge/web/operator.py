@@ -29,11 +29,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func
-
 from flask import Blueprint, Flask, Response, abort, g, redirect, render_template, request, session, url_for
-from flask.sessions import SecureCookieSessionInterface
 from flask.blueprints import BlueprintSetupState
+from flask.sessions import SecureCookieSessionInterface
+from sqlalchemy import func
 
 from bridge.accounts.context import context_for
 from bridge.accounts.credentials import set_new_password

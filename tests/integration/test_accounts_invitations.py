@@ -156,7 +156,8 @@ def test_a_refused_mail_changes_nothing(runtime, client, admin_headers, clock):
 
 
 def test_admins_enrol_totp_on_the_invitation_page(runtime, client, admin_headers, smtp_sink, clock):
-    runtime.config = runtime.services.config = accounts_config(smtp_sink, policy={"totp": {"required_for_admins": True}})
+    runtime.config = runtime.services.config = accounts_config(smtp_sink,
+                                                               policy={"totp": {"required_for_admins": True}})
     invite(client, admin_headers, email="root.admin@example.org", access_type="admin")
     link = link_in(smtp_sink.wait_for(1)[0].text)
     done = set_password(client, link, GOOD_PASSWORD)

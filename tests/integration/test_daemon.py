@@ -169,7 +169,8 @@ def test_logs_are_json_lines_without_secrets():
     logger = logging.getLogger("test.redaction")
     logger.addHandler(handler)
     logger.propagate = False
-    logger.warning("bind failed for %s with %s", "cn=svc", "hunter2-bind-secret", extra={"detail": "pw=hunter2-bind-secret"})
+    logger.warning("bind failed for %s with %s", "cn=svc", "hunter2-bind-secret",
+                   extra={"detail": "pw=hunter2-bind-secret"})
     line = json.loads(stream.getvalue())
     assert line["msg"] == "bind failed for cn=svc with ***"
     assert line["detail"] == "pw=***" and line["level"] == "warning"

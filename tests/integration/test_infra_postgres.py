@@ -56,7 +56,8 @@ def test_drop_survives_open_connections(postgres_server):
     admin = sa.create_engine(postgres_server.url("postgres"))
     try:
         with admin.connect() as c:
-            assert c.execute(sa.text("SELECT count(*) FROM pg_database WHERE datname = 'infra_drop_force'")).scalar_one() == 0
+            gone = sa.text("SELECT count(*) FROM pg_database WHERE datname = 'infra_drop_force'")
+            assert c.execute(gone).scalar_one() == 0
     finally:
         admin.dispose()
 

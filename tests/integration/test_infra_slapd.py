@@ -95,7 +95,8 @@ def test_non_ascii_and_escaped_dns_round_trip(slapd):
     entry = conn.entries[0]
     assert norm(entry.entry_dn) == norm(juergen)
     assert entry.cn.value == "Jürgen Müller"
-    assert {norm(g) for g in entry.memberOf.values} == {norm(slapd.group_dn("developers")), norm(slapd.group_dn("international"))}
+    assert {norm(g) for g in entry.memberOf.values} == {norm(slapd.group_dn("developers")),
+                                                         norm(slapd.group_dn("international"))}
 
     assert conn.search(smith, "(objectClass=*)", ldap3.BASE, attributes=["cn", "memberOf"])
     entry = conn.entries[0]
@@ -109,7 +110,8 @@ def test_non_ascii_and_escaped_dns_round_trip(slapd):
     assert conn.search(slapd.users_base, "(cn=Jürgen Müller)", attributes=["uid"])
     assert [e.uid.value for e in conn.entries] == ["jmueller"]
     conn.search(slapd.group_dn("international"), "(objectClass=*)", ldap3.BASE, attributes=["member"])
-    assert {norm(m) for m in conn.entries[0].member.values} == {norm(juergen), norm(smith), norm(slapd.user_dn("heidi"))}
+    assert {norm(m) for m in conn.entries[0].member.values} == {norm(juergen), norm(smith),
+                                                                 norm(slapd.user_dn("heidi"))}
 
 
 def test_accesslog_records_writes(slapd):
@@ -117,7 +119,8 @@ def test_accesslog_records_writes(slapd):
     dn = f"uid=log-{uuid.uuid4().hex[:8]},{slapd.users_base}"
     slapd.ldapadd(f"dn: {dn}\nobjectClass: inetOrgPerson\nuid: {dn[4:16]}\ncn: Log Test\nsn: Test\n")
     try:
-        assert conn.search(slapd.accesslog_base, f"(&(objectClass=auditAdd)(reqDN={dn}))", attributes=["reqType", "reqStart"])
+        assert conn.search(slapd.accesslog_base, f"(&(objectClass=auditAdd)(reqDN={dn}))",
+                           attributes=["reqType", "reqStart"])
         assert conn.entries[0].reqType.value == "add"
     finally:
         slapd.ldapdelete(dn)
@@ -141,7 +144,8 @@ def test_restart_keeps_data(slapd):
 
         slapd.stop()
         assert not slapd.running
-        refused = ldap3.Connection(ldap3.Server(slapd.url, get_info=ldap3.NONE, connect_timeout=1), raise_exceptions=False)
+        refused = ldap3.Connection(ldap3.Server(slapd.url, get_info=ldap3.NONE, connect_timeout=1),
+                                   raise_exceptions=False)
         with pytest.raises(ldap3.core.exceptions.LDAPSocketOpenError):
             refused.open()
     finally:

@@ -22,7 +22,8 @@ def test_utf8_mail_is_received(smtp_sink):
     assert received["Subject"] == received.message["Subject"]
     assert received.envelope_from == "bridge@example.org"
     assert received.envelope_to == ("juergen.mueller@example.org", "alice@example.org", "audit@example.org")
-    assert [a.addr_spec for a in received.message["To"].addresses] == ["juergen.mueller@example.org", "alice@example.org"]
+    assert [a.addr_spec for a in received.message["To"].addresses] == ["juergen.mueller@example.org",
+                                                                       "alice@example.org"]
     assert received.message["To"].addresses[0].display_name == "Jürgen Müller"
     assert received.text == "Hallo Jürgen,\nyour roles changed.\n"
     assert smtp_sink.messages == [received]

@@ -13,8 +13,8 @@ import ldap3
 from bridge.config import LdapSourceConfig
 from bridge.ldap.auth import verify_password
 from bridge.ldap.connection import check_bind, connect
-from bridge.ldap.dirsync import COOKIE_KEY
 from bridge.ldap.directory import Reader
+from bridge.ldap.dirsync import COOKIE_KEY
 from bridge.ldap.dn import dn_key
 from bridge.ldap.presets import attribute_map
 from bridge.ldap.sync import run_sync

@@ -122,7 +122,8 @@ def test_two_syncs_started_at_once_one_is_refused(store: Store) -> None:
         outcomes: list[str] = []
         release = threading.Event()
 
-        def contender(n: int) -> None:
+        def contender(n: int, barrier: threading.Barrier = barrier, outcomes: list[str] = outcomes,
+                      release: threading.Event = release) -> None:
             barrier.wait()
             try:
                 with source_lock(store, "corp", f"replica{n}"):

@@ -37,7 +37,8 @@ def members(store: Store, group: Group) -> set[str]:
         names = set(session.scalars(select(User.user_name).join(GroupUserMember).where(
             GroupUserMember.group_id == group.id)))
         names |= set(session.scalars(select(Group.display_name).join(
-            GroupGroupMember, GroupGroupMember.child_group_id == Group.id).where(GroupGroupMember.group_id == group.id)))
+            GroupGroupMember, GroupGroupMember.child_group_id == Group.id)
+            .where(GroupGroupMember.group_id == group.id)))
     return names
 
 
@@ -356,7 +357,8 @@ def test_active_directory_range_retrieval_follows_every_range():
     from bridge.ldap.directory import EntryParser
     from bridge.ldap.presets import attribute_map
 
-    config = make_config(ldap={"sources": [{"name": "ad", "url": "ldaps://dc1.example.org", "preset": "active_directory",
+    config = make_config(ldap={"sources": [{"name": "ad", "url": "ldaps://dc1.example.org",
+                                            "preset": "active_directory",
                                             "users_base": "DC=example,DC=org"}]})
     ranges = {"member;range=3-*": ("Member;range=3-5", ["CN=d,DC=x", "CN=e,DC=x", "CN=f,DC=x"]),
               "member;range=6-*": ("member;range=6-*", ["CN=g,DC=x"])}
@@ -372,7 +374,8 @@ def test_active_directory_range_retrieval_follows_every_range():
             return True
 
     entry = {"dn": "CN=big,DC=x", "attributes": {
-        "objectGUID": ["(text form, unused)"], "cn": ["big"], "member;range=0-2": ["CN=a,DC=x", "CN=b,DC=x", "CN=c,DC=x"]},
+        "objectGUID": ["(text form, unused)"], "cn": ["big"],
+        "member;range=0-2": ["CN=a,DC=x", "CN=b,DC=x", "CN=c,DC=x"]},
         "raw_attributes": {"objectGUID": [bytes(range(16))]}}
     group = EntryParser(attribute_map(config.ldap.sources[0])).group(ScriptedConnection(), entry)
     assert group is not None and group.name == "big"

@@ -80,13 +80,14 @@ def apply(services: Services, user_id: str, step: tuple, *, add: bool) -> None:
             if add:
                 uow.grants.grant(step[1], step[2], **holder)
             else:
-                for grant, role in uow.grants.list(role=step[1], scope=step[2], **holder):
+                for grant, _role in uow.grants.list(role=step[1], scope=step[2], **holder):
                     uow.grants.revoke(grant)
         elif kind == "membership":
             members = {"add_users" if add else "remove_users": [user_id]}
             uow.groups.change_members(groups[step[1]], **members)
         elif kind == "nesting":  # group0 in group1, or group1 in group2: never a cycle
-            child, parent = (groups["group0"], groups["group1"]) if step[1] == 0 else (groups["group1"], groups["group2"])
+            child, parent = ((groups["group0"], groups["group1"]) if step[1] == 0
+                             else (groups["group1"], groups["group2"]))
             uow.groups.change_members(parent, **{"add_groups" if add else "remove_groups": [child.id]})
         elif kind == "right":
             if add:

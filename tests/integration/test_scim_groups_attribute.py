@@ -8,7 +8,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import pytest
-
 from sqlalchemy import event
 
 from bridge.config import load_config_data

@@ -165,7 +165,8 @@ def test_patch_operations(scim):
 def test_filters_sorting_paging_and_projection(scim):
     for name, dept, active in [("anna@example.com", "Sales", True), ("bert@example.com", "Sales", False),
                                ("carl@example.com", "IT", True), ("dora@example.com", "IT", True)]:
-        scim.create_user(name, active=active, emails=[{"value": name, "type": "work"}], **{ENTERPRISE: {"department": dept}})
+        scim.create_user(name, active=active, emails=[{"value": name, "type": "work"}],
+                         **{ENTERPRISE: {"department": dept}})
     listing = scim.get(f'/Users?filter={ENTERPRISE}:department eq "it" or active eq false'
                        "&sortBy=userName&sortOrder=descending&startIndex=2&count=2"
                        "&attributes=userName")
@@ -173,7 +174,8 @@ def test_filters_sorting_paging_and_projection(scim):
     assert body["totalResults"] == 3 and body["startIndex"] == 2 and body["itemsPerPage"] == 2
     assert [u["userName"] for u in body["Resources"]] == ["carl@example.com", "bert@example.com"]
     assert set(body["Resources"][0]) == {"id", "userName", "schemas"}
-    complex_filter = scim.get('/Users?filter=emails[type eq "work" and value co "@EXAMPLE.com"] and not (userName sw "a")')
+    complex_filter = scim.get('/Users?filter=emails[type eq "work" and value co "@EXAMPLE.com"]'
+                              ' and not (userName sw "a")')
     assert complex_filter.json["totalResults"] == 3
     excluded = scim.get('/Users?filter=userName eq "anna@example.com"&excludedAttributes=emails,meta')
     assert "emails" not in excluded.json["Resources"][0] and "meta" not in excluded.json["Resources"][0]
@@ -260,11 +262,14 @@ def test_groups_with_members_and_nested_groups(scim):
 
 def test_bulk_with_bulk_ids_and_fail_on_errors(scim, runtime):
     body = {"schemas": [BULK], "failOnErrors": 1, "Operations": [
-        {"method": "POST", "path": "/Users", "bulkId": "u1", "data": {"schemas": [CORE], "userName": "bulk1@example.com"}},
+        {"method": "POST", "path": "/Users", "bulkId": "u1",
+         "data": {"schemas": [CORE], "userName": "bulk1@example.com"}},
         {"method": "POST", "path": "/Groups", "bulkId": "g1",
          "data": {"displayName": "Bulkers", "members": [{"value": "bulkId:u1", "type": "User"}]}},
-        {"method": "POST", "path": "/Users", "bulkId": "dup", "data": {"schemas": [CORE], "userName": "BULK1@example.com"}},
-        {"method": "POST", "path": "/Users", "bulkId": "never", "data": {"schemas": [CORE], "userName": "bulk2@example.com"}},
+        {"method": "POST", "path": "/Users", "bulkId": "dup",
+         "data": {"schemas": [CORE], "userName": "BULK1@example.com"}},
+        {"method": "POST", "path": "/Users", "bulkId": "never",
+         "data": {"schemas": [CORE], "userName": "bulk2@example.com"}},
     ]}
     response = scim.post("/Bulk", body)
     assert response.status_code == 200

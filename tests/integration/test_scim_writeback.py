@@ -62,8 +62,10 @@ def test_a_failed_bulk_operation_writes_nothing_back(client, runtime, tree):
     entra = Scim(client, create_token(runtime, "entra", "scim"))
     entra.post("/Users", {"schemas": [CORE], "userName": "taken@example.com"})
     response = entra.post("/Bulk", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": [
-        {"method": "POST", "path": "/Users", "bulkId": "a", "data": {"schemas": [CORE], "userName": "kept@example.com"}},
-        {"method": "POST", "path": "/Users", "bulkId": "b", "data": {"schemas": [CORE], "userName": "TAKEN@example.com"}},
+        {"method": "POST", "path": "/Users", "bulkId": "a",
+         "data": {"schemas": [CORE], "userName": "kept@example.com"}},
+        {"method": "POST", "path": "/Users", "bulkId": "b",
+         "data": {"schemas": [CORE], "userName": "TAKEN@example.com"}},
     ]})
     assert [op["status"] for op in response.json["Operations"]] == ["201", "409"]
     assert entry(tree, user_dn(source, "kept@example.com")) is not None

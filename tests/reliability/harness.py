@@ -110,7 +110,8 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
-            raise AssertionError(f"dirbridge serve did not stop within {timeout}s after {signum}:\n{self.log()}")
+            raise AssertionError(f"dirbridge serve did not stop within {timeout}s after {signum}:\n{self.log()}") \
+                from None
 
 
 def write_config(directory: Path, database_url: str, port: int, extra: str = "") -> Path:

@@ -7,7 +7,8 @@
 - A directory that does not answer (a real ``dirbridge serve``, its LDAP URL a socket
   that accepts and never replies): each login bind waits at most ``login_timeout``, at
   most ``login_binds`` wait at once, ``/healthz`` keeps answering; a bind that ran and
-  got no answer counts for the lockout, a login refused before any bind does not. Before, each login held a thread for 10 s and 8 of them
+  got no answer counts for the lockout, a login refused before any bind does not.
+  Before, each login held a thread for 10 s and 8 of them
   made ``/healthz`` time out.
 """
 

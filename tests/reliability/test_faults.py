@@ -24,8 +24,7 @@ from bridge.store.models import SyncRun, User
 from tests.fixtures.app import make_config
 from tests.fixtures.slapd import LdapTree, source_settings, sync_losing_the_directory
 from tests.reliability.conftest import Report
-from tests.reliability.harness import (BULK_REQUEST, Daemon, Http, PgCluster, make_token, new_user, run_cli,
-                                       start_daemon)
+from tests.reliability.harness import BULK_REQUEST, Daemon, Http, PgCluster, make_token, new_user, run_cli, start_daemon
 
 
 @pytest.fixture(scope="module")

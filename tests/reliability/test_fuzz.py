@@ -18,7 +18,6 @@ from tests.reliability.conftest import Report, fuzz_examples
 from tests.reliability.harness import new_user, patch
 
 
-
 def fuzz(examples: int) -> settings:
     """Hypothesis settings of a fuzz target: no deadline (PostgreSQL, 2 shared cores), no example database."""
     return settings(max_examples=fuzz_examples(examples), deadline=None, database=None,
@@ -109,7 +108,8 @@ def test_scim_filters_sorting_and_projection_never_fail_the_server(seeded, repor
             failures.append((f".search {expression!r}", response.status_code))
 
     probe()
-    report.add("inputs", target=f"SCIM filter/sortBy/attributes ({client.application.extensions['dirbridge'].store.engine.dialect.name})",
+    dialect = client.application.extensions["dirbridge"].store.engine.dialect.name
+    report.add("inputs", target=f"SCIM filter/sortBy/attributes ({dialect})",
                tried=len(tried) * 2, failures=len(failures))
     assert not failures, failures[:10]
 

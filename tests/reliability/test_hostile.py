@@ -118,7 +118,8 @@ def test_oversized_and_deeply_nested_json_are_refused(client, scim_headers, runt
     big = json.dumps(new_user("big.user", title="x" * (limits.max_request_bytes + 1)))
     assert client.post("/scim/v2/Users", headers=headers, data=big).status_code == 413
     bulk = {"schemas": [BULK_REQUEST], "Operations": [
-        {"method": "POST", "path": "/Users", "bulkId": "a", "data": new_user("bulk.big", title="x" * limits.bulk_max_payload_bytes)}]}
+        {"method": "POST", "path": "/Users", "bulkId": "a",
+         "data": new_user("bulk.big", title="x" * limits.bulk_max_payload_bytes)}]}
     assert client.post("/scim/v2/Bulk", headers=headers, data=json.dumps(bulk)).status_code == 413
     tried = 2
     for depth in (100, 1000, 50000):

@@ -67,7 +67,8 @@ def _names(slapd: SlapdServer) -> list[str]:
         "alice)(uid=*", "alice)(|(uid=*)", "alice*", "*alice", "al*ce", "a*", "alice\x00", "alice\x00*", "\x00alice",
         "alice\\00", "\\2a", "alice\\2a", "alice)", "(alice", "alice)(objectClass=*", "*)(objectClass=*",
         "uid=alice", f"{dn}", f"uid=*,{dn.split(',', 1)[1]}", "alice,ou=people", "cn=admin,dc=example,dc=org",
-        "alice\n", "alice\r\nuid: bob", "alice\t", "\talice ", "alice\nbob", "ALICE*", "|", "&", "!", "alice|bob", "(|(uid=alice)(uid=bob))",
+        "alice\n", "alice\r\nuid: bob", "alice\t", "\talice ", "alice\nbob", "ALICE*", "|", "&", "!", "alice|bob",
+        "(|(uid=alice)(uid=bob))",
         "#alice", "alice;", "alice+cn=x", "=alice", "alice=", "alice\u200b", "\u0430lice",  # Cyrillic a
     ]
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,8 +17,8 @@ import pyotp
 import pytest
 
 from tests.fixtures.app import run_cli
-from tests.integration.test_daemon import start_serve
 from tests.fixtures.net import free_port
+from tests.integration.test_daemon import start_serve
 from tests.reliability.conftest import Report
 
 LIMIT = 5

@@ -10,7 +10,6 @@ import http.client
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.fixtures.app import run_cli

@@ -346,7 +346,8 @@ def test_the_admin_api_on_an_operator_session_refuses_writes_without_the_csrf_he
             assert response.status_code == 403 and response.json["error"]["code"] == "csrfFailed", \
                 (method, path, header, response.status_code)
         # A form post (what a cross-site page can send without CORS) is refused the same way.
-        response = client.open(path, method=method, data={"name": "x"}, content_type="application/x-www-form-urlencoded")
+        response = client.open(path, method=method, data={"name": "x"},
+                               content_type="application/x-www-form-urlencoded")
         tried += 1
         assert response.status_code == 403, (method, path, response.status_code)
     with runtime.store.read() as session:

@@ -26,7 +26,8 @@ def test_source_selects_by_the_groups_source(pattern, source, expected):
 
 
 def test_a_group_rule_matches_the_display_name_or_the_dn_case_insensitively():
-    compiled = compiled_rules(rules({"source": "*", "group": "Fleet North", "role": "fm", "scope": "company_group:north"}))
+    compiled = compiled_rules(rules({"source": "*", "group": "Fleet North", "role": "fm",
+                                     "scope": "company_group:north"}))
     assert compiled.for_group("scim:entra", "fleet north", None) == [RuleGrant(1, "fm", "company_group:north")]
     assert compiled.for_group("ldap:corp", "x", "FLEET NORTH") == [RuleGrant(1, "fm", "company_group:north")]
     assert compiled.for_group("ldap:corp", "Fleet South", "cn=fleet south") == []
@@ -36,7 +37,8 @@ def test_a_pattern_fills_the_scope_from_its_named_groups():
     compiled = compiled_rules(rules({"source": "ldap:corp", "group_regex": "^cn=pool-(?P<pool>[^,]+)-managers,",
                                      "role": "fleet_manager", "scope": "pool:{pool}"}))
     dn = "CN=pool-north-1-managers,OU=Groups,DC=example,DC=org"
-    assert compiled.for_group("ldap:corp", "pool-north-1-managers", dn) == [RuleGrant(1, "fleet_manager", "pool:north-1")]
+    assert compiled.for_group("ldap:corp", "pool-north-1-managers", dn) == [
+        RuleGrant(1, "fleet_manager", "pool:north-1")]
     assert compiled.for_group("scim:entra", "pool-north-1-managers", dn) == []
     assert compiled.for_group("ldap:corp", "other", "cn=other,dc=x") == []
 
@@ -54,7 +56,8 @@ def test_an_attribute_rule_fills_the_customer_from_the_users_attributes():
     compiled = compiled_rules(rules({"attribute": "department", "value": "Customer Service",
                                      "customer": "{employeeNumber}", "kind": "external"}))
     (effect,) = compiled.for_user("scim:entra", {"department": "customer service", "employeeNumber": "12345"})
-    assert (effect.index, effect.kind, effect.customer_number, effect.customer_missing) == (1, "external", "12345", None)
+    assert (effect.index, effect.kind, effect.customer_number, effect.customer_missing) == (
+        1, "external", "12345", None)
     (missing,) = compiled.for_user("scim:entra", {"department": "Customer Service"})
     assert missing.customer_number is None and missing.customer_missing == "{employeeNumber}"
     assert compiled.for_user("scim:entra", {"department": "Sales"}) == []

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime
 from typing import Any, Literal
-
-from collections import defaultdict
 
 from flask import jsonify
 from pydantic import BaseModel, ConfigDict, Field
