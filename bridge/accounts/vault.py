@@ -53,6 +53,7 @@ class TotpVault:
     def __init__(self, keys: list[str]):
         if not keys:
             raise ValueError("a TOTP vault needs a key")
+        self._primary = _fernet(keys[0])
         self._box = MultiFernet([_fernet(k) for k in keys])
 
     @classmethod
@@ -88,8 +89,14 @@ class TotpVault:
                 if credential is None:
                     continue
                 if credential.secret.startswith(PREFIX):
+                    token = credential.secret[len(PREFIX):].encode()
                     try:
-                        rotated = PREFIX + self._box.rotate(credential.secret[len(PREFIX):].encode()).decode()
+                        self._primary.decrypt(token)
+                        continue  # sealed with the first key already: nothing to write
+                    except InvalidToken:
+                        pass
+                    try:
+                        rotated = PREFIX + self._box.rotate(token).decode()
                     except InvalidToken:  # sealed with a key no longer configured: left as it is
                         log.error("the TOTP secret of user %s is sealed with a key policy.totp.key no longer "
                                   "holds: put the old key back (after the new one) and reseal, or reset that "
