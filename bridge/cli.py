@@ -161,7 +161,7 @@ def token_list(config_path: Path | None) -> None:
     """List tokens (names, kinds, prefixes; never the tokens)."""
     services = services_for(load(config_path))
     with services.unit(cli_actor()) as uow:
-        tokens = uow.tokens.list()
+        tokens = uow.tokens.all()
     if not tokens:
         click.echo("no tokens")
     for t in tokens:

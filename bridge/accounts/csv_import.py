@@ -124,7 +124,7 @@ def _fields(uow: UnitOfWork, row: dict[str, str]) -> dict[str, Any]:
 
 def _set_roles(uow: UnitOfWork, user: User, wanted: list[tuple[str, str]]) -> bool:
     """Make the user's import grants exactly ``wanted``; True if anything changed."""
-    have = {(role, grant.scope_id): grant for grant, role in uow.grants.list(user_id=user.id)
+    have = {(role, grant.scope_id): grant for grant, role in uow.grants.find(user_id=user.id)
             if grant.origin == ORIGIN}
     changed = False
     for role, scope in wanted:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from bridge.config import LockoutPolicy
@@ -67,7 +67,7 @@ def lock_end(events: Iterable[Event], max_failures: int, window: timedelta, lock
     return end
 
 
-def _events(session: Session, where: list, resets: frozenset[str], since: datetime) -> list[Event]:
+def _events(session: Session, where: list[ColumnElement[bool]], resets: frozenset[str], since: datetime) -> list[Event]:
     rows = session.execute(
         select(LoginAttempt.at, LoginAttempt.reason, LoginAttempt.success)
         .where(*where, LoginAttempt.at > since, LoginAttempt.reason.in_(FAILURES | resets))

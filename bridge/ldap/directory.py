@@ -95,7 +95,7 @@ class EntryParser:
             if raw and len(raw[0]) == 16:
                 return str(uuid.UUID(bytes_le=raw[0]))
             if raw:
-                return raw[0].hex()
+                return str(raw[0].hex())
             return None
         return _text(_first(attrs, self.unique_id))
 

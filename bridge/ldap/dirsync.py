@@ -37,7 +37,7 @@ DELETED_FILTER = "(isDeleted=TRUE)"
 MAX_ROUNDS = 100_000
 
 
-class DirSyncFailed(LDAPException):
+class DirSyncFailed(LDAPException):  # type: ignore[misc]  # ldap3 ships no types
     """The server refused DirSync (mostly: the account lacks the replication right)."""
 
 

@@ -56,7 +56,7 @@ _BOOTSTRAP = ("import pickle, sys; sys.path[:0] = pickle.load(sys.stdin.buffer);
               "from bridge.ldap.readahead import child_main; child_main()")
 
 
-class ReaderFailed(LDAPException):
+class ReaderFailed(LDAPException):  # type: ignore[misc]  # ldap3 ships no types
     """The reading process failed in a way that could not be handed over as it was."""
 
 

@@ -94,7 +94,7 @@ class CustomerService:
     def find(self, number: str) -> Customer | None:
         return self.uow.session.scalar(select(Customer).where(Customer.number == str(number).strip()))
 
-    def list(self) -> list[Customer]:
+    def all(self) -> list[Customer]:
         return list(self.uow.session.scalars(select(Customer).order_by(Customer.number)))
 
     def rights_group(self, customer_id: str) -> Group | None:

@@ -32,7 +32,7 @@ class GrantService:
             raise NotFound(f"no grant {grant_id}", field="grant")
         return grant
 
-    def list(self, *, user_id: str | None = None, group_id: str | None = None, role: str | None = None,
+    def find(self, *, user_id: str | None = None, group_id: str | None = None, role: str | None = None,
              scope: str | None = None) -> list[tuple[Grant, str]]:
         query = select(Grant, Role.name).join(Role, Role.id == Grant.role_id).order_by(Grant.id)
         if user_id is not None:

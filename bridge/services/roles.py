@@ -48,7 +48,7 @@ class RoleService:
             raise NotFound(f"no role named {name!r}", field="role")
         return role
 
-    def list(self) -> list[Role]:
+    def all(self) -> list[Role]:
         return list(self.uow.session.scalars(select(Role).order_by(Role.name)))
 
     def rights_of(self, role: Role) -> list[str]:

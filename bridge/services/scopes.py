@@ -55,7 +55,7 @@ class ScopeService:
             raise NotFound(f"no scope node {scope_id!r}", field="scope")
         return node
 
-    def list(self) -> list[ScopeNode]:
+    def all(self) -> list[ScopeNode]:
         self.ensure_root()
         return list(self.uow.session.scalars(select(ScopeNode).order_by(ScopeNode.id)))
 

@@ -79,7 +79,7 @@ class TokenService:
                      {"prefix": [before, token.prefix]})
         return token, plain
 
-    def list(self) -> list[ApiToken]:
+    def all(self) -> list[ApiToken]:
         return list(self.uow.session.scalars(select(ApiToken).order_by(ApiToken.name)))
 
     def get(self, name: str) -> ApiToken:

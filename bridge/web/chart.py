@@ -86,10 +86,9 @@ def sync_chart(source: str, runs: Sequence[RunPoint]) -> Markup:
         took = _seconds(run.seconds) if run.seconds is not None else "running"
         tip = (f"run {run.run_id}, {run.mode}, {run.status}, {when}: {took}; {run.added} added, "
                f"{run.updated} updated, {run.deactivated} deactivated, {run.errors} errors")
-        h = TOP_H * (run.seconds or 0.0) / max_s
-        h = max(h, 1.5)  # a run that took no measurable time still shows
+        bar = max(TOP_H * (run.seconds or 0.0) / max_s, 1.5)  # a run that took no measurable time still shows
         colour = STATUS_COLOURS.get(run.status, "#8a94a6")
-        parts.append(f'<rect x="{x:.1f}" y="{TOP_Y + TOP_H - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
+        parts.append(f'<rect x="{x:.1f}" y="{TOP_Y + TOP_H - bar:.1f}" width="{bar_w:.1f}" height="{bar:.1f}" '
                      f'fill="{colour}"><title>{escape(tip)}</title></rect>')
         y = LOW_Y + LOW_H
         for name, fill in COUNT_COLOURS:

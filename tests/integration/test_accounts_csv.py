@@ -38,14 +38,14 @@ def test_good_rows_create_and_update_users_with_roles(runtime):
     found = users(runtime)
     assert found["anna.import"].ip_allowlist == ["10.0.0.0/8"] and found["ben.import"].access_type == "admin"
     with runtime.services.unit(IMPORTER) as uow:
-        roles = sorted((role, g.scope_id, g.origin) for g, role in uow.grants.list(user_id=found["anna.import"].id))
+        roles = sorted((role, g.scope_id, g.origin) for g, role in uow.grants.find(user_id=found["anna.import"].id))
     assert roles == [("basic_user", "instance", "import"), ("fleet_manager", "pool:north-1", "import")]
 
     again = import_users(runtime.services, IMPORTER, GOOD.replace("Anna,", "Anna B.,")
                          .replace(";fleet_manager@pool:north-1", ""))
     assert [r.action for r in again.rows] == ["update", "unchanged"]
     with runtime.services.unit(IMPORTER) as uow:
-        assert [role for _, role in uow.grants.list(user_id=found["anna.import"].id)] == ["basic_user"]
+        assert [role for _, role in uow.grants.find(user_id=found["anna.import"].id)] == ["basic_user"]
     assert users(runtime)["anna.import"].display_name == "Anna B."
 
 
@@ -110,7 +110,7 @@ def test_bulk_roles_and_deactivation_are_all_or_nothing(runtime, client, admin_h
                           json={"users": ["anna.import", "nobody.x"], "roles": ["basic_user@pool:north-1"]})
     assert unknown.status_code == 404 and "nobody.x" in unknown.json["error"]["message"]
     with runtime.services.unit(IMPORTER) as uow:
-        assert not uow.grants.list(user_id=found["anna.import"].id, role="basic_user", scope="pool:north-1")
+        assert not uow.grants.find(user_id=found["anna.import"].id, role="basic_user", scope="pool:north-1")
     last_admin = client.post("/api/v1/users/bulk/deactivate", headers=admin_headers,
                              json={"users": ["anna.import", "ben.import"]})
     assert last_admin.status_code == 409 and last_admin.json["error"]["code"] == "lastAdmin"

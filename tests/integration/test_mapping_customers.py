@@ -211,7 +211,7 @@ def test_a_new_customer_with_a_deleted_ones_number_gets_none_of_its_rights_or_us
     assert new != old
     with world.unit(OPERATOR) as uow:
         group = uow.customers.rights_group(new)
-        assert uow.grants.list(group_id=group.id) == []
+        assert uow.grants.find(group_id=group.id) == []
         assert uow.groups.user_member_ids(group, origin=None) == set()
         assert uow.customers.external_users(uow.customers.get("12345")) == []
     with world.store.read() as session:

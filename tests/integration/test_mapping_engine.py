@@ -327,7 +327,7 @@ def test_deleting_a_node_takes_its_grants(world, config):
     assert authz.check(jo, "orders.read", "pool:leaf").allowed
     with world.unit(OPERATOR) as uow:
         uow.scopes.delete(uow.scopes.get("pool:leaf"))
-        assert uow.grants.list(user_id=jo) == []
+        assert uow.grants.find(user_id=jo) == []
     with pytest.raises(NotFound):
         authz.check(jo, "orders.read", "pool:leaf")
 

@@ -80,7 +80,7 @@ def apply(services: Services, user_id: str, step: tuple, *, add: bool) -> None:
             if add:
                 uow.grants.grant(step[1], step[2], **holder)
             else:
-                for grant, _role in uow.grants.list(role=step[1], scope=step[2], **holder):
+                for grant, _role in uow.grants.find(role=step[1], scope=step[2], **holder):
                     uow.grants.revoke(grant)
         elif kind == "membership":
             members = {"add_users" if add else "remove_users": [user_id]}

@@ -117,7 +117,7 @@ def customer_json(uow: UnitOfWork, customer: Customer) -> dict[str, Any]:
 @bp.get("/customers", responses={200: CustomerList}, summary="Every customer")
 def list_customers(query: PageQuery):  # type: ignore[no-untyped-def]
     with runtime().services.unit(api_actor()) as uow:
-        customers = uow.customers.list()
+        customers = uow.customers.all()
         return page_json(query, len(customers), [customer_json(uow, c) for c in
                                                  customers[query.offset:query.offset + query.limit]])
 

@@ -103,7 +103,7 @@ def user_right_json(row: UserRight) -> dict[str, Any]:
 def list_grants(query: GrantQuery):  # type: ignore[no-untyped-def]
     with runtime().services.unit(api_actor()) as uow:
         uid = user_id(uow, query.user) if query.user else None
-        rows = uow.grants.list(user_id=uid, group_id=query.group_id, role=query.role, scope=query.scope)
+        rows = uow.grants.find(user_id=uid, group_id=query.group_id, role=query.role, scope=query.scope)
         return paged(query, [grant_json(g, name) for g, name in rows])
 
 

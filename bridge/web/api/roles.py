@@ -96,7 +96,7 @@ def role_json(uow: UnitOfWork, role: Role) -> dict[str, Any]:
 @bp.get("/roles", responses={200: RoleList}, summary="Every role")
 def list_roles(query: PageQuery):  # type: ignore[no-untyped-def]
     with runtime().services.unit(api_actor()) as uow:
-        roles = uow.roles.list()
+        roles = uow.roles.all()
         return page_json(query, len(roles), [role_json(uow, r) for r in roles[query.offset:query.offset + query.limit]])
 
 

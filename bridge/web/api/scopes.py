@@ -52,7 +52,7 @@ def scope_json(node: ScopeNode) -> dict[str, Any]:
 @bp.get("/scopes", responses={200: ScopeList}, summary="The whole tree, as a list of nodes")
 def list_scopes(query: PageQuery):  # type: ignore[no-untyped-def]
     with runtime().services.unit(api_actor()) as uow:
-        nodes = uow.scopes.list()
+        nodes = uow.scopes.all()
         return jsonify(total=len(nodes), offset=query.offset, limit=query.limit, levels=uow.scopes.levels,
                        items=[scope_json(n) for n in nodes[query.offset:query.offset + query.limit]])
 

@@ -45,7 +45,7 @@ def upgrade() -> None:
                               .order_by(users.c.created_at, users.c.id)).all()
     by_key: dict[str, list[tuple[str, str, str]]] = {}
     for row in rows:
-        by_key.setdefault(identity_key(row.user_name)[:256], []).append(tuple(row))  # type: ignore[arg-type]
+        by_key.setdefault(identity_key(row.user_name)[:256], []).append(tuple(row))
     changes: list[tuple[str, str]] = []
     for new, holders in by_key.items():
         # the one that holds the key already keeps it; else the oldest takes it
