@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from bridge.services.errors import ServiceError
 
 
@@ -11,9 +13,9 @@ class PasswordRejected(ServiceError):
     status = 400
     code = "passwordPolicy"
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: Sequence[str]):
         super().__init__("; ".join(problems), field="password")
-        self.problems = problems
+        self.problems = list(problems)
 
     def in_language(self, lang: str) -> list[str]:
         """The problems in the user's language (each PolicyProblem knows how to say itself)."""

@@ -16,12 +16,13 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.accounts.clock import Clock
-from bridge.store.db import Store
+from bridge.store.db import Store, rowcount
 from bridge.store.models import LeaderLease, utcnow
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,10 @@ class LeaseState:
     expires_at: datetime
 
 
-def _insert_if_missing(store: Store, name: str, holder: str, now: datetime, until: datetime):  # type: ignore[no-untyped-def]
-    if store.is_sqlite:
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        from sqlalchemy.dialects.postgresql import insert
+def _insert_if_missing(store: Store, name: str, holder: str, now: datetime, until: datetime) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert: Any = sqlite.insert if store.is_sqlite else postgresql.insert
     return insert(LeaderLease).values(name=name, holder=holder, acquired_at=now, expires_at=until) \
         .on_conflict_do_nothing(index_elements=["name"])
 
@@ -77,7 +77,7 @@ class Leadership:
         try:
             with self.store.write() as session:
                 session.execute(_insert_if_missing(self.store, self.name, self.holder, now, until))
-                table = LeaderLease.__table__
+                table = cast(Table, LeaderLease.__table__)
                 result = session.execute(
                     update(table)
                     .where(table.c.name == self.name)
@@ -86,7 +86,7 @@ class Leadership:
                             acquired_at=_keep_if_holder(table, self.holder, now),
                             holder=self.holder)
                 )
-                held = (result.rowcount or 0) == 1
+                held = rowcount(result) == 1
         except SQLAlchemyError as exc:
             log.warning("leader lease not renewed: %s", type(exc).__name__, extra={"replica": self.holder})
             held = False

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete
 
+from bridge.store.db import rowcount
 from bridge.store.models import AuditEvent, JobRun, utcnow
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def audit_retention(rt: Runtime) -> dict[str, Any]:
         result = session.execute(delete(AuditEvent).where(AuditEvent.at < cutoff))
         purged = conflicts.purge(session, cutoff)
         runs = session.execute(delete(JobRun).where(JobRun.started_at < cutoff))
-    return {"deleted": result.rowcount or 0, "conflicts_purged": purged, "job_runs_purged": runs.rowcount or 0}
+    return {"deleted": rowcount(result), "conflicts_purged": purged, "job_runs_purged": rowcount(runs)}
 
 
 def job_specs(rt: Runtime) -> list[JobSpec]:

@@ -84,11 +84,12 @@ class GroupWriter:
             for chunk in chunks(list(wanted.values())):
                 for uid, ldap_dn in session.execute(select(User.id, User.ldap_dn).where(
                         User.source == self.source, User.ldap_dn.in_(chunk))):
-                    found[dn_key(ldap_dn)] = uid
+                    if ldap_dn is not None:
+                        found[dn_key(ldap_dn)] = uid
             if len(found) < len(wanted):
                 for uid, ldap_dn in session.execute(select(User.id, User.ldap_dn).where(
                         User.source == self.source, User.ldap_dn.is_not(None))):
-                    key = dn_key(ldap_dn)
+                    key = dn_key(ldap_dn or "")
                     if key in wanted:
                         found.setdefault(key, uid)
         return found
@@ -145,7 +146,7 @@ class GroupWriter:
     def _write_groups(self, uow: UnitOfWork, batch: Sequence[GroupEntry], *,
                       isolate: bool) -> tuple[dict[str, str], Counts, list[str]]:
         ids: dict[str, str] = {}
-        counts, errors = Counts(), []
+        counts, errors = Counts(), list[str]()
         existing = self._existing(uow.session, batch)
         if not isolate:
             # Changes group by group, then every new group in one create_many.
@@ -265,7 +266,7 @@ class GroupWriter:
                        isolate: bool) -> tuple[Counts, list[str]]:
         """The whole batch in one ``change_members_many``; redone group by group, each in
         a savepoint (``isolate``), when it was refused, so a bad group costs only itself."""
-        counts, errors = Counts(), []
+        counts, errors = Counts(), list[str]()
         if not isolate:
             deltas = [MemberDelta(c.group_id, c.add_users, c.remove_users, c.add_groups, c.remove_groups)
                       for c in batch]

@@ -38,7 +38,7 @@ from datetime import timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from bridge.store.db import Store
+from bridge.store.db import Store, rowcount
 from bridge.store.models import LeaderLease, SyncRun, utcnow
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,9 @@ class Lease:
             if self.lost or self.released:
                 return False
             with self.store.write() as session:
-                renewed = session.execute(
+                renewed = rowcount(session.execute(
                     update(LeaderLease).where(LeaderLease.name == self.name, LeaderLease.holder == self.holder)
-                    .values(expires_at=utcnow() + timedelta(seconds=LEASE_SECONDS))).rowcount
+                    .values(expires_at=utcnow() + timedelta(seconds=LEASE_SECONDS))))
             if renewed:
                 self.renewed_at = time.monotonic()
                 return True

@@ -248,9 +248,9 @@ class SourceSync:
         self.counts.scanned = scanned
 
         group_entries: list[GroupEntry] = []
-        for entry in reader.groups(since):
-            tracker.see(entry.modified)
-            group_entries.append(entry)
+        for group_entry in reader.groups(since):
+            tracker.see(group_entry.modified)
+            group_entries.append(group_entry)
         self.counts.scanned += len(group_entries)
 
         groups = GroupWriter(self.rt.services, self.actor, self.plan, self.progress)

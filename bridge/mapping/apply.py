@@ -73,17 +73,17 @@ def _apply(uow: UnitOfWork, config: Config) -> None:
 
     declared_roles = {role.name for role in config.roles}
     for role in config.roles:  # all first, so that includes find each other
-        existing = uow.session.scalar(select(Role).where(Role.name == role.name))
-        if existing is None:
+        known = uow.session.scalar(select(Role).where(Role.name == role.name))
+        if known is None:
             uow.roles.create(role.name, description=role.description, rights=role.rights, origin=CONFIG)
         else:
-            uow.roles.set_origin(existing, CONFIG)
+            uow.roles.set_origin(known, CONFIG)
     for role in config.roles:
         uow.roles.update(uow.roles.get(role.name), description=role.description, rights=role.rights,
                          includes=role.includes, from_config=True)
-    for stale in uow.session.scalars(select(Role).where(Role.origin == CONFIG)):
-        if stale.name not in declared_roles:
-            uow.roles.set_origin(stale, "api")
+    for unused in uow.session.scalars(select(Role).where(Role.origin == CONFIG)):
+        if unused.name not in declared_roles:
+            uow.roles.set_origin(unused, "api")
 
     customers = config.customers
     for name in (customers.remote_users_group, customers.remote_admins_group):

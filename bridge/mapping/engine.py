@@ -9,7 +9,7 @@ from bridge.config import Config, MappingRule
 from bridge.mapping.cache import AuthzCache, Entry
 from bridge.mapping.evaluate import allowed, effective_rights
 from bridge.mapping.explain import Chain, explain
-from bridge.mapping.model import Model
+from bridge.mapping.model import GroupInfo, Model
 from bridge.mapping.rules import compiled_rules
 from bridge.services.errors import NotFound
 from bridge.store.db import Store
@@ -71,7 +71,11 @@ class Authorizer:
 
     def _explain(self, model: Model, entry: Entry, right: str, scope: str, interactive: bool) -> list[Chain]:
         groups = {g.id: g for g in entry.groups}
-        return explain(model, entry.info, groups.get, right, scope, interactive=interactive,
+
+        def group(group_id: str) -> GroupInfo | None:
+            return groups.get(group_id)
+
+        return explain(model, entry.info, group, right, scope, interactive=interactive,
                        rules=self.rule_text)
 
 
@@ -84,4 +88,5 @@ def authorizer(rt: Runtime) -> Authorizer:
 
         apply_config(rt.services, rt.config)
         found = rt.extras.setdefault(EXTRAS_KEY, Authorizer(rt.store, rt.config))
+    assert isinstance(found, Authorizer)
     return found

@@ -85,11 +85,11 @@ def _group_infos(conn: Connection, model: Model, rules: CompiledRules,
         edges = edges.where(GroupGroupMember.child_group_id.in_(group_ids))
         grants = grants.where(Grant.group_id.in_(group_ids))
     parents: dict[str, list[str]] = defaultdict(list)
-    for row in conn.execute(edges):
-        parents[row.child_group_id].append(row.group_id)
+    for edge in conn.execute(edges):
+        parents[edge.child_group_id].append(edge.group_id)
     holdings: dict[str, list[Holding]] = defaultdict(list)
-    for row in conn.execute(grants):
-        holdings[row.group_id].append(Holding(row.role_id, row.scope_id, grant_id=row.id, origin=row.origin))
+    for held in conn.execute(grants):
+        holdings[held.group_id].append(Holding(held.role_id, held.scope_id, grant_id=held.id, origin=held.origin))
     out = {}
     for row in conn.execute(groups):
         mine = holdings.get(row.id, []) + rule_holdings(model, rules, row.source, row.display_name, row.ldap_dn)
@@ -112,8 +112,8 @@ def find_user_id(conn: Connection, ref: str) -> str | None:
         or_(User.id == ref, User.user_name_key == user_name_key(ref)))).all()
     for row in rows:
         if row.id == ref:
-            return row.id
-    return rows[0].id if rows else None
+            return str(row.id)
+    return str(rows[0].id) if rows else None
 
 
 def load_user(conn: Connection, model: Model, rules: CompiledRules, user_id: str) -> UserInfo | None:

@@ -171,7 +171,8 @@ class ScimApplication(WSGIApplication):
         return super().get_base_url(environ)
 
     def check_auth(self, request: ScimRequest) -> None:
-        scheme, _, presented = request.headers.get("AUTHORIZATION", "").partition(" ")
+        headers: Any = request.headers
+        scheme, _, presented = str(headers.get("AUTHORIZATION", "")).partition(" ")
         identity = authenticate(self.rt.store, presented, TokenKind.scim) if scheme.lower() == "bearer" else None
         if identity is None:
             raise UnauthorizedException(detail="a SCIM client token is required (Authorization: Bearer)")

@@ -213,11 +213,11 @@ def user_fields(resource: Resource[Any]) -> tuple[dict[str, Any], str | None, st
     fields["attributes"] = attributes
     fields["email"] = primary_email(doc.get("emails"))
     portal = doc.get(PORTAL_SCHEMA) or {}
-    for name, column in PORTAL_ATTRIBUTES.items():
-        if portal.get(name):
-            fields[column] = portal[name]
+    for attribute, column in PORTAL_ATTRIBUTES.items():
+        if portal.get(attribute):
+            fields[column] = portal[attribute]
         else:
-            unassigned[name] = True
+            unassigned[attribute] = True
     if not portal.get("customerNumber"):
         unassigned["customerNumber"] = True
     if unassigned:

@@ -37,7 +37,7 @@ from scim2_models.path import (
 )
 from scim2_models.path.resolution import AttributeBinding
 from sqlalchemy import (
-    ColumnElement,
+    SQLColumnExpression,
     and_,
     case,
     false,
@@ -59,7 +59,7 @@ from bridge.services.customers import PENDING_NUMBER
 from bridge.services.memberships import user_groups_rows, users_in_group
 from bridge.store.models import Customer, Group, GroupGroupMember, GroupUserMember, User
 
-Expr = ColumnElement[Any]
+Expr = SQLColumnExpression[Any]  # a column, an ORM attribute or any SQL expression
 
 
 def scim_key(value: str) -> str:
@@ -91,7 +91,8 @@ class ElementContext:
         self.field = field
 
 
-def alias_of(model: type, field_name: str) -> str:
+def alias_of(model: type | None, field_name: str) -> str:
+    assert model is not None, f"{field_name!r} belongs to no model"
     info = model.model_fields[field_name]  # type: ignore[attr-defined]
     return str(info.serialization_alias or info.alias or field_name)
 
@@ -111,7 +112,8 @@ class SqlDialect:
         return expr.collate("C") if self.pg else expr
 
     def json_text(self, path: tuple[str, ...]) -> Expr:
-        return User.attributes[path if len(path) > 1 else path[0]].as_string()
+        text: Expr = User.attributes[path if len(path) > 1 else path[0]].as_string()
+        return text
 
     def json_absent(self, name: str) -> Expr:
         if self.pg:
@@ -157,11 +159,13 @@ def _relation(rows: Any, holder: Expr) -> Elements:
     def field_of(table: Any) -> Callable[[str, type], Expr]:
         def field(name: str, kind: type) -> Expr:
             column = {"value": "value", "display": "display", "type": "type", "$ref": "ref"}.get(name)
-            return getattr(table.c, column) if column else null()
+            found: Expr = getattr(table.c, column) if column else null()
+            return found
         return field
 
     def holder_condition(table: Any) -> Expr:
-        return table.c.holder == holder
+        condition: Expr = table.c.holder == holder
+        return condition
 
     def exists(cond: Callable[[ElementContext], Expr]) -> Expr:
         table = sub.alias()
@@ -298,6 +302,7 @@ class SqlFilter(FilterVisitor[Expr]):
         from scim2_models.path.resolution import _resolve_filter_path
 
         model = self.element_binding.field_type if self.element_binding is not None else self.model
+        assert model is not None
         return _resolve_filter_path(model, attr_path, strict=False, for_comparison=for_comparison)
 
     def _value(self, binding: AttributeBinding) -> Scalar | Elements | None:
@@ -343,7 +348,7 @@ class SqlFilter(FilterVisitor[Expr]):
         return and_(expr.is_not(None), ordering[op])
 
     def visit_comparison(self, node: Comparison) -> Expr:
-        from scim2_models.path.visitor import coerce_value
+        from scim2_models.path.visitor import coerce_value  # type: ignore[attr-defined]
 
         if isinstance(node.value, str) and "\x00" in node.value:
             raise InvalidFilterException(detail="NUL characters are not allowed in filter values")
@@ -414,19 +419,19 @@ class SqlFilter(FilterVisitor[Expr]):
         if self.element is None and binding.sub_field_name is None and not binding.is_multivalued \
                 and isinstance(binding.field_type, type) and hasattr(binding.field_type, "model_fields"):
             # A single complex attribute (name, manager) is present when any sub-attribute is.
-            subs = [AttrPath(attr=node.attr_path.attr, sub_attr=alias_of(binding.field_type, name),
-                             uri=node.attr_path.uri) for name in binding.field_type.model_fields]
-            return or_(*[self.visit_present(Present(attr_path=p)) for p in subs])
+            paths = [AttrPath(attr=node.attr_path.attr, sub_attr=alias_of(binding.field_type, name),
+                              uri=node.attr_path.uri) for name in binding.field_type.model_fields]
+            return or_(*[self.visit_present(Present(attr_path=p)) for p in paths])
         source = self._value(binding)
         if source is None:
             return false()
         if isinstance(source, Scalar):
             return self._present(source.expr, _kind(binding))
-        item_model = binding.field_type
+        item_model: Any = binding.field_type
         if binding.sub_field_name is not None:
             sub = alias_of(item_model, binding.sub_field_name)
             return source.exists(lambda e: self._present(e.field(sub, _kind(binding)), _kind(binding)))
-        subs = [(alias_of(item_model, name), name) for name in item_model.model_fields]
+        subs: list[tuple[str, str]] = [(alias_of(item_model, name), name) for name in item_model.model_fields]
         return source.exists(lambda e: or_(*[
             self._present(e.field(alias, _field_kind(item_model, name)), _field_kind(item_model, name))
             for alias, name in subs]))
@@ -478,7 +483,7 @@ def order_by(dialect: SqlDialect, model: type[Resource[Any]], request: SearchReq
         return [table.id]
     binding = request.sort_binding(model)
     source = Resolver(dialect, model).value(binding) if binding is not None else None
-    if source is None:
+    if source is None or binding is None:
         return [table.id]
     kind = _kind(binding)
     if isinstance(source, Scalar):

@@ -14,7 +14,7 @@ import contextvars
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from scim2_models import (
     ConflictException,
@@ -29,7 +29,7 @@ from scim2_models import (
     UniquenessException,
 )
 from scim2_server.storage import ScimStorage, SearchPage
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -214,11 +214,13 @@ class StoreStorage(ScimStorage):
         """The row; ``lock`` (in a write request) takes its row lock first, so that a read-modify-write
         (PATCH, PUT, DELETE) waits for a concurrent writer of it instead of failing its version check
         with a 412 the client never asked for (PostgreSQL; SQLite write transactions are serial)."""
-        table = User if self._is_user(resource_type) else Group
+        table: type[User] | type[Group] = User if self._is_user(resource_type) else Group
+        row: User | Group | None
         if resource_id and lock:
-            row = session.get(table, resource_id, with_for_update=True, populate_existing=True)
+            row = cast("User | Group | None", session.get(table, resource_id, with_for_update=True,
+                                                               populate_existing=True))
         else:
-            row = session.get(table, resource_id) if resource_id else None
+            row = cast("User | Group | None", session.get(table, resource_id)) if resource_id else None
         if row is None or not _sees(session, row):
             # An invisible resource is as absent as one that does not exist.
             raise NotFoundException(detail=f"{resource_type.name} {resource_id!r} not found")
@@ -240,8 +242,8 @@ class StoreStorage(ScimStorage):
             return self._search_keyed(resource_types, search_request, position)
         (resource_type,) = resource_types
         model = self._model(resource_type)
-        table = User if self._is_user(resource_type) else Group
-        query = select(table).where(_visible(table))
+        table: type[User] | type[Group] = User if self._is_user(resource_type) else Group
+        query: Select[Any] = select(table).where(_visible(table))
         if search_request.filter is not None:
             query = query.where(where_clause(self.dialect, model, search_request.filter.ast))
         with self._context(write=False) as ctx:
@@ -252,11 +254,12 @@ class StoreStorage(ScimStorage):
             query = query.offset(search_request.start_index_0 or 0)
             if search_request.count is not None:
                 query = query.limit(search_request.count)
-            rows = ctx.session.scalars(query).all()
+            rows: list[User | Group] = list(ctx.session.scalars(query).all())
+            users = [row for row in rows if isinstance(row, User)]
             if table is User:
-                page = convert.PageData.load(ctx.session, list(rows), visibility=ctx.visibility)
+                page = convert.PageData.load(ctx.session, users, visibility=ctx.visibility)
                 return SearchPage(total, [
-                    convert.to_resource(model, convert.user_document(ctx.session, row, page=page)) for row in rows])
+                    convert.to_resource(model, convert.user_document(ctx.session, row, page=page)) for row in users])
             return SearchPage(total, [self._render(ctx.session, resource_type, row) for row in rows])
 
     def _search_keyed(self, resource_types: list[ResourceType], search_request: SearchRequest[Any],
@@ -264,10 +267,10 @@ class StoreStorage(ScimStorage):
         """The resources of every type as one collection (bridge.scim.keyset), paged by index or
         by cursor: one query for the count (and, for a cursor, whether resources lie behind the
         page), one for the keys of the page, then the rows of the page are loaded and rendered."""
-        types = {rt.name: rt for rt in resource_types}
+        types = {str(rt.name): rt for rt in resource_types}
         collection = keyset.Collection(self.dialect, [
-            keyset.Searched(rt.name, self._model(rt), table, _visible(table))
-            for rt in types.values() for table in [User if self._is_user(rt) else Group]], search_request)
+            keyset.Searched(name, self._model(rt), table, _visible(table))
+            for name, rt in types.items() for table in [User if self._is_user(rt) else Group]], search_request)
         by_cursor = search_request.cursor is not None
         anchor = collection.read(position) if by_cursor and position is not None else None
         count = search_request.count
@@ -277,9 +280,9 @@ class StoreStorage(ScimStorage):
             if count == 0 or total == 0:
                 return SearchPage(total, [])
             if not by_cursor:
-                keys = ctx.session.execute(collection.page_query(
-                    None, offset=search_request.start_index_0 or 0, limit=count)).all()
-                return SearchPage(total, self._render_keys(ctx.session, types, keys))
+                first = list(ctx.session.execute(collection.page_query(
+                    None, offset=search_request.start_index_0 or 0, limit=count)).all())
+                return SearchPage(total, self._render_keys(ctx.session, types, first))
             # One key more than the page tells whether another page follows in this direction.
             keys = list(ctx.session.execute(collection.page_query(
                 anchor, limit=None if count is None else count + 1)).all())
@@ -303,8 +306,9 @@ class StoreStorage(ScimStorage):
             wanted.setdefault(key.type, []).append(key.id)
         rows: dict[tuple[str, str], User | Group] = {}
         for name, ids in wanted.items():
-            table = User if self._is_user(types[name]) else Group
-            rows.update(((name, row.id), row) for row in session.scalars(select(table).where(table.id.in_(ids))))
+            table: type[User] | type[Group] = User if self._is_user(types[name]) else Group
+            found: list[User | Group] = list(session.scalars(select(table).where(table.id.in_(ids))))
+            rows.update(((name, row.id), row) for row in found)
         users = [row for row in rows.values() if isinstance(row, User)]
         page = convert.PageData.load(session, users, visibility=_visibility()) if users else None
         resources = []
@@ -366,10 +370,11 @@ class StoreStorage(ScimStorage):
             assert uow is not None
             if self._is_user(resource_type):
                 fields, password = self._user_changes(ctx, resource)
-                row: User | Group = uow.users.create(**{k: v for k, v in fields.items() if v is not None})
+                user = uow.users.create(**{k: v for k, v in fields.items() if v is not None})
                 if password is not None:
-                    self._password(uow, row, password)
-                self._defer(ctx, "user", row)
+                    self._password(uow, user, password)
+                self._defer(ctx, "user", user)
+                row: User | Group = user
             else:
                 fields, given_users, given_groups, displays = convert.group_fields(resource)
                 users, groups = self._members(ctx.session, given_users, given_groups)

@@ -13,6 +13,7 @@ from sqlalchemy import delete, or_, select, update
 
 from bridge.services import audit
 from bridge.services.errors import Conflict, InvalidValue, NotFound
+from bridge.store.db import rowcount
 from bridge.store.models import (
     Invitation,
     LoginAttempt,
@@ -260,7 +261,7 @@ class AccountService:
         result = self.uow.session.execute(delete(Invitation).where(or_(
             Invitation.used_at < before, Invitation.revoked_at < before, Invitation.expired_at < before,
             Invitation.expires_at < before)))
-        count = result.rowcount or 0
+        count = rowcount(result)
         if count:
             audit.record(self.uow.session, self.uow.actor, "invitation.purge", "invitation", None, None,
                          {"deleted": [None, count], "closed_before": [None, before.isoformat()]})

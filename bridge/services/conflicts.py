@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from bridge.names import MAX_KEY_LENGTH, identity_key
 from bridge.services import audit
 from bridge.services.actor import Actor
+from bridge.store.db import rowcount
 from bridge.store.models import SourceConflict, utcnow
 
 USER_NAME = "user_name"  # a userName another source owns
@@ -98,7 +99,7 @@ def _close(session: Session, actor: Actor, rows: Sequence[Any], why: str, now: d
 def purge(session: Session, before: datetime) -> int:
     """Delete conflicts resolved before ``before`` (the audit log keeps their story)."""
     result = session.execute(delete(SourceConflict).where(SourceConflict.resolved_at < before))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return rowcount(result)
 
 
 def open_conflicts(session: Session, limit: int = 100) -> list[SourceConflict]:

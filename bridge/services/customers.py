@@ -352,7 +352,7 @@ class CustomerService:
             if user.customer_admin:
                 desired.add((self.portal_group(self._config.remote_admins_group).id, EXTERNAL_ADMIN))
             group = self.rights_group(user.customer_id) if user.customer_id else None
-            if group is not None:
+            if group is not None and user.customer_id:
                 desired.add((group.id, CUSTOMER_PREFIX + user.customer_id))
         for customer_id in self.uow.session.scalars(select(SalesAssignment.customer_id)
                                                     .where(SalesAssignment.user_id == user.id)):

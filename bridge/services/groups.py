@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from bridge.names import MAX_KEY_LENGTH, identity_key
@@ -39,6 +39,7 @@ GROUP_NAME_LOCK_SPACE = 0x67726E6D  # "grnm": bridge.store.locks
 _AUDITED_GROUP_FIELDS = tuple(sorted(GROUP_FIELDS))  # in the order ``audit.diff`` puts them
 _GROUP_ROWS = RowDefaults(Group.__table__)  # type: ignore[arg-type]
 _INSERT_GROUPS = BulkInsert(Group.__table__)  # type: ignore[arg-type]
+_GROUPS = cast(Table, Group.__table__)
 _INSERT_USER_MEMBERS = BulkInsert(GroupUserMember.__table__)  # type: ignore[arg-type]
 # ids per ``IN (...)`` of a batched member change (well under SQLite's variable limit)
 ID_QUERY_CHUNK = 900
@@ -280,7 +281,7 @@ class GroupService:
                       "group")
 
         results: list[tuple[set[str], set[str]]] = []
-        group_table = GroupGroupMember.__table__
+        group_table = cast(Table, GroupGroupMember.__table__)
         for delta in deltas:
             gid = delta.group_id
             new_groups = set(delta.add_groups) - current_groups[gid]
@@ -298,7 +299,7 @@ class GroupService:
             results.append((new_users[gid] | new_groups, gone_users[gid] | gone_groups))
 
         now = utcnow()
-        user_table = GroupUserMember.__table__
+        user_table = cast(Table, GroupUserMember.__table__)
         added_rows = [{"group_id": gid, "user_id": uid, "origin": origin, "display": None, "created_at": now}
                       for gid, uids in new_users.items() for uid in uids]
         _INSERT_USER_MEMBERS(session, added_rows)
@@ -314,8 +315,8 @@ class GroupService:
         changed = [(d.group_id, added, removed) for d, (added, removed) in zip(deltas, results, strict=True)
                    if added or removed]
         if changed:
-            session.execute(update(Group.__table__).where(Group.__table__.c.id == bindparam("gid")).values(
-                updated_at=now, version=Group.__table__.c.version + 1), [{"gid": gid} for gid, _, _ in changed])
+            session.execute(update(_GROUPS).where(_GROUPS.c.id == bindparam("gid")).values(
+                updated_at=now, version=_GROUPS.c.version + 1), [{"gid": gid} for gid, _, _ in changed])
             audit.record_many(session, self.uow.actor, "group.members", "group", (
                 (gid, names[gid], {"added": sorted(added), "removed": sorted(removed), "origin": origin})
                 for gid, added, removed in changed))
@@ -363,6 +364,7 @@ class GroupService:
         session, changed = self.uow.session, set()
         session.flush()
         for member_id, display in displays.items():
+            row: GroupUserMember | GroupGroupMember | None
             if member_id in users:
                 row = session.get(GroupUserMember, (group.id, member_id, origin))
             elif member_id in groups:

@@ -291,7 +291,7 @@ class UserService:
         if len(key) > MAX_KEY_LENGTH:
             raise InvalidValue(f"userName {user_name[:40]!r}... is longer than {MAX_KEY_LENGTH} characters once "
                                "normalised (NFKC)", field="user_name")
-        user_name = user_name.strip()
+        user_name = str(user_name).strip()
         if len(user_name) > 256:
             raise InvalidValue("userName is longer than 256 characters", field="user_name")
         if source == LOCAL_SOURCE:
@@ -301,7 +301,7 @@ class UserService:
                 raise InvalidValue(
                     f"userName {user_name!r} is shorter than {MIN_LOCAL_USER_NAME} characters", field="user_name"
                 )
-        return user_name
+        return str(user_name)
 
     def _ensure_user_name_free(self, user_name: str) -> None:
         existing = self.find_by_user_name(user_name)

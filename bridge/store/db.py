@@ -118,3 +118,8 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def rowcount(result: Any) -> int:
+    """The rows an UPDATE or DELETE touched (``CursorResult.rowcount``; typed ``Result`` hides it)."""
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -8,7 +8,8 @@ import time
 import uuid
 
 from flask import current_app, g, jsonify, request
-from flask_openapi3 import Info, OpenAPI
+from flask_openapi3.models.info import Info
+from flask_openapi3.openapi import OpenAPI
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bridge import __version__
@@ -20,7 +21,8 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 def runtime() -> Runtime:
     """The Runtime of the app serving the current request."""
-    return current_app.extensions["dirbridge"]
+    found: Runtime = current_app.extensions["dirbridge"]
+    return found
 
 
 def create_app(rt: Runtime) -> OpenAPI:

@@ -72,8 +72,10 @@ class HttpsSessionInterface(SecureCookieSessionInterface):
 
 @blueprint.record_once
 def _https_sessions(state: BlueprintSetupState) -> None:
-    if type(state.app.session_interface) is SecureCookieSessionInterface:
-        state.app.session_interface = HttpsSessionInterface()
+    app = state.app
+    assert isinstance(app, Flask)
+    if type(app.session_interface) is SecureCookieSessionInterface:
+        app.session_interface = HttpsSessionInterface()
 
 
 def _now() -> float:
@@ -132,6 +134,8 @@ def operator_sessions_sweep(rt: Runtime) -> dict[str, Any]:
             select(User).where(User.id.in_([user_id for user_id, _ in logins])))}
     ended = 0
     for user_id, last_login in logins:
+        if user_id is None:
+            continue
         valid_after = ended_after.get(user_id)
         if user_id not in ended_after or (valid_after is not None and valid_after >= last_login):
             continue  # gone, or its sessions ended already

@@ -128,14 +128,10 @@ class ScimActivity:
                     current.last_at = entry.last_at
 
     def _upsert(self, client: str, minute: int, entry: Pending) -> Any:
-        if self.store.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert
+        from sqlalchemy.dialects import postgresql, sqlite
 
-            latest = func.max
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-
-            latest = func.greatest
+        insert: Any = sqlite.insert if self.store.is_sqlite else postgresql.insert
+        latest: Any = func.max if self.store.is_sqlite else func.greatest
         table = ScimClientMinute.__table__
         stmt = insert(ScimClientMinute).values(client=client, minute=minute, requests=entry.requests,
                                                errors=entry.errors, last_at=entry.last_at)
@@ -184,6 +180,7 @@ def activity_for(rt: Runtime) -> ScimActivity:
 
         found = rt.extras.setdefault(EXTRAS_KEY, ScimActivity(rt.store, lambda: clock_of(rt)()))
         _ALL.add(found)
+    assert isinstance(found, ScimActivity)
     return found
 
 

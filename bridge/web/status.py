@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Blueprint, abort, redirect, render_template, url_for
+from werkzeug.wrappers import Response as BaseResponse
 
 from bridge.store.models import utcnow
 from bridge.web import operator, runtime
@@ -65,7 +66,7 @@ def took(seconds: float | None) -> str:
 HELPERS = {"when": when, "ago": ago, "took": took}
 
 
-def _login_required():  # type: ignore[no-untyped-def]
+def _login_required() -> BaseResponse | None:
     if not runtime().config.status.enabled:
         abort(404)
     if operator.current_operator() is None:

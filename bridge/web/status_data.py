@@ -7,6 +7,7 @@ away) shows as unavailable while the others still render.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -218,7 +219,8 @@ def gather(rt: Runtime) -> StatusView:
     """Everything the page shows; a panel whose reading fails is named in ``unavailable``."""
     view = StatusView(version=__version__, uptime=uptime((utcnow() - rt.started_at).total_seconds()),
                       replica=rt.replica, database=_database(rt), scheduler_running=rt.scheduler is not None)
-    panels = (("LDAP sources", lambda: setattr(view, "sources", _sources(rt))),
+    panels: tuple[tuple[str, Callable[[], None]], ...] = (
+              ("LDAP sources", lambda: setattr(view, "sources", _sources(rt))),
               ("SCIM clients", lambda: setattr(view, "scim", client_activity(rt))),
               ("jobs", lambda: setattr(view, "jobs", _jobs(rt))),
               ("leader", lambda: setattr(view, "leader", _leader(rt))),

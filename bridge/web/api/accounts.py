@@ -29,7 +29,7 @@ class UserPath(BaseModel):
 
 
 class TemporaryPassword(BaseModel):
-    model_config = ConfigDict(**model_headers(no_store()))  # a secret, shown once
+    model_config = model_headers(no_store())  # a secret, shown once
 
     temporary_password: str = Field(description="shown once; the user must change it at the first login")
 
@@ -40,7 +40,7 @@ class UnlockOut(BaseModel):
 
 
 class TotpEnrolmentOut(BaseModel):
-    model_config = ConfigDict(**model_headers(no_store()))  # a secret, shown once
+    model_config = model_headers(no_store())  # a secret, shown once
 
     secret: str
     otpauth_uri: str
@@ -54,7 +54,7 @@ class TotpConfirm(BaseModel):
 
 
 class RecoveryCodesOut(BaseModel):
-    model_config = ConfigDict(**model_headers(no_store()))  # a secret, shown once
+    model_config = model_headers(no_store())  # a secret, shown once
 
     recovery_codes: list[str] = Field(description="shown once; each works once")
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from http import HTTPStatus
 from typing import Any, Generic, TypeVar
 
 from flask import Response, g, jsonify, request
-from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3.blueprint import APIBlueprint
+from flask_openapi3.models.tag import Tag
 from pydantic import BaseModel, Field
 from sqlalchemy import Select, func, select
 
@@ -17,7 +19,7 @@ from bridge.store.models import TokenKind
 from bridge.web import runtime
 from bridge.web.api.headers import BEARER_CHALLENGE
 
-SECURITY = [{"bearer": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 T = TypeVar("T")
 
 
@@ -36,9 +38,8 @@ class ErrorBody(BaseModel):
 #: header (403), unknown ids (404), conflicts (409), stale
 #: versions (412), bodies over the size limit (413) and bodies that are not JSON (415). Their headers
 #: (WWW-Authenticate on 401, X-Request-Id on all) are declared by bridge.web.api.headers.declare.
-ERROR_RESPONSES: dict[int, type[BaseModel]] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody,
-                                               409: ErrorBody, 412: ErrorBody, 413: ErrorBody, 415: ErrorBody,
-                                               422: ErrorBody}
+ERROR_RESPONSES: dict[str | int | HTTPStatus, type[BaseModel] | dict[Any, Any] | None] = {
+    status: ErrorBody for status in (400, 401, 403, 404, 409, 412, 413, 415, 422)}
 MAX_OFFSET = 2**31 - 1  # beyond any table; also keeps SQLite's 64-bit OFFSET from overflowing
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ConfigDict
+
 #: the challenge of an /api/v1 request without a valid admin token (bridge.web.api.common.make_blueprint)
 BEARER_CHALLENGE = 'Bearer realm="dirbridge-api"'
 #: the challenge of a refused login or password change (bridge.web.api.auth._refused)
@@ -77,13 +79,13 @@ def location(prefix: str, what: str) -> dict[str, Any]:
                          "required": False, "schema": {"type": "string", "pattern": pattern}}}
 
 
-def model_headers(*groups: dict[str, Any]) -> dict[str, Any]:
+def model_headers(*groups: dict[str, Any]) -> ConfigDict:
     """A response model's ``model_config``: flask-openapi3 copies ``openapi_extra["headers"]`` into
     every response that answers with the model (subclasses inherit it)."""
     headers: dict[str, Any] = {}
     for group in groups:
         headers.update(group)
-    return {"openapi_extra": {"headers": headers}}
+    return ConfigDict(openapi_extra={"headers": headers})  # type: ignore[typeddict-unknown-key]
 
 
 def declare(doc: dict[str, Any]) -> dict[str, Any]:

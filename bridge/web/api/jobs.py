@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from flask import jsonify
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from bridge.jobs.registry import JobSpec, job_specs
@@ -51,7 +51,7 @@ class JobOut(BaseModel):
 
 
 class JobAccepted(BaseModel):
-    model_config = ConfigDict(**model_headers(location(RUN_LOCATION, "the job run")))
+    model_config = model_headers(location(RUN_LOCATION, "the job run"))
 
     job: str
     run: JobRunOut | None = Field(description="the run in progress (null: not recorded yet)")

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from flask import jsonify
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from bridge.config import LdapSourceConfig
@@ -91,7 +91,7 @@ class SyncRunOut(SyncRunSummary):
 
 
 class SyncAccepted(BaseModel):
-    model_config = ConfigDict(**model_headers(location(RUN_LOCATION, "the sync run")))
+    model_config = model_headers(location(RUN_LOCATION, "the sync run"))
 
     source: str
     run: SyncRunSummary | None = Field(description="the run in progress (null: not recorded yet, see "

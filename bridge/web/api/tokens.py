@@ -36,7 +36,7 @@ class TokenOut(BaseModel):
 
 
 class TokenCreated(TokenOut):
-    model_config = ConfigDict(**model_headers(no_store()))  # every answer holding a token: no-store
+    model_config = model_headers(no_store())  # every answer holding a token: no-store
 
     token: str = Field(description="the token itself: shown this once, store it now")
 
