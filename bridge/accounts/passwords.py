@@ -26,7 +26,6 @@ CRITERIA_WORDS = {
     "de": {"upper": "einen Großbuchstaben", "lower": "einen Kleinbuchstaben", "digit": "eine Ziffer",
            "special": "ein Sonderzeichen"},
 }
-CRITERIA_TEXT = CRITERIA_WORDS["en"]
 PROBLEM_TEXT = {
     "en": {
         "too_short": "the password must have at least {min_length} characters",
@@ -161,12 +160,6 @@ def policy_problems(policy: PasswordPolicy, password: str, names: list[str] | No
         problems.append(PolicyProblem("criteria", min_criteria=policy.min_criteria, criteria=tuple(enabled),
                                       missing=tuple(c for c in enabled if c not in met)))
     return problems
-
-
-def describe_policy(policy: PasswordPolicy) -> str:
-    enabled = enabled_criteria(policy)
-    return (f"at least {policy.min_length} characters and at least {policy.min_criteria} of: "
-            f"{', '.join(CRITERIA_TEXT[c] for c in enabled)}")
 
 
 def temporary_password(policy: PasswordPolicy) -> str:

@@ -67,7 +67,6 @@ class Lease:
     store: Store
     name: str
     holder: str
-    renewed_at: float = 0.0
     lost: bool = False
     released: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -84,7 +83,6 @@ class Lease:
                     update(LeaderLease).where(LeaderLease.name == self.name, LeaderLease.holder == self.holder)
                     .values(expires_at=utcnow() + timedelta(seconds=LEASE_SECONDS))))
             if renewed:
-                self.renewed_at = time.monotonic()
                 return True
             if not self.released:
                 self.lost = True
@@ -174,7 +172,7 @@ def source_lock(store: Store, source_name: str, replica: str) -> Iterator[Lease]
     if row is not None and ended:
         with _ended_lock:
             _ended.discard(previous)
-    lease = Lease(store, name, holder, renewed_at=time.monotonic())
+    lease = Lease(store, name, holder)
     stop = threading.Event()
     heartbeat = threading.Thread(target=lease._heartbeat, args=(stop,), name=f"lease {name}", daemon=True)
     heartbeat.start()

@@ -52,6 +52,14 @@ class Services:
         except SQLAlchemyError as exc:
             log.warning("could not resolve conflicts: %s", type(exc).__name__)
 
+    @contextmanager
+    def read(self, actor: Actor) -> Iterator[UnitOfWork]:
+        """The services over a read transaction, for answers that change nothing: no write
+        lock (SQLite's BEGIN IMMEDIATE), nothing committed (a write made by mistake is lost
+        with the transaction, never kept)."""
+        with self.store.read() as session:
+            yield UnitOfWork(session, actor, self.config.ownership, self.config)
+
     def record_conflicts(self, actor: Actor, notes: list[ConflictNote]) -> None:
         """Open or count conflicts (bridge.services.conflicts) in a transaction of their own."""
         try:

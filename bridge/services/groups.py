@@ -96,9 +96,6 @@ class GroupService:
             raise NotFound(f"no group with id {group_id}")
         return group
 
-    def find_by_source_id(self, source: str, source_id: str) -> Group | None:
-        return self.uow.session.scalar(select(Group).where(Group.source == source, Group.source_id == source_id))
-
     def create(self, display_name: str, **fields: Any) -> Group:
         unknown = set(fields) - set(GROUP_FIELDS)
         if unknown:

@@ -150,9 +150,6 @@ class UserService:
     def find_by_user_name(self, user_name: str) -> User | None:
         return self.uow.session.scalar(select(User).where(User.user_name_key == user_name_key(user_name)))
 
-    def find_by_source_id(self, source: str, source_id: str) -> User | None:
-        return self.uow.session.scalar(select(User).where(User.source == source, User.source_id == source_id))
-
     # -- writes ----------------------------------------------------------------
 
     def create(self, **fields: Any) -> User:

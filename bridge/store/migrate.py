@@ -50,11 +50,3 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
     return before, current_revision(engine)
-
-
-def autogenerate(engine: Engine, message: str) -> None:
-    """Developer helper: write a new revision from the difference between models and database."""
-    cfg = _alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.revision(cfg, message=message, autogenerate=True)

@@ -46,3 +46,16 @@ def test_a_locked_store_is_a_503_with_retry_after(busy_app):
         from bridge.store.models import User
 
         assert session.scalars(select(User.user_name)).all() == []  # nothing was written
+
+
+def test_reads_take_no_write_lock(busy_app):
+    """A GET of the admin API reads in a read transaction: it answers while another writer
+    holds SQLite's write lock (before, 11 GET routes opened a write unit just to read)."""
+    client, admin, scim, holder, rt = busy_app
+    headers = {"Authorization": f"Bearer {admin}"}
+    holder.execute("ROLLBACK")
+    assert client.get("/api/v1/roles", headers=headers).status_code == 200  # the token's use is stamped now
+    holder.execute("BEGIN IMMEDIATE")
+    for path in ("/api/v1/roles", "/api/v1/scopes", "/api/v1/customers", "/api/v1/rights", "/api/v1/grants"):
+        answer = client.get(path, headers=headers)
+        assert answer.status_code == 200, (path, answer.status_code, answer.json)

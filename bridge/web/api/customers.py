@@ -116,7 +116,7 @@ def customer_json(uow: UnitOfWork, customer: Customer) -> dict[str, Any]:
 
 @bp.get("/customers", responses={200: CustomerList}, summary="Every customer")
 def list_customers(query: PageQuery):  # type: ignore[no-untyped-def]
-    with runtime().services.unit(api_actor()) as uow:
+    with runtime().services.read(api_actor()) as uow:
         customers = uow.customers.all()
         return page_json(query, len(customers), [customer_json(uow, c) for c in
                                                  customers[query.offset:query.offset + query.limit]])
@@ -132,7 +132,7 @@ def create_customer(body: CustomerCreate):  # type: ignore[no-untyped-def]
 
 @bp.get("/customers/<number>", responses={200: CustomerOut}, summary="One customer")
 def get_customer(path: CustomerPath):  # type: ignore[no-untyped-def]
-    with runtime().services.unit(api_actor()) as uow:
+    with runtime().services.read(api_actor()) as uow:
         return jsonify(customer_json(uow, uow.customers.get(path.number)))
 
 

@@ -101,7 +101,7 @@ def user_right_json(row: UserRight) -> dict[str, Any]:
 
 @bp.get("/grants", responses={200: GrantList}, summary="Grants, filtered")
 def list_grants(query: GrantQuery):  # type: ignore[no-untyped-def]
-    with runtime().services.unit(api_actor()) as uow:
+    with runtime().services.read(api_actor()) as uow:
         uid = user_id(uow, query.user) if query.user else None
         rows = uow.grants.find(user_id=uid, group_id=query.group_id, role=query.role, scope=query.scope)
         return paged(query, [grant_json(g, name) for g, name in rows])
@@ -125,7 +125,7 @@ def delete_grant(path: GrantPath):  # type: ignore[no-untyped-def]
 
 @bp.get("/user-rights", responses={200: UserRightList}, summary="A user's individual rights")
 def list_user_rights(query: UserRightQuery):  # type: ignore[no-untyped-def]
-    with runtime().services.unit(api_actor()) as uow:
+    with runtime().services.read(api_actor()) as uow:
         return paged(query, [user_right_json(r) for r in uow.grants.user_rights(user_id(uow, query.user))])
 
 

@@ -95,7 +95,7 @@ def role_json(uow: UnitOfWork, role: Role) -> dict[str, Any]:
 
 @bp.get("/roles", responses={200: RoleList}, summary="Every role")
 def list_roles(query: PageQuery):  # type: ignore[no-untyped-def]
-    with runtime().services.unit(api_actor()) as uow:
+    with runtime().services.read(api_actor()) as uow:
         roles = uow.roles.all()
         return page_json(query, len(roles), [role_json(uow, r) for r in roles[query.offset:query.offset + query.limit]])
 
@@ -110,7 +110,7 @@ def create_role(body: RoleCreate):  # type: ignore[no-untyped-def]
 
 @bp.get("/roles/<name>", responses={200: RoleOut}, summary="One role")
 def get_role(path: RolePath):  # type: ignore[no-untyped-def]
-    with runtime().services.unit(api_actor()) as uow:
+    with runtime().services.read(api_actor()) as uow:
         return jsonify(role_json(uow, uow.roles.get(path.name)))
 
 
@@ -140,7 +140,7 @@ def copy_role(path: RolePath, body: RoleCopy):  # type: ignore[no-untyped-def]
 
 @bp.get("/rights", responses={200: RightList}, summary="Every known right")
 def list_rights(query: PageQuery):  # type: ignore[no-untyped-def]
-    with runtime().services.unit(api_actor()) as uow:
+    with runtime().services.read(api_actor()) as uow:
         return paged(query, [{"name": r.name, "description": r.description} for r in uow.roles.list_rights()])
 
 

@@ -51,7 +51,7 @@ def scope_json(node: ScopeNode) -> dict[str, Any]:
 
 @bp.get("/scopes", responses={200: ScopeList}, summary="The whole tree, as a list of nodes")
 def list_scopes(query: PageQuery):  # type: ignore[no-untyped-def]
-    with runtime().services.unit(api_actor()) as uow:
+    with runtime().services.read(api_actor()) as uow:
         nodes = uow.scopes.all()
         return jsonify(total=len(nodes), offset=query.offset, limit=query.limit, levels=uow.scopes.levels,
                        items=[scope_json(n) for n in nodes[query.offset:query.offset + query.limit]])
@@ -66,7 +66,7 @@ def create_scope(body: ScopeCreate):  # type: ignore[no-untyped-def]
 
 @bp.get("/scopes/<scope_id>", responses={200: ScopeOut}, summary="One node")
 def get_scope(path: ScopePath):  # type: ignore[no-untyped-def]
-    with runtime().services.unit(api_actor()) as uow:
+    with runtime().services.read(api_actor()) as uow:
         return jsonify(scope_json(uow.scopes.get(path.scope_id)))
 
 

@@ -96,7 +96,7 @@ def create_token(body: TokenCreate):  # type: ignore[no-untyped-def]
 
 @bp.get("/tokens/<name>", responses={200: TokenOut}, summary="One token")
 def get_token(path: TokenPath):  # type: ignore[no-untyped-def]
-    with runtime().services.unit(api_actor()) as uow:
+    with runtime().services.read(api_actor()) as uow:
         return jsonify(token_json(uow.tokens.get(path.name)))
 
 

@@ -176,7 +176,7 @@ def create_user(body: UserCreate):  # type: ignore[no-untyped-def]
 
 @bp.get("/users/<user_id>", responses={200: UserOut}, summary="One user")
 def get_user(path: UserPath):  # type: ignore[no-untyped-def]
-    with runtime().services.unit(api_actor()) as uow:
+    with runtime().services.read(api_actor()) as uow:
         return jsonify(user_json(uow.users.get(path.user_id)))
 
 
