@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.jobs.leader import LEASE_NAME
 from bridge.services.conflicts import open_counts
-from bridge.store.models import LeaderLease, SyncRun, utcnow
+from bridge.store.models import LeaderLease, RunStatus, SyncRun, utcnow
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
@@ -76,7 +76,8 @@ class StoreCollector(Collector):
                     counts.add_metric([*labels, outcome], getattr(run, outcome))
                 status.add_metric([*labels, run.status], 1)
             trips = session.execute(select(SyncRun.source, func.count()).where(
-                SyncRun.status.in_(("guarded", "approved")), SyncRun.dry_run.is_(False)).group_by(SyncRun.source))
+                SyncRun.status.in_((RunStatus.guarded, RunStatus.approved)), SyncRun.dry_run.is_(False))
+                .group_by(SyncRun.source))
             for source, count in trips:
                 guard.add_metric([source], count)
             lease = session.scalar(select(LeaderLease).where(LeaderLease.name == LEASE_NAME))

@@ -15,7 +15,7 @@ from bridge.config import INTERVAL_RE, parse_interval
 from bridge.jobs.leader import EXTRAS_KEY, Leadership
 from bridge.jobs.registry import JobSpec, job_specs
 from bridge.services.errors import NotFound
-from bridge.store.models import JobRun, utcnow
+from bridge.store.models import JobOutcome, JobRun, utcnow
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
@@ -35,12 +35,12 @@ def run_job(rt: Runtime, spec: JobSpec) -> JobRun:
     with rt.store.write() as session:
         run = JobRun(job=spec.name, replica=rt.replica)
         session.add(run)
-    outcome, counts, message = "ok", {}, None
+    outcome, counts, message = JobOutcome.ok, {}, None
     try:
         counts = spec.run(rt)
     except Exception as exc:  # a job's failure must not kill the scheduler
         log.exception("job %s failed", spec.name, extra={"job": spec.name})
-        outcome, message = "failed", f"{type(exc).__name__}: {exc}"
+        outcome, message = JobOutcome.failed, f"{type(exc).__name__}: {exc}"
     with rt.store.write() as session:
         row = session.get(JobRun, run.id)
         assert row is not None

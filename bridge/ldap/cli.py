@@ -17,6 +17,7 @@ from bridge.cli_common import EXIT_FAILURE, EXIT_USAGE, build_runtime_or_fail, c
 from bridge.ldap.lock import SyncBusy
 from bridge.ldap.plan import SyncResult
 from bridge.ldap.sync import NothingToApprove, UnknownSource, find_source, run_sync
+from bridge.store.models import RunStatus
 
 
 class ProgressLine:
@@ -74,7 +75,7 @@ def _report(result: SyncResult) -> None:
         click.echo(f"  ... and {len(result.errors) - 20} more errors (see the sync run record)", err=True)
     if result.status == "failed":
         click.echo(f"dirbridge: sync of {result.source} failed: {result.error}", err=True)
-    if result.status == "guarded":
+    if result.status == RunStatus.guarded:
         click.echo(f"dirbridge: the deletion guard stopped the removals of {result.source}: {result.guard}", err=True)
         for user in result.would_remove[:20]:
             click.echo(f"  would remove {user['user_name']} ({user['dn']})", err=True)
@@ -120,6 +121,6 @@ def sync(source: str | None, full: bool, dry_run: bool, approve_deletions: bool,
             continue
         progress.close()
         _report(result)
-        ok = ok and result.status in ("ok", "approved")
+        ok = ok and result.status in (RunStatus.ok, RunStatus.approved)
     if not ok:
         sys.exit(EXIT_FAILURE)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.ldap.lock import SyncBusy
 from bridge.ldap.sync import run_sync
+from bridge.store.models import RunStatus
 
 if TYPE_CHECKING:
     from bridge.jobs.registry import JobSpec
@@ -28,7 +29,7 @@ def _runner(name: str, full: bool) -> Any:
         counts = {k: v for k, v in result.counts.as_dict().items() if v}
         if result.status == "failed":
             raise SyncNotApplied(f"run {result.run_id}: {result.error}")
-        if result.status == "guarded":
+        if result.status == RunStatus.guarded:
             raise SyncNotApplied(f"run {result.run_id} stopped by the deletion guard: {result.guard}; "
                                  f"approve with: dirbridge sync {name} --approve-deletions")
         return {"run": result.run_id, **counts}

@@ -39,7 +39,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bridge.store.db import Store, rowcount
-from bridge.store.models import LeaderLease, SyncRun, utcnow
+from bridge.store.models import LeaderLease, RunStatus, SyncRun, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def source_lock(store: Store, source_name: str, replica: str) -> Iterator[Lease]
                 row.expires_at = now + timedelta(seconds=LEASE_SECONDS)
             session.flush()
             for run in session.scalars(select(SyncRun).where(SyncRun.source == source_name,
-                                                             SyncRun.status == "running")):
+                                                             SyncRun.status == RunStatus.running)):
                 run.status, run.finished_at = "failed", now
                 run.detail = {**(run.detail or {}), "error": "abandoned: the process running it ended"}
     except IntegrityError:

@@ -9,15 +9,15 @@ from sqlalchemy import select
 
 from bridge.ldap.plan import MAX_ERRORS_KEPT, SyncResult
 from bridge.store.db import Store
-from bridge.store.models import SyncRun, utcnow
+from bridge.store.models import RunMode, RunStatus, SyncRun, utcnow
 
 #: runs whose scan completed: their high-water mark is safe to continue from
-COMPLETE = ("ok", "approved", "guarded")
+COMPLETE = (RunStatus.ok, RunStatus.approved, RunStatus.guarded)
 
 
 def start_run(store: Store, source: str, mode: str, dry_run: bool) -> int:
     with store.write() as session:
-        run = SyncRun(source=source, mode=mode, dry_run=dry_run, status="running")
+        run = SyncRun(source=source, mode=mode, dry_run=dry_run, status=RunStatus.running)
         session.add(run)
         session.flush()
         return run.id
@@ -56,13 +56,14 @@ def latest_guarded(store: Store, source: str) -> SyncRun | None:
     with store.read() as session:
         run = session.scalar(
             select(SyncRun).where(SyncRun.source == source, SyncRun.dry_run.is_(False),
-                                  SyncRun.status == "guarded")
+                                  SyncRun.status == RunStatus.guarded)
             .order_by(SyncRun.id.desc()).limit(1))
         if run is None or (run.detail or {}).get("approved_by"):
             return None
         later = session.scalar(
             select(SyncRun.id).where(SyncRun.source == source, SyncRun.dry_run.is_(False),
-                                     SyncRun.mode == "full", SyncRun.status.in_(("ok", "approved")),
+                                     SyncRun.mode == RunMode.full,
+                                     SyncRun.status.in_((RunStatus.ok, RunStatus.approved)),
                                      SyncRun.id > run.id).limit(1))
     return None if later is not None else run
 

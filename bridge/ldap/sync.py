@@ -45,7 +45,7 @@ from bridge.ldap.readahead import ReadAhead
 from bridge.ldap.runs import finish_run, last_mark, latest_guarded, mark_approved, start_run
 from bridge.ldap.users import ENTRY_ERRORS, UserWriter
 from bridge.services import Actor
-from bridge.store.models import User, utcnow
+from bridge.store.models import RunMode, RunStatus, User, utcnow
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
@@ -100,7 +100,7 @@ def run_sync(rt: Runtime, name: str, *, full: bool = False, dry_run: bool = Fals
                 raise NothingToApprove(f"no sync of {source.name!r} is waiting for approval")
             approved = {"run": guarded.id, **(guarded.detail or {})}
         mark = last_mark(rt.store, source.name)
-        mode = "full" if full or approved is not None or mark is None else "incremental"
+        mode = RunMode.full if full or approved is not None or mark is None else RunMode.incremental
         job = SourceSync(rt, source, lease, dry_run=dry_run, approved=approved, progress=progress)
         return job.run(mode, mark)
 
@@ -138,14 +138,14 @@ class SourceSync:
     def run(self, mode: str, mark: str | None) -> SyncResult:
         started = utcnow()
         run_id = start_run(self.rt.store, self.source.name, mode, self.dry_run)
-        result = SyncResult(run_id, self.source.name, mode, self.dry_run, "running", self.counts, self.plan)
+        result = SyncResult(run_id, self.source.name, mode, self.dry_run, RunStatus.running, self.counts, self.plan)
         detail: dict[str, Any] = {}
         try:
             with ExitStack() as cleanup:
                 since: str | None = None
                 conn: ldap3.Connection | None = None
                 cookie = last_cookie(self.rt.store, self.source.name) if self.source.dirsync else None
-                if mode == "incremental":
+                if mode == RunMode.incremental:
                     conn = connect(self.source)
                     cleanup.callback(conn.unbind)
                     since = since_filter_value(self.amap.marker, mark, _host(conn))
@@ -179,7 +179,7 @@ class SourceSync:
                 if isinstance(reader, ReadAhead):
                     result.reader_peak_rss_kb, result.reader_cpu_seconds = reader.peak_rss_kb, reader.cpu_seconds
         except Exception as exc:  # recorded as a failed run; committed batches stay, nothing is removed
-            result.status = "failed"
+            result.status = RunStatus.failed
             result.error = f"{type(exc).__name__}: {exc}"
             expected = isinstance(exc, (LDAPException, OSError, SQLAlchemyError))
             log.log(logging.WARNING if expected else logging.ERROR, "LDAP sync of %s failed: %s",
@@ -188,13 +188,13 @@ class SourceSync:
             result.guard = guard
             result.would_remove = removals.users
             if guard:
-                result.status = "guarded"
+                result.status = RunStatus.guarded
                 detail = {"guard": guard, "would_deactivate": removals.users,
                           "would_delete_groups": removals.groups, "plan": self.counts.as_dict()}
                 log.warning("LDAP sync of %s stopped by the deletion guard: %s", self.source.name, guard,
                             extra={"source": self.source.name})
             else:
-                result.status = "approved" if self.approved and not self.dry_run else "ok"
+                result.status = RunStatus.approved if self.approved and not self.dry_run else RunStatus.ok
                 if self.approved:
                     detail["approves_run"] = self.approved["run"]
                 if removals.users or removals.groups:
@@ -204,7 +204,7 @@ class SourceSync:
         self.counts.errors = len(self.errors)
         result.errors = self.errors
         finish_run(self.rt.store, result, detail)
-        if result.status == "approved":
+        if result.status == RunStatus.approved:
             mark_approved(self.rt.store, self.approved["run"], run_id)  # type: ignore[index]
         log.info(result.summary(), extra={"source": self.source.name, "counts": self.counts.as_dict()})
         return result

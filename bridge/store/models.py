@@ -92,6 +92,30 @@ class GroupKind(enum.StrEnum):
     local = "local"  # created through the admin API
 
 
+class RunMode(enum.StrEnum):
+    """How an LDAP sync read its source."""
+
+    full = "full"
+    incremental = "incremental"
+
+
+class RunStatus(enum.StrEnum):
+    """Where an LDAP sync run stands; ``guarded``: stopped by the deletion guard, its plan
+    kept; ``approved``: a guarded plan applied on purpose."""
+
+    running = "running"
+    ok = "ok"
+    failed = "failed"
+    guarded = "guarded"
+    approved = "approved"
+
+
+class JobOutcome(enum.StrEnum):
+    running = "running"
+    ok = "ok"
+    failed = "failed"
+
+
 class TokenKind(enum.StrEnum):
     scim = "scim"
     admin = "admin"
@@ -428,9 +452,9 @@ class SyncRun(Base):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(String(80))
-    mode: Mapped[str] = mapped_column(String(16))  # "full" | "incremental"
+    mode: Mapped[str] = mapped_column(String(16))  # RunMode
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running|ok|failed|guarded|approved
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.running)  # RunStatus
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
     added: Mapped[int] = mapped_column(Integer, default=0)
@@ -467,7 +491,7 @@ class JobRun(Base):
     replica: Mapped[str] = mapped_column(String(128))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
-    outcome: Mapped[str] = mapped_column(String(16), default="running")  # running|ok|failed
+    outcome: Mapped[str] = mapped_column(String(16), default=JobOutcome.running)  # JobOutcome
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     message: Mapped[str | None] = mapped_column(Text)
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bridge import __version__
 from bridge.services.conflicts import open_conflicts, open_total
 from bridge.store import migrate
-from bridge.store.models import AuditEvent, JobRun, SourceConflict, SyncRun, utcnow
+from bridge.store.models import AuditEvent, JobRun, RunMode, RunStatus, SourceConflict, SyncRun, utcnow
 from bridge.web.chart import RunPoint, sync_chart
 from bridge.web.scim_activity import ClientActivity, client_activity
 
@@ -160,7 +160,7 @@ def _sources(rt: Runtime) -> list[SourceView]:
             recent = list(session.scalars(
                 select(SyncRun).where(SyncRun.source == source.name, SyncRun.dry_run.is_(False))
                 .order_by(SyncRun.id.desc()).limit(CHART_RUNS)))
-            for mode in ("full", "incremental"):
+            for mode in RunMode:
                 last = session.scalar(select(SyncRun).where(SyncRun.source == source.name, SyncRun.mode == mode,
                                                             SyncRun.dry_run.is_(False))
                                       .order_by(SyncRun.id.desc()).limit(1))
@@ -208,7 +208,8 @@ def _recent(rt: Runtime, view: StatusView) -> None:
             select(JobRun).where(JobRun.outcome == "failed", JobRun.started_at >= since)
             .order_by(JobRun.id.desc()).limit(FAILED_ITEMS)))
         view.failed_syncs = [run_view(r) for r in session.scalars(
-            select(SyncRun).where(SyncRun.status.in_(("failed", "guarded")), SyncRun.started_at >= since)
+            select(SyncRun).where(SyncRun.status.in_((RunStatus.failed, RunStatus.guarded)),
+                                  SyncRun.started_at >= since)
             .order_by(SyncRun.id.desc()).limit(FAILED_ITEMS))]
         view.conflicts = open_conflicts(session, limit=CONFLICTS_SHOWN)
         view.conflicts_open = open_total(session)
