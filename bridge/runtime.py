@@ -1,26 +1,37 @@
-"""What one dirbridge process holds: config, store, services, scheduler. Built by the
-daemon or the tests and handed to the app factory; nothing of it exists at import time."""
+"""What one dirbridge process holds, in one place (the composition root): the config, the
+store, the services, the clock, and the components built from them on first use (the
+authorizer, the SCIM activity counter, the user binder, the TOTP vault) or by the daemon
+(the scheduler and its leader lease). Built by ``build_runtime`` for the daemon, the
+commands and the tests, and handed to the app factory; nothing of it exists at import
+time. What runs threads (the HTTP server, the scheduler, the lease) is started and
+stopped in order by ``bridge.daemon.Daemon``."""
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bridge.config import Config
 from bridge.services import Services
 from bridge.store import Store, migrate
 from bridge.store.models import utcnow
 
+Clock = Callable[[], datetime]
+
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
 
     from bridge.accounts.vault import TotpVault
+    from bridge.jobs.leader import Leadership
     from bridge.ldap.auth import Binder
+    from bridge.mapping.engine import Authorizer
     from bridge.metrics import Metrics
+    from bridge.web.scim_activity import ScimActivity
 
 
 def replica_name() -> str:
@@ -35,13 +46,33 @@ class Runtime:
     started_at: datetime = field(default_factory=utcnow)
     replica: str = field(default_factory=replica_name)
     scheduler: BaseScheduler | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: the one clock of the process (accounts, SCIM activity); a test sets its own
+    clock: Clock = utcnow
+    #: the scheduler's leader lease (bridge.jobs.leader), set when the scheduler is built
+    leadership: Leadership | None = None
     metrics: Metrics = field(init=False)
 
     def __post_init__(self) -> None:
         from bridge.metrics import Metrics
 
         self.metrics = Metrics(self)
+
+    @cached_property
+    def authorizer(self) -> Authorizer:
+        """Answers "may this user do that here" from the store, with caches kept exact by
+        the change log (bridge.mapping.engine). The config was applied by build_runtime."""
+        from bridge.mapping.engine import Authorizer
+
+        return Authorizer(self.store, self.config)
+
+    @cached_property
+    def scim_activity(self) -> ScimActivity:
+        """SCIM requests and errors per client and minute, for the status page."""
+        from bridge.web.scim_activity import ScimActivity, flush_at_exit
+
+        activity = ScimActivity(self.store, lambda: self.clock())
+        flush_at_exit(activity)
+        return activity
 
     @cached_property
     def binder(self) -> Binder:

@@ -16,7 +16,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,6 +24,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from bridge.accounts.clock import Clock
 from bridge.store.db import Store, rowcount
 from bridge.store.models import LeaderLease, utcnow
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +126,7 @@ def _keep_if_holder(table, holder: str, now: datetime):  # type: ignore[no-untyp
                 else_=bindparam("taken_over_at", now, type_=table.c.acquired_at.type))
 
 
-EXTRAS_KEY = "leadership"
-
-
-def release_leadership(rt) -> None:  # type: ignore[no-untyped-def]
+def release_leadership(rt: Runtime) -> None:
     """Give up the lease of this runtime's scheduler, if it has one (graceful stop)."""
-    leadership = rt.extras.get(EXTRAS_KEY)
-    if leadership is not None:
-        leadership.release()
+    if rt.leadership is not None:
+        rt.leadership.release()

@@ -12,7 +12,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bridge.config import INTERVAL_RE, parse_interval
-from bridge.jobs.leader import EXTRAS_KEY, Leadership
+from bridge.jobs.leader import Leadership
 from bridge.jobs.registry import JobSpec, job_specs
 from bridge.services.errors import NotFound
 from bridge.store.models import JobOutcome, JobRun, utcnow
@@ -61,7 +61,7 @@ def find_job(rt: Runtime, name: str) -> JobSpec:
 def run_if_leader(rt: Runtime, spec: JobSpec) -> JobRun | None:
     """The scheduler's entry: every job, whoever registered it, runs only on the replica
     that holds the leader lease (bridge.jobs.leader); the others skip their turn."""
-    leadership = rt.extras.get(EXTRAS_KEY)
+    leadership = rt.leadership
     if leadership is not None and not leadership.is_leader():
         log.debug("job %s skipped: another replica leads", spec.name, extra={"job": spec.name})
         return None
@@ -73,7 +73,7 @@ def build_scheduler(rt: Runtime) -> BackgroundScheduler:
         timezone="UTC",
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
     )
-    leadership = rt.extras[EXTRAS_KEY] = Leadership(rt.store, rt.replica, rt.config.jobs.lease_seconds)
+    leadership = rt.leadership = Leadership(rt.store, rt.replica, rt.config.jobs.lease_seconds)
     scheduler.add_job(leadership.try_acquire, IntervalTrigger(seconds=leadership.renew_every), id=LEASE_JOB,
                       name="acquire or renew the leader lease", next_run_time=utcnow(),
                       misfire_grace_time=None)

@@ -17,7 +17,6 @@ from bridge.store.db import Store
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
 
-EXTRAS_KEY = "authorizer"
 
 
 def describe_rule(rule: MappingRule) -> str:
@@ -80,13 +79,5 @@ class Authorizer:
 
 
 def authorizer(rt: Runtime) -> Authorizer:
-    """The runtime's authorizer, made on first use (applying the config once more, in case
-    the database was not ready when the runtime was built: it is idempotent)."""
-    found = rt.extras.get(EXTRAS_KEY)
-    if found is None:
-        from bridge.mapping.apply import apply_config
-
-        apply_config(rt.services, rt.config)
-        found = rt.extras.setdefault(EXTRAS_KEY, Authorizer(rt.store, rt.config))
-    assert isinstance(found, Authorizer)
-    return found
+    """The runtime's authorizer (``Runtime.authorizer``)."""
+    return rt.authorizer

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXTRAS_KEY = "scim-activity"
 FLUSH_SECONDS = 10.0
 QUIET_FLUSHES = 6  # the thread ends after this many flushes with nothing to write
 KEEP_MINUTES = 48 * 60  # rows older than this are pruned
@@ -173,15 +172,13 @@ def _flush_at_exit() -> None:
 
 
 def activity_for(rt: Runtime) -> ScimActivity:
-    """The runtime's counter, made on first use."""
-    found = rt.extras.get(EXTRAS_KEY)
-    if found is None:
-        from bridge.accounts.clock import clock_of
+    """The runtime's counter (``Runtime.scim_activity``)."""
+    return rt.scim_activity
 
-        found = rt.extras.setdefault(EXTRAS_KEY, ScimActivity(rt.store, lambda: clock_of(rt)()))
-        _ALL.add(found)
-    assert isinstance(found, ScimActivity)
-    return found
+
+def flush_at_exit(activity: ScimActivity) -> None:
+    """Keep ``activity`` among those flushed when the interpreter exits."""
+    _ALL.add(activity)
 
 
 def client_activity(rt: Runtime, now: datetime | None = None) -> list[ClientActivity]:

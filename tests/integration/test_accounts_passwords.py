@@ -26,7 +26,7 @@ def config(smtp_sink):
 
 @pytest.fixture
 def clock(runtime):
-    runtime.extras["clock"] = found = FakeClock()
+    runtime.clock = found = FakeClock()
     return found
 
 

@@ -60,11 +60,11 @@ def test_only_the_leader_runs_scheduled_jobs(runtime):
     spec = JobSpec("probe", "1h", lambda rt: runs.append(rt.replica) or {"ran": 1}, "test job")
     leadership = Leadership(runtime.store, "someone-else", LEASE)
     assert leadership.try_acquire()
-    runtime.extras["leadership"] = Leadership(runtime.store, runtime.replica, LEASE)
-    assert not runtime.extras["leadership"].try_acquire()
+    runtime.leadership = Leadership(runtime.store, runtime.replica, LEASE)
+    assert not runtime.leadership.try_acquire()
     assert run_if_leader(runtime, spec) is None and runs == []
     leadership.release()
-    assert runtime.extras["leadership"].try_acquire()
+    assert runtime.leadership.try_acquire()
     run = run_if_leader(runtime, spec)
     assert run is not None and run.outcome == "ok" and runs == [runtime.replica]
 

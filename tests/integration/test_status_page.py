@@ -31,7 +31,7 @@ def config():
 
 @pytest.fixture
 def clock(runtime):
-    runtime.extras["clock"] = found = FakeClock(utcnow().replace(microsecond=0))
+    runtime.clock = found = FakeClock(utcnow().replace(microsecond=0))
     return found
 
 

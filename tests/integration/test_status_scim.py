@@ -31,7 +31,7 @@ def panel_row(html: str, client: str) -> tuple[int, int]:
 
 
 def test_the_panel_counts_requests_and_errors_per_client(runtime, client):
-    clock = runtime.extras["clock"] = FakeClock(utcnow().replace(microsecond=0))
+    clock = runtime.clock = FakeClock(utcnow().replace(microsecond=0))
     entra = {"Authorization": f"Bearer {create_token(runtime, 'entra', 'scim')}"}
     okta = {"Authorization": f"Bearer {create_token(runtime, 'okta', 'scim')}"}
     create_token(runtime, "quiet", "scim")

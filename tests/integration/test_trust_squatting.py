@@ -121,7 +121,7 @@ def test_a_squatter_cannot_dodge_the_collision_by_spelling(client, runtime, admi
 
 
 def test_the_status_page_names_both_sources(client, runtime, squatted):
-    runtime.extras["clock"] = clock = FakeClock(utcnow().replace(microsecond=0))
+    runtime.clock = clock = FakeClock(utcnow().replace(microsecond=0))
     ops = make_operator(runtime)
     clock.advance(seconds=30)  # the next TOTP step: the enrolment used this one
     run_sync(runtime, "corp")

@@ -198,7 +198,7 @@ def operator_account(runtime):  # type: ignore[no-untyped-def]
     from tests.fixtures.accounts import FakeClock
     from tests.fixtures.browser import make_operator
 
-    runtime.extras["clock"] = clock = FakeClock(utcnow().replace(microsecond=0))
+    runtime.clock = clock = FakeClock(utcnow().replace(microsecond=0))
     account = make_operator(runtime)
     clock.advance(seconds=30)  # the next TOTP step: the enrolment used this one
     return account, clock
