@@ -7,6 +7,7 @@ from typing import Any
 from flask import jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
+from bridge.services.roles import RoleFacts
 from bridge.services.unit import UnitOfWork
 from bridge.store.models import Role
 from bridge.web import runtime
@@ -77,27 +78,19 @@ class RightPath(BaseModel):
     name: str
 
 
-def role_json(uow: UnitOfWork, role: Role) -> dict[str, Any]:
-    effective: set[str] = set()
-    pending, seen = [role], {role.id}
-    while pending:
-        current = pending.pop()
-        effective.update(uow.roles.rights_of(current))
-        for name in uow.roles.includes_of(current):
-            included = uow.roles.get(name)
-            if included.id not in seen:
-                seen.add(included.id)
-                pending.append(included)
+def role_json(uow: UnitOfWork, role: Role, facts: RoleFacts | None = None) -> dict[str, Any]:
+    facts = facts or uow.roles.described([role])[role.id]
     return {"id": role.id, "name": role.name, "description": role.description, "origin": role.origin,
-            "rights": uow.roles.rights_of(role), "includes": uow.roles.includes_of(role),
-            "effective_rights": sorted(effective)}
+            "rights": facts.rights, "includes": facts.includes, "effective_rights": facts.effective_rights}
 
 
 @bp.get("/roles", responses={200: RoleList}, summary="Every role")
 def list_roles(query: PageQuery):  # type: ignore[no-untyped-def]
     with runtime().services.read(api_actor()) as uow:
         roles = uow.roles.all()
-        return page_json(query, len(roles), [role_json(uow, r) for r in roles[query.offset:query.offset + query.limit]])
+        shown = roles[query.offset:query.offset + query.limit]
+        facts = uow.roles.described(shown)
+        return page_json(query, len(roles), [role_json(uow, r, facts[r.id]) for r in shown])
 
 
 @bp.post("/roles", responses={201: RoleOut}, summary="Create a role")

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import datetime
 from typing import Any, Literal
 
 from flask import jsonify
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ColumnElement, false, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 
 from bridge.mapping.engine import authorizer
-from bridge.mapping.loader import load_groups, load_model, snapshot
+from bridge.mapping.holders import users_holding_role
 from bridge.services.errors import InvalidValue
 from bridge.services.users import user_name_key
-from bridge.store.models import Customer, Grant, GroupUserMember, User
+from bridge.store.models import Customer, User
 from bridge.web import runtime
 from bridge.web.api.common import Page, PageQuery, api_actor, make_blueprint, page_of, unchanged
 
@@ -117,29 +116,8 @@ def _like_prefix(text: str) -> str:
 
 
 def holds_role(role: str) -> ColumnElement[bool]:
-    """Users holding ``role`` through their grants or their groups' (grants, group rules, nesting),
-    as the authorizer sees them; roles from attribute rules are not searched."""
-    rules = authorizer(runtime()).cache.rules
-    with snapshot(runtime().store) as conn:
-        model = load_model(conn)
-        role_id = model.role_ids.get(role)
-        if role_id is None:
-            return false()
-        groups = load_groups(conn, model, rules)
-    children: dict[str, list[str]] = defaultdict(list)
-    for gid, info in groups.items():
-        for parent in info.parents:
-            children[parent].append(gid)
-    pending = [gid for gid, info in groups.items() if any(h.role_id == role_id for h in info.holdings)]
-    holding: set[str] = set()
-    while pending:
-        gid = pending.pop()
-        if gid not in holding:
-            holding.add(gid)
-            pending.extend(children[gid])
-    direct = select(Grant.user_id).where(Grant.role_id == role_id, Grant.user_id.is_not(None))
-    via_groups = select(GroupUserMember.user_id).where(GroupUserMember.group_id.in_(sorted(holding)))
-    return or_(User.id.in_(direct), User.id.in_(via_groups))
+    """Users holding ``role`` (bridge.mapping.holders), as the authorizer's rules see them."""
+    return users_holding_role(runtime().store, authorizer(runtime()).cache.rules, role)
 
 
 @bp.get("/users", responses={200: UserPage}, summary="Search users")
