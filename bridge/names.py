@@ -42,3 +42,14 @@ def identity_key(name: str) -> str:
     ``identity_key(identity_key(x)) == identity_key(x)``."""
     text = cleaned(name).casefold().replace("i\u0307", "i")
     return unicodedata.normalize("NFKC", text)
+
+
+def key_problem(name: str, what: str) -> str | None:
+    """Why ``name`` cannot be an identity (its key is empty, or longer than the stored
+    keys), in words naming ``what`` it is; None when it can."""
+    key = identity_key(name)
+    if not key:
+        return f"{what} {name!r} has no visible characters"
+    if len(key) > MAX_KEY_LENGTH:
+        return f"{what} {name[:40]!r}... is longer than {MAX_KEY_LENGTH} characters once normalised (NFKC)"
+    return None

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bridge.config import Config
 from bridge.files import kept_secret
+from bridge.store.db import rowcount
 from bridge.store.models import TotpCredential
 
 if TYPE_CHECKING:
@@ -79,35 +80,36 @@ class TotpVault:
 
     def reseal(self, store: Store) -> int:
         """Seal every cleartext secret and re-seal every sealed one with the first key; the
-        number of credentials written. Each is its own short transaction."""
+        number of credentials written. The secrets are read once; only those that need it
+        are written, each in its own short transaction and only if nobody changed it
+        meanwhile (``dirbridge serve`` runs this at every start: usually it writes nothing)."""
         with store.read() as session:
-            ids = list(session.scalars(select(TotpCredential.user_id)))
+            stored = list(session.execute(select(TotpCredential.user_id, TotpCredential.secret)))
         written = broken = 0
-        for user_id in ids:
+        for user_id, secret in stored:
+            try:
+                resealed = self._resealed(secret)
+            except InvalidToken:  # sealed with a key no longer configured: left as it is
+                log.error("the TOTP secret of user %s is sealed with a key policy.totp.key no longer holds: put "
+                          "the old key back (after the new one) and reseal, or reset that user's TOTP", user_id)
+                broken += 1
+                continue
+            if resealed is None:
+                continue
             with store.write() as session:
-                credential = session.get(TotpCredential, user_id, with_for_update=True)
-                if credential is None:
-                    continue
-                if credential.secret.startswith(PREFIX):
-                    token = credential.secret[len(PREFIX):].encode()
-                    try:
-                        self._primary.decrypt(token)
-                        continue  # sealed with the first key already: nothing to write
-                    except InvalidToken:
-                        pass
-                    try:
-                        rotated = PREFIX + self._box.rotate(token).decode()
-                    except InvalidToken:  # sealed with a key no longer configured: left as it is
-                        log.error("the TOTP secret of user %s is sealed with a key policy.totp.key no longer "
-                                  "holds: put the old key back (after the new one) and reseal, or reset that "
-                                  "user's TOTP", user_id)
-                        broken += 1
-                        continue
-                else:
-                    rotated = self.seal(credential.secret)
-                if rotated != credential.secret:
-                    credential.secret = rotated
-                    written += 1
+                written += rowcount(session.execute(update(TotpCredential).where(
+                    TotpCredential.user_id == user_id, TotpCredential.secret == secret).values(secret=resealed)))
         if broken:
             log.error("%d TOTP secret(s) could not be opened with the configured keys", broken)
         return written
+
+    def _resealed(self, stored: str) -> str | None:
+        """``stored`` sealed with the first key, or None when it is already."""
+        if not stored.startswith(PREFIX):
+            return self.seal(stored)
+        token = stored[len(PREFIX):].encode()
+        try:
+            self._primary.decrypt(token)
+            return None
+        except InvalidToken:
+            return PREFIX + self._box.rotate(token).decode()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from bridge.names import MAX_KEY_LENGTH, identity_key
+from bridge.names import identity_key, key_problem
 from bridge.services import audit
 from bridge.services.actor import LOCAL_SOURCE
 from bridge.services.errors import (
@@ -409,12 +409,9 @@ class GroupService:
     def _check_name(self, display_name: Any) -> str:
         if not isinstance(display_name, str) or not display_name.strip():
             raise InvalidValue("displayName is required", field="display_name")
-        key = group_key(display_name)
-        if not key:
-            raise InvalidValue(f"displayName {display_name!r} has no visible characters", field="display_name")
-        if len(key) > MAX_KEY_LENGTH:
-            raise InvalidValue(f"displayName {display_name[:40]!r}... is longer than {MAX_KEY_LENGTH} characters "
-                               "once normalised (NFKC)", field="display_name")
+        problem = key_problem(display_name, "displayName")
+        if problem is not None:
+            raise InvalidValue(problem, field="display_name")
         if len(display_name) > 256:
             raise InvalidValue("displayName is longer than 256 characters", field="display_name")
         return display_name.strip()

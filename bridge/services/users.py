@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from bridge.names import MAX_KEY_LENGTH, identity_key
+from bridge.names import identity_key, key_problem
 from bridge.services import audit, conflicts
 from bridge.services.actor import LOCAL_SOURCE
 from bridge.services.addresses import mail_address
@@ -282,12 +282,9 @@ class UserService:
     def _check_user_name(self, user_name: Any, source: str) -> str:
         if not isinstance(user_name, str) or not user_name.strip():
             raise InvalidValue("userName is required", field="user_name")
-        key = user_name_key(user_name)
-        if not key:
-            raise InvalidValue(f"userName {user_name!r} has no visible characters", field="user_name")
-        if len(key) > MAX_KEY_LENGTH:
-            raise InvalidValue(f"userName {user_name[:40]!r}... is longer than {MAX_KEY_LENGTH} characters once "
-                               "normalised (NFKC)", field="user_name")
+        problem = key_problem(user_name, "userName")
+        if problem is not None:
+            raise InvalidValue(problem, field="user_name")
         user_name = str(user_name).strip()
         if len(user_name) > 256:
             raise InvalidValue("userName is longer than 256 characters", field="user_name")

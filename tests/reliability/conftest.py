@@ -106,15 +106,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
               f"{' - ' + str(entry['detail']) if entry.get('detail') else ''}")
     for entry in _REPORT.sections.get("inputs", []):
         write(f"inputs: {entry.get('target')}: {entry.get('tried')} tried, {entry.get('failures', 0)} failures")
-    for entry in _REPORT.sections.get("timing", []):
-        write(f"timing: {entry}")
-    for entry in _REPORT.sections.get("lockout", []):
-        write(f"lockout: {entry}")
-    for entry in _REPORT.sections.get("slow_clients", []):
-        write(f"slow clients: {entry}")
-    for entry in _REPORT.sections.get("directory_down", []):
-        write(f"directory down: {entry}")
-    for entry in _REPORT.sections.get("bulk_beside_logins", []):
-        write(f"bulk beside logins: {entry}")
+    for section in ("timing", "lockout", "slow_clients", "directory_down", "bulk_beside_logins"):
+        for entry in _REPORT.sections.get(section, []):
+            write(f"{section.replace('_', ' ')}: {entry}")
     write(f"totals: {json.dumps(totals)}")
     write(f"written to {path}")
