@@ -277,14 +277,14 @@ def jobs(ctx: click.Context, config_path: Path | None) -> None:
 
     from bridge.jobs.leader import current_leader
     from bridge.jobs.registry import job_specs
-    from bridge.store.models import JobRun, utcnow
+    from bridge.store.models import JobRun
 
     rt = build_runtime_or_fail(load(config_path))
     lease = current_leader(rt.store)
     if lease is None:
         click.echo("leader: none yet (no 'dirbridge serve' has run the scheduler)")
     else:
-        alive = "holds the lease" if lease.expires_at > utcnow() else "lease ran out"
+        alive = "holds the lease" if lease.expires_at > rt.clock() else "lease ran out"
         click.echo(f"leader: {lease.holder} ({alive} until {lease.expires_at:%Y-%m-%d %H:%M:%S} UTC, "
                    f"since {lease.acquired_at:%Y-%m-%d %H:%M:%S})")
     with rt.store.read() as session:
@@ -297,10 +297,13 @@ def jobs(ctx: click.Context, config_path: Path | None) -> None:
 
 @jobs.command("run")
 @click.argument("name")
+@click.option("--here", is_flag=True,
+              help="run it in this process even while a 'dirbridge serve' replica leads the jobs")
 @config_option
 @click.pass_context
-def jobs_run(ctx: click.Context, name: str, config_path: Path | None) -> None:
-    """Run one job now."""
+def jobs_run(ctx: click.Context, name: str, here: bool, config_path: Path | None) -> None:
+    """Run one job now (where no replica leads the scheduled jobs, or with --here)."""
+    from bridge.jobs.runner import NotLeader
     from bridge.jobs.scheduler import find_job, run_job
 
     rt = build_runtime_or_fail(load(config_path or ctx.obj))
@@ -308,7 +311,10 @@ def jobs_run(ctx: click.Context, name: str, config_path: Path | None) -> None:
         spec = find_job(rt, name)
     except ServiceError as exc:
         fail(exc.message, EXIT_USAGE)
-    run = run_job(rt, spec)
+    try:
+        run = run_job(rt, spec, by_hand=not here)
+    except NotLeader as exc:
+        fail(f"{exc.message} (POST /api/v1/jobs/{spec.name}/run), or add --here to run it in this process")
     click.echo(f"{spec.name}: {run.outcome} {run.counts or ''}{' ' + run.message if run.message else ''}")
     if run.outcome != "ok":
         sys.exit(EXIT_FAILURE)
@@ -342,12 +348,8 @@ def conflicts(ctx: click.Context, config_path: Path | None) -> None:
 @click.pass_context
 def conflicts_close(ctx: click.Context, conflict_id: int, config_path: Path | None) -> None:
     """Close an open conflict settled by hand (it opens again if the write is refused again)."""
-    from bridge.services import conflicts as conflict_rules
-
     services = services_for(load(config_path or ctx.obj))
-    with services.store.write() as session:
-        closed = conflict_rules.close(session, cli_actor(), conflict_id)
-    if not closed:
+    if not services.close_conflict(cli_actor(), conflict_id):
         fail(f"no open conflict {conflict_id}", EXIT_USAGE)
     click.echo(f"conflict {conflict_id} closed")
 

@@ -1,8 +1,10 @@
 """``dirbridge serve``: the WSGI server and the scheduler in one process.
 
-SIGTERM and SIGINT stop it gracefully: the listener closes, requests in flight
-finish (up to ``server.shutdown_timeout``), running jobs finish, then the
-process exits 0.
+SIGTERM and SIGINT stop it gracefully: no new run starts, the listener closes,
+requests in flight finish (up to ``server.shutdown_timeout``), syncs and job runs in
+flight get until ``server.shutdown_timeout`` after the signal to finish, and any that
+cannot are interrupted and recorded so (bridge.jobs.runner); the leader lease is given
+up, then the process exits 0.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -70,13 +73,18 @@ class Daemon:
         return None
 
     def stop(self) -> None:
-        log.info("stopping: finishing requests and jobs in flight")
+        """Stop in order: what starts work first (the scheduler, then the listener), then the
+        work in flight (requests, then runs, by one deadline), then the lease and the store."""
+        log.info("stopping: finishing requests and runs in flight")
+        deadline = time.monotonic() + self.rt.config.server.shutdown_timeout
         self.notifier.stopping()
         self.watchdog.stop()
-        self.server.stop()
+        self.rt.runs.begin_stop()
         if self.scheduler is not None:
-            self.scheduler.shutdown(wait=True)
-            release_leadership(self.rt)  # another replica takes the jobs over at once
+            self.scheduler.shutdown(wait=False)  # no new turn; a turn in flight is a run below
+        self.server.stop()
+        self.rt.runs.stop(deadline)
+        release_leadership(self.rt)  # another replica takes the jobs over at once
         self.rt.store.dispose()
         log.info("stopped")
 

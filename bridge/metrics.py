@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.jobs.leader import LEASE_NAME
 from bridge.services.conflicts import open_counts
-from bridge.store.models import LeaderLease, RunStatus, SyncRun, utcnow
+from bridge.store.models import LeaderLease, RunStatus, SyncRun
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
@@ -83,7 +83,7 @@ class StoreCollector(Collector):
             lease = session.scalar(select(LeaderLease).where(LeaderLease.name == LEASE_NAME))
             for kind, count in open_counts(session).items():
                 conflicts.add_metric([kind], count)
-        holds = lease is not None and lease.holder == self.rt.replica and lease.expires_at > utcnow()
+        holds = lease is not None and lease.holder == self.rt.replica and lease.expires_at > self.rt.clock()
         leader.add_metric([self.rt.replica], 1 if holds else 0)
         yield from (duration, counts, status, guard, leader, conflicts)
 

@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from bridge.clock import Clock, utcnow
 from bridge.config import Config
 from bridge.services import Services
 from bridge.store import Store, migrate
-from bridge.store.models import utcnow
-
-Clock = Callable[[], datetime]
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
 
     from bridge.accounts.vault import TotpVault
     from bridge.jobs.leader import Leadership
+    from bridge.jobs.runner import RunService
     from bridge.ldap.auth import Binder
     from bridge.mapping.engine import Authorizer
     from bridge.metrics import Metrics
@@ -44,13 +43,27 @@ class Runtime:
     store: Store
     services: Services
     started_at: datetime = field(default_factory=utcnow)
+    #: when this process started, on the monotonic clock (its uptime, whatever ``clock`` says)
+    started_monotonic: float = field(default_factory=time.monotonic)
     replica: str = field(default_factory=replica_name)
     scheduler: BaseScheduler | None = None
-    #: the one clock of the process (accounts, SCIM activity); a test sets its own
-    clock: Clock = utcnow
     #: the scheduler's leader lease (bridge.jobs.leader), set when the scheduler is built
     leadership: Leadership | None = None
     metrics: Metrics = field(init=False)
+
+    @property
+    def clock(self) -> Clock:
+        """The one clock of the process, kept by the services (every time they write) and
+        read by the accounts code, the run records, the leases and the status page; a
+        test sets its own here."""
+        return self.services.clock
+
+    @clock.setter
+    def clock(self, value: Clock) -> None:
+        self.services.clock = value
+
+    def uptime_seconds(self) -> float:
+        return time.monotonic() - self.started_monotonic
 
     def __post_init__(self) -> None:
         from bridge.metrics import Metrics
@@ -73,6 +86,14 @@ class Runtime:
         activity = ScimActivity(self.store, lambda: self.clock())
         flush_at_exit(activity)
         return activity
+
+    @cached_property
+    def runs(self) -> RunService:
+        """The background work of this process (bridge.jobs.runner): syncs and job runs
+        started by the API and the scheduler, recorded first, stopped by ``Daemon.stop``."""
+        from bridge.jobs.runner import RunService
+
+        return RunService(self)
 
     @cached_property
     def binder(self) -> Binder:

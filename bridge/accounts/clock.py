@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
 
-Clock = Callable[[], datetime]
+from bridge.clock import Clock
+
+__all__ = ["Clock", "clock_of"]
 
 
 def clock_of(rt: Runtime) -> Clock:

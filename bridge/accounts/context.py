@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from bridge.accounts.clock import Clock, clock_of
 from bridge.accounts.mail import Mailer, Message
+from bridge.clock import utcnow
 from bridge.config import Config
 from bridge.services import Services
-from bridge.store.models import utcnow
 
 if TYPE_CHECKING:
     from bridge.accounts.vault import TotpVault

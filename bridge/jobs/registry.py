@@ -7,11 +7,6 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete
-
-from bridge.store.db import rowcount
-from bridge.store.models import AuditEvent, JobRun, utcnow
-
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
 
@@ -28,14 +23,7 @@ def audit_retention(rt: Runtime) -> dict[str, Any]:
     """Delete audit events older than ``audit.retention_days``, and conflicts between
     sources resolved and job runs finished that long ago (frequent jobs add hundreds of
     runs a day)."""
-    from bridge.services import conflicts
-
-    cutoff = utcnow() - timedelta(days=rt.config.audit.retention_days)
-    with rt.store.write() as session:
-        result = session.execute(delete(AuditEvent).where(AuditEvent.at < cutoff))
-        purged = conflicts.purge(session, cutoff)
-        runs = session.execute(delete(JobRun).where(JobRun.started_at < cutoff))
-    return {"deleted": rowcount(result), "conflicts_purged": purged, "job_runs_purged": rowcount(runs)}
+    return dict(rt.services.purge_history(rt.clock() - timedelta(days=rt.config.audit.retention_days)))
 
 
 def job_specs(rt: Runtime) -> list[JobSpec]:

@@ -25,7 +25,7 @@ import ldap3
 from ldap3.core.exceptions import LDAPException
 from sqlalchemy import select
 
-from bridge.ldap.runs import COMPLETE
+from bridge.services.runs import COMPLETE
 from bridge.store.db import Store
 from bridge.store.models import SyncRun
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.ldap.lock import SyncBusy
 from bridge.ldap.sync import run_sync
+from bridge.services.runs import RunInterrupted
 from bridge.store.models import RunStatus
 
 if TYPE_CHECKING:
@@ -27,7 +28,9 @@ def _runner(name: str, full: bool) -> Any:
         except SyncBusy:
             return {"skipped": 1}
         counts = {k: v for k, v in result.counts.as_dict().items() if v}
-        if result.status == "failed":
+        if result.status == RunStatus.interrupted:
+            raise RunInterrupted(f"run {result.run_id}: {result.error}")
+        if result.status == RunStatus.failed:
             raise SyncNotApplied(f"run {result.run_id}: {result.error}")
         if result.status == RunStatus.guarded:
             raise SyncNotApplied(f"run {result.run_id} stopped by the deletion guard: {result.guard}; "

@@ -1,9 +1,7 @@
 """Never two syncs of one source at once, across threads, processes and replicas.
 
-The lock is a lease row (``leader_leases``, name ``ldap-sync:SOURCE``) taken in a
-write transaction: SQLite serialises write transactions (``BEGIN IMMEDIATE``),
-PostgreSQL locks the row (``FOR UPDATE``) or refuses the second insert by the
-primary key.
+The lock is a lease (bridge.store.leases, name ``ldap-sync:SOURCE``), the same
+primitive the scheduler's leader holds.
 
 The lease is short (LEASE_SECONDS) and a heartbeat thread of the holder renews it
 every RENEW_EVERY_SECONDS for as long as the ``source_lock`` block runs, however long
@@ -33,13 +31,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
-
-from bridge.store.db import Store, rowcount
-from bridge.store.models import LeaderLease, RunStatus, SyncRun, utcnow
+from bridge.clock import Clock, utcnow
+from bridge.services import runs
+from bridge.store.db import Store
+from bridge.store.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +43,9 @@ LEASE_SECONDS = 45.0
 RENEW_EVERY_SECONDS = 10.0
 RETRY_SECONDS = 2.0
 
-# Holders of this process whose ``source_lock`` block ended but whose lease row could
-# not be deleted (the database was away): over, whatever the row's expiry says.
-_ended: set[str] = set()
+# Holders of this process whose ``source_lock`` block ended but whose lease could not be
+# given up (the database was away), by lease name: over, whatever the row's expiry says.
+_ended: dict[str, str] = {}
 _ended_lock = threading.Lock()
 
 
@@ -64,7 +60,7 @@ class LeaseLost(RuntimeError):
 
 @dataclass
 class Lease:
-    store: Store
+    leases: Leases
     name: str
     holder: str
     lost: bool = False
@@ -78,11 +74,7 @@ class Lease:
         with self._lock:
             if self.lost or self.released:
                 return False
-            with self.store.write() as session:
-                renewed = rowcount(session.execute(
-                    update(LeaderLease).where(LeaderLease.name == self.name, LeaderLease.holder == self.holder)
-                    .values(expires_at=utcnow() + timedelta(seconds=LEASE_SECONDS))))
-            if renewed:
+            if self.leases.renew(self.name, self.holder, LEASE_SECONDS):
                 return True
             if not self.released:
                 self.lost = True
@@ -116,12 +108,11 @@ def lease_name(source_name: str) -> str:
 
 
 def _delete(store: Store, name: str, holder: str) -> None:
-    with store.write() as session:
-        session.execute(delete(LeaderLease).where(LeaderLease.name == name, LeaderLease.holder == holder))
+    Leases(store).release(name, holder)
 
 
 def _delete_later(store: Store, name: str, holder: str) -> None:
-    """Delete an ended holder's lease once the database answers again (until it would
+    """Give an ended holder's lease up once the database answers again (until it would
     have run out anyway); meanwhile this process's next sync may take it over."""
     deadline = time.monotonic() + LEASE_SECONDS
     while time.monotonic() < deadline:
@@ -135,59 +126,44 @@ def _delete_later(store: Store, name: str, holder: str) -> None:
         except Exception:  # noqa: BLE001 - still away
             continue
     with _ended_lock:
-        _ended.discard(holder)
+        _ended.pop(holder, None)
 
 
 @contextmanager
-def source_lock(store: Store, source_name: str, replica: str) -> Iterator[Lease]:
+def source_lock(store: Store, source_name: str, replica: str, clock: Clock = utcnow) -> Iterator[Lease]:
     """Hold the sync lock of ``source_name``; raises SyncBusy when another holds it.
 
     Taking the lock also closes runs left ``running`` by a process that died: while
     we hold the lock, nobody else is running a sync of this source."""
     name = lease_name(source_name)
     holder = f"{replica}:{secrets.token_hex(4)}"[:128]
-    now = utcnow()
-    try:
-        with store.write() as session:
-            row = session.scalar(select(LeaderLease).where(LeaderLease.name == name).with_for_update())
-            with _ended_lock:
-                ended = row is not None and row.holder in _ended
-            if row is not None and row.expires_at > now and not ended:
-                raise SyncBusy(f"a sync of {source_name!r} is running ({row.holder}, since "
-                               f"{row.acquired_at:%Y-%m-%d %H:%M:%S} UTC)")
-            if row is None:
-                session.add(LeaderLease(name=name, holder=holder, acquired_at=now,
-                                        expires_at=now + timedelta(seconds=LEASE_SECONDS)))
-            else:
-                previous = row.holder
-                row.holder, row.acquired_at = holder, now
-                row.expires_at = now + timedelta(seconds=LEASE_SECONDS)
-            session.flush()
-            for run in session.scalars(select(SyncRun).where(SyncRun.source == source_name,
-                                                             SyncRun.status == RunStatus.running)):
-                run.status, run.finished_at = "failed", now
-                run.detail = {**(run.detail or {}), "error": "abandoned: the process running it ended"}
-    except IntegrityError:
-        raise SyncBusy(f"a sync of {source_name!r} is starting elsewhere") from None
-    if row is not None and ended:
-        with _ended_lock:
-            _ended.discard(previous)
-    lease = Lease(store, name, holder)
+    leases = Leases(store, clock)
+    with _ended_lock:
+        over = [ended for ended, lease in _ended.items() if lease == name]
+    state = leases.take(name, holder, LEASE_SECONDS, over=over)
+    if state.holder != holder:
+        raise SyncBusy(f"a sync of {source_name!r} is running ({state.holder}, since "
+                       f"{state.acquired_at:%Y-%m-%d %H:%M:%S} UTC)")
+    with _ended_lock:
+        for ended in over:
+            _ended.pop(ended, None)
+    lease = Lease(leases, name, holder)
     stop = threading.Event()
     heartbeat = threading.Thread(target=lease._heartbeat, args=(stop,), name=f"lease {name}", daemon=True)
     heartbeat.start()
     try:
+        runs.close_abandoned(store, source_name, clock())
         yield lease
     finally:
         lease.released = True
         stop.set()
-        heartbeat.join(5)  # a renewal cut off by the database may take longer: it cannot outlive the delete
+        heartbeat.join(5)  # a renewal cut off by the database may take longer: it cannot outlive the release
         try:
             _delete(store, name, holder)
         except Exception:  # noqa: BLE001 - the database is away: the lease is over all the same
             log.warning("could not release the sync lease: it is released when the database is back",
                         exc_info=True, extra={"lease": name, "holder": holder})
             with _ended_lock:
-                _ended.add(holder)
+                _ended[holder] = name
             threading.Thread(target=_delete_later, args=(store, name, holder), name=f"release {name}",
                              daemon=True).start()

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-MAX_ERRORS_KEPT = 100
-
 
 @dataclass
 class Counts:

@@ -42,10 +42,18 @@ from bridge.ldap.marks import MarkTracker, accesslog_value, since_filter_value
 from bridge.ldap.plan import Counts, Plan, SyncResult
 from bridge.ldap.presets import AttributeMap, attribute_map
 from bridge.ldap.readahead import ReadAhead
-from bridge.ldap.runs import finish_run, last_mark, latest_guarded, mark_approved, start_run
 from bridge.ldap.users import ENTRY_ERRORS, UserWriter
 from bridge.services import Actor
-from bridge.store.models import RunMode, RunStatus, User, utcnow
+from bridge.services.runs import (
+    RunInterrupted,
+    finish_run,
+    last_mark,
+    latest_guarded,
+    mark_approved,
+    set_mode,
+    start_run,
+)
+from bridge.store.models import RunMode, RunStatus, User
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
@@ -86,13 +94,35 @@ def find_source(rt: Runtime, name: str) -> LdapSourceConfig:
     raise UnknownSource(f"no LDAP source named {name!r} (known: {known})")
 
 
-def run_sync(rt: Runtime, name: str, *, full: bool = False, dry_run: bool = False,
-             approve_deletions: bool = False, progress: Progress | None = None) -> SyncResult:
-    """Run one sync of source ``name`` now. Raises UnknownSource, SyncBusy (another
-    sync of the source runs) and NothingToApprove; a failure of the work itself is
-    recorded and returned as a result with status "failed"."""
+def never() -> bool:
+    return False
+
+
+@dataclass
+class PreparedSync:
+    """A sync with its source's lock held and its run recorded (``run_id``): what is
+    left is to ``execute`` it, in this thread or in the run service's (bridge.jobs.runner),
+    which then releases the lock."""
+
+    job: SourceSync
+    mode: str
+    mark: str | None
+    run_id: int
+    held: ExitStack
+
+    def execute(self) -> SyncResult:
+        with self.held:
+            return self.job.run(self.run_id, self.mode, self.mark)
+
+
+def prepare_sync(rt: Runtime, name: str, *, full: bool = False, dry_run: bool = False,
+                 approve_deletions: bool = False, progress: Progress | None = None,
+                 interrupted: Callable[[], bool] = never) -> PreparedSync:
+    """Take the source's lock and record the run. Raises UnknownSource, SyncBusy (another
+    sync of the source runs) and NothingToApprove, holding nothing then."""
     source = find_source(rt, name)
-    with source_lock(rt.store, source.name, rt.replica) as lease:
+    with ExitStack() as held:
+        lease = held.enter_context(source_lock(rt.store, source.name, rt.replica, rt.clock))
         approved: dict[str, Any] | None = None
         if approve_deletions:
             guarded = latest_guarded(rt.store, source.name)
@@ -101,8 +131,21 @@ def run_sync(rt: Runtime, name: str, *, full: bool = False, dry_run: bool = Fals
             approved = {"run": guarded.id, **(guarded.detail or {})}
         mark = last_mark(rt.store, source.name)
         mode = RunMode.full if full or approved is not None or mark is None else RunMode.incremental
-        job = SourceSync(rt, source, lease, dry_run=dry_run, approved=approved, progress=progress)
-        return job.run(mode, mark)
+        job = SourceSync(rt, source, lease, dry_run=dry_run, approved=approved, progress=progress,
+                         interrupted=interrupted)
+        run_id = start_run(rt.store, source.name, mode, dry_run, rt.clock())
+        return PreparedSync(job, mode, mark, run_id, held.pop_all())
+    raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+
+
+def run_sync(rt: Runtime, name: str, *, full: bool = False, dry_run: bool = False,
+             approve_deletions: bool = False, progress: Progress | None = None) -> SyncResult:
+    """Run one sync of source ``name`` now, in this thread. Raises UnknownSource, SyncBusy
+    and NothingToApprove; a failure of the work itself is recorded and returned as a
+    result with status "failed". It stops between batches (status "interrupted") when
+    the process's run service is stopping."""
+    return prepare_sync(rt, name, full=full, dry_run=dry_run, approve_deletions=approve_deletions,
+                        progress=progress, interrupted=rt.runs.interrupting.is_set).execute()
 
 
 @dataclass
@@ -113,7 +156,8 @@ class Removals:
 
 class SourceSync:
     def __init__(self, rt: Runtime, source: LdapSourceConfig, lease: Lease, *, dry_run: bool,
-                 approved: dict[str, Any] | None, progress: Progress | None):
+                 approved: dict[str, Any] | None, progress: Progress | None,
+                 interrupted: Callable[[], bool] = never):
         self.rt = rt
         self.source = source
         self.lease = lease
@@ -125,19 +169,22 @@ class SourceSync:
         self.counts = Counts()
         self.errors: list[str] = []
         self._progress = progress
+        self._interrupted = interrupted
         #: AD DirSync: what was deleted since the last run, and the cookie for the next
         self.deletions: Deletions | None = None
 
     def progress(self, phase: str, n: int) -> None:
+        """Between batches: stop if another sync took the lease or the process is stopping."""
         self.lease.renew()
+        if self._interrupted():
+            raise RunInterrupted(f"interrupted after a batch of {phase}: the process is stopping")
         if self._progress is not None:
             self._progress(phase, n)
 
     # -- the run -----------------------------------------------------------------
 
-    def run(self, mode: str, mark: str | None) -> SyncResult:
-        started = utcnow()
-        run_id = start_run(self.rt.store, self.source.name, mode, self.dry_run)
+    def run(self, run_id: int, mode: str, mark: str | None) -> SyncResult:
+        started = self.rt.clock()
         result = SyncResult(run_id, self.source.name, mode, self.dry_run, RunStatus.running, self.counts, self.plan)
         detail: dict[str, Any] = {}
         try:
@@ -153,7 +200,7 @@ class SourceSync:
                         since = None  # no DirSync cookie yet: a full scan takes the first one
                     if since is None:
                         mode = result.mode = "full"  # the mark is from another DC or another kind
-                        self._set_mode(run_id, mode)
+                        set_mode(self.rt.store, run_id, mode)
                 if self.source.dirsync:
                     # Before the scan: a deletion while it runs is in the next run's answer.
                     if conn is None:
@@ -178,6 +225,9 @@ class SourceSync:
                 result.high_water_mark = tracker.next_mark(started, self.source.incremental_overlap, mark, server)
                 if isinstance(reader, ReadAhead):
                     result.reader_peak_rss_kb, result.reader_cpu_seconds = reader.peak_rss_kb, reader.cpu_seconds
+        except RunInterrupted as exc:  # committed batches stay; the next run starts from the last mark
+            result.status, result.error = RunStatus.interrupted, str(exc)
+            log.warning("LDAP sync of %s %s", self.source.name, exc, extra={"source": self.source.name})
         except Exception as exc:  # recorded as a failed run; committed batches stay, nothing is removed
             result.status = RunStatus.failed
             result.error = f"{type(exc).__name__}: {exc}"
@@ -203,7 +253,8 @@ class SourceSync:
                 detail[COOKIE_KEY] = encode_cookie(self.deletions.cookie)
         self.counts.errors = len(self.errors)
         result.errors = self.errors
-        finish_run(self.rt.store, result, detail)
+        if not finish_run(self.rt.store, result, detail, self.rt.clock()):
+            result.status = RunStatus.interrupted  # marked so at shutdown while it ran on
         if result.status == RunStatus.approved:
             mark_approved(self.rt.store, self.approved["run"], run_id)  # type: ignore[index]
         log.info(result.summary(), extra={"source": self.source.name, "counts": self.counts.as_dict()})
@@ -220,14 +271,6 @@ class SourceSync:
             log.warning("LDAP sync of %s reads in the main process: no reading process (%s: %s)",
                         self.source.name, type(exc).__name__, exc, extra={"source": self.source.name})
             return None
-
-    def _set_mode(self, run_id: int, mode: str) -> None:
-        from bridge.store.models import SyncRun
-
-        with self.rt.store.write() as session:
-            run = session.get(SyncRun, run_id)
-            if run is not None:
-                run.mode = mode
 
     def _sync(self, reader: EntryReader, tracker: MarkTracker, since: str | None) -> tuple[Removals, str | None]:
         full = since is None

@@ -173,7 +173,8 @@ class ScimApplication(WSGIApplication):
     def check_auth(self, request: ScimRequest) -> None:
         headers: Any = request.headers
         scheme, _, presented = str(headers.get("AUTHORIZATION", "")).partition(" ")
-        identity = authenticate(self.rt.store, presented, TokenKind.scim) if scheme.lower() == "bearer" else None
+        identity = (authenticate(self.rt.store, presented, TokenKind.scim, self.rt.clock)
+                    if scheme.lower() == "bearer" else None)
         if identity is None:
             raise UnauthorizedException(detail="a SCIM client token is required (Authorization: Bearer)")
         request.scim_client = identity  # type: ignore[attr-defined]

@@ -6,25 +6,38 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
+from sqlalchemy import delete
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
+from bridge.clock import Clock, stamp, utcnow
 from bridge.config import Config
 from bridge.services import audit, conflicts
 from bridge.services.actor import Actor
 from bridge.services.conflicts import ConflictNote
 from bridge.services.errors import ServiceError
 from bridge.services.unit import Refusal, UnitOfWork
-from bridge.store.db import Store
+from bridge.store.db import Store, rowcount
 
 __all__ = ["Actor", "ServiceError", "Services", "UnitOfWork"]
 log = logging.getLogger(__name__)
 
 
 class Services:
-    def __init__(self, store: Store, config: Config):
+    def __init__(self, store: Store, config: Config, clock: Clock = utcnow):
         self.store = store
         self.config = config
+        #: the process's clock (``Runtime.clock`` sets it): every time a service writes
+        self.clock = clock
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """A write transaction of the services' own bookkeeping, on the services' clock."""
+        with self.store.write() as session:
+            stamp(session, self.clock)
+            yield session
 
     @contextmanager
     def unit(self, actor: Actor) -> Iterator[UnitOfWork]:
@@ -35,7 +48,7 @@ class Services:
         conflicts: list[ConflictNote] = []
         try:
             with self.store.write() as session:
-                uow = UnitOfWork(session, actor, self.config.ownership, self.config)
+                uow = UnitOfWork(session, actor, self.config.ownership, self.config, self.clock)
                 uow.refusals, uow.conflicts = refusals, conflicts
                 yield uow
         finally:
@@ -47,7 +60,7 @@ class Services:
     def resolve_conflicts(self, actor: Actor, kind: str, source: str, subjects: list[str]) -> None:
         """Close ``source``'s open conflicts about ``subjects``: the write went through."""
         try:
-            with self.store.write() as session:
+            with self._write() as session:
                 conflicts.resolve(session, actor, kind, source, subjects)
         except SQLAlchemyError as exc:
             log.warning("could not resolve conflicts: %s", type(exc).__name__)
@@ -58,19 +71,34 @@ class Services:
         lock (SQLite's BEGIN IMMEDIATE), nothing committed (a write made by mistake is lost
         with the transaction, never kept)."""
         with self.store.read() as session:
-            yield UnitOfWork(session, actor, self.config.ownership, self.config)
+            yield UnitOfWork(session, actor, self.config.ownership, self.config, self.clock)
+
+    def close_conflict(self, actor: Actor, conflict_id: int) -> bool:
+        """Close an open conflict settled by hand; False when no such conflict is open."""
+        with self._write() as session:
+            return conflicts.close(session, actor, conflict_id, now=self.clock())
+
+    def purge_history(self, before: datetime) -> dict[str, int]:
+        """What the retention allows to go, in one transaction: audit events, conflicts
+        resolved and job runs started before ``before``."""
+        from bridge.store.models import JobRun
+
+        with self._write() as session:
+            return {"deleted": audit.purge(session, before),
+                    "conflicts_purged": conflicts.purge(session, before),
+                    "job_runs_purged": rowcount(session.execute(delete(JobRun).where(JobRun.started_at < before)))}
 
     def record_conflicts(self, actor: Actor, notes: list[ConflictNote]) -> None:
         """Open or count conflicts (bridge.services.conflicts) in a transaction of their own."""
         try:
-            with self.store.write() as session:
+            with self._write() as session:
                 conflicts.record(session, actor, notes)
         except SQLAlchemyError as exc:  # the store is gone, or a replica recorded the same one just now
             log.warning("could not record %d conflict(s): %s", len(notes), type(exc).__name__)
 
     def _audit_refusals(self, actor: Actor, refusals: list[Refusal]) -> None:
         try:
-            with self.store.write() as session:
+            with self._write() as session:
                 for refusal in refusals:
                     audit.record(session, actor, "refused", refusal.target_type, refusal.target_id,
                                  refusal.target_name, {"refused": [refusal.what, refusal.reason]})

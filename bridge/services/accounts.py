@@ -14,15 +14,7 @@ from sqlalchemy import delete, or_, select, update
 from bridge.services import audit
 from bridge.services.errors import Conflict, InvalidValue, NotFound
 from bridge.store.db import rowcount
-from bridge.store.models import (
-    Invitation,
-    LoginAttempt,
-    PasswordHistory,
-    RecoveryCode,
-    TotpCredential,
-    User,
-    utcnow,
-)
+from bridge.store.models import Invitation, LoginAttempt, PasswordHistory, RecoveryCode, TotpCredential, User
 
 if TYPE_CHECKING:
     from bridge.services.unit import UnitOfWork
@@ -92,7 +84,7 @@ class AccountService:
         sessions end for good."""
         if user.lock_reason == reason and user.locked_until == until:
             return
-        user.sessions_valid_after = utcnow()
+        user.sessions_valid_after = self.uow.now()
         self._set_lock(user, until, reason, "user.lock")
 
     def unlock(self, user: User, *, now: datetime) -> bool:
@@ -131,10 +123,10 @@ class AccountService:
 
     # -- operator sessions -------------------------------------------------------------
 
-    def end_sessions(self, user: User, *, now: datetime) -> None:
-        """Refuse every operator session of ``user`` issued before ``now`` (a logout ends
-        them on every browser and replica; bridge.web.operator)."""
-        user.sessions_valid_after = now
+    def end_sessions(self, user: User) -> None:
+        """Refuse every operator session of ``user`` issued until now (a logout ends them
+        on every browser and replica; bridge.web.operator)."""
+        user.sessions_valid_after = self.uow.now()
         self.uow.session.flush()
         audit.record(self.uow.session, self.uow.actor, "logout", "user", user.id, user.user_name)
 

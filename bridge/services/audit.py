@@ -11,11 +11,14 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
+from bridge.clock import now_in
 from bridge.services.actor import Actor
 from bridge.services.rows import BulkInsert
-from bridge.store.models import AuditEvent, utcnow
+from bridge.store.db import rowcount
+from bridge.store.models import AuditEvent
 
 _INSERT_EVENTS = BulkInsert(AuditEvent.__table__)  # type: ignore[arg-type]
 SECRET_FIELDS = frozenset({"password_hash", "password", "token_hash", "secret", "code_hash"})
@@ -77,6 +80,7 @@ def record(
         target_name=target_name,
         changes=changes or {},
         request_id=actor.request_id,
+        at=now_in(session),
     )
     session.add(event)
     return event
@@ -92,7 +96,7 @@ def record_many(
     """The events ``record`` writes, one per (target id, target name, changes), as one
     executemany INSERT of plain rows: a batched write (an LDAP page of new users) audits
     each target without paying an ORM object and flush per event."""
-    at = utcnow()
+    at = now_in(session)
     rows = [
         {"at": at, "actor": actor.name, "source": actor.source, "channel": actor.channel, "action": action,
          "target_type": target_type, "target_id": target_id, "target_name": target_name,
@@ -100,3 +104,8 @@ def record_many(
         for target_id, target_name, changes in targets
     ]
     _INSERT_EVENTS(session, rows)
+
+
+def purge(session: Session, before: datetime) -> int:
+    """Delete the events older than ``before`` (``audit.retention_days``)."""
+    return rowcount(session.execute(delete(AuditEvent).where(AuditEvent.at < before)))

@@ -17,11 +17,12 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from bridge.clock import now_in
 from bridge.names import MAX_KEY_LENGTH, identity_key
 from bridge.services import audit
 from bridge.services.actor import Actor
 from bridge.store.db import rowcount
-from bridge.store.models import SourceConflict, utcnow
+from bridge.store.models import SourceConflict
 
 USER_NAME = "user_name"  # a userName another source owns
 WRITEBACK = "writeback"  # a directory entry write-back did not create
@@ -41,7 +42,7 @@ class ConflictNote:
 
 def record(session: Session, actor: Actor, notes: Iterable[ConflictNote], *, now: datetime | None = None) -> None:
     """Open each noted conflict, or count it again when it is open already."""
-    now = now or utcnow()
+    now = now or now_in(session)
     for note in notes:
         key = identity_key(note.subject)[:MAX_KEY_LENGTH]
         row = session.scalar(select(SourceConflict).where(
@@ -89,7 +90,7 @@ def _close(session: Session, actor: Actor, rows: Sequence[Any], why: str, now: d
     if not rows:
         return 0
     session.execute(update(SourceConflict).where(SourceConflict.id.in_([r.id for r in rows]))
-                    .values(resolved_at=now or utcnow()))
+                    .values(resolved_at=now or now_in(session)))
     for row in rows:
         kind = getattr(row, "kind", None) or "conflict"
         audit.record(session, actor, "conflict.resolved", kind, str(row.id), row.subject, {"resolved": [None, why]})

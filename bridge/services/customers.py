@@ -48,7 +48,6 @@ from bridge.store.models import (
     SalesAssignment,
     User,
     UserKind,
-    utcnow,
 )
 
 if TYPE_CHECKING:
@@ -172,7 +171,7 @@ class CustomerService:
         before = _snapshot(customer)
         for key, value in changed.items():
             setattr(customer, key, value)
-        customer.updated_at = utcnow()
+        customer.updated_at = self.uow.now()
         self.uow.session.flush()
         audit.record(self.uow.session, self.uow.actor, "customer.update", "customer", customer.id,
                      customer.number, audit.diff(before, _snapshot(customer)))

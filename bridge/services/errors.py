@@ -57,6 +57,14 @@ class LastAdmin(Conflict):
     code = "lastAdmin"
 
 
+class ServiceUnavailable(ServiceError):
+    """Not now, but the same request may succeed later (answered with Retry-After)."""
+
+    status = 503
+    code = "unavailable"
+    retry_after = 5
+
+
 class VersionMismatch(ServiceError):
     status = 412
     code = "versionMismatch"

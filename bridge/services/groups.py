@@ -27,7 +27,7 @@ from bridge.services.errors import (
 )
 from bridge.services.rows import BulkInsert, RowDefaults
 from bridge.store.locks import lock_name
-from bridge.store.models import Group, GroupGroupMember, GroupKind, GroupUserMember, User, utcnow
+from bridge.store.models import Group, GroupGroupMember, GroupKind, GroupUserMember, User
 
 if TYPE_CHECKING:
     from bridge.services.unit import UnitOfWork
@@ -104,7 +104,7 @@ class GroupService:
         self._ensure_name_free(self.uow.actor.source, display_name)
         if "kind" in fields:
             fields["kind"] = GroupKind(fields["kind"])
-        now = utcnow()
+        now = self.uow.now()
         group = Group(display_name=display_name, display_name_key=group_key(display_name),
                       source=self.uow.actor.source, created_at=now, updated_at=now, **fields)
         self.uow.session.add(group)
@@ -119,7 +119,7 @@ class GroupService:
         GROUP_FIELDS), but one INSERT of the groups and one of their audit rows (an LDAP
         sync's new groups) instead of an ORM object and a flush per group."""
         prepared: list[dict[str, Any]] = []
-        now = utcnow()
+        now = self.uow.now()
         for fields in rows:
             fields = dict(fields)
             display_name = self._check_name(fields.pop("display_name", None))
@@ -287,7 +287,7 @@ class GroupService:
                 if child_id == gid or gid in self._descendants(child_id):
                     raise Conflict(f"adding group {child_id} to {names[gid]!r} would make a cycle")
                 session.execute(insert(group_table), {"group_id": gid, "child_group_id": child_id,
-                                                      "display": None, "created_at": utcnow()})
+                                                      "display": None, "created_at": self.uow.now()})
             if gone_groups:
                 session.execute(delete(group_table).where(group_table.c.group_id == gid,
                                                           group_table.c.child_group_id.in_(gone_groups)))
@@ -295,7 +295,7 @@ class GroupService:
                 self.uow.changes.group(child_id)
             results.append((new_users[gid] | new_groups, gone_users[gid] | gone_groups))
 
-        now = utcnow()
+        now = self.uow.now()
         user_table = cast(Table, GroupUserMember.__table__)
         added_rows = [{"group_id": gid, "user_id": uid, "origin": origin, "display": None, "created_at": now}
                       for gid, uids in new_users.items() for uid in uids]
@@ -449,5 +449,5 @@ class GroupService:
 
     def _touch(self, group: Group) -> None:
         """A change of the group or its members gives it a new version (and ETag)."""
-        group.updated_at = utcnow()
+        group.updated_at = self.uow.now()
         self.uow.session.flush()

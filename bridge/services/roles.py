@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 
 from bridge.services import audit
 from bridge.services.errors import Conflict, InvalidValue, NotFound
-from bridge.store.models import Right, Role, RoleInclude, RoleRight, utcnow
+from bridge.store.models import Right, Role, RoleInclude, RoleRight
 
 if TYPE_CHECKING:
     from bridge.services.unit import UnitOfWork
@@ -156,7 +156,7 @@ class RoleService:
             audit.record(self.uow.session, self.uow.actor, "role.update", "role", role.id, role.name,
                          {"description": [role.description, description]})
             role.description = description
-            role.updated_at = utcnow()
+            role.updated_at = self.uow.now()
         changed = self._set(role, rights=None if rights is None else list(rights),
                             includes=None if includes is None else list(includes))
         if changed:
@@ -212,7 +212,7 @@ class RoleService:
                 changes["includes"] = [before, wanted]
         if changes:
             session.flush()
-            role.updated_at = utcnow()
+            role.updated_at = self.uow.now()
             audit.record(session, self.uow.actor, "role.update", "role", role.id, role.name, changes)
         return bool(changes)
 

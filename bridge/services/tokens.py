@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from bridge.clock import Clock, utcnow
 from bridge.services import audit
 from bridge.services.errors import Conflict, InvalidValue, NotFound
-from bridge.store.models import ApiToken, TokenKind, utcnow
+from bridge.store.models import ApiToken, TokenKind
 
 if TYPE_CHECKING:
     from bridge.services.unit import UnitOfWork
@@ -92,7 +93,7 @@ class TokenService:
         """Revoke for good (a revoked name stays taken); revoking twice changes nothing."""
         token = self.get(name)
         if token.revoked_at is None:
-            token.revoked_at = utcnow()
+            token.revoked_at = self.uow.now()
             self.uow.session.flush()
             audit.record(self.uow.session, self.uow.actor, "token.revoke", "token", token.id, name,
                          {"revoked_at": [None, token.revoked_at.isoformat()]})
@@ -105,7 +106,7 @@ def _new_secret() -> tuple[str, str]:
     return prefix, f"dbr_{prefix}_{secrets.token_urlsafe(32)}"
 
 
-def authenticate(store: Store, presented: str, kind: TokenKind) -> TokenIdentity | None:
+def authenticate(store: Store, presented: str, kind: TokenKind, clock: Clock = utcnow) -> TokenIdentity | None:
     """The identity of a valid, unrevoked token of ``kind``; None for anything else."""
     match = TOKEN_FORMAT.match(presented.strip())
     if not match:
@@ -120,10 +121,11 @@ def authenticate(store: Store, presented: str, kind: TokenKind) -> TokenIdentity
         if token.revoked_at is not None or token.kind != kind:
             return None
         identity = TokenIdentity(id=token.id, name=token.name, kind=token.kind)
-        stale = token.last_used_at is None or utcnow() - token.last_used_at > LAST_USED_RESOLUTION
+        now = clock()
+        stale = token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION
     if stale:
         with store.write() as session:
             row = session.get(ApiToken, identity.id)
             if row is not None:
-                row.last_used_at = utcnow()
+                row.last_used_at = now
     return identity

@@ -13,6 +13,7 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
+from bridge.clock import Clock, stamp, utcnow
 from bridge.config import Config, OwnershipConfig
 from bridge.services.accounts import AccountService
 from bridge.services.actor import LOCAL_SOURCE, SCIM_PREFIX, Actor
@@ -41,9 +42,13 @@ class Refusal:
 
 
 class UnitOfWork:
-    def __init__(self, session: Session, actor: Actor, ownership: OwnershipConfig, config: Config | None = None):
+    def __init__(self, session: Session, actor: Actor, ownership: OwnershipConfig, config: Config | None = None,
+                 clock: Clock = utcnow):
         self.session = session
         self.actor = actor
+        #: the process's clock (bridge.clock): every time a service writes comes from it
+        self.now = clock
+        stamp(session, clock)
         self.config = config or Config(ownership=ownership)
         self.changes = ChangeLog(session)  # what check caches must drop, written at commit
         self._takeover = adoptable(ownership, actor.source)

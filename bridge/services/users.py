@@ -40,7 +40,7 @@ from bridge.services.errors import (
     VersionMismatch,
 )
 from bridge.services.rows import BulkInsert, RowDefaults
-from bridge.store.models import AccessType, Customer, User, UserKind, utcnow
+from bridge.store.models import AccessType, Customer, User, UserKind
 
 if TYPE_CHECKING:
     from bridge.services.unit import UnitOfWork
@@ -229,12 +229,12 @@ class UserService:
         if "user_name" in changed:
             user.user_name_key = user_name_key(user.user_name)
         if "active" in changed:
-            user.deactivated_at = None if user.active else utcnow()
+            user.deactivated_at = None if user.active else self.uow.now()
             if not user.active:
                 user.sessions_valid_after = user.deactivated_at  # its operator sessions end for good
         if self._takes_over(user):
             self._change_owner(user)
-        user.updated_at = utcnow()
+        user.updated_at = self.uow.now()
         self._flush_unique([user])
         if "user_name" in changed or before["source"] != user.source:
             self._names_resolved([user.user_name])
@@ -269,10 +269,10 @@ class UserService:
         """Store a new password hash (the accounts module hashes and checks policy)."""
         before = snapshot(user)
         user.password_hash = password_hash
-        user.password_changed_at = utcnow()
+        user.password_changed_at = self.uow.now()
         user.sessions_valid_after = user.password_changed_at  # a new password ends the operator sessions
         user.must_change_password = must_change
-        user.updated_at = utcnow()
+        user.updated_at = self.uow.now()
         self.uow.session.flush()
         audit.record(self.uow.session, self.uow.actor, "user.password", "user", user.id, user.user_name,
                      audit.diff(before, snapshot(user)))
@@ -348,7 +348,7 @@ class UserService:
                                field="email")
         if fields.get("access_type") == AccessType.admin:
             self._check_may_grant_admin(None, user_name)
-        now = utcnow()
+        now = self.uow.now()
         row = _USER_ROWS.new_row()
         row.update(fields)
         # the id is known before the INSERT, so a batch is one executemany
@@ -448,7 +448,7 @@ class UserService:
         if user.password_hash is not None:
             user.password_hash, user.password_changed_at, user.must_change_password = None, None, False
         self.uow.accounts.reset_totp(user)
-        now = utcnow()
+        now = self.uow.now()
         for invitation in self.uow.accounts.open_invitations(user, now):  # a link the old owner asked for
             self.uow.accounts.revoke_invitation(invitation, now=now)
         user.sessions_valid_after = now

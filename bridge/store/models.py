@@ -33,6 +33,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from bridge.clock import utcnow
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -40,10 +42,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def new_id() -> str:
@@ -108,12 +106,17 @@ class RunStatus(enum.StrEnum):
     failed = "failed"
     guarded = "guarded"
     approved = "approved"
+    #: still at work when the process had to stop (bridge.jobs.runner): batches committed
+    #: before stay, nothing after; the next run starts from the last complete run's mark
+    interrupted = "interrupted"
 
 
 class JobOutcome(enum.StrEnum):
     running = "running"
     ok = "ok"
     failed = "failed"
+    #: still at work when the process had to stop (bridge.jobs.runner)
+    interrupted = "interrupted"
 
 
 class TokenKind(enum.StrEnum):

@@ -24,9 +24,8 @@ unsafe methods.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, g, redirect, render_template, request, session, url_for
@@ -78,9 +77,10 @@ def _https_sessions(state: BlueprintSetupState) -> None:
         app.session_interface = HttpsSessionInterface()
 
 
-def _now() -> float:
-    """Wall-clock seconds for the session's issue time and end (a test moves it)."""
-    return time.time()
+def _now(rt: Runtime) -> float:
+    """The runtime's clock in seconds, for a session's issue time and end: the same clock
+    the accounts code ends sessions by (``sessions_valid_after``)."""
+    return rt.clock().timestamp()
 
 
 @dataclass(frozen=True)
@@ -123,9 +123,9 @@ def operator_sessions_sweep(rt: Runtime) -> dict[str, Any]:
     A request that meets the missing right ends them at once (``current_operator``)."""
     from sqlalchemy import select
 
-    from bridge.store.models import AuditEvent, utcnow
+    from bridge.store.models import AuditEvent
 
-    since = utcnow() - timedelta(minutes=rt.config.status.session_minutes)
+    since = rt.clock() - timedelta(minutes=rt.config.status.session_minutes)
     with rt.store.read() as db:
         logins = db.execute(select(AuditEvent.target_id, func.max(AuditEvent.at)).where(
             AuditEvent.action == "login.ok", AuditEvent.channel == CHANNEL, AuditEvent.at >= since,
@@ -137,8 +137,8 @@ def operator_sessions_sweep(rt: Runtime) -> dict[str, Any]:
         if user_id is None:
             continue
         valid_after = ended_after.get(user_id)
-        if user_id not in ended_after or (valid_after is not None and valid_after >= last_login):
-            continue  # gone, or its sessions ended already
+        if user_id not in ended_after or (valid_after is not None and valid_after > last_login):
+            continue  # gone, or its sessions ended already (one issued at the end itself is valid)
         if not may_operate(rt, user_id):
             _end_sessions(rt, user_id, "the operator right was revoked")
             ended += 1
@@ -152,8 +152,7 @@ def _end_sessions(rt: Runtime, user_id: str, why: str) -> None:
             user = uow.users.get(user_id)
         except NotFound:
             return
-        # wall-clock time, as the sessions' issue times (``_now``) are
-        uow.accounts.end_sessions(user, now=datetime.fromtimestamp(_now(), UTC))
+        uow.accounts.end_sessions(user)
     log.info("operator sessions ended: %s", why, extra={"user_id": user_id})
 
 
@@ -175,7 +174,7 @@ def current_operator() -> Operator | None:
     except (TypeError, ValueError):
         session.pop(SESSION_KEY, None)
         return None
-    if not rt.config.status.enabled or operator.expires_at < _now() or not operator.user_id \
+    if not rt.config.status.enabled or operator.expires_at < _now(rt) or not operator.user_id \
             or _refused(rt, operator.user_id, operator.issued_at):
         session.pop(SESSION_KEY, None)
         return None
@@ -264,10 +263,10 @@ def login_submit():  # type: ignore[no-untyped-def]
     if outcome.password_change_required:
         # A temporary password (an admin's reset) opens nothing but the form that replaces it.
         session.clear()
-        session[CHANGE_KEY] = {"id": outcome.user_id, "name": name, "exp": _now() + CHANGE_SECONDS}
+        session[CHANGE_KEY] = {"id": outcome.user_id, "name": name, "exp": _now(rt) + CHANGE_SECONDS}
         return _change_form(200, "Your password is temporary: choose your own before you go on.")
     session.clear()  # a fresh session (and CSRF token) for the logged-in operator
-    issued = _now()
+    issued = _now(rt)
     session[SESSION_KEY] = {"id": outcome.user_id, "name": name, "iat": issued,
                             "exp": issued + rt.config.status.session_minutes * 60}
     csrf_token()
@@ -288,7 +287,7 @@ def change_password():  # type: ignore[no-untyped-def]
     if not rt.config.status.enabled:
         abort(404)
     pending = session.get(CHANGE_KEY)
-    if not isinstance(pending, dict) or float(pending.get("exp", 0)) < _now():
+    if not isinstance(pending, dict) or float(pending.get("exp", 0)) < _now(rt):
         session.pop(CHANGE_KEY, None)
         return _form(400, "The form expired: please log in again.")
     if not csrf_ok(request.form.get("csrf")):
@@ -334,7 +333,7 @@ def logout():  # type: ignore[no-untyped-def]
         rt = runtime()
         with rt.services.unit(Actor(name=CHANNEL, channel=CHANNEL, request_id=g.get("request_id"))) as uow:
             user = uow.users.get(operator.user_id)
-            uow.accounts.end_sessions(user, now=datetime.fromtimestamp(_now(), UTC))
+            uow.accounts.end_sessions(user)
         log.info("operator logged out of the status page everywhere",
                  extra={"user": operator.user_name, "request_id": g.get("request_id")})
     session.clear()

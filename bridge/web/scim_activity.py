@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from bridge.store.models import ApiToken, ScimClientMinute, TokenKind, utcnow
+from bridge.clock import utcnow
+from bridge.store.models import ApiToken, ScimClientMinute, TokenKind
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime

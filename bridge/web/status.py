@@ -16,7 +16,7 @@ from datetime import datetime
 from flask import Blueprint, abort, redirect, render_template, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from bridge.store.models import utcnow
+from bridge.clock import utcnow
 from bridge.web import operator, runtime
 from bridge.web.status_data import gather, sync_run
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bridge import __version__
 from bridge.services.conflicts import open_conflicts, open_total
 from bridge.store import migrate
-from bridge.store.models import AuditEvent, JobRun, RunMode, RunStatus, SourceConflict, SyncRun, utcnow
+from bridge.store.models import AuditEvent, JobOutcome, JobRun, RunMode, RunStatus, SourceConflict, SyncRun
 from bridge.web.chart import RunPoint, sync_chart
 from bridge.web.scim_activity import ClientActivity, client_activity
 
@@ -150,7 +150,7 @@ def _database(rt: Runtime) -> dict[str, Any]:
 
 
 def _sources(rt: Runtime) -> list[SourceView]:
-    from bridge.ldap.runs import latest_guarded
+    from bridge.services.runs import latest_guarded
 
     out = []
     for source in rt.config.ldap.sources:
@@ -196,19 +196,20 @@ def _leader(rt: Runtime) -> LeaderView | None:
     lease = current_leader(rt.store)
     if lease is None:
         return None
-    return LeaderView(lease.holder, lease.acquired_at, lease.expires_at, lease.expires_at > utcnow(),
+    return LeaderView(lease.holder, lease.acquired_at, lease.expires_at, lease.expires_at > rt.clock(),
                       lease.holder == rt.replica)
 
 
 def _recent(rt: Runtime, view: StatusView) -> None:
-    since = utcnow() - FAILED_WINDOW
+    since = rt.clock() - FAILED_WINDOW
     with rt.store.read() as session:
         view.audit = list(session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(AUDIT_EVENTS)))
         view.failed_jobs = list(session.scalars(
-            select(JobRun).where(JobRun.outcome == "failed", JobRun.started_at >= since)
+            select(JobRun).where(JobRun.outcome.in_((JobOutcome.failed, JobOutcome.interrupted)),
+                                 JobRun.started_at >= since)
             .order_by(JobRun.id.desc()).limit(FAILED_ITEMS)))
         view.failed_syncs = [run_view(r) for r in session.scalars(
-            select(SyncRun).where(SyncRun.status.in_((RunStatus.failed, RunStatus.guarded)),
+            select(SyncRun).where(SyncRun.status.in_((RunStatus.failed, RunStatus.guarded, RunStatus.interrupted)),
                                   SyncRun.started_at >= since)
             .order_by(SyncRun.id.desc()).limit(FAILED_ITEMS))]
         view.conflicts = open_conflicts(session, limit=CONFLICTS_SHOWN)
@@ -218,7 +219,7 @@ def _recent(rt: Runtime, view: StatusView) -> None:
 
 def gather(rt: Runtime) -> StatusView:
     """Everything the page shows; a panel whose reading fails is named in ``unavailable``."""
-    view = StatusView(version=__version__, uptime=uptime((utcnow() - rt.started_at).total_seconds()),
+    view = StatusView(version=__version__, uptime=uptime(rt.uptime_seconds()),
                       replica=rt.replica, database=_database(rt), scheduler_running=rt.scheduler is not None)
     panels: tuple[tuple[str, Callable[[], None]], ...] = (
               ("LDAP sources", lambda: setattr(view, "sources", _sources(rt))),

@@ -313,7 +313,8 @@ def test_audit_retention_purges_conflicts_resolved_long_ago_and_keeps_open_ones(
 
     from sqlalchemy import select
 
-    from bridge.store.models import SourceConflict, utcnow
+    from bridge.clock import utcnow
+    from bridge.store.models import SourceConflict
 
     long_ago = utcnow() - timedelta(days=runtime.config.audit.retention_days + 1)
     with runtime.store.write() as session:

@@ -16,12 +16,13 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select, update
 
+from bridge.clock import utcnow
 from bridge.ldap import lock
 from bridge.ldap.lock import LeaseLost, SyncBusy, lease_name, source_lock
 from bridge.ldap.sync import run_sync
 from bridge.runtime import build_runtime
 from bridge.store import Store
-from bridge.store.models import LeaderLease, SyncRun, utcnow
+from bridge.store.models import LeaderLease, SyncRun
 from tests.fixtures.app import REPO, make_config
 from tests.fixtures.slapd import LdapTree, source_settings
 

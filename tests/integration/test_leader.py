@@ -4,6 +4,8 @@ real ``dirbridge serve`` processes on one PostgreSQL database, one of them kille
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 import socket
@@ -11,12 +13,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
 from bridge.jobs.leader import Leadership, current_leader
 from bridge.jobs.registry import JobSpec
-from bridge.jobs.scheduler import run_if_leader
 from bridge.store import Store
 from bridge.store.models import JobRun
 from tests.fixtures.accounts import FakeClock
@@ -62,11 +64,17 @@ def test_only_the_leader_runs_scheduled_jobs(runtime):
     assert leadership.try_acquire()
     runtime.leadership = Leadership(runtime.store, runtime.replica, LEASE)
     assert not runtime.leadership.try_acquire()
-    assert run_if_leader(runtime, spec) is None and runs == []
+    runtime.runs.run_scheduled(spec)
+    assert runs == [] and _probe_runs(runtime.store) == []
     leadership.release()
     assert runtime.leadership.try_acquire()
-    run = run_if_leader(runtime, spec)
-    assert run is not None and run.outcome == "ok" and runs == [runtime.replica]
+    runtime.runs.run_scheduled(spec)
+    assert [r.outcome for r in _probe_runs(runtime.store)] == ["ok"] and runs == [runtime.replica]
+
+
+def _probe_runs(store: Store) -> list[JobRun]:
+    with store.read() as session:
+        return list(session.scalars(select(JobRun).where(JobRun.job == "probe")))
 
 
 def _serve(tmp_path: Path, name: str, database_url: str) -> tuple[subprocess.Popen[str], int, Path]:
@@ -86,6 +94,16 @@ def _serve(tmp_path: Path, name: str, database_url: str) -> tuple[subprocess.Pop
         proc.kill()
         raise AssertionError(proc.communicate()[1]) from None
     return proc, port, config
+
+
+def _post(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("POST", path, headers=headers)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
 
 
 def _runs(store: Store, since_id: int = 0) -> list[JobRun]:
@@ -110,7 +128,12 @@ def test_two_replicas_on_postgresql_one_leads_and_the_other_takes_over(tmp_path,
     upgraded = run_cli("db", "upgrade", "--config", str(setup), cwd=tmp_path)
     assert upgraded.returncode == 0, upgraded.stderr
     store = Store(postgres_url)
-    procs = [_serve(tmp_path, name, postgres_url)[0] for name in ("one", "two")]
+    served = [_serve(tmp_path, name, postgres_url) for name in ("one", "two")]
+    procs = [proc for proc, _, _ in served]
+    ports = {proc.pid: port for proc, port, _ in served}
+    token = run_cli("token", "create", "ops", "--admin", "--config", str(setup), cwd=tmp_path)
+    assert token.returncode == 0, token.stderr
+    bearer = {"Authorization": f"Bearer {token.stdout.strip()}"}
     try:
         replicas = {proc.pid: f"{socket.gethostname()}:{proc.pid}" for proc in procs}
         _wait(lambda: len(_runs(store)) >= 4, 20, "runs of the leader")
@@ -124,7 +147,19 @@ def test_two_replicas_on_postgresql_one_leads_and_the_other_takes_over(tmp_path,
         assert f"leader: {leader_name} (holds the lease" in listed.stdout
 
         leader = next(p for p in procs if replicas[p.pid] == leader_name)
-        follower_name = next(name for pid, name in replicas.items() if name != leader_name)
+        follower = next(p for p in procs if p is not leader)
+        follower_name = replicas[follower.pid]
+
+        # "Run now" is the leader's: the follower refuses it, naming the leader, and runs nothing.
+        before = _runs(store)[-1].id
+        refused = _post(ports[follower.pid], "/api/v1/jobs/audit-retention/run", bearer)
+        assert refused[0] == 409 and refused[1]["error"]["code"] == "notLeader", refused
+        assert leader_name in refused[1]["error"]["message"]
+        ran = _post(ports[leader.pid], "/api/v1/jobs/audit-retention/run?wait=30", bearer)
+        assert ran[0] == 200 and ran[1]["outcome"] == "ok" and ran[1]["replica"] == leader_name, ran
+        assert follower_name not in {run.replica for run in _runs(store, before)}
+        cli_refused = run_cli("jobs", "run", "audit-retention", "--config", str(setup), cwd=tmp_path)
+        assert cli_refused.returncode == 1 and leader_name in cli_refused.stderr, cli_refused.stderr
         last_id = _runs(store)[-1].id
         leader.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()

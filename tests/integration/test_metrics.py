@@ -7,8 +7,9 @@ from datetime import timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.clock import utcnow
 from bridge.jobs.scheduler import find_job, run_job
-from bridge.store.models import SyncRun, utcnow
+from bridge.store.models import SyncRun
 from tests.fixtures.app import create_token
 from tests.integration.test_scim_http import CORE, Scim
 

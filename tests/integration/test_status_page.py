@@ -10,8 +10,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from bridge.clock import utcnow
 from bridge.services import Actor
-from bridge.store.models import AuditEvent, JobRun, SyncRun, utcnow
+from bridge.store.models import AuditEvent, JobRun, SyncRun
 from bridge.web import operator as operator_module
 from tests.fixtures.accounts import FakeClock, accounts_config
 from tests.fixtures.app import BACKENDS
@@ -238,13 +239,11 @@ class TestServerSideSessionEnd:
         assert _replayed(client, copied, "/api/v1/users").status_code == 401
 
 
-def test_the_session_ends_after_its_lifetime_and_when_the_right_goes(client, runtime, ops, clock, monkeypatch):
+def test_the_session_ends_after_its_lifetime_and_when_the_right_goes(client, runtime, ops, clock):
     logged_in(client, ops, clock)
     assert client.get("/status").status_code == 200
-    later = operator_module._now() + runtime.config.status.session_minutes * 60 + 1
-    monkeypatch.setattr(operator_module, "_now", lambda: later)
+    clock.advance(seconds=runtime.config.status.session_minutes * 60 + 1)
     assert client.get("/status").status_code == 303
-    monkeypatch.undo()
     logged_in(client, ops, clock)
     with runtime.services.unit(Actor(name="test")) as uow:
         uow.grants.take_right(ops.user_id, operator_module.OPERATE_RIGHT, "instance")

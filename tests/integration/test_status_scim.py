@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from bridge.store.models import ScimClientMinute, utcnow
+from bridge.clock import utcnow
+from bridge.store.models import ScimClientMinute
 from bridge.web.scim_activity import ScimActivity, client_activity, minute_of
 from tests.fixtures.accounts import FakeClock, accounts_config
 from tests.fixtures.app import create_token

@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from bridge.clock import utcnow
 from bridge.ldap.sync import run_sync
-from bridge.store.models import GroupUserMember, SourceConflict, TotpCredential, User, utcnow
+from bridge.store.models import GroupUserMember, SourceConflict, TotpCredential, User
 from tests.fixtures.accounts import FakeClock, accounts_config, attempt
 from tests.fixtures.app import run_cli
 from tests.fixtures.browser import login_form, make_operator

@@ -21,8 +21,9 @@ from sqlalchemy import event, select
 from bridge.accounts import invitations
 from bridge.accounts.context import context_for
 from bridge.accounts.passwords import hash_password
+from bridge.clock import utcnow
 from bridge.services import Actor
-from bridge.store.models import User, utcnow
+from bridge.store.models import User
 from tests.fixtures.accounts import accounts_config, csrf_of, link_in, token_of
 from tests.reliability.conftest import LONG, Report
 

@@ -112,7 +112,8 @@ def make_blueprint(name: str, import_name: str, tag: str, description: str) -> A
     def _authenticate() -> tuple[Response, int] | None:
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
-        identity = authenticate(runtime().store, presented, TokenKind.admin) if scheme.lower() == "bearer" else None
+        identity = (authenticate(runtime().store, presented, TokenKind.admin, runtime().clock)
+                    if scheme.lower() == "bearer" else None)
         if identity is None and not header:  # no token: an operator's status-page session, CSRF header for writes
             from bridge.web.operator import api_session
 
@@ -136,7 +137,11 @@ def make_blueprint(name: str, import_name: str, tag: str, description: str) -> A
 
     @bp.errorhandler(ServiceError)
     def _service_error(exc: ServiceError) -> tuple[Response, int]:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        response = error_response(exc.status, exc.code, exc.message, exc.field)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            response[0].headers["Retry-After"] = str(retry_after)
+        return response
 
     return bp
 

@@ -1,8 +1,10 @@
 """/api/v1/jobs and /api/v1/job-runs: the scheduled jobs, their runs, and running one now.
 
-A job run started here runs anywhere (like ``dirbridge jobs run``), in a background
-thread: the request waits up to ``wait`` seconds, then answers 200 with the
-finished run or 202 with the run in progress (follow it at /api/v1/job-runs/{id}).
+A job run started here is recorded first and runs in the process's run service
+(bridge.jobs.runner), on the replica that leads the scheduled jobs: another replica
+answers 409 ``notLeader`` naming the leader. The request waits up to ``wait`` seconds,
+then answers 200 with the finished run or 202 with the run in progress (follow it at
+/api/v1/job-runs/{id}).
 """
 
 from __future__ import annotations
@@ -12,21 +14,20 @@ from typing import Any, Literal
 
 from flask import jsonify
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from bridge.jobs.registry import JobSpec, job_specs
-from bridge.jobs.scheduler import find_job, run_job
+from bridge.jobs.scheduler import find_job
 from bridge.services.errors import NotFound
 from bridge.store.models import JobRun
 from bridge.web import runtime
-from bridge.web.api.background import Background, WaitQuery, poll
-from bridge.web.api.common import Page, PageQuery, make_blueprint, page_of, paged
+from bridge.web.api.background import WaitQuery
+from bridge.web.api.common import ErrorBody, Page, PageQuery, make_blueprint, page_of, paged
 from bridge.web.api.headers import location, model_headers
 
 bp = make_blueprint("api_jobs", __name__, "jobs", "Scheduled jobs and their runs")
 
-OutcomeName = Literal["running", "ok", "failed"]
-FIND_RUN_SECONDS = 5.0
+OutcomeName = Literal["running", "ok", "failed", "interrupted"]
 RUN_LOCATION = "/api/v1/job-runs/"  # + the run's id: the Location of a 202
 
 
@@ -54,7 +55,7 @@ class JobAccepted(BaseModel):
     model_config = model_headers(location(RUN_LOCATION, "the job run"))
 
     job: str
-    run: JobRunOut | None = Field(description="the run in progress (null: not recorded yet)")
+    run: JobRunOut = Field(description="the run in progress")
     message: str
 
 
@@ -119,40 +120,25 @@ def get_job(path: JobPath):  # type: ignore[no-untyped-def]
     return jsonify(job_json(known_job(path.name)))
 
 
-@bp.post("/jobs/<name>/run", responses={200: JobRunOut, 202: JobAccepted},
-         summary="Run a job now, on this replica (leader or not); 202 while it runs on")
+@bp.post("/jobs/<name>/run", responses={200: JobRunOut, 202: JobAccepted, 409: ErrorBody, 503: ErrorBody},
+         summary="Run a job now on the leading replica (409 notLeader elsewhere); 202 while it runs on")
 def run_now(path: JobPath, query: WaitQuery):  # type: ignore[no-untyped-def]
     rt = runtime()
     spec = known_job(path.name)
+    flight = rt.runs.start_job(spec)  # NotLeader, JobBusy: 409; Stopping: 503
+    finished = rt.runs.wait(flight, query.wait)
+    if finished and flight.error is not None:  # the job's own failure is recorded; this is the store failing
+        raise flight.error
     with rt.store.read() as session:
-        before = session.scalar(select(func.max(JobRun.id))) or 0
-    work = Background(f"api-job:{spec.name}", lambda: run_job(rt, spec)).start()
-    if not work.wait(query.wait):
-        def ours() -> JobRun | None:
-            with rt.store.read() as session:
-                run = session.scalar(select(JobRun).where(JobRun.job == spec.name, JobRun.id > before,
-                                                          JobRun.replica == rt.replica)
-                                     .order_by(JobRun.id).limit(1))
-                if run is not None:
-                    session.expunge(run)
-                return run
-
-        run = poll(ours, FIND_RUN_SECONDS)
-        if not work.done.is_set():
-            response = jsonify(job=spec.name, run=job_run_json(run) if run is not None else None,
-                               message=f"{spec.name} goes on; follow it at "
-                                       + (f"/api/v1/job-runs/{run.id}" if run is not None
-                                          else f"/api/v1/job-runs?job={spec.name}"))
-            if run is not None:
-                response.headers["Location"] = f"{RUN_LOCATION}{run.id}"
-            return response, 202
-    if work.error is not None:  # run_job records a job's failure; this is the store failing
-        raise work.error
-    assert work.result is not None
-    with rt.store.read() as session:
-        row = session.get(JobRun, work.result.id)
-        assert row is not None
-        return jsonify(job_run_json(row))
+        run = session.get(JobRun, flight.run_id)
+        assert run is not None
+        body = job_run_json(run)
+    if finished:
+        return jsonify(body)
+    response = jsonify(job=spec.name, run=body,
+                       message=f"{spec.name} goes on; follow it at {RUN_LOCATION}{flight.run_id}")
+    response.headers["Location"] = f"{RUN_LOCATION}{flight.run_id}"
+    return response, 202
 
 
 @bp.get("/job-runs", responses={200: JobRunPage}, summary="Job runs, newest first, filtered")

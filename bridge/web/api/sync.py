@@ -1,10 +1,12 @@
 """/api/v1/sync: the LDAP sources, their sync runs (with the deletion guard's plan),
 and starting a sync or approving a guarded one.
 
-A sync started here runs in a background thread (bridge.web.api.background): the
-request waits up to ``wait`` seconds, then answers 200 with the finished run or
-202 with the run in progress, to be followed at /api/v1/sync/runs/{id}. The source
-lock still keeps one sync per source at a time, across replicas and the CLI.
+A sync started here is recorded first and runs in the process's run service
+(bridge.jobs.runner): the request waits up to ``wait`` seconds, then answers 200 with
+the finished run or 202 with the run in progress, to be followed at
+/api/v1/sync/runs/{id}. The source lock keeps one sync per source at a time, across
+replicas and the CLI, so a sync may start on any replica; one still running when the
+process stops is interrupted after its current batch and recorded so.
 """
 
 from __future__ import annotations
@@ -14,25 +16,24 @@ from typing import Any, Literal
 
 from flask import jsonify
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from bridge.config import LdapSourceConfig
+from bridge.jobs.runner import sync_result
 from bridge.ldap.lock import SyncBusy
-from bridge.ldap.plan import SyncResult
-from bridge.ldap.runs import latest_guarded
-from bridge.ldap.sync import NothingToApprove, UnknownSource, find_source, run_sync
+from bridge.ldap.sync import NothingToApprove, UnknownSource, find_source
 from bridge.services.errors import Conflict, NotFound
+from bridge.services.runs import latest_guarded
 from bridge.store.models import SyncRun
 from bridge.web import runtime
-from bridge.web.api.background import Background, WaitQuery, poll
+from bridge.web.api.background import WaitQuery
 from bridge.web.api.common import ErrorBody, Page, PageQuery, make_blueprint, page_of, paged
 from bridge.web.api.headers import location, model_headers
 
 bp = make_blueprint("api_sync", __name__, "sync", "LDAP sources and their sync runs")
 
-StatusName = Literal["running", "ok", "failed", "guarded", "approved"]
+StatusName = Literal["running", "ok", "failed", "guarded", "approved", "interrupted"]
 ModeName = Literal["full", "incremental"]
-FIND_RUN_SECONDS = 5.0  # how long a 202 looks for the run row the background sync creates
 RUN_LOCATION = "/api/v1/sync/runs/"  # + the run's id: the Location of a 202
 
 
@@ -49,7 +50,8 @@ class SyncRunSummary(BaseModel):
     source: str
     mode: ModeName
     dry_run: bool
-    status: StatusName = Field(description="guarded: stopped by the deletion guard, waiting for approval")
+    status: StatusName = Field(description="guarded: stopped by the deletion guard, waiting for approval; "
+                                           "interrupted: the process stopped while it ran")
     started_at: datetime
     finished_at: datetime | None
     added: int
@@ -94,8 +96,7 @@ class SyncAccepted(BaseModel):
     model_config = model_headers(location(RUN_LOCATION, "the sync run"))
 
     source: str
-    run: SyncRunSummary | None = Field(description="the run in progress (null: not recorded yet, see "
-                                                   "GET /api/v1/sync/runs?source=...)")
+    run: SyncRunSummary = Field(description="the run in progress")
     message: str
 
 
@@ -209,18 +210,6 @@ def known_source(name: str) -> LdapSourceConfig:
         raise NotFound(str(exc), field="name") from None
 
 
-def finished(job: Background[SyncResult]) -> Any:
-    """The answer for a sync that ended while the request waited."""
-    if isinstance(job.error, SyncBusy):
-        raise SyncBusyError(str(job.error))
-    if isinstance(job.error, NothingToApprove):
-        raise NothingToApproveError(str(job.error), field="approve_deletions")
-    if job.error is not None:
-        raise job.error
-    assert job.result is not None and job.result.run_id is not None
-    return jsonify(load_run(job.result.run_id))
-
-
 @bp.get("/sync/sources", responses={200: SourcePage}, summary="The configured LDAP sources and their last runs")
 def list_sources(query: PageQuery):  # type: ignore[no-untyped-def]
     return paged(query, [source_json(s) for s in runtime().config.ldap.sources])
@@ -256,31 +245,21 @@ def get_run(path: RunPath):  # type: ignore[no-untyped-def]
 def start_sync(path: SourcePath, query: StartQuery):  # type: ignore[no-untyped-def]
     rt = runtime()
     source = known_source(path.name)
-    if query.approve_deletions and latest_guarded(rt.store, source.name) is None:
-        raise NothingToApproveError(f"no sync of {source.name!r} is waiting for approval",
-                                    field="approve_deletions")
+    try:
+        flight = rt.runs.start_sync(source.name, full=query.full, dry_run=query.dry_run,
+                                    approve_deletions=query.approve_deletions)
+    except SyncBusy as exc:
+        raise SyncBusyError(str(exc)) from None
+    except NothingToApprove as exc:
+        raise NothingToApproveError(str(exc), field="approve_deletions") from None
+    if rt.runs.wait(flight, query.wait):
+        sync_result(flight)  # raises what the sync raised (a store failure: a bug, logged)
+        return jsonify(load_run(flight.run_id))
     with rt.store.read() as session:
-        before = session.scalar(select(func.max(SyncRun.id))) or 0
-    job = Background(f"api-sync:{source.name}", lambda: run_sync(
-        rt, source.name, full=query.full, dry_run=query.dry_run, approve_deletions=query.approve_deletions)).start()
-    if job.wait(query.wait):
-        return finished(job)
-
-    def ours() -> SyncRun | None:
-        with rt.store.read() as session:
-            run = session.scalar(select(SyncRun).where(SyncRun.source == source.name, SyncRun.id > before)
-                                 .order_by(SyncRun.id).limit(1))
-            if run is not None:
-                session.expunge(run)
-            return run
-
-    run = poll(ours, FIND_RUN_SECONDS)
-    if job.done.is_set():
-        return finished(job)
-    response = jsonify(source=source.name, run=summary_json(run) if run is not None else None,
-                       message=f"the sync of {source.name} goes on; follow it at "
-                               + (f"/api/v1/sync/runs/{run.id}" if run is not None
-                                  else f"/api/v1/sync/runs?source={source.name}"))
-    if run is not None:
-        response.headers["Location"] = f"{RUN_LOCATION}{run.id}"
+        run = session.get(SyncRun, flight.run_id)
+        assert run is not None
+        summary = summary_json(run)
+    response = jsonify(source=source.name, run=summary,
+                       message=f"the sync of {source.name} goes on; follow it at {RUN_LOCATION}{flight.run_id}")
+    response.headers["Location"] = f"{RUN_LOCATION}{flight.run_id}"
     return response, 202

@@ -1,0 +1,164 @@
+"""The run records: LDAP sync runs and job runs, from started to finished (or interrupted,
+or abandoned by a process that died), the last high-water mark, the guarded run an
+operator may approve. The run service (bridge.jobs.runner), the sync and the scheduler
+write these rows only through here; the status page, the API and the metrics read them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select, update
+
+from bridge.clock import utcnow
+from bridge.store.db import Store, rowcount
+from bridge.store.models import JobOutcome, JobRun, RunMode, RunStatus, SyncRun
+
+if TYPE_CHECKING:
+    from bridge.ldap.plan import SyncResult
+
+#: how many entry errors a run keeps in its detail
+MAX_ERRORS_KEPT = 100
+
+class RunInterrupted(Exception):
+    """The process is stopping: the run ends at its next safe point, recorded as interrupted."""
+
+
+#: runs whose scan completed: their high-water mark is safe to continue from
+COMPLETE = (RunStatus.ok, RunStatus.approved, RunStatus.guarded)
+
+
+def start_run(store: Store, source: str, mode: str, dry_run: bool, now: datetime | None = None) -> int:
+    with store.write() as session:
+        run = SyncRun(source=source, mode=mode, dry_run=dry_run, status=RunStatus.running,
+                      started_at=now or utcnow())
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def set_mode(store: Store, run_id: int, mode: str) -> None:
+    """An incremental run that had to scan in full (its mark is from another DC)."""
+    with store.write() as session:
+        run = session.get(SyncRun, run_id)
+        if run is not None:
+            run.mode = mode
+
+
+def finish_run(store: Store, result: SyncResult, detail: dict[str, Any], now: datetime | None = None) -> bool:
+    """Record how the run ended; False (nothing written) when it was no longer running:
+    the run service marked it interrupted at shutdown while it was still at work."""
+    c = result.counts
+    with store.write() as session:
+        run = session.get(SyncRun, result.run_id)
+        if run is None or run.status != RunStatus.running:
+            return False
+        run.status, run.finished_at = result.status, now or utcnow()
+        run.added, run.updated, run.deactivated = c.added, c.updated, c.deactivated + c.deleted
+        run.unchanged, run.errors = c.unchanged, c.errors
+        run.high_water_mark = None if result.dry_run else result.high_water_mark
+        run.detail = {
+            "counts": c.as_dict(),
+            **({"error": result.error} if result.error else {}),
+            **({"errors": result.errors[:MAX_ERRORS_KEPT]} if result.errors else {}),
+            **detail,
+        }
+    return True
+
+
+def close_abandoned(store: Store, source: str, now: datetime) -> int:
+    """Close the runs of ``source`` left ``running`` by a process that died. Called by
+    the holder of the source's sync lock: while it holds it, nobody else syncs."""
+    with store.write() as session:
+        closed = 0
+        for run in session.scalars(select(SyncRun).where(SyncRun.source == source,
+                                                         SyncRun.status == RunStatus.running)):
+            run.status, run.finished_at = RunStatus.failed, now
+            run.detail = {**(run.detail or {}), "error": "abandoned: the process running it ended"}
+            closed += 1
+        return closed
+
+
+def interrupt_sync(store: Store, run_id: int, why: str, now: datetime) -> bool:
+    """Mark a run still at work as interrupted (the process is stopping and cannot wait
+    for it): what its committed batches did stays, its mark is not used."""
+    with store.write() as session:
+        run = session.get(SyncRun, run_id)
+        if run is None or run.status != RunStatus.running:
+            return False
+        run.status, run.finished_at = RunStatus.interrupted, now
+        run.detail = {**(run.detail or {}), "error": why}
+        return True
+
+
+def last_mark(store: Store, source: str) -> str | None:
+    """The high-water mark of the latest complete, real run of ``source``."""
+    with store.read() as session:
+        return session.scalar(
+            select(SyncRun.high_water_mark)
+            .where(SyncRun.source == source, SyncRun.dry_run.is_(False), SyncRun.status.in_(COMPLETE),
+                   SyncRun.high_water_mark.is_not(None))
+            .order_by(SyncRun.id.desc()).limit(1))
+
+
+def latest_guarded(store: Store, source: str) -> SyncRun | None:
+    """The latest run stopped by the guard and not yet approved, unless a later full
+    run completed without the guard (the situation it reported is gone)."""
+    with store.read() as session:
+        run = session.scalar(
+            select(SyncRun).where(SyncRun.source == source, SyncRun.dry_run.is_(False),
+                                  SyncRun.status == RunStatus.guarded)
+            .order_by(SyncRun.id.desc()).limit(1))
+        if run is None or (run.detail or {}).get("approved_by"):
+            return None
+        later = session.scalar(
+            select(SyncRun.id).where(SyncRun.source == source, SyncRun.dry_run.is_(False),
+                                     SyncRun.mode == RunMode.full,
+                                     SyncRun.status.in_((RunStatus.ok, RunStatus.approved)),
+                                     SyncRun.id > run.id).limit(1))
+    return None if later is not None else run
+
+
+def mark_approved(store: Store, guarded_id: int, approving_id: int) -> None:
+    with store.write() as session:
+        run = session.get(SyncRun, guarded_id)
+        if run is not None:
+            run.detail = {**(run.detail or {}), "approved_by": approving_id}
+
+
+# -- job runs --------------------------------------------------------------------------
+
+
+def start_job(store: Store, job: str, replica: str, now: datetime) -> int:
+    with store.write() as session:
+        run = JobRun(job=job, replica=replica, started_at=now, outcome=JobOutcome.running)
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def finish_job(store: Store, run_id: int, outcome: str, counts: dict[str, Any], message: str | None,
+               now: datetime) -> bool:
+    """Record how the job ended; False when it was no longer running (marked interrupted)."""
+    with store.write() as session:
+        return rowcount(session.execute(
+            update(JobRun).where(JobRun.id == run_id, JobRun.outcome == JobOutcome.running)
+            .values(outcome=outcome, counts=counts, message=message, finished_at=now))) == 1
+
+
+def interrupt_job(store: Store, run_id: int, why: str, now: datetime) -> bool:
+    return finish_job(store, run_id, JobOutcome.interrupted, {}, why, now)
+
+
+def job_run(store: Store, run_id: int) -> JobRun | None:
+    with store.read() as session:
+        run = session.get(JobRun, run_id)
+        if run is not None:
+            session.expunge(run)
+        return run
+
+
+def purge_job_runs(store: Store, before: datetime) -> int:
+    """Job runs finished before ``before`` (frequent jobs add hundreds a day)."""
+    with store.write() as session:
+        return rowcount(session.execute(delete(JobRun).where(JobRun.started_at < before)))
