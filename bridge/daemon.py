@@ -85,7 +85,7 @@ class Daemon:
         self.server.stop()
         self.rt.runs.stop(deadline)
         release_leadership(self.rt)  # another replica takes the jobs over at once
-        self.rt.store.dispose()
+        self.rt.close()
         log.info("stopped")
 
     def run_until_signalled(self) -> None:

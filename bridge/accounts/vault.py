@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from bridge.config import Config
 from bridge.files import kept_secret
-from bridge.store.db import rowcount
+from bridge.services.accounts import replace_totp_secret
 from bridge.store.models import TotpCredential
 
 if TYPE_CHECKING:
@@ -96,9 +96,7 @@ class TotpVault:
                 continue
             if resealed is None:
                 continue
-            with store.write() as session:
-                written += rowcount(session.execute(update(TotpCredential).where(
-                    TotpCredential.user_id == user_id, TotpCredential.secret == secret).values(secret=resealed)))
+            written += replace_totp_secret(store, user_id, secret, resealed)
         if broken:
             log.error("%d TOTP secret(s) could not be opened with the configured keys", broken)
         return written

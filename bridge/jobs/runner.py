@@ -83,6 +83,7 @@ class RunService:
         #: set at the stop deadline: a sync stops after its current batch
         self.interrupting = threading.Event()
         self._flights: dict[tuple[Kind, int], Flight] = {}
+        self._jobs: set[str] = set()  # the jobs running here, claimed before their row is written
         self._lock = threading.Lock()
         #: set when the process starts stopping: no new run, and no request waits on
         self.stopping = threading.Event()
@@ -107,11 +108,17 @@ class RunService:
         self._refuse_when_stopping()
         if by_hand:
             self._refuse_unless_leading(spec)
-        with self._lock:
-            if any(f.kind == "job" and f.name == spec.name for f in self._flights.values()):
+        with self._lock:  # checked and claimed at once: two requests racing get one run
+            if spec.name in self._jobs:
                 raise JobBusy(f"{spec.name} is running on this replica already")
-        run_id = runs.start_job(self.rt.store, spec.name, self.rt.replica, self.rt.clock())
-        return self._launch("job", spec.name, run_id, lambda: self._job(spec, run_id))
+            self._jobs.add(spec.name)
+        try:
+            run_id = runs.start_job(self.rt.store, spec.name, self.rt.replica, self.rt.clock())
+            return self._launch("job", spec.name, run_id, lambda: self._job(spec, run_id))
+        except BaseException:
+            with self._lock:
+                self._jobs.discard(spec.name)
+            raise
 
     def run_scheduled(self, spec: JobSpec) -> None:
         """The scheduler's entry: only on the leader; a turn is skipped while the job
@@ -157,6 +164,8 @@ class RunService:
         finally:
             with self._lock:
                 self._flights.pop((flight.kind, flight.run_id), None)
+                if flight.kind == "job":
+                    self._jobs.discard(flight.name)
             flight.done.set()
 
     def _job(self, spec: JobSpec, run_id: int) -> JobOutcome:

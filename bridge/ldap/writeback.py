@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import ldap3
 from ldap3.core.exceptions import LDAPEntryAlreadyExistsResult, LDAPException, LDAPNoSuchObjectResult
 from ldap3.utils.conv import escape_filter_chars
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from bridge.config import LdapSourceConfig
 from bridge.ldap.connection import connect
@@ -63,6 +63,7 @@ from bridge.ldap.directory import EntryParser
 from bridge.ldap.dn import dn_key
 from bridge.ldap.presets import PRESETS, Preset, attribute_map
 from bridge.names import cleaned
+from bridge.services import writeback_entries as entries
 from bridge.services.actor import Actor
 from bridge.services.conflicts import WRITEBACK, ConflictNote
 from bridge.store.models import Group, GroupGroupMember, GroupUserMember, User, WritebackEntry
@@ -227,27 +228,13 @@ class _Entries:
         entry_id = self.entry_id(dn)
         if entry_id is None:
             raise WritebackFailed(f"write-back to {self.source.name}: {dn} has no {self.id_attribute}")
-        with self.rt.store.write() as session:
-            session.execute(delete(WritebackEntry).where(  # a stale row of an entry id reused
-                WritebackEntry.ldap_source == self.source.name, WritebackEntry.entry_id == entry_id))
-            row = session.get(WritebackEntry, (self.source.name, kind, resource_id))
-            if row is None:
-                session.add(WritebackEntry(ldap_source=self.source.name, kind=kind, resource_id=resource_id,
-                                           entry_id=entry_id, dn=dn))
-            else:
-                row.entry_id, row.dn = entry_id, dn
+        entries.remember(self.rt.store, self.source.name, kind, resource_id, entry_id, dn)
 
     def moved(self, row: WritebackEntry, dn: str) -> None:
-        with self.rt.store.write() as session:
-            stored = session.get(WritebackEntry, (row.ldap_source, row.kind, row.resource_id))
-            if stored is not None:
-                stored.dn = dn
+        entries.moved(self.rt.store, row.ldap_source, row.kind, row.resource_id, dn)
 
     def forget(self, kind: str, resource_id: str) -> None:
-        with self.rt.store.write() as session:
-            session.execute(delete(WritebackEntry).where(
-                WritebackEntry.ldap_source == self.source.name, WritebackEntry.kind == kind,
-                WritebackEntry.resource_id == resource_id))
+        entries.forget(self.rt.store, self.source.name, kind, resource_id)
 
     # the directory
 

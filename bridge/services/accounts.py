@@ -13,7 +13,7 @@ from sqlalchemy import delete, or_, select, update
 
 from bridge.services import audit
 from bridge.services.errors import Conflict, InvalidValue, NotFound
-from bridge.store.db import rowcount
+from bridge.store.db import Store, rowcount
 from bridge.store.models import Invitation, LoginAttempt, PasswordHistory, RecoveryCode, TotpCredential, User
 
 if TYPE_CHECKING:
@@ -339,3 +339,11 @@ class AccountService:
         for code_hash in code_hashes:
             self.uow.session.add(RecoveryCode(user_id=user.id, code_hash=code_hash))
         self.uow.session.flush()
+
+
+def replace_totp_secret(store: Store, user_id: str, stored: str, sealed: str) -> bool:
+    """Store ``sealed`` for the user's TOTP secret if it still is ``stored`` (a TOTP reset
+    meanwhile wins): the TOTP vault's reseal (bridge.accounts.vault)."""
+    with store.write() as session:
+        return rowcount(session.execute(update(TotpCredential).where(
+            TotpCredential.user_id == user_id, TotpCredential.secret == stored).values(secret=sealed))) == 1

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from sqlalchemy import select
 
@@ -38,6 +38,7 @@ from bridge.mapping.rules import compiled_rules
 from bridge.names import identity_key
 from bridge.services import audit
 from bridge.services.errors import Conflict, InvalidValue, NotFound
+from bridge.services.fields import CustomerChanges
 from bridge.store.models import (
     Customer,
     CustomerAgency,
@@ -141,8 +142,9 @@ class CustomerService:
         self._link_pending(customer)
         return customer
 
-    def update(self, customer: Customer, **changes: Any) -> Customer:
+    def update(self, customer: Customer, **given: Unpack[CustomerChanges]) -> Customer:
         """Change fields; ``default_agency`` takes a customer number (or None)."""
+        changes: dict[str, Any] = dict(given)
         unknown = set(changes) - set(FIELDS) - {"default_agency"} - {"default_agency_id"}
         if unknown:
             raise InvalidValue(f"unknown customer fields: {', '.join(sorted(unknown))}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
@@ -25,6 +25,7 @@ from bridge.services.errors import (
     SourceConflict,
     VersionMismatch,
 )
+from bridge.services.fields import GroupChanges
 from bridge.services.rows import BulkInsert, RowDefaults
 from bridge.store.locks import lock_name
 from bridge.store.models import Group, GroupGroupMember, GroupKind, GroupUserMember, User
@@ -141,7 +142,8 @@ class GroupService:
             (row["id"], row["display_name"], audit.created(row, _AUDITED_GROUP_FIELDS)) for row in prepared))
         return [row["id"] for row in prepared]
 
-    def update(self, group: Group, *, expected_version: int | None = None, **changes: Any) -> Group:
+    def update(self, group: Group, *, expected_version: int | None = None, **given: Unpack[GroupChanges]) -> Group:
+        changes: dict[str, Any] = dict(given)
         unknown = set(changes) - set(GROUP_FIELDS)
         if unknown:
             raise InvalidValue(f"unknown group fields: {', '.join(sorted(unknown))}")

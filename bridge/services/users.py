@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -39,6 +39,7 @@ from bridge.services.errors import (
     UserNameTaken,
     VersionMismatch,
 )
+from bridge.services.fields import UserChanges
 from bridge.services.rows import BulkInsert, RowDefaults
 from bridge.store.models import AccessType, Customer, User, UserKind
 
@@ -189,9 +190,10 @@ class UserService:
         return [row["id"] for row in prepared]
 
     def update(self, user: User, *, expected_version: int | None = None, check_ownership: bool = True,
-               **changes: Any) -> User:
+               **given: Unpack[UserChanges]) -> User:
         """Change fields of ``user``; only what differs is written and audited. The portal's
         own rules (customers) pass ``check_ownership=False`` to deactivate any source's user."""
+        changes: dict[str, Any] = dict(given)
         unknown = set(changes) - WRITABLE_FIELDS
         if unknown:
             raise InvalidValue(f"unknown user fields: {', '.join(sorted(unknown))}")

@@ -6,12 +6,12 @@ a small thread of this process adds the counts to per-minute rows
 every replica contributes to the same rows and the page sums the last hour. The
 thread runs only while there is something to write: it ends after a quiet spell
 and the next request starts it again, so an idle process (or a test's runtime)
-keeps no thread. A graceful exit flushes what is left.
+keeps no thread. ``stop`` (the daemon's, through ``Runtime.close``) ends the thread
+and flushes what is left. The rows are written by bridge.services.activity.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 import time
@@ -19,12 +19,13 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.clock import utcnow
+from bridge.services.activity import Pending, add_minutes
 from bridge.store.models import ApiToken, ScimClientMinute, TokenKind
 
 if TYPE_CHECKING:
@@ -37,13 +38,6 @@ FLUSH_SECONDS = 10.0
 QUIET_FLUSHES = 6  # the thread ends after this many flushes with nothing to write
 KEEP_MINUTES = 48 * 60  # rows older than this are pruned
 NO_TOKEN = ""  # the client name under which requests without a valid token count
-
-
-@dataclass
-class Pending:
-    requests: int = 0
-    errors: int = 0
-    last_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +69,7 @@ class ScimActivity:
         self._thread: threading.Thread | None = None
         self._pruned_at = 0.0
         self._failing = False
+        self._stopped = threading.Event()
 
     def record(self, client: str | None, status: int) -> None:
         """Count one request; ``status`` >= 400 counts as an error too."""
@@ -85,7 +80,7 @@ class ScimActivity:
             entry.requests += 1
             entry.errors += status >= 400
             entry.last_at = now
-            if self._thread is None or not self._thread.is_alive():
+            if (self._thread is None or not self._thread.is_alive()) and not self._stopped.is_set():
                 self._thread = threading.Thread(target=_flush_loop, args=(weakref.ref(self),),
                                                 name="scim-activity-flush", daemon=True)
                 self._thread.start()
@@ -98,14 +93,12 @@ class ScimActivity:
                 taken, self._pending = self._pending, {}
             if not taken:
                 return False
+            prune = time.monotonic() - self._pruned_at > 3600
             try:
-                with self.store.write() as session:
-                    for (client, minute), entry in sorted(taken.items()):
-                        session.execute(self._upsert(client, minute, entry))
-                    if time.monotonic() - self._pruned_at > 3600:
-                        session.execute(delete(ScimClientMinute).where(
-                            ScimClientMinute.minute < minute_of(self.clock()) - KEEP_MINUTES))
-                        self._pruned_at = time.monotonic()
+                add_minutes(self.store, taken,
+                            prune_before=minute_of(self.clock()) - KEEP_MINUTES if prune else None)
+                if prune:
+                    self._pruned_at = time.monotonic()
             except SQLAlchemyError as exc:
                 self._put_back(taken)
                 if not self._failing:
@@ -127,19 +120,16 @@ class ScimActivity:
                 if current.last_at is None or (entry.last_at and entry.last_at > current.last_at):
                     current.last_at = entry.last_at
 
-    def _upsert(self, client: str, minute: int, entry: Pending) -> Any:
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        insert: Any = sqlite.insert if self.store.is_sqlite else postgresql.insert
-        latest: Any = func.max if self.store.is_sqlite else func.greatest
-        table = ScimClientMinute.__table__
-        stmt = insert(ScimClientMinute).values(client=client, minute=minute, requests=entry.requests,
-                                               errors=entry.errors, last_at=entry.last_at)
-        return stmt.on_conflict_do_update(
-            index_elements=["client", "minute"],
-            set_={"requests": table.c.requests + stmt.excluded.requests,
-                  "errors": table.c.errors + stmt.excluded.errors,
-                  "last_at": latest(func.coalesce(table.c.last_at, stmt.excluded.last_at), stmt.excluded.last_at)})
+    def stop(self) -> None:
+        """End the flush thread and write what is left (the process is stopping)."""
+        self._stopped.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            thread.join(self.flush_seconds + 5)
+        try:
+            self.flush()
+        except SQLAlchemyError as exc:
+            log.warning("the last SCIM request counts were not written: %s", type(exc).__name__)
 
 
 def _flush_loop(ref: weakref.ref[ScimActivity]) -> None:
@@ -150,9 +140,10 @@ def _flush_loop(ref: weakref.ref[ScimActivity]) -> None:
         activity = ref()
         if activity is None:
             return
-        interval = activity.flush_seconds
+        interval, stopped = activity.flush_seconds, activity._stopped
         del activity
-        time.sleep(interval)
+        if stopped.wait(interval):
+            return  # stop() flushes the rest
         activity = ref()
         if activity is None:
             return
@@ -160,26 +151,9 @@ def _flush_loop(ref: weakref.ref[ScimActivity]) -> None:
         del activity
 
 
-_ALL: weakref.WeakSet[ScimActivity] = weakref.WeakSet()
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    for activity in list(_ALL):
-        try:
-            activity.flush()
-        except Exception:  # the interpreter is going away: never fail the exit
-            pass
-
-
 def activity_for(rt: Runtime) -> ScimActivity:
     """The runtime's counter (``Runtime.scim_activity``)."""
     return rt.scim_activity
-
-
-def flush_at_exit(activity: ScimActivity) -> None:
-    """Keep ``activity`` among those flushed when the interpreter exits."""
-    _ALL.add(activity)
 
 
 def client_activity(rt: Runtime, now: datetime | None = None) -> list[ClientActivity]:

@@ -126,3 +126,32 @@ def test_a_waiting_request_answers_once_the_process_stops(client, admin_headers,
     finally:
         release.set()
     assert answer.status_code == 202 and time.monotonic() - began < 5
+
+
+def test_two_requests_racing_to_run_a_job_get_one_run(runtime) -> None:
+    release, started = threading.Event(), threading.Event()
+    spec = _blocking(release, started)
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def race() -> None:
+        barrier.wait()
+        try:
+            runtime.runs.start_job(spec)
+            outcomes.append("ran")
+        except JobBusy:
+            outcomes.append("busy")
+
+    threads = [threading.Thread(target=race) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    release.set()
+    assert sorted(outcomes) == ["busy"] * 7 + ["ran"]
+    from sqlalchemy import func, select
+
+    from bridge.store.models import JobRun
+
+    with runtime.store.read() as session:
+        assert session.scalar(select(func.count()).select_from(JobRun).where(JobRun.job == "probe")) == 1

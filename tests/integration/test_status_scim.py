@@ -105,3 +105,21 @@ def test_a_failed_flush_keeps_the_counts_for_the_next(runtime):
     with runtime.store.read() as session:
         row = session.scalar(select(ScimClientMinute))
         assert (row.client, row.requests, row.errors) == ("entra", 3, 1)
+
+
+def test_stop_ends_the_flush_thread_and_writes_what_is_left(runtime):
+    """The daemon's stop (Runtime.close) loses no count and leaves no thread behind."""
+    now = utcnow()
+    activity = ScimActivity(runtime.store, lambda: now, flush_seconds=60)
+    activity.record("entra", 200)
+    thread = activity._thread
+    assert thread is not None and thread.is_alive()
+    activity.stop()
+    assert not thread.is_alive()
+    with runtime.store.read() as session:
+        assert [(r.client, r.requests) for r in session.scalars(select(ScimClientMinute))] == [("entra", 1)]
+    activity.record("entra", 200)  # a late request is counted, and written by the next stop
+    assert activity._thread is thread
+    activity.stop()
+    with runtime.store.read() as session:
+        assert session.scalar(select(ScimClientMinute.requests)) == 2
