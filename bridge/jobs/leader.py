@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.clock import Clock, utcnow
 from bridge.store.db import Store
-from bridge.store.leases import Leases, LeaseState
+from bridge.store.leases import LeaseContended, Leases, LeaseState
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
@@ -39,7 +40,7 @@ class Leadership:
     """This replica's side of the lease."""
 
     def __init__(self, store: Store, holder: str, lease_seconds: int, *, name: str = LEASE_NAME,
-                 clock: Clock = utcnow):
+                 clock: Clock = utcnow, on_take_over: Callable[[str], object] | None = None):
         self.leases = Leases(store, clock)
         self.holder = holder
         self.lease = timedelta(seconds=lease_seconds)
@@ -48,20 +49,33 @@ class Leadership:
         self.clock = clock
         self._valid_until: datetime | None = None
         self._lock = threading.Lock()
+        self._released = False
+        #: called with the previous holder when this replica takes over from one that
+        #: stopped renewing (it died): its job runs left "running" are closed
+        self.on_take_over = on_take_over
 
     @property
     def renew_every(self) -> float:
         return max(1.0, self.lease.total_seconds() / 3)
 
     def try_acquire(self) -> bool:
-        """Acquire the lease or renew it; True while this replica holds it."""
+        """Acquire the lease or renew it; True while this replica holds it. Once given up
+        (``release``), never again: a turn under way at the graceful stop cannot take it back."""
+        if self._released:
+            return False
         try:
+            before = None if self.is_leader() else self.leases.current(self.name)
             state = self.leases.take(self.name, self.holder, self.lease.total_seconds())
             held = state.holder == self.holder
-        except SQLAlchemyError as exc:
+            if held and before is not None and before.holder != self.holder and self.on_take_over is not None:
+                self.on_take_over(before.holder)
+        except (SQLAlchemyError, LeaseContended) as exc:
             log.warning("leader lease not renewed: %s", type(exc).__name__, extra={"replica": self.holder})
             state, held = None, False
         with self._lock:
+            if self._released and held:  # released while this turn ran: give it up again
+                held = False
+                self._give_up()
             was = self.is_leader()
             self._valid_until = state.expires_at - self.margin if held and state is not None else None
         if held and not was:
@@ -74,9 +88,14 @@ class Leadership:
         return self._valid_until is not None and self.clock() < self._valid_until
 
     def release(self) -> None:
-        """Give the lease up (graceful stop), so another replica takes over at once."""
+        """Give the lease up (graceful stop): another replica takes it at its next try,
+        within ``lease_seconds / 3``, not after the lease would have run out."""
         with self._lock:
+            self._released = True
             self._valid_until = None
+            self._give_up()
+
+    def _give_up(self) -> None:
         try:
             self.leases.release(self.name, self.holder)
         except SQLAlchemyError as exc:

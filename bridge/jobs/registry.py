@@ -34,7 +34,7 @@ def job_specs(rt: Runtime) -> list[JobSpec]:
 
     specs = [
         JobSpec("audit-retention", "1d", audit_retention,
-                "delete audit events, and resolved conflicts, past their retention"),
+                "delete audit events, resolved conflicts and job runs past their retention"),
         JobSpec("operator-sessions", "5m", operator_sessions_sweep,
                 "end the status-page sessions of those who lost the operator right"),
         *sync_job_specs(rt),

@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -82,9 +83,13 @@ class RunService:
         self.rt = rt
         #: set at the stop deadline: a sync stops after its current batch
         self.interrupting = threading.Event()
+        self._lock = threading.Lock()
         self._flights: dict[tuple[Kind, int], Flight] = {}
         self._jobs: set[str] = set()  # the jobs running here, claimed before their row is written
-        self._lock = threading.Lock()
+        self._starting = 0  # runs past the stopping check, not yet launched: stop() waits for them
+        self._started = threading.Condition(self._lock)
+        #: syncs running inside a job's flight (a scheduled sync): interrupted with it
+        self._inner_syncs: set[int] = set()
         #: set when the process starts stopping: no new run, and no request waits on
         self.stopping = threading.Event()
 
@@ -96,29 +101,41 @@ class RunService:
         UnknownSource, SyncBusy and NothingToApprove (nothing started then)."""
         from bridge.ldap.sync import prepare_sync
 
-        self._refuse_when_stopping()
-        prepared = prepare_sync(self.rt, source, full=full, dry_run=dry_run, approve_deletions=approve_deletions,
-                                interrupted=self.interrupting.is_set)
-        return self._launch("sync", source, prepared.run_id, prepared.execute)
+        with self._starting_run():
+            prepared = prepare_sync(self.rt, source, full=full, dry_run=dry_run,
+                                    approve_deletions=approve_deletions, interrupted=self.interrupting.is_set)
+            return self._launch("sync", source, prepared.run_id, prepared.execute)
+
+    @contextmanager
+    def tracking_sync(self, run_id: int) -> Iterator[None]:
+        """A sync run in the caller's thread (a scheduled sync job, the CLI): should the
+        process stop before it ends, it is marked interrupted with the job around it."""
+        with self._lock:
+            self._inner_syncs.add(run_id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._inner_syncs.discard(run_id)
 
     def start_job(self, spec: JobSpec, *, by_hand: bool = True) -> Flight:
         """Record a run of ``spec`` and run it in the background. By hand (the API), it is
         refused on a replica that does not lead while another does (NotLeader), and
         while the same job runs in this process (JobBusy)."""
-        self._refuse_when_stopping()
-        if by_hand:
-            self._refuse_unless_leading(spec)
-        with self._lock:  # checked and claimed at once: two requests racing get one run
-            if spec.name in self._jobs:
-                raise JobBusy(f"{spec.name} is running on this replica already")
-            self._jobs.add(spec.name)
-        try:
-            run_id = runs.start_job(self.rt.store, spec.name, self.rt.replica, self.rt.clock())
-            return self._launch("job", spec.name, run_id, lambda: self._job(spec, run_id))
-        except BaseException:
-            with self._lock:
-                self._jobs.discard(spec.name)
-            raise
+        with self._starting_run():
+            if by_hand:
+                self._refuse_unless_leading(spec)
+            with self._lock:  # checked and claimed at once: two requests racing get one run
+                if spec.name in self._jobs:
+                    raise JobBusy(f"{spec.name} is running on this replica already")
+                self._jobs.add(spec.name)
+            try:
+                run_id = runs.start_job(self.rt.store, spec.name, self.rt.replica, self.rt.clock())
+                return self._launch("job", spec.name, run_id, lambda: self._job(spec, run_id))
+            except BaseException:
+                with self._lock:
+                    self._jobs.discard(spec.name)
+                raise
 
     def run_scheduled(self, spec: JobSpec) -> None:
         """The scheduler's entry: only on the leader; a turn is skipped while the job
@@ -134,9 +151,20 @@ class RunService:
             return
         flight.wait()
 
-    def _refuse_when_stopping(self) -> None:
-        if self.stopping.is_set():
-            raise Stopping("this replica is stopping: start the run again once it is back")
+    @contextmanager
+    def _starting_run(self) -> Iterator[None]:
+        """Between the stopping check and the launch: a stop that begins meanwhile waits
+        for the run to be launched (and then for the run), so none starts behind its back."""
+        with self._lock:
+            if self.stopping.is_set():
+                raise Stopping("this replica is stopping: start the run again once it is back")
+            self._starting += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._starting -= 1
+                self._started.notify_all()
 
     def _refuse_unless_leading(self, spec: JobSpec) -> None:
         leadership = self.rt.leadership
@@ -210,6 +238,8 @@ class RunService:
         """Let the runs in flight finish until ``deadline`` (``time.monotonic``), then
         interrupt them; what has not ended after a short grace is marked interrupted."""
         self.begin_stop()
+        with self._lock:  # the runs past the stopping check are launched (or refused) first
+            self._started.wait_for(lambda: self._starting == 0, max(0.0, deadline - time.monotonic()))
         self._wait_all(deadline)
         if not self.in_flight():
             return
@@ -217,6 +247,10 @@ class RunService:
         self._wait_all(time.monotonic() + INTERRUPT_GRACE_SECONDS)
         for flight in self.in_flight():
             self._mark_interrupted(flight)
+        with self._lock:
+            inner = sorted(self._inner_syncs)
+        for run_id in inner:
+            self._mark_interrupted(Flight("sync", "inside a job", run_id))
 
     def _wait_all(self, deadline: float) -> None:
         for flight in self.in_flight():
@@ -228,13 +262,14 @@ class RunService:
         try:
             marked = (runs.interrupt_sync if flight.kind == "sync" else runs.interrupt_job)(
                 self.rt.store, flight.run_id, why, now)
-        except Exception:  # noqa: BLE001 - the database is away: the next sync closes it as abandoned
+        except Exception:  # noqa: BLE001 - the database is away: closed as abandoned later (a sync by the
+            # next sync of its source, a job by the replica that takes the leader lease over)
             log.exception("could not mark %s %s (run %d) interrupted", flight.kind, flight.name, flight.run_id)
             return
         if marked:
             log.warning("%s %s (run %d) %s", flight.kind, flight.name, flight.run_id, why,
                         extra={"run": flight.run_id})
-        flight.interrupted = True
+        flight.interrupted = marked
         flight.done.set()
 
 

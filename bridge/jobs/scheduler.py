@@ -54,8 +54,9 @@ def build_scheduler(rt: Runtime) -> BackgroundScheduler:
         timezone="UTC",
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
     )
-    leadership = rt.leadership = Leadership(rt.store, rt.replica, rt.config.jobs.lease_seconds,
-                                            clock=lambda: rt.clock())
+    leadership = rt.leadership = Leadership(
+        rt.store, rt.replica, rt.config.jobs.lease_seconds, clock=lambda: rt.clock(),
+        on_take_over=lambda previous: runs.close_abandoned_jobs(rt.store, previous, rt.clock()))
     scheduler.add_job(leadership.try_acquire, IntervalTrigger(seconds=leadership.renew_every), id=LEASE_JOB,
                       name="acquire or renew the leader lease", next_run_time=rt.clock(),
                       misfire_grace_time=None)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from bridge.clock import Clock, utcnow
 from bridge.services import runs
 from bridge.store.db import Store
-from bridge.store.leases import Leases
+from bridge.store.leases import LeaseContended, Leases
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,10 @@ def source_lock(store: Store, source_name: str, replica: str, clock: Clock = utc
     leases = Leases(store, clock)
     with _ended_lock:
         over = [ended for ended, lease in _ended.items() if lease == name]
-    state = leases.take(name, holder, LEASE_SECONDS, over=over)
+    try:
+        state = leases.take(name, holder, LEASE_SECONDS, over=over)
+    except LeaseContended:
+        raise SyncBusy(f"a sync of {source_name!r} is starting elsewhere") from None
     if state.holder != holder:
         raise SyncBusy(f"a sync of {source_name!r} is running ({state.holder}, since "
                        f"{state.acquired_at:%Y-%m-%d %H:%M:%S} UTC)")

@@ -144,8 +144,10 @@ def run_sync(rt: Runtime, name: str, *, full: bool = False, dry_run: bool = Fals
     and NothingToApprove; a failure of the work itself is recorded and returned as a
     result with status "failed". It stops between batches (status "interrupted") when
     the process's run service is stopping."""
-    return prepare_sync(rt, name, full=full, dry_run=dry_run, approve_deletions=approve_deletions,
-                        progress=progress, interrupted=rt.runs.interrupting.is_set).execute()
+    prepared = prepare_sync(rt, name, full=full, dry_run=dry_run, approve_deletions=approve_deletions,
+                            progress=progress, interrupted=rt.runs.interrupting.is_set)
+    with rt.runs.tracking_sync(prepared.run_id):
+        return prepared.execute()
 
 
 @dataclass

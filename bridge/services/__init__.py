@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from sqlalchemy import delete
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -19,7 +18,7 @@ from bridge.services.actor import Actor
 from bridge.services.conflicts import ConflictNote
 from bridge.services.errors import ServiceError
 from bridge.services.unit import Refusal, UnitOfWork
-from bridge.store.db import Store, rowcount
+from bridge.store.db import Store
 
 __all__ = ["Actor", "ServiceError", "Services", "UnitOfWork"]
 log = logging.getLogger(__name__)
@@ -81,12 +80,12 @@ class Services:
     def purge_history(self, before: datetime) -> dict[str, int]:
         """What the retention allows to go, in one transaction: audit events, conflicts
         resolved and job runs started before ``before``."""
-        from bridge.store.models import JobRun
+        from bridge.services import runs
 
         with self._write() as session:
             return {"deleted": audit.purge(session, before),
                     "conflicts_purged": conflicts.purge(session, before),
-                    "job_runs_purged": rowcount(session.execute(delete(JobRun).where(JobRun.started_at < before)))}
+                    "job_runs_purged": runs.purge_job_runs(session, before)}
 
     def record_conflicts(self, actor: Actor, notes: list[ConflictNote]) -> None:
         """Open or count conflicts (bridge.services.conflicts) in a transaction of their own."""

@@ -1,7 +1,8 @@
 """The run records: LDAP sync runs and job runs, from started to finished (or interrupted,
 or abandoned by a process that died), the last high-water mark, the guarded run an
-operator may approve. The run service (bridge.jobs.runner), the sync and the scheduler
-write these rows only through here; the status page, the API and the metrics read them."""
+operator may approve. The run service (bridge.jobs.runner), the sync (bridge.ldap.sync),
+the sync lock (bridge.ldap.lock), the leader lease and the retention write these rows
+only through here; the status page, the API and the metrics read them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from bridge.clock import utcnow
 from bridge.store.db import Store, rowcount
@@ -50,7 +52,7 @@ def finish_run(store: Store, result: SyncResult, detail: dict[str, Any], now: da
     the run service marked it interrupted at shutdown while it was still at work."""
     c = result.counts
     with store.write() as session:
-        run = session.get(SyncRun, result.run_id)
+        run = session.get(SyncRun, result.run_id, with_for_update=True)  # against interrupt_sync
         if run is None or run.status != RunStatus.running:
             return False
         run.status, run.finished_at = result.status, now or utcnow()
@@ -72,7 +74,7 @@ def close_abandoned(store: Store, source: str, now: datetime) -> int:
     with store.write() as session:
         closed = 0
         for run in session.scalars(select(SyncRun).where(SyncRun.source == source,
-                                                         SyncRun.status == RunStatus.running)):
+                                                         SyncRun.status == RunStatus.running).with_for_update()):
             run.status, run.finished_at = RunStatus.failed, now
             run.detail = {**(run.detail or {}), "error": "abandoned: the process running it ended"}
             closed += 1
@@ -83,7 +85,7 @@ def interrupt_sync(store: Store, run_id: int, why: str, now: datetime) -> bool:
     """Mark a run still at work as interrupted (the process is stopping and cannot wait
     for it): what its committed batches did stays, its mark is not used."""
     with store.write() as session:
-        run = session.get(SyncRun, run_id)
+        run = session.get(SyncRun, run_id, with_for_update=True)  # against finish_run
         if run is None or run.status != RunStatus.running:
             return False
         run.status, run.finished_at = RunStatus.interrupted, now
@@ -121,7 +123,7 @@ def latest_guarded(store: Store, source: str) -> SyncRun | None:
 
 def mark_approved(store: Store, guarded_id: int, approving_id: int) -> None:
     with store.write() as session:
-        run = session.get(SyncRun, guarded_id)
+        run = session.get(SyncRun, guarded_id, with_for_update=True)
         if run is not None:
             run.detail = {**(run.detail or {}), "approved_by": approving_id}
 
@@ -158,7 +160,17 @@ def job_run(store: Store, run_id: int) -> JobRun | None:
         return run
 
 
-def purge_job_runs(store: Store, before: datetime) -> int:
-    """Job runs finished before ``before`` (frequent jobs add hundreds a day)."""
+def purge_job_runs(session: Session, before: datetime) -> int:
+    """Job runs started before ``before`` (frequent jobs add hundreds a day), in the
+    retention's transaction (``Services.purge_history``)."""
+    return rowcount(session.execute(delete(JobRun).where(JobRun.started_at < before)))
+
+
+def close_abandoned_jobs(store: Store, replica: str, now: datetime) -> int:
+    """Close the job runs left ``running`` by ``replica``, a leader that died: called by
+    the replica taking the leader lease over from it (bridge.jobs.leader)."""
     with store.write() as session:
-        return rowcount(session.execute(delete(JobRun).where(JobRun.started_at < before)))
+        return rowcount(session.execute(
+            update(JobRun).where(JobRun.replica == replica, JobRun.outcome == JobOutcome.running)
+            .values(outcome=JobOutcome.failed, finished_at=now,
+                    message="abandoned: the process running it ended")))

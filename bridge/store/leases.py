@@ -7,7 +7,9 @@ Taking is one write transaction: an INSERT that does nothing when the row exists
 one conditional UPDATE that succeeds only for the holder itself, for anyone once the
 lease ran out, or for a holder the caller names as over (``over``). Two takers racing
 each other: SQLite serialises write transactions, PostgreSQL's UPDATE re-reads the row
-the other committed; either way exactly one holds it afterwards. Renewing names the
+the other committed; either way exactly one holds it afterwards. (On PostgreSQL the
+holder may delete the row between the INSERT that found it and the UPDATE: the take then
+inserts again.) Renewing names the
 holder, so it never brings back a lease that was given up or taken over.
 
 The times are the caller's clock: replicas' clocks must agree to well within a lease.
@@ -25,6 +27,10 @@ from sqlalchemy import ColumnElement, Table, bindparam, case, delete, select, up
 from bridge.clock import Clock, utcnow
 from bridge.store.db import Store, rowcount
 from bridge.store.models import LeaderLease
+
+
+class LeaseContended(RuntimeError):
+    """The lease row vanished between the statements of a take, three times over."""
 
 
 @dataclass(frozen=True)
@@ -75,12 +81,16 @@ class Leases:
         if over:
             free = free | table.c.holder.in_(list(over))
         with self.store.write() as session:
-            session.execute(_insert_if_missing(self.store, name, holder, now, until))
-            session.execute(update(table).where(table.c.name == name).where(free)
-                            .values(expires_at=until, acquired_at=_acquired_at(table, holder, now), holder=holder))
-            row = session.execute(select(table.c.holder, table.c.acquired_at, table.c.expires_at)
-                                  .where(table.c.name == name)).one()
-        return LeaseState(row.holder, row.acquired_at, row.expires_at)
+            for _ in range(3):  # the holder may give the row up between our statements: insert again
+                session.execute(_insert_if_missing(self.store, name, holder, now, until))
+                session.execute(update(table).where(table.c.name == name).where(free)
+                                .values(expires_at=until, acquired_at=_acquired_at(table, holder, now),
+                                        holder=holder))
+                row = session.execute(select(table.c.holder, table.c.acquired_at, table.c.expires_at)
+                                      .where(table.c.name == name)).one_or_none()
+                if row is not None:
+                    return LeaseState(row.holder, row.acquired_at, row.expires_at)
+        raise LeaseContended(f"the lease {name} was taken and given up three times while {holder} tried")
 
     def renew(self, name: str, holder: str, seconds: float) -> bool:
         """Extend the lease while ``holder`` holds it; False when it was given up or taken over."""

@@ -130,18 +130,31 @@ def test_stop_lets_requests_in_flight_finish(daemon):
 
 
 def test_stop_lets_running_jobs_finish(daemon):
+    """A scheduled turn in flight at SIGTERM is a run of the run service: the stop waits for
+    it (within server.shutdown_timeout) and it is recorded as finished, not interrupted."""
+    from bridge.jobs.registry import JobSpec
+    from bridge.services import runs
+
     started, finished = threading.Event(), threading.Event()
 
-    def job() -> None:
+    def job(_rt) -> dict[str, int]:  # type: ignore[no-untyped-def]
         started.set()
         time.sleep(1.0)
         finished.set()
+        return {"slept": 1}
 
     daemon.start()
-    daemon.scheduler.add_job(job)  # no trigger: runs now
+    deadline = time.monotonic() + 10
+    while not daemon.rt.leadership.is_leader():  # the scheduler's first turn takes the lease
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    daemon.scheduler.add_job(daemon.rt.runs.run_scheduled, args=(JobSpec("nap", "1h", job, "a nap"),))  # runs now
     assert started.wait(5)
+    (flight,) = daemon.rt.runs.in_flight()
     daemon.stop()
-    assert finished.is_set()
+    assert finished.is_set() and flight.done.is_set() and not flight.interrupted
+    row = runs.job_run(daemon.rt.store, flight.run_id)
+    assert row is not None and row.outcome == "ok" and row.counts == {"slept": 1}
 
 
 def test_readyz_says_when_the_schema_is_behind(tmp_path, sqlite_url):

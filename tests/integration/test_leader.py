@@ -57,6 +57,30 @@ def test_a_graceful_stop_hands_the_lease_over_at_once(store):
     assert not first.is_leader() and second.try_acquire()
 
 
+def test_the_new_leader_closes_the_job_runs_the_dead_one_left_running(store):
+    from bridge.services import runs as run_records
+
+    clock = FakeClock()
+    dead = run_records.start_job(store, "audit-retention", "replica-a", clock())
+    own = run_records.start_job(store, "audit-retention", "replica-c", clock())  # someone else's run
+    taken_from: list[str] = []
+
+    def close(previous: str) -> None:
+        taken_from.append(previous)
+        run_records.close_abandoned_jobs(store, previous, clock())
+
+    first = Leadership(store, "replica-a", LEASE, clock=clock)
+    second = Leadership(store, "replica-b", LEASE, clock=clock, on_take_over=close)
+    assert first.try_acquire() and not second.try_acquire()
+    assert run_records.job_run(store, dead).outcome == "running"  # type: ignore[union-attr]
+    clock.advance(seconds=LEASE + 1)  # replica-a died
+    assert second.try_acquire() and taken_from == ["replica-a"]
+    closed = run_records.job_run(store, dead)
+    assert closed is not None and closed.outcome == "failed" and "abandoned" in (closed.message or "")
+    assert run_records.job_run(store, own).outcome == "running"  # type: ignore[union-attr]
+    assert second.try_acquire() and taken_from == ["replica-a"]  # a renewal is no take-over
+
+
 def test_only_the_leader_runs_scheduled_jobs(runtime):
     runs: list[str] = []
     spec = JobSpec("probe", "1h", lambda rt: runs.append(rt.replica) or {"ran": 1}, "test job")
