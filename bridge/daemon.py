@@ -82,7 +82,7 @@ class Daemon:
         self.rt.runs.begin_stop()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)  # no new turn; a turn in flight is a run below
-        self.server.stop()
+        self.server.stop(deadline)
         self.rt.runs.stop(deadline)
         release_leadership(self.rt)  # another replica takes the jobs over at once
         self.rt.close()

@@ -1,10 +1,17 @@
-"""What one dirbridge process holds, in one place (the composition root): the config, the
-store, the services, the clock, and the components built from them on first use (the
-authorizer, the SCIM activity counter, the user binder, the TOTP vault) or by the daemon
-(the scheduler and its leader lease). Built by ``build_runtime`` for the daemon, the
-commands and the tests, and handed to the app factory; nothing of it exists at import
-time. What runs threads (the HTTP server, the scheduler, the lease) is started and
-stopped in order by ``bridge.daemon.Daemon``."""
+"""What one dirbridge process holds, in one place (the composition root).
+
+Given by ``build_runtime``: the config, the store, the services and the clock (the
+services' clock, one for the whole process). Built once, on first use: the metrics, the
+authorizer, the run service (``runs``: every sync and job run, each in a thread it
+tracks), the SCIM activity counter (a flush thread while there is traffic), the user
+binder and the TOTP vault. Set by the daemon: the scheduler and its leader lease (renewed
+by a scheduler job). The serve-only parts, the HTTP server, the systemd notifier and the
+watchdog thread, belong to ``bridge.daemon.Daemon``, which starts and stops everything in
+order: ``Daemon.stop`` stops the scheduler, the HTTP server and the run service against
+one deadline, gives the lease up, then calls ``Runtime.close``. The sync lock's heartbeat
+is a thread of the sync that holds it (bridge.ldap.lock). Built for the daemon, the
+commands and the tests alike, and handed to the app factory; nothing of it exists at
+import time."""
 
 from __future__ import annotations
 
@@ -71,8 +78,8 @@ class Runtime:
         self.metrics = Metrics(self)
 
     def close(self) -> None:
-        """Stop what this runtime started (the SCIM counter's flush thread, writing what is
-        left) and close the store's connections: the last step of ``Daemon.stop``. The run
+        """Stop the SCIM counter's flush thread, if one was built (writing what is left),
+        and close the store's connections: the last step of ``Daemon.stop``. The run
         service and the scheduler are stopped before, by the daemon, in their order."""
         if "scim_activity" in self.__dict__:  # built on first use: nothing to stop otherwise
             self.scim_activity.stop()

@@ -96,14 +96,17 @@ class HttpServer:
     def serving(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and not self._stopping.is_set()
 
-    def stop(self) -> None:
-        """Stop accepting, let the requests received finish, then close every connection."""
+    def stop(self, deadline: float | None = None) -> None:
+        """Stop accepting, let the requests received finish (until ``deadline``, a
+        ``time.monotonic`` value; ``shutdown_timeout`` from now without one), then close
+        every connection."""
         server = self._server
         if server is None or self._stopping.is_set():
             return
         self._stopping.set()
         self._in_loop(lambda: wasyncore.dispatcher.close(server))  # the listener only
-        deadline = time.monotonic() + self.shutdown_timeout
+        if deadline is None:
+            deadline = time.monotonic() + self.shutdown_timeout
         while time.monotonic() < deadline and self._busy():
             time.sleep(0.05)
         if self._busy():

@@ -84,6 +84,21 @@ def test_search_and_pagination(client, admin_headers):
     assert [u["user_name"] for u in api_users["items"]] == ["user.number0", "user.number3", "user.number6"]
 
 
+def test_search_words_are_literal_and_match_names_as_the_identity_key_does(client, admin_headers):
+    create(client, admin_headers, user_name="Jo.Ann", email="joann@example.org")
+    create(client, admin_headers, user_name="jo_smith", email="jo_smith@example.org")
+    create(client, admin_headers, user_name="joxsmith", email="joxsmith@example.org")
+
+    def found(q: str) -> list[str]:
+        return sorted(u["user_name"] for u in client.get("/api/v1/users", query_string={"q": q},
+                                                         headers=admin_headers).json["items"])
+
+    assert found("jo") == ["Jo.Ann", "jo_smith", "joxsmith"]
+    assert found("%") == []  # a wildcard is a character to look for, not "everyone"
+    assert found("jo_") == ["jo_smith"]  # "_" is not "any one character"
+    assert found("\uff2a\uff2f.\u200bANN") == ["Jo.Ann"]  # width, case and invisibles as in the identity key
+
+
 def test_openapi_document_describes_the_routes(client):
     doc = client.get("/api/v1/openapi.json").json
     assert doc["openapi"].startswith("3.1")

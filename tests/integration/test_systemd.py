@@ -109,7 +109,10 @@ def test_unit_matches_the_daemon_and_its_config():
         number, unit = re.fullmatch(r"(\d+)(s|min)", text).groups()  # type: ignore[union-attr]
         return int(number) * seconds[unit]
 
-    assert span(s["TimeoutStopSec"][0]) > ServerConfig().shutdown_timeout
+    # the stop's deadline, then closing connections (1 + 5 s) and the runs' interrupt grace
+    from bridge.jobs.runner import INTERRUPT_GRACE_SECONDS
+
+    assert span(s["TimeoutStopSec"][0]) > ServerConfig().shutdown_timeout + 6 + INTERRUPT_GRACE_SECONDS
     assert span(s["WatchdogSec"][0]) >= 10  # the daemon pings every half of it
     # Every credential the unit loads has its file created by tmpfiles (a missing one
     # would stop the start), and the example config's names are among them.

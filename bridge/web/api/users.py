@@ -111,8 +111,13 @@ def user_json(user: User) -> dict[str, Any]:
     return UserOut.model_validate(user).model_dump(mode="json")
 
 
+def _escaped(text: str) -> str:
+    """``text`` for a LIKE pattern: its ``%`` and ``_`` match only themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _like_prefix(text: str) -> str:
-    return user_name_key(text).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return _escaped(user_name_key(text)) + "%"
 
 
 def holds_role(role: str) -> ColumnElement[bool]:
@@ -124,9 +129,10 @@ def holds_role(role: str) -> ColumnElement[bool]:
 def list_users(query: UserQuery):  # type: ignore[no-untyped-def]
     stmt = select(User)
     if query.q:
-        like = f"%{query.q.casefold()}%"
-        stmt = stmt.where(or_(User.id == query.q, User.user_name_key.like(like),
-                              func.lower(User.display_name).like(like), func.lower(User.email).like(like)))
+        key, folded = f"%{_escaped(user_name_key(query.q))}%", f"%{_escaped(query.q.casefold())}%"
+        stmt = stmt.where(or_(User.id == query.q, User.user_name_key.like(key, escape="\\"),
+                              func.lower(User.display_name).like(folded, escape="\\"),
+                              func.lower(User.email).like(folded, escape="\\")))
     if query.user_name:
         stmt = stmt.where(User.user_name_key.like(_like_prefix(query.user_name), escape="\\"))
     if query.access_type:
