@@ -43,7 +43,7 @@ from bridge.ldap.plan import Counts, Plan, SyncResult
 from bridge.ldap.presets import AttributeMap, attribute_map
 from bridge.ldap.readahead import ReadAhead
 from bridge.ldap.users import ENTRY_ERRORS, UserWriter
-from bridge.services import Actor
+from bridge.services import Actor, UnitOfWork
 from bridge.services.runs import (
     RunInterrupted,
     finish_run,
@@ -472,6 +472,14 @@ class SourceSync:
         groups.remove([g["id"] for g in removals.groups])
         self.counts.groups_removed += len(removals.groups)
 
+    @staticmethod
+    def _gone(uow: UnitOfWork, user: User) -> None:
+        """Deactivate a user whose entry left the directory, and forget the DN it was at:
+        a group's member DN that still names it (no referential integrity) then resolves
+        to nobody in an incremental run, as in a full one, and the two stop undoing each
+        other. The entry coming back (its stable id) gives the user its DN again."""
+        uow.users.update(user, active=False, ldap_dn=None)
+
     def _remove_users(self, ids: Sequence[str], hard: bool, *, isolate: bool) -> tuple[int, list[str] | None]:
         errors: list[str] = []
         done = 0
@@ -481,9 +489,9 @@ class SourceSync:
                     try:
                         if isolate:
                             with uow.session.begin_nested():
-                                uow.users.delete(user) if hard else uow.users.deactivate(user)
+                                uow.users.delete(user) if hard else self._gone(uow, user)
                         else:
-                            uow.users.delete(user) if hard else uow.users.deactivate(user)
+                            uow.users.delete(user) if hard else self._gone(uow, user)
                         done += 1
                     except ENTRY_ERRORS as exc:
                         if not isolate:

@@ -113,3 +113,28 @@ def test_a_guarded_scheduled_sync_shows_as_a_failed_job(sqlite_store, ldap_tree)
     tree.delete(dns[0])
     job = run_job(rt, spec)
     assert job.outcome == "failed" and "deletion guard" in job.message and "--approve-deletions" in job.message
+
+
+def test_full_and_incremental_syncs_agree_on_a_dangling_member(sqlite_store, ldap_tree):
+    """A group whose member names an entry deleted from the directory (no referential
+    integrity, common on OpenLDAP): the full sync and the incremental sync resolve it the
+    same way (not a member), so syncing a directory that does not change changes nothing."""
+    tree = ldap_tree
+    dns = [tree.add_user(f"dang{i}") for i in range(4)]
+    group = tree.add_group("dangling", dns)
+    rt = runtime_for(sqlite_store, **source_settings(tree.server, tree, incremental_overlap=0))
+    assert run_sync(rt, "corp", full=True).counts.memberships_added == 4
+    tree.delete(dns[3])  # the memberof overlay's refint takes it out of the group...
+    tree.conn.modify(group, {"member": [("MODIFY_ADD", [dns[3]])]})  # ...a careless tool puts it back
+
+    first = run_sync(rt, "corp", full=True)
+    assert (first.counts.deactivated, first.counts.memberships_removed) == (1, 1)
+    changes = []
+    for n, full in enumerate((False, True, False, True)):
+        time.sleep(1.1)
+        tree.modify(group, description=f"touched {n}")  # the incremental sync reads the group again
+        result = run_sync(rt, "corp", full=full)
+        assert result.status == "ok" and result.mode == ("full" if full else "incremental")
+        changes.append((result.mode, result.counts.memberships_added, result.counts.memberships_removed))
+    assert changes == [("incremental", 0, 0), ("full", 0, 0), ("incremental", 0, 0), ("full", 0, 0)]
+    assert members(sqlite_store, groups_by_name(sqlite_store)["dangling"]) == {"dang0", "dang1", "dang2"}
