@@ -86,6 +86,11 @@ class NothingToApprove(Exception):
     pass
 
 
+class NoUsersRead(Exception):
+    """A full scan read no user at all: a wrong base or filter far more often than an
+    empty directory, so the run fails before it could deactivate anyone."""
+
+
 def find_source(rt: Runtime, name: str) -> LdapSourceConfig:
     for source in rt.config.ldap.sources:
         if source.name == name:
@@ -233,7 +238,7 @@ class SourceSync:
         except Exception as exc:  # recorded as a failed run; committed batches stay, nothing is removed
             result.status = RunStatus.failed
             result.error = f"{type(exc).__name__}: {exc}"
-            expected = isinstance(exc, (LDAPException, OSError, SQLAlchemyError))
+            expected = isinstance(exc, (LDAPException, OSError, SQLAlchemyError, NoUsersRead))
             log.log(logging.WARNING if expected else logging.ERROR, "LDAP sync of %s failed: %s",
                     self.source.name, result.error, exc_info=not expected, extra={"source": self.source.name})
         else:
@@ -291,6 +296,13 @@ class SourceSync:
             user_ids.update(outcome.ids)
             self.progress("users", len(batch))
         self.counts.scanned = scanned
+        # (a source that writes back under its users_base may read nobody else: the deletion
+        # guard's min_entries protects it instead)
+        if full and scanned == 0 and not self.source.writeback.enabled:
+            raise NoUsersRead(
+                f"the users search returned no entries (users_base {self.source.users_base!r}, filter "
+                f"{self.amap.users_filter!r}): nobody was deactivated; check users_base and users_filter "
+                f"of [[ldap.sources]] {self.source.name} (dirbridge check-config searches them)")
 
         group_entries: list[GroupEntry] = []
         for group_entry in reader.groups(since):

@@ -232,7 +232,8 @@ def test_an_empty_scan_deactivates_nobody(sqlite_store, ds389_tree):
     rt = runtime_for(sqlite_store, **settings(tree.server, tree, deletion_guard=guard,
                                               users_filter="(objectClass=nothingLikeThis)"))
     result = run_sync(rt, "corp", full=True)
-    assert result.status == "guarded" and "min_entries" in result.guard
+    assert result.status == "failed" and "the users search returned no entries" in (result.error or "")
+    assert "(objectClass=nothingLikeThis)" in (result.error or "")
     assert all(u.active for u in users_by_name(sqlite_store).values())
 
 

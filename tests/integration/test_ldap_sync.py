@@ -188,7 +188,7 @@ def test_an_empty_scan_deactivates_nobody(sqlite_store, ldap_tree):
     # A wrong filter (or a service account that suddenly sees nothing) returns no entries.
     rt = runtime_for(sqlite_store, **{**settings, "users_filter": "(objectClass=nothingLikeThis)"})
     result = run_sync(rt, "corp", full=True)
-    assert result.status == "guarded" and "min_entries" in result.guard
+    assert result.status == "failed" and "the users search returned no entries" in (result.error or "")
     assert all(u.active for u in users_by_name(sqlite_store).values())
 
 
@@ -382,3 +382,20 @@ def test_active_directory_range_retrieval_follows_every_range():
     assert group.source_id == str(uuid.UUID(bytes_le=bytes(range(16))))  # objectGUID, shown as a UUID
     assert group.member_dns == [f"CN={c},DC=x" for c in "abcdefg"]
     assert asked == [["member;range=3-*"], ["member;range=6-*"]]
+
+
+def test_a_full_scan_that_reads_no_user_fails_and_deactivates_nobody(sqlite_store, ldap_tree):
+    """users_base moved to an OU that exists but holds no users (a typo one level down, a
+    filter that matches nothing): the run fails saying so, before any removal."""
+    tree = ldap_tree
+    for i in range(3):
+        tree.add_user(f"kept{i}")
+    rt = runtime_for(sqlite_store, **source_settings(tree.server, tree))
+    assert run_sync(rt, "corp", full=True).counts.added == 3
+    tree.conn.add(f"ou=empty,{tree.base}", ["organizationalUnit"], {"ou": "empty"})
+    emptied = runtime_for(sqlite_store, **source_settings(tree.server, tree, users_base=f"ou=empty,{tree.base}"))
+    result = run_sync(emptied, "corp", full=True)
+    assert result.status == "failed" and result.counts.deactivated == 0
+    assert "the users search returned no entries" in (result.error or "")
+    assert f"ou=empty,{tree.base}" in (result.error or "") and "users_base" in (result.error or "")
+    assert all(u.active for u in users_by_name(sqlite_store).values())
