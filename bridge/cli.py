@@ -61,8 +61,9 @@ def serve(config_path: Path | None) -> None:
 @cli.command("check-config")
 @config_option
 def check_config(config_path: Path | None) -> None:
-    """Validate the config, then try the database and each LDAP bind."""
-    from bridge.ldap.connection import check_bind
+    """Validate the config, then try the database and each LDAP source as a sync would:
+    bind, search users_base and groups_base, look at the attributes the preset reads."""
+    from bridge.ldap.check import check_source
     from bridge.store import Store, migrate
 
     config = load(config_path)
@@ -79,9 +80,9 @@ def check_config(config_path: Path | None) -> None:
         ok = False
         click.echo(f"database: FAILED ({type(exc).__name__})")
     for source in config.ldap.sources:
-        bound, detail = check_bind(source)
-        ok = ok and bound
-        click.echo(f"ldap source {source.name}: {'ok' if bound else 'FAILED'} ({detail})")
+        for finding in check_source(source):
+            ok = ok and finding.level != "FAILED"
+            click.echo(f"ldap source {source.name}: {finding.level} ({finding.text})")
         if source.tls.mode == "none" and source.bind_dn:
             click.echo(f"ldap source {source.name}: WARNING: tls.mode = \"none\": the bind password crosses the "
                        "network in clear")

@@ -26,6 +26,7 @@ from ldap3.core.exceptions import LDAPBindError, LDAPException, LDAPInvalidCrede
 
 from bridge.config import LdapSourceConfig
 from bridge.ldap.connection import tls_settings
+from bridge.ldap.errors import LdapProblem
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,12 @@ def verify_password(source: LdapSourceConfig, user_dn: str, password: str) -> bo
     logins go through ``Binder.verify``)."""
     if not user_dn or not password:
         return False
+    try:
+        pool = _login_pool(source)
+    except LdapProblem as exc:  # a CA file that cannot be read: no bind can be tried
+        raise DirectoryUnavailable(f"{source.name}: {exc}") from None
     conn = ldap3.Connection(
-        _login_pool(source),
+        pool,
         user=user_dn,
         password=password,
         receive_timeout=source.login_timeout,

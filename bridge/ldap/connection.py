@@ -1,4 +1,4 @@
-"""ldap3 connections to a configured source: failover pool, TLS verified by default.
+"""ldap3 connections to a configured source: its URLs tried in order, TLS verified by default.
 
 ldap3's own default is not to verify certificates (``CERT_NONE``); dirbridge
 always builds a ``Tls`` object that requires a valid certificate, from the
@@ -12,16 +12,42 @@ import logging
 import ssl
 
 import ldap3
-from ldap3.core.exceptions import LDAPException
+from ldap3.core.exceptions import (
+    LDAPException,
+    LDAPSessionTerminatedByServerError,
+    LDAPSocketOpenError,
+    LDAPSocketReceiveError,
+    LDAPSSLConfigurationError,
+    LDAPStartTLSError,
+)
 
 from bridge.config import LdapSourceConfig
+from bridge.ldap.errors import DirectoryUnreachable, LdapProblem, Unreached, explain, unreached
 
 log = logging.getLogger(__name__)
+
+#: what makes a URL unusable (the next one may do): no socket, no TLS, no answer
+UNREACHED = (LDAPSocketOpenError, LDAPStartTLSError, LDAPSocketReceiveError, LDAPSessionTerminatedByServerError)
 
 
 def tls_settings(source: LdapSourceConfig) -> ldap3.Tls | None:
     if source.tls.mode == "none":
         return None
+    ca_file = source.tls.ca_file
+    if ca_file is not None:
+        try:
+            ca_file.read_bytes()
+        except OSError as exc:
+            raise LdapProblem(f"tls.ca_file {str(ca_file)!r} of [[ldap.sources]] {source.name} cannot be read: "
+                              f"{exc.strerror or exc}") from None
+    try:
+        return _tls(source)
+    except LDAPSSLConfigurationError:
+        raise LdapProblem(f"tls.ca_file {str(ca_file)!r} of [[ldap.sources]] {source.name} holds no CA "
+                          "certificate (PEM) that can be loaded") from None
+
+
+def _tls(source: LdapSourceConfig) -> ldap3.Tls:
     return ldap3.Tls(
         validate=ssl.CERT_REQUIRED if source.tls.verify else ssl.CERT_NONE,
         version=ssl.PROTOCOL_TLS_CLIENT,
@@ -29,24 +55,15 @@ def tls_settings(source: LdapSourceConfig) -> ldap3.Tls | None:
     )
 
 
-def server_pool(source: LdapSourceConfig) -> ldap3.ServerPool:
-    """One server per URL, tried in order; a dead one is skipped for a while."""
-    tls = tls_settings(source)
-    servers = [
-        ldap3.Server(
-            url,
-            use_ssl=url.startswith("ldaps://"),
-            tls=tls,
-            get_info=ldap3.NONE,
-            connect_timeout=source.connect_timeout,
-        )
-        for url in source.url
-    ]
-    return ldap3.ServerPool(servers, ldap3.FIRST, active=1, exhaust=60)
+def server(source: LdapSourceConfig, url: str, tls: ldap3.Tls | None) -> ldap3.Server:
+    return ldap3.Server(url, use_ssl=url.startswith("ldaps://"), tls=tls, get_info=ldap3.NONE,
+                        connect_timeout=source.connect_timeout)
 
 
 def connect(source: LdapSourceConfig) -> ldap3.Connection:
-    """A bound connection (StartTLS first when configured); raises LDAPException."""
+    """A bound connection (StartTLS first when configured) to the first of the source's
+    URLs that answers; raises DirectoryUnreachable naming why each URL failed, LdapProblem
+    for a TLS setting that cannot work, and LDAPException for what the directory refused."""
     if source.tls.mode == "none":
         log.warning("LDAP source %s uses no TLS: the bind password crosses the network in clear", source.name,
                     extra={"source": source.name})
@@ -58,23 +75,30 @@ def connect(source: LdapSourceConfig) -> ldap3.Connection:
     else:
         auto_bind = ldap3.AUTO_BIND_TLS_BEFORE_BIND
     password = source.bind_password.get_secret_value() if source.bind_password else None
-    return ldap3.Connection(
-        server_pool(source),
-        user=source.bind_dn,
-        password=password,
-        auto_bind=auto_bind,
-        receive_timeout=source.receive_timeout,
-        raise_exceptions=True,
-        read_only=not source.writeback.enabled,
-    )
+    tls = tls_settings(source)
+    tried: list[Unreached] = []
+    for url in source.url:  # in order: the first that answers (each fails within connect_timeout)
+        try:
+            return ldap3.Connection(
+                server(source, url, tls),
+                user=source.bind_dn,
+                password=password,
+                auto_bind=auto_bind,
+                receive_timeout=source.receive_timeout,
+                raise_exceptions=True,
+                read_only=not source.writeback.enabled,
+            )
+        except UNREACHED as exc:  # the next URL may answer; a refused bind would be refused there too
+            tried.append(unreached(url, exc, source))
+    raise DirectoryUnreachable(source.name, tried)
 
 
 def check_bind(source: LdapSourceConfig) -> tuple[bool, str]:
     """Try to bind as the configured service account; (ok, what happened)."""
     try:
         conn = connect(source)
-    except LDAPException as exc:
-        return False, f"{type(exc).__name__}: {exc}"
+    except (LDAPException, LdapProblem) as exc:
+        return False, explain(exc, source)
     try:
         who = conn.extend.standard.who_am_i() or source.bind_dn or "anonymous"
     except LDAPException:

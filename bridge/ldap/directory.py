@@ -116,7 +116,7 @@ class EntryParser:
             elif values not in (None, ""):
                 extras[key] = _text(values)
         given, family = _text(_first(attrs, self.given_name)), _text(_first(attrs, self.family_name))
-        display = _text(_first(attrs, self.display_name))
+        display = _text(_first(attrs, self.display_name)) or _text(_first(attrs, "cn"))  # person's mandatory name
         if display is None and (given or family):
             display = " ".join(p for p in (given, family) if p)
         return UserEntry(
@@ -227,17 +227,26 @@ class Reader:
         key = dn_key(dn)
         return any(is_under(key, base) for base in self._skip)
 
-    def _paged(self, base: str, search_filter: str, attributes: list[str]) -> Iterator[dict[str, Any]]:
-        for entry in self.conn.extend.standard.paged_search(
-            base, search_filter, ldap3.SUBTREE, attributes=attributes,
-            paged_size=self.source.page_size, generator=True,
-        ):
-            if entry.get("type") == "searchResEntry" and not self._skipped(entry["dn"]):
-                yield entry
+    def _paged(self, key: str, base: str, search_filter: str, attributes: list[str]) -> Iterator[dict[str, Any]]:
+        """The entries under ``base`` (the value of config key ``key``, named when the
+        directory has no such entry)."""
+        from ldap3.core.exceptions import LDAPNoSuchObjectResult
+
+        from bridge.ldap.errors import base_not_found
+
+        try:
+            for entry in self.conn.extend.standard.paged_search(
+                base, search_filter, ldap3.SUBTREE, attributes=attributes,
+                paged_size=self.source.page_size, generator=True,
+            ):
+                if entry.get("type") == "searchResEntry" and not self._skipped(entry["dn"]):
+                    yield entry
+        except LDAPNoSuchObjectResult as exc:
+            raise base_not_found(self.source, key, base, exc) from None
 
     def users(self, since: str | None = None) -> Iterator[UserEntry]:
         search_filter = changed_since_filter(self.amap.users_filter, self.amap, since)
-        for entry in self._paged(self.source.users_base, search_filter, self.amap.user_attributes()):
+        for entry in self._paged("users_base", self.source.users_base, search_filter, self.amap.user_attributes()):
             user = self._parser.user(entry)
             if user is not None:
                 yield user
@@ -246,7 +255,8 @@ class Reader:
         if not self.source.groups_base:
             return
         search_filter = changed_since_filter(self.amap.groups_filter, self.amap, since)
-        for entry in self._paged(self.source.groups_base, search_filter, self.amap.group_attributes()):
+        for entry in self._paged("groups_base", self.source.groups_base, search_filter,
+                                 self.amap.group_attributes()):
             group = self._parser.group(self.conn, entry)
             if group is not None:
                 yield group
@@ -269,7 +279,7 @@ class Reader:
                          f"(reqStart>={escape_filter_chars(since)}))")
         bases = [dn_key(b) for b in (self.source.users_base, self.source.groups_base) if b]
         gone: list[str] = []
-        for entry in self._paged(accesslog_base, search_filter,
+        for entry in self._paged("accesslog_base", accesslog_base, search_filter,
                                  ["objectClass", "reqDN", "reqNewRDN", "reqNewSuperior", "reqStart"]):
             attrs = entry["attributes"]
             dn = _text(_first(attrs, "reqDN"))

@@ -140,6 +140,7 @@ class AttributeMap:
         """The explicit attribute list of the user search (never ``*``: parsing costs)."""
         names = [self.core[k] for k in ("unique_id", "user_name", "display_name", "given_name",
                                         "family_name", "email", "disabled", "modified")]
+        names.append("cn")  # the display name when display_name is absent (person's mandatory name)
         names += list(self.extras.values())
         return _unique(n for n in names if n)
 

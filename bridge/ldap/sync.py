@@ -34,6 +34,7 @@ from bridge.ldap.connection import connect
 from bridge.ldap.directory import GroupEntry, Reader, UserEntry
 from bridge.ldap.dirsync import COOKIE_KEY, Deletions, encode_cookie, last_cookie, read_deletions
 from bridge.ldap.dn import dn_key
+from bridge.ldap.errors import LdapProblem, explain
 from bridge.ldap.gcpause import fewer_collections
 from bridge.ldap.groups import GroupWriter, chunks
 from bridge.ldap.guard import GuardInput, trips
@@ -237,8 +238,9 @@ class SourceSync:
             log.warning("LDAP sync of %s %s", self.source.name, exc, extra={"source": self.source.name})
         except Exception as exc:  # recorded as a failed run; committed batches stay, nothing is removed
             result.status = RunStatus.failed
-            result.error = f"{type(exc).__name__}: {exc}"
-            expected = isinstance(exc, (LDAPException, OSError, SQLAlchemyError, NoUsersRead))
+            directory = isinstance(exc, LDAPException | LdapProblem)
+            result.error = explain(exc, self.source) if directory else f"{type(exc).__name__}: {exc}"
+            expected = directory or isinstance(exc, (OSError, SQLAlchemyError, NoUsersRead))
             log.log(logging.WARNING if expected else logging.ERROR, "LDAP sync of %s failed: %s",
                     self.source.name, result.error, exc_info=not expected, extra={"source": self.source.name})
         else:

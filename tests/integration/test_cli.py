@@ -3,6 +3,7 @@ against the real slapd, migrations on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -163,7 +164,8 @@ def test_check_config_reports_a_failed_bind_without_the_password(tmp_path, slapd
     config = sqlite_config(tmp_path, ldap_source(slapd, "Wrong-Secret-42"))
     result = run_cli("check-config", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 1
-    assert "ldap source corp: FAILED" in result.stdout and "invalidCredentials" in result.stdout
+    assert "ldap source corp: FAILED (the directory refused the bind of " in result.stdout
+    assert "check bind_dn and bind_password of [[ldap.sources]] corp" in result.stdout
     assert "Wrong-Secret-42" not in result.stdout + result.stderr
 
 
@@ -221,3 +223,30 @@ def test_a_schema_newer_than_the_code_is_a_clear_error(tmp_path):
     result = run_cli("token", "list", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 1
     assert "schema (9999_future) is newer than this dirbridge knows" in result.stderr
+
+
+def test_check_config_searches_what_a_sync_reads(tmp_path, slapd, ldap_tree):
+    """Binding is not enough: a users_base one letter off, a base that holds nobody and
+    entries without the attributes the preset reads are found before the first sync."""
+    good = run_cli("check-config", "--config", str(sqlite_config(tmp_path, ldap_source(slapd, slapd.admin_password))),
+                   cwd=tmp_path)
+    assert good.returncode == 0, good.stdout
+    assert f"ldap source corp: ok (bound as dn:{slapd.admin_dn})" in good.stdout
+    assert re.search(r"ldap source corp: ok \(\d+ users under users_base", good.stdout), good.stdout
+    assert "groups under groups_base" in good.stdout
+
+    typo = slapd.users_base.replace("ou=", "ou=x", 1)
+    bad = run_cli("check-config", "--config", str(sqlite_config(
+        tmp_path, ldap_source(slapd, slapd.admin_password).replace(slapd.users_base, typo))), cwd=tmp_path)
+    assert bad.returncode == 1
+    assert f"ldap source corp: FAILED (users_base {typo!r} does not exist in the directory" in bad.stdout
+
+    ldap_tree.conn.add(f"uid=noname,{ldap_tree.users_base}", ["inetOrgPerson"], {"uid": "noname", "cn": "No Mail",
+                                                                                "sn": "x"})
+    for base, expected in ((ldap_tree.groups_base, "FAILED (no user under users_base"),
+                           (ldap_tree.users_base, "WARNING (1 of the 1 users read have no mail (email)")):
+        config = ldap_source(slapd, slapd.admin_password).replace(f'users_base = "{slapd.users_base}"',
+                                                                 f'users_base = "{base}"')
+        found = run_cli("check-config", "--config", str(sqlite_config(tmp_path, config)), cwd=tmp_path)
+        assert f"ldap source corp: {expected}" in found.stdout, found.stdout
+        assert found.returncode == (1 if "FAILED" in expected else 0)

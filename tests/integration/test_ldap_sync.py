@@ -399,3 +399,14 @@ def test_a_full_scan_that_reads_no_user_fails_and_deactivates_nobody(sqlite_stor
     assert "the users search returned no entries" in (result.error or "")
     assert f"ou=empty,{tree.base}" in (result.error or "") and "users_base" in (result.error or "")
     assert all(u.active for u in users_by_name(sqlite_store).values())
+
+
+def test_the_display_name_falls_back_to_cn(sqlite_store, ldap_tree):
+    """inetOrgPerson requires cn, not displayName: a directory that never sets displayName
+    still shows people by name."""
+    tree = ldap_tree
+    tree.conn.add(f"uid=ghopper,{tree.users_base}", ["inetOrgPerson"],
+                  {"uid": "ghopper", "cn": "Grace Hopper", "sn": "Hopper", "mail": "grace@example.org"})
+    rt = runtime_for(sqlite_store, **source_settings(tree.server, tree))
+    assert run_sync(rt, "corp", full=True).counts.added == 1
+    assert users_by_name(sqlite_store)["ghopper"].display_name == "Grace Hopper"
