@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
@@ -36,8 +37,24 @@ from bridge.store.models import TokenKind
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dirbridge")
-def cli() -> None:
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="config file (TOML) for the command that follows (it may also come after it)")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
     """dirbridge: SCIM and LDAP in, roles, scopes and rights-groups out."""
+    if config_path is not None:  # every command's own --config defaults to this one
+        ctx.default_map = _config_defaults(ctx.command, config_path)
+
+
+def _config_defaults(command: click.Command, path: Path) -> dict[str, Any]:
+    """``default_map`` giving ``path`` to every (sub)command that takes --config."""
+    defaults: dict[str, Any] = {}
+    if any(p.name == "config_path" for p in command.params):
+        defaults["config_path"] = path
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            defaults[name] = _config_defaults(sub, path)
+    return defaults
 
 
 @cli.command()
@@ -231,6 +248,7 @@ def user_list(access_type: str | None, source: str | None, inactive: bool, confi
     if not inactive:
         query = query.where(User.active.is_(True))
     with services.store.read() as session:
+        click.echo(f"{'USERNAME':<32} {'ACCESS':<8} {'SOURCE':<16} {'STATE':<8} ID")
         for u in session.scalars(query):
             state = "active" if u.active else "inactive"
             click.echo(f"{u.user_name:<32} {u.access_type.value:<8} {u.source:<16} {state:<8} {u.id}")
@@ -316,7 +334,12 @@ def jobs_run(ctx: click.Context, name: str, here: bool, config_path: Path | None
         run = run_job(rt, spec, by_hand=not here)
     except NotLeader as exc:
         fail(f"{exc.message} (POST /api/v1/jobs/{spec.name}/run), or add --here to run it in this process")
-    click.echo(f"{spec.name}: {run.outcome} {run.counts or ''}{' ' + run.message if run.message else ''}")
+    except SQLAlchemyError as exc:
+        fail(f"{spec.name} could not be recorded: the database failed ({type(exc).__name__})")
+    took = (run.finished_at - run.started_at).total_seconds() if run.finished_at else 0.0
+    counts = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in (run.counts or {}).items())
+    click.echo(f"{spec.name}: {run.outcome} in {took:.1f} s" + (f" ({counts})" if counts else "")
+               + (f": {run.message}" if run.message else "") + f"  [run {run.id}]")
     if run.outcome != "ok":
         sys.exit(EXIT_FAILURE)
 

@@ -11,6 +11,11 @@ if TYPE_CHECKING:
     from bridge.runtime import Runtime
 
 
+class JobFailed(Exception):
+    """A job's own, explained failure (its message says what happened and what to do):
+    recorded and logged as a warning, without a traceback."""
+
+
 @dataclass(frozen=True)
 class JobSpec:
     name: str

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from bridge.jobs.leader import current_leader
+from bridge.jobs.registry import JobFailed, JobSpec
 from bridge.services import runs
 from bridge.services.errors import Conflict, ServiceUnavailable
 from bridge.services.runs import RunInterrupted
 from bridge.store.models import JobOutcome
 
 if TYPE_CHECKING:
-    from bridge.jobs.registry import JobSpec
     from bridge.ldap.plan import SyncResult
     from bridge.runtime import Runtime
 
@@ -203,6 +203,9 @@ class RunService:
             counts = spec.run(self.rt)
         except RunInterrupted as exc:
             outcome, message = JobOutcome.interrupted, str(exc)
+        except JobFailed as exc:
+            log.warning("job %s failed: %s", spec.name, exc, extra={"job": spec.name})
+            outcome, message = JobOutcome.failed, str(exc)
         except Exception as exc:  # a job's failure must not kill the scheduler
             log.exception("job %s failed", spec.name, extra={"job": spec.name})
             outcome, message = JobOutcome.failed, f"{type(exc).__name__}: {exc}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bridge.jobs.registry import JobFailed
 from bridge.ldap.lock import SyncBusy
 from bridge.ldap.sync import run_sync
 from bridge.services.runs import RunInterrupted
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from bridge.runtime import Runtime
 
 
-class SyncNotApplied(Exception):
+class SyncNotApplied(JobFailed):
     """A scheduled sync failed or was stopped by the deletion guard (the job shows failed)."""
 
 

@@ -191,6 +191,30 @@ def test_jobs_can_be_listed_and_run(tmp_path, command):
     assert "audit-retention" in result.stdout
 
 
+def test_a_job_run_reads_as_words_and_its_failure_exits_1_without_a_traceback(tmp_path):
+    config = str(sqlite_config(tmp_path))
+    ran = run_cli("jobs", "run", "audit-retention", "--config", config, cwd=tmp_path)
+    assert ran.returncode == 0 and re.fullmatch(
+        r"audit-retention: ok in \d+\.\d s \(deleted 0, conflicts purged 0, job runs purged 0\)  \[run \d+\]\n",
+        ran.stdout), ran.stdout
+    broken = sqlite_config(tmp_path, '[[ldap.sources]]\nname = "corp"\nurl = "ldap://127.0.0.1:1"\n'
+                                      'users_base = "dc=x"\ntls = { mode = "none" }\n')
+    failed = run_cli("jobs", "run", "ldap-full:corp", "--config", str(broken), cwd=tmp_path)
+    assert failed.returncode == 1 and "Traceback" not in failed.stdout + failed.stderr
+    assert failed.stdout.startswith("ldap-full:corp: failed in ")
+    assert "cannot reach the directory of corp" in failed.stdout
+
+
+def test_config_may_come_before_the_command(tmp_path):
+    config = str(sqlite_config(tmp_path))
+    for argv in (("--config", config, "jobs"), ("--config", config, "jobs", "run", "operator-sessions"),
+                 ("--config", config, "user", "list")):
+        result = run_cli(*argv, cwd=tmp_path)
+        assert result.returncode == 0, (argv, result.stderr)
+    # the embedded default would make data/ under the working directory: nothing of it here
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def test_running_an_unknown_job_is_bad_usage(tmp_path):
     result = run_cli("jobs", "run", "nope", "--config", str(sqlite_config(tmp_path)), cwd=tmp_path)
     assert result.returncode == 2 and "no job named 'nope'" in result.stderr
@@ -210,7 +234,9 @@ def test_user_verbs_go_through_the_service_rules(tmp_path):
     unconfirmed = run_cli("user", "delete", "root.admin", "--config", config, cwd=tmp_path)
     assert unconfirmed.returncode == 2
     listed = run_cli("user", "list", "--access-type", "admin", "--config", config, cwd=tmp_path)
-    assert listed.stdout.split()[:4] == ["root.admin", "admin", "local", "active"]
+    header, row = listed.stdout.splitlines()[:2]
+    assert header.split() == ["USERNAME", "ACCESS", "SOURCE", "STATE", "ID"]
+    assert row.split()[:4] == ["root.admin", "admin", "local", "active"]
 
 
 def test_a_schema_newer_than_the_code_is_a_clear_error(tmp_path):
