@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -342,6 +343,65 @@ def jobs_run(ctx: click.Context, name: str, here: bool, config_path: Path | None
                + (f": {run.message}" if run.message else "") + f"  [run {run.id}]")
     if run.outcome != "ok":
         sys.exit(EXIT_FAILURE)
+
+
+def _when(value: str | None) -> datetime | None:
+    """An ISO 8601 time; without a zone it is UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"{value!r} is not a time (ISO 8601: 2026-12-01 or 2026-12-01T08:00+01:00)", EXIT_USAGE)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@cli.command("audit")
+@click.option("--actor")
+@click.option("--source", help="local, scim:CLIENT or ldap:SOURCE")
+@click.option("--channel", help="scim, admin-api, cli, ldap-sync, status, job:NAME ...")
+@click.option("--action", help="exact, or a prefix ending in * (user.*)")
+@click.option("--user", "user_ref", help="a user's id or userName: the events about them")
+@click.option("--since", help="at or after this time (ISO 8601; UTC unless it says)")
+@click.option("--until", help="before this time")
+@click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True)
+@click.option("--output", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
+@config_option
+def audit_search(actor: str | None, source: str | None, channel: str | None, action: str | None,
+                 user_ref: str | None, since: str | None, until: str | None, limit: int, output: str,
+                 config_path: Path | None) -> None:
+    """Search the audit log, newest first (the same filters as GET /api/v1/audit)."""
+    import csv
+    import json
+
+    from bridge.services.audit import AuditQuery, search
+
+    services = services_for(load(config_path))
+    query = AuditQuery(actor=actor, source=source, channel=channel, action=action, user=user_ref,
+                       since=_when(since), until=_when(until))
+    with services.store.read() as session:
+        total, events = search(session, query, limit=limit)
+        rows: list[dict[str, Any]] = [
+            {"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "source": e.source, "channel": e.channel,
+             "action": e.action, "target_type": e.target_type, "target_id": e.target_id,
+             "target_name": e.target_name, "changes": e.changes or {}, "request_id": e.request_id}
+            for e in events]
+    if output == "json":
+        click.echo(json.dumps({"total": total, "items": rows}, indent=2, ensure_ascii=False))
+    elif output == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["id"], lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "changes": json.dumps(row["changes"], ensure_ascii=False)})
+    else:
+        click.echo(f"{'AT (UTC)':<20} {'ACTOR':<24} {'CHANNEL':<12} {'ACTION':<22} TARGET")
+        for row in rows:
+            target = f"{row['target_type']} {row['target_name'] or row['target_id'] or ''}".strip()
+            fields = ", ".join(sorted(row["changes"]))
+            click.echo(f"{row['at'][:19].replace('T', ' '):<20} {row['actor'][:24]:<24} {row['channel'][:12]:<12} "
+                       f"{row['action'][:22]:<22} {target}" + (f" ({fields})" if fields else ""))
+        shown = len(rows)
+        click.echo(f"{shown} of {total} event(s)" + (" (--limit for more)" if total > shown else ""), err=True)
 
 
 @cli.group(invoke_without_command=True)

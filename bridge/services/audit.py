@@ -7,11 +7,12 @@ changed, without their values.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from bridge.clock import now_in
@@ -109,3 +110,47 @@ def record_many(
 def purge(session: Session, before: datetime) -> int:
     """Delete the events older than ``before`` (``audit.retention_days``)."""
     return rowcount(session.execute(delete(AuditEvent).where(AuditEvent.at < before)))
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """What to look for in the audit log; every field left None matches all. ``action``
+    ending in ``*`` is a prefix (``user.*``); ``user`` is a user's id or userName, and finds
+    the events about that user (also once the user is deleted, by the name recorded)."""
+
+    actor: str | None = None
+    source: str | None = None
+    channel: str | None = None
+    action: str | None = None
+    user: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def search(session: Session, query: AuditQuery, *, offset: int = 0, limit: int = 100) -> tuple[int, list[AuditEvent]]:
+    """The events matching ``query``, newest first: the total and one page."""
+    stmt = select(AuditEvent)
+    for column, value in ((AuditEvent.actor, query.actor), (AuditEvent.source, query.source),
+                          (AuditEvent.channel, query.channel)):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if query.action is not None:
+        if query.action.endswith("*"):
+            prefix = query.action[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            stmt = stmt.where(AuditEvent.action.like(prefix + "%", escape="\\"))
+        else:
+            stmt = stmt.where(AuditEvent.action == query.action)
+    if query.user is not None:
+        from bridge.services.users import user_name_key
+        from bridge.store.models import User
+
+        ids = {query.user, *session.scalars(select(User.id).where(User.user_name_key == user_name_key(query.user)))}
+        stmt = stmt.where(AuditEvent.target_type == "user",
+                          or_(AuditEvent.target_id.in_(ids), AuditEvent.target_name == query.user))
+    if query.since is not None:
+        stmt = stmt.where(AuditEvent.at >= query.since)
+    if query.until is not None:
+        stmt = stmt.where(AuditEvent.at < query.until)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = list(session.scalars(stmt.order_by(AuditEvent.id.desc()).offset(offset).limit(limit)))
+    return total, rows

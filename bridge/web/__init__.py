@@ -62,6 +62,7 @@ def create_app(rt: Runtime) -> OpenAPI:
     from bridge.web import health, status
     from bridge.web.api import (
         accounts,
+        audit,
         auth,
         check,
         customers,
@@ -84,7 +85,7 @@ def create_app(rt: Runtime) -> OpenAPI:
 
     invite.init_app(app, rt)  # the invitation pages and their session (bridge.web.invite)
     for api in (users.bp, check.bp, roles.bp, scopes.bp, grants.bp, customers.bp,
-                auth.bp, invitations.bp, accounts.bp, tokens.bp, sync.bp, jobs.bp, rights_groups.bp):
+                auth.bp, invitations.bp, accounts.bp, tokens.bp, sync.bp, jobs.bp, rights_groups.bp, audit.bp):
         app.register_api(api)
     api_errors.init_app(app)  # JSON error bodies for everything under /api/v1 (bridge.web.api.errors)
 

@@ -1,0 +1,82 @@
+"""The audit log, searched: GET /api/v1/audit and `dirbridge audit`, with the same
+filters through the same service function."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import timedelta
+
+from bridge.clock import utcnow
+from tests.fixtures.app import run_cli
+
+
+def _user(client, headers, name: str) -> str:  # type: ignore[no-untyped-def]
+    created = client.post("/api/v1/users", json={"user_name": name, "email": f"{name}@example.org"},
+                          headers=headers)
+    assert created.status_code == 201, created.json
+    return str(created.json["id"])
+
+
+def _events(client, headers, **query: str) -> dict:  # type: ignore[no-untyped-def]
+    answer = client.get("/api/v1/audit", query_string=query, headers=headers)
+    assert answer.status_code == 200, answer.json
+    return answer.json
+
+
+def test_the_audit_log_is_searched_by_user_action_channel_and_time(client, admin_headers, scim_headers):
+    started = utcnow() - timedelta(seconds=1)
+    alice, bob = _user(client, admin_headers, "alice.audit"), _user(client, admin_headers, "bob.audit")
+    assert client.patch(f"/api/v1/users/{alice}", json={"display_name": "Alice A."},
+                        headers=admin_headers).status_code == 200
+
+    about_alice = _events(client, admin_headers, user="alice.audit")
+    assert [e["action"] for e in about_alice["items"]] == ["user.update", "user.create"]  # newest first
+    assert about_alice["items"][0]["changes"]["display_name"] == [None, "Alice A."]
+    assert _events(client, admin_headers, user="ALICE.AUDIT")["total"] == 2  # the name as every lookup takes it
+    assert _events(client, admin_headers, user=alice)["total"] == 2  # or the id
+
+    creations = _events(client, admin_headers, action="user.create", channel="admin-api")
+    assert {e["target_name"] for e in creations["items"]} >= {"alice.audit", "bob.audit"}
+    assert _events(client, admin_headers, action="user.*", user=bob)["total"] == 1
+    assert _events(client, admin_headers, action="%")["total"] == 0  # a literal, not a wildcard
+    assert _events(client, admin_headers, since=(utcnow() + timedelta(hours=1)).isoformat())["total"] == 0
+    assert _events(client, admin_headers, user=bob, since=started.isoformat())["total"] == 1
+    page = _events(client, admin_headers, limit="1", offset="1", action="user.*")
+    assert page["total"] >= 3 and len(page["items"]) == 1
+
+    # a deleted user's events are still found by the name they had
+    assert client.delete(f"/api/v1/users/{bob}?confirm=true", headers=admin_headers).status_code == 204
+    assert [e["action"] for e in _events(client, admin_headers, user="bob.audit")["items"]] == [
+        "user.delete", "user.create"]
+
+    naive = client.get("/api/v1/audit?since=2026-01-01T00:00:00", headers=admin_headers)
+    assert naive.status_code == 422 and naive.json["error"]["field"] == "since"
+    assert client.get("/api/v1/audit", headers=scim_headers).status_code == 401
+
+
+def test_dirbridge_audit_prints_text_json_and_csv(tmp_path):
+    config = tmp_path / "dirbridge.toml"
+    config.write_text('data_dir = "data"\n')
+    args = ("--config", str(config))
+    assert run_cli("user", "create", "carol.audit", "--email", "carol@example.org", *args, cwd=tmp_path).returncode == 0
+    assert run_cli("user", "deactivate", "carol.audit", *args, cwd=tmp_path).returncode == 0
+
+    text = run_cli("audit", "--user", "carol.audit", *args, cwd=tmp_path)
+    lines = text.stdout.splitlines()
+    assert text.returncode == 0 and lines[0].split()[:4] == ["AT", "(UTC)", "ACTOR", "CHANNEL"]
+    assert "user.deactivate" in lines[1] and "(active)" in lines[1] and "user.create" in lines[2]
+    assert "2 of 2 event(s)" in text.stderr
+
+    as_json = json.loads(run_cli("audit", "--user", "carol.audit", "--output", "json", *args, cwd=tmp_path).stdout)
+    assert as_json["total"] == 2 and as_json["items"][0]["changes"]["active"] == [True, False]
+    assert as_json["items"][0]["channel"] == "cli"
+
+    as_csv = list(csv.DictReader(io.StringIO(run_cli("audit", "--action", "user.*", "--limit", "1", "--output", "csv",
+                                                     *args, cwd=tmp_path).stdout)))
+    assert len(as_csv) == 1 and as_csv[0]["action"] == "user.deactivate"
+    assert json.loads(as_csv[0]["changes"]) == {"active": [True, False]}
+
+    bad = run_cli("audit", "--since", "yesterday", *args, cwd=tmp_path)
+    assert bad.returncode == 2 and "'yesterday' is not a time" in bad.stderr
