@@ -464,6 +464,8 @@ cli.add_command(accounts_cli.invite)
 cli.add_command(accounts_cli.import_csv)
 user.add_command(accounts_cli.user_unlock)
 user.add_command(accounts_cli.user_reset_password)
+user.add_command(accounts_cli.user_totp)
+cli.add_command(accounts_cli.operator)
 
 
 def main() -> None:

@@ -1,4 +1,6 @@
-"""CLI verbs of the accounts: ``invite``, ``import``, ``user unlock``, ``user reset-password``.
+"""CLI verbs of the accounts: ``invite``, ``import``, ``user unlock``, ``user reset-password``,
+``user totp enrol|confirm|reset`` and ``operator add|remove`` (the first operator without
+the admin API).
 
 Registered in bridge.cli next to the other commands; same exit codes (0 done,
 1 the work failed, 2 bad usage or config).
@@ -22,7 +24,8 @@ from bridge.cli_common import (
     load,
     with_user,
 )
-from bridge.services import ServiceError
+from bridge.services import ServiceError, UnitOfWork
+from bridge.store.models import User
 
 
 def _context(config_path: Path | None) -> AccountsContext:
@@ -112,3 +115,106 @@ def user_reset_password(user_name: str, config_path: Path | None) -> None:
     click.echo(f"temporary password of {user_name} (shown once; it must be changed at the first login):",
                err=True)
     click.echo(temporary)
+
+
+# -- the first operator, from the terminal ---------------------------------------------------
+
+
+@click.group("operator")
+def operator() -> None:
+    """Who may use the status page (the right dirbridge.operate at instance)."""
+
+
+@operator.command("add")
+@click.argument("user_name")
+@config_option
+def operator_add(user_name: str, config_path: Path | None) -> None:
+    """Give USER the operator right, and say what USER still needs to log in to /status."""
+    from bridge.accounts import enrolment
+    from bridge.mapping.apply import OPERATE_RIGHT
+
+    ctx = _context(config_path)
+
+    def give(uow: UnitOfWork, user: User) -> tuple[bool, bool, bool]:
+        _, added = uow.grants.give_right(user.id, OPERATE_RIGHT, "instance")
+        return added, user.password_hash is not None or user.source != "local", enrolment.enrolled(uow, user)
+
+    added, has_password, has_totp = with_user(ctx.services, user_name, give)
+    click.echo(f"{user_name} {'is now' if added else 'already was'} an operator ({OPERATE_RIGHT} at instance)")
+    if not has_password:
+        click.echo(f"  next: a password: dirbridge user reset-password {user_name}")
+    if not has_totp:
+        click.echo(f"  next: TOTP (the status page asks for a code): dirbridge user totp enrol {user_name}")
+    if has_password and has_totp:
+        click.echo("  ready: log in at /status/login")
+
+
+@operator.command("remove")
+@click.argument("user_name")
+@config_option
+def operator_remove(user_name: str, config_path: Path | None) -> None:
+    """Take the operator right from USER; their status-page sessions end within 5 minutes."""
+    from bridge.mapping.apply import OPERATE_RIGHT
+
+    ctx = _context(config_path)
+    with_user(ctx.services, user_name, lambda uow, user: uow.grants.take_right(user.id, OPERATE_RIGHT, "instance"))
+    click.echo(f"{user_name} is no longer an operator")
+
+
+@click.group("totp")
+def user_totp() -> None:
+    """A user's TOTP second factor: enrol, confirm, reset."""
+
+
+@user_totp.command("enrol")
+@click.argument("user_name")
+@click.option("--code", help="the first code of the app (asked for when left out on a terminal)")
+@config_option
+def totp_enrol(user_name: str, code: str | None, config_path: Path | None) -> None:
+    """Show the QR code and the otpauth URI for USER's authenticator app, then confirm with
+    its first code; prints the recovery codes once."""
+    import segno
+
+    from bridge.accounts import enrolment
+
+    ctx = _context(config_path)
+    started = with_user(ctx.services, user_name, lambda uow, user: enrolment.start(ctx, uow, user))
+    click.echo(f"scan this with {user_name}'s authenticator app (or type the URI in):", err=True)
+    segno.make(started.uri, error="m").terminal(out=sys.stderr, compact=True)
+    click.echo(started.uri)
+    if code is None:
+        if not sys.stdin.isatty():
+            click.echo(f"confirm with the app's first code: dirbridge user totp confirm {user_name} CODE", err=True)
+            return
+        code = click.prompt("the app's code", err=True)
+    _confirm(ctx, user_name, code)
+
+
+@user_totp.command("confirm")
+@click.argument("user_name")
+@click.argument("code")
+@config_option
+def totp_confirm(user_name: str, code: str, config_path: Path | None) -> None:
+    """Confirm USER's pending enrolment with the app's current code."""
+    _confirm(_context(config_path), user_name, code)
+
+
+def _confirm(ctx: AccountsContext, user_name: str, code: str) -> None:
+    from bridge.accounts import enrolment
+
+    codes = with_user(ctx.services, user_name, lambda uow, user: enrolment.confirm(ctx, uow, user, code.strip()))
+    click.echo(f"TOTP of {user_name} confirmed. Recovery codes (shown once; each works once instead of a code):",
+               err=True)
+    for recovery in codes:
+        click.echo(recovery)
+
+
+@user_totp.command("reset")
+@click.argument("user_name")
+@config_option
+def totp_reset(user_name: str, config_path: Path | None) -> None:
+    """Remove USER's TOTP (a lost phone): they enrol again."""
+    ctx = _context(config_path)
+    removed = with_user(ctx.services, user_name, lambda uow, user: uow.accounts.reset_totp(user))
+    click.echo(f"TOTP of {user_name} {'removed' if removed else 'was not set up'}; enrol again with: "
+               f"dirbridge user totp enrol {user_name}")

@@ -313,12 +313,14 @@ def _operator_refusal(rt: Runtime, user_id: str) -> str | None:
     """Why a user whose login succeeded may still not use the page (told only after the
     password and the code were right)."""
     if not may_operate(rt, user_id):
-        return f"this account does not hold the right {OPERATE_RIGHT}"
+        return (f"this account does not hold the right {OPERATE_RIGHT}: an administrator gives it with "
+                "'dirbridge operator add USERNAME'")
     if rt.config.status.require_totp:
         with rt.store.read() as db:
             credential = db.get(TotpCredential, user_id)
             if credential is None or credential.confirmed_at is None:
-                return "the status page needs a second factor: enrol TOTP for this account first"
+                return ("the status page needs a second factor: enrol TOTP for this account first, on the server "
+                        "with 'dirbridge user totp enrol USERNAME' (it shows a QR code for the app)")
     return None
 
 
