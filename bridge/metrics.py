@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -61,6 +62,12 @@ class StoreCollector(Collector):
                                     labels=["source"])
         leader = GaugeMetricFamily("dirbridge_leader", "1 while this replica holds the leader lease",
                                    labels=["replica"])
+        succeeded = GaugeMetricFamily("dirbridge_sync_last_success_timestamp_seconds",
+                                      "when the last LDAP sync that completed (ok or approved) finished, "
+                                      "Unix time", labels=["source", "mode"])
+        failing = GaugeMetricFamily("dirbridge_sync_consecutive_failures",
+                                    "LDAP syncs of the source since its last completed one that failed, were "
+                                    "interrupted or stopped by the guard", labels=["source"])
         conflicts = GaugeMetricFamily("dirbridge_conflicts_open", "open conflicts between sources by kind "
                                       "(user_name: a userName another source holds; writeback: an LDAP entry "
                                       "write-back did not create)", labels=["kind"])
@@ -80,12 +87,35 @@ class StoreCollector(Collector):
                 .group_by(SyncRun.source))
             for source, count in trips:
                 guard.add_metric([source], count)
+            real = (SyncRun.dry_run.is_(False), SyncRun.finished_at.is_not(None))
+            completed = (RunStatus.ok, RunStatus.approved)
+            for source, mode, finished in session.execute(
+                    select(SyncRun.source, SyncRun.mode, func.max(SyncRun.finished_at))
+                    .where(*real, SyncRun.status.in_(completed)).group_by(SyncRun.source, SyncRun.mode)):
+                if finished is not None:
+                    succeeded.add_metric([source, mode], _aware(finished).timestamp())
+            last_ok = (select(SyncRun.source, func.max(SyncRun.id).label("id"))
+                       .where(*real, SyncRun.status.in_(completed)).group_by(SyncRun.source).subquery())
+            failures: dict[str, int] = {source: count for source, count in session.execute(
+                select(SyncRun.source, func.count())
+                .outerjoin(last_ok, last_ok.c.source == SyncRun.source)
+                .where(*real, SyncRun.status.in_((RunStatus.failed, RunStatus.interrupted, RunStatus.guarded)),
+                       SyncRun.id > func.coalesce(last_ok.c.id, 0))
+                .group_by(SyncRun.source))}  # not dict(result): a Result has keys() and would be read as a mapping
+            for source in sorted({s.name for s in self.rt.config.ldap.sources} | set(failures)):
+                failing.add_metric([source], failures.get(source, 0))
             lease = session.scalar(select(LeaderLease).where(LeaderLease.name == LEASE_NAME))
             for kind, count in open_counts(session).items():
                 conflicts.add_metric([kind], count)
         holds = lease is not None and lease.holder == self.rt.replica and lease.expires_at > self.rt.clock()
         leader.add_metric([self.rt.replica], 1 if holds else 0)
-        yield from (duration, counts, status, guard, leader, conflicts)
+        yield from (duration, counts, status, guard, succeeded, failing, leader, conflicts)
+
+
+def _aware(value: datetime | str) -> datetime:
+    """``func.max`` bypasses the column type: SQLite answers text, PostgreSQL a datetime."""
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class Metrics:

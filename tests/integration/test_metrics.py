@@ -56,3 +56,45 @@ def test_metrics_count_what_happened(client, runtime, admin_headers):
     assert samples[("dirbridge_sync_last_duration_seconds", last)] == 1.0  # the guarded run is the last
     assert samples[("dirbridge_sync_last_status", (*last[:1], ("source", "ldap:corp"), ("status", "guarded")))] == 1
     assert samples[("dirbridge_leader", (("replica", runtime.replica),))] == 0  # no scheduler in this process
+    ok_at = (started + timedelta(seconds=2)).timestamp()
+    assert samples[("dirbridge_sync_last_success_timestamp_seconds", last)] == ok_at  # the ok run, not the guarded
+    assert samples[("dirbridge_sync_consecutive_failures", (("source", "ldap:corp"),))] == 1
+
+
+def test_failures_are_counted_since_the_last_completed_sync(client, runtime):
+    started = utcnow() - timedelta(minutes=10)
+    with runtime.store.write() as session:
+        for n, status in enumerate(("failed", "ok", "failed", "interrupted", "guarded")):
+            at = started + timedelta(minutes=n)
+            session.add(SyncRun(source="corp", mode="incremental", status=status, started_at=at,
+                                finished_at=at + timedelta(seconds=5)))
+        session.add(SyncRun(source="corp", mode="full", status="failed", dry_run=True, started_at=started,
+                            finished_at=started))  # a dry run counts for nothing
+        session.add(SyncRun(source="other", mode="full", status="failed", started_at=started, finished_at=started))
+    samples = scrape(client)
+    assert samples[("dirbridge_sync_consecutive_failures", (("source", "corp"),))] == 3
+    assert samples[("dirbridge_sync_consecutive_failures", (("source", "other"),))] == 1  # never completed
+    assert ("dirbridge_sync_last_success_timestamp_seconds", (("mode", "incremental"), ("source", "corp"))) in samples
+    assert ("dirbridge_sync_last_success_timestamp_seconds", (("mode", "full"), ("source", "other"))) not in samples
+
+
+def test_the_shipped_alert_rules_use_metrics_dirbridge_exports(client):
+    """config/prometheus-alerts.yml: valid YAML in Prometheus' rule-file shape, and every
+    dirbridge_* series its expressions name is one /metrics serves."""
+    import re
+
+    import yaml
+
+    from tests.fixtures.app import REPO
+
+    rules = yaml.safe_load((REPO / "config" / "prometheus-alerts.yml").read_text())
+    alerts = [rule for group in rules["groups"] for rule in group["rules"]]
+    assert len(alerts) >= 6 and all({"alert", "expr", "labels", "annotations"} <= set(rule) for rule in alerts)
+    served = {name for name, _ in scrape(client)} | {
+        "dirbridge_sync_last_success_timestamp_seconds", "dirbridge_sync_guard_trips_total",
+        "dirbridge_scim_requests_total", "dirbridge_sync_consecutive_failures",
+    }  # series that appear once a source is configured, a sync ran or a SCIM request came
+    documented = client.get("/metrics").get_data(as_text=True)
+    for rule in alerts:
+        for name in re.findall(r"\bdirbridge_[a-z_]+", rule["expr"]):
+            assert name in served and f"# HELP {name.removesuffix('_total')}" in documented, (rule["alert"], name)
