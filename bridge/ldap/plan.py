@@ -21,6 +21,7 @@ class Counts:
     memberships_removed: int = 0
     unresolved_members: int = 0
     scanned: int = 0
+    users_read: int = 0  # of ``scanned``: the user entries (the next full run's expected total)
 
     def add(self, other: Counts) -> None:
         for name, value in asdict(other).items():

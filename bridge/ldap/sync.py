@@ -297,7 +297,7 @@ class SourceSync:
             self.errors.extend(outcome.errors)
             user_ids.update(outcome.ids)
             self.progress("users", len(batch))
-        self.counts.scanned = scanned
+        self.counts.scanned = self.counts.users_read = scanned
         # (a source that writes back under its users_base may read nobody else: the deletion
         # guard's min_entries protects it instead)
         if full and scanned == 0 and not self.source.writeback.enabled:

@@ -54,6 +54,14 @@ def changes_of(user: User | Row[Any], wanted: dict[str, Any], managed: frozenset
     return {k: v for k, v in wanted.items() if getattr(user, k) != v}
 
 
+class _RolledBack(Exception):
+    """Ends a dry run's trial unit, so that nothing of it is committed."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__(f"{len(errors)} entries refused")
+        self.errors = errors
+
+
 def error_text(entry: UserEntry, exc: Exception) -> str:
     message = exc.message if isinstance(exc, ServiceError) else type(exc).__name__
     return f"user {entry.dn}: {message}"
@@ -120,6 +128,7 @@ class UserWriter:
         result = UserBatchResult()
         assert self.plan is not None
         existing = self.stored(batch)
+        todo: list[UserEntry] = []
         for entry in batch:
             user, wanted = existing.get(entry.source_id), desired(entry)
             key = dn_key(entry.dn)
@@ -127,19 +136,38 @@ class UserWriter:
                 result.counts.added += 1
                 result.ids[key] = f"new:{entry.source_id}"
                 self.plan.adds.append({"user_name": wanted["user_name"], "dn": entry.dn})
+                todo.append(entry)
                 continue
             result.ids[key] = user.id
             changed = changes_of(user, wanted, self.managed)
             if not changed:
                 result.counts.unchanged += 1
                 continue
+            todo.append(entry)
             if changed.get("active") is False:
                 result.counts.deactivated += 1
             else:
                 result.counts.updated += 1
             self.plan.updates.append({"user_name": user.user_name, "dn": entry.dn,
                                       "changes": {k: [getattr(user, k), v] for k, v in changed.items()}})
+        if todo:
+            for error in self._trial(todo):
+                result.counts.errors += 1
+                result.errors.append(error)
         return result
+
+    def _trial(self, todo: Sequence[UserEntry]) -> list[str]:
+        """What the store would refuse of ``todo`` (the rules of every source, the mapping
+        and customer rules, names another source holds): written in a unit that is rolled
+        back, with nothing of it audited or recorded as a conflict."""
+        try:
+            with self.services.unit(self.actor) as uow:
+                trial = self._write(uow, todo, isolate=True)
+                uow.refusals.clear()
+                uow.conflicts.clear()
+                raise _RolledBack(trial.errors)
+        except _RolledBack as rolled_back:
+            return rolled_back.errors
 
     def _write(self, uow: UnitOfWork, batch: Sequence[UserEntry], *, isolate: bool) -> UserBatchResult:
         result = UserBatchResult()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from sqlalchemy import select
@@ -12,7 +13,7 @@ from tests.fixtures.app import run_cli
 from tests.fixtures.net import free_port
 
 
-def config_file(tmp_path: Path, tree, guard: str = "max_percent = 100\nmax_count = 1000") -> Path:
+def config_file(tmp_path: Path, tree, guard: str = "max_percent = 100\nmax_count = 1000", extra: str = "") -> Path:
     path = tmp_path / "dirbridge.toml"
     path.write_text(f"""
 data_dir = "data"
@@ -26,6 +27,7 @@ bind_password_env = "CORP_LDAP_PASSWORD"
 users_base = "{tree.users_base}"
 groups_base = "{tree.groups_base}"
 tls = {{ mode = "none" }}
+{extra}
 [ldap.sources.deletion_guard]
 {guard}
 """)
@@ -86,3 +88,37 @@ def test_unknown_source_is_bad_usage_and_a_dead_directory_a_failure(tmp_path, ld
     config.write_text(config.read_text().replace(ldap_tree.server.url, f"ldap://127.0.0.1:{free_port()}"))
     dead = run_cli("sync", "corp", "--config", str(config), cwd=tmp_path, env=env)
     assert dead.returncode == 1 and "sync of corp failed" in dead.stderr
+
+
+def test_sync_progress_on_a_terminal_then_a_table_and_exit_1_for_a_refused_entry(tmp_path, ldap_tree):
+    """In a real pseudo-terminal: the live line counts users with a rate, a full sync after
+    the first shows the bar against the users the last one read and the time left; the
+    line is finished before the summary; one refused entry makes the exit code 1."""
+    from tests.fixtures.terminal import Terminal
+
+    tree = ldap_tree
+    tree.server.ldapadd("".join(
+        f"dn: uid=tty{i:04d},{tree.users_base}\nobjectClass: inetOrgPerson\nuid: tty{i:04d}\ncn: tty {i}\n"
+        f"sn: tty\nmail: tty{i:04d}@example.org\n\n" for i in range(1500)))
+    config = config_file(tmp_path, tree, extra="page_size = 50\nwrite_batch = 50")
+    env = {"CORP_LDAP_PASSWORD": tree.server.admin_password}
+
+    first = Terminal(["sync", "corp", "--full", "--config", str(config)], cwd=tmp_path, env=env)
+    first.expect(r"corp: users\s+[\d,]+\s+[\d,]+/s")  # a count and a rate, no total yet
+    first.expect(r"\ncorp: full sync ok: 1500 added")  # the progress line ended before it
+    assert first.wait() == 0
+    assert re.search(r"users\s+.*1500", first.text) and "memberships" in first.text  # the table
+
+    second = Terminal(["sync", "corp", "--full", "--config", str(config)], cwd=tmp_path, env=env)
+    second.expect(r"[\d,]+/1,500")  # measured against what the last full sync read
+    second.expect(r"left")
+    second.expect(r"corp: full sync ok: 0 added, 0 updated, 0 deactivated, 1500 unchanged")
+    assert second.wait() == 0
+
+    local = run_cli("user", "create", "tty.taken", "--email", "t@example.org", "--config", str(config), cwd=tmp_path,
+                    env=env)
+    assert local.returncode == 0, local.stderr
+    tree.add_user("tty.taken")  # a name a local user holds: the store refuses this entry
+    refused = run_cli("sync", "corp", "--full", "--config", str(config), cwd=tmp_path, env=env)
+    assert refused.returncode == 1 and "error: user uid=tty.taken" in refused.stderr
+    assert "\x1b[" not in refused.stdout + refused.stderr  # no terminal: no escape codes

@@ -410,3 +410,29 @@ def test_the_display_name_falls_back_to_cn(sqlite_store, ldap_tree):
     rt = runtime_for(sqlite_store, **source_settings(tree.server, tree))
     assert run_sync(rt, "corp", full=True).counts.added == 1
     assert users_by_name(sqlite_store)["ghopper"].display_name == "Grace Hopper"
+
+
+def test_a_dry_run_shows_what_the_store_would_refuse_and_records_nothing(sqlite_store, ldap_tree):
+    """The dry run tries the writes the service layer would refuse (a name another source
+    holds, a bad userName) in a transaction it rolls back: errors shown, nothing kept, no
+    conflict opened, no refusal audited."""
+    from sqlalchemy import func, select
+
+    from bridge.services import Actor
+    from bridge.store.models import AuditEvent, SourceConflict
+
+    tree = ldap_tree
+    tree.add_user("dry.fine")
+    tree.add_user("dry.taken")
+    rt = runtime_for(sqlite_store, **source_settings(tree.server, tree))
+    with rt.services.unit(Actor(name="test")) as uow:
+        uow.users.create(user_name="dry.taken", email="taken@example.org")
+    with sqlite_store.read() as session:
+        events_before = session.scalar(select(func.count()).select_from(AuditEvent))
+    result = run_sync(rt, "corp", full=True, dry_run=True)
+    assert result.status == "ok" and result.counts.added == 2 and result.counts.errors == 1
+    assert len(result.errors) == 1 and "dry.taken" in result.errors[0] and "held by local" in result.errors[0]
+    with sqlite_store.read() as session:
+        assert session.scalar(select(func.count()).select_from(SourceConflict)) == 0
+        assert session.scalar(select(func.count()).select_from(AuditEvent)) == events_before
+    assert users_by_name(sqlite_store) == {}  # nothing of the directory kept
