@@ -6,8 +6,9 @@ only through here; the status page, the API and the metrics read them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -174,3 +175,42 @@ def close_abandoned_jobs(store: Store, replica: str, now: datetime) -> int:
             update(JobRun).where(JobRun.replica == replica, JobRun.outcome == JobOutcome.running)
             .values(outcome=JobOutcome.failed, finished_at=now,
                     message="abandoned: the process running it ended")))
+
+
+# -- health ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceHealth:
+    """Where a source stands now, from its real runs (whoever started them: the scheduler,
+    the API, the CLI; dry runs do not count): healthy since its last completed run, or
+    failing since the first run that failed after it."""
+
+    source: str
+    state: Literal["healthy", "failing", "never"]
+    last_success: datetime | None
+    failing_since: datetime | None = None
+    failed_runs: int = 0
+    latest_failure: int | None = None  # the run to look at
+    latest_status: str | None = None
+    reason: str | None = None
+
+
+def source_health(session: Session, source: str) -> SourceHealth:
+    real = (SyncRun.source == source, SyncRun.dry_run.is_(False), SyncRun.finished_at.is_not(None))
+    last_ok = session.execute(
+        select(SyncRun.id, SyncRun.finished_at)
+        .where(*real, SyncRun.status.in_((RunStatus.ok, RunStatus.approved)))
+        .order_by(SyncRun.id.desc()).limit(1)).first()
+    failures = list(session.scalars(
+        select(SyncRun).where(*real, SyncRun.status.in_((RunStatus.failed, RunStatus.interrupted, RunStatus.guarded)),
+                              SyncRun.id > (last_ok.id if last_ok else 0))
+        .order_by(SyncRun.id)))
+    last_success = last_ok.finished_at if last_ok else None
+    if not failures:
+        return SourceHealth(source, "healthy" if last_ok else "never", last_success)
+    latest = failures[-1]
+    detail = latest.detail or {}
+    reason = detail.get("guard") if latest.status == RunStatus.guarded else detail.get("error")
+    return SourceHealth(source, "failing", last_success, failures[0].started_at, len(failures), latest.id,
+                        latest.status, str(reason) if reason else None)

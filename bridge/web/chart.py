@@ -16,9 +16,8 @@ from datetime import datetime
 from markupsafe import Markup, escape
 
 STATUS_COLOURS = {"ok": "#2e7d32", "approved": "#1565c0", "guarded": "#e08a00", "failed": "#c62828",
-                  "interrupted": "#e08a00",
-                  "running": "#8a94a6"}
-COUNT_COLOURS = (("added", "#2e7d32"), ("updated", "#1f5fbf"), ("deactivated", "#e08a00"), ("errors", "#c62828"))
+                  "interrupted": "#6d4c41", "running": "#8a94a6"}
+COUNT_COLOURS = (("added", "#00acc1"), ("updated", "#7b1fa2"), ("deactivated", "#f06292"), ("errors", "#37474f"))
 
 WIDTH, HEIGHT = 640, 236
 LEFT, RIGHT = 46, 8

@@ -11,9 +11,11 @@ script), fits a phone screen, and every value is escaped by Jinja.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from flask import Blueprint, abort, redirect, render_template, url_for
+from flask import Blueprint, abort, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from bridge.clock import utcnow
@@ -99,5 +101,28 @@ def run_plan(run_id: int):  # type: ignore[no-untyped-def]
     if found is None:
         abort(404)
     run, detail, source = found
-    return render_template("status_run.html", run=run, detail=detail, source=source,
+    users = _page(detail.get("would_deactivate") or [], "page")
+    groups = _page(detail.get("would_delete_groups") or [], "gpage")
+    return render_template("status_run.html", run=run, detail=detail, source=source, users=users, groups=groups,
                            **operator.template_values(), **HELPERS)
+
+
+#: rows of a guarded run's plan on one page (a plan can hold tens of thousands)
+PLAN_PAGE = 200
+
+
+@dataclass(frozen=True)
+class PlanPage:
+    rows: list[Any]
+    total: int
+    first: int  # 1-based number of the first row shown
+    page: int
+    pages: int
+    parameter: str  # the query parameter that pages this list
+
+
+def _page(rows: list[Any], parameter: str) -> PlanPage:
+    pages = max(1, -(-len(rows) // PLAN_PAGE))
+    page = min(max(request.args.get(parameter, default=1, type=int) or 1, 1), pages)
+    start = (page - 1) * PLAN_PAGE
+    return PlanPage(rows[start:start + PLAN_PAGE], len(rows), start + 1, page, pages, parameter)

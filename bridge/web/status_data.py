@@ -81,6 +81,21 @@ class JobView:
 
 
 @dataclass(frozen=True)
+class HealthItem:
+    """One line of "what is wrong now": a source, a client, a job or the database, healthy
+    or not, with the plain reason and the next step (a command, a link)."""
+
+    kind: str  # ldap | scim | job
+    name: str
+    ok: bool
+    headline: str
+    since: datetime | None = None
+    reason: str | None = None
+    next_step: str | None = None
+    link: str | None = None  # a page of this site (the run)
+
+
+@dataclass(frozen=True)
 class LeaderView:
     holder: str
     acquired_at: datetime
@@ -105,6 +120,7 @@ class StatusView:
     failed_syncs: list[RunView] = field(default_factory=list)
     conflicts: list[SourceConflict] = field(default_factory=list)  # open conflicts between sources, newest first
     conflicts_open: int = 0  # all of them, when more than are shown
+    health: list[HealthItem] = field(default_factory=list)  # every source and client, and failing jobs
     unavailable: list[str] = field(default_factory=list)  # panels that could not be read
 
 
@@ -210,11 +226,84 @@ def _recent(rt: Runtime, view: StatusView) -> None:
             .order_by(JobRun.id.desc()).limit(FAILED_ITEMS)))
         view.failed_syncs = [run_view(r) for r in session.scalars(
             select(SyncRun).where(SyncRun.status.in_((RunStatus.failed, RunStatus.guarded, RunStatus.interrupted)),
-                                  SyncRun.started_at >= since)
+                                  SyncRun.dry_run.is_(False), SyncRun.started_at >= since)
             .order_by(SyncRun.id.desc()).limit(FAILED_ITEMS))]
+        listed = {run.id for run in view.failed_syncs}
+        view.failed_jobs = [run for run in view.failed_jobs if _sync_run_of(run) not in listed]  # shown once
         view.conflicts = open_conflicts(session, limit=CONFLICTS_SHOWN)
         view.conflicts_open = open_total(session)
         session.expunge_all()
+
+
+#: a SCIM client is failing when at least this share of at least MIN_REQUESTS requests failed in the hour
+ERROR_SHARE, MIN_REQUESTS = 0.5, 3
+
+
+def _health(rt: Runtime, view: StatusView) -> None:
+    from bridge.services.runs import source_health
+
+    items: list[HealthItem] = []
+    with rt.store.read() as session:
+        for source in rt.config.ldap.sources:
+            items.append(_source_item(source.name, source_health(session, source.name)))
+    for client in view.scim:
+        items.append(_client_item(client))
+    for job in view.jobs:
+        last = job.last
+        if last is None or last.outcome not in (JobOutcome.failed, JobOutcome.interrupted):
+            continue
+        if job.name.startswith("ldap-"):
+            continue  # the source's own line says it, once
+        items.append(HealthItem("job", job.name, False, f"job {job.name}: {last.outcome}", last.started_at,
+                                last.message, f"dirbridge jobs run {job.name} (after fixing the cause)"))
+    view.health = items
+
+
+def _source_item(name: str, health: Any) -> HealthItem:
+    from flask import url_for
+
+    if health.state == "never":
+        return HealthItem("ldap", name, True, f"LDAP source {name}: not synced yet", None, None,
+                          f"dirbridge check-config, then dirbridge sync {name}")
+    if health.state == "healthy":
+        return HealthItem("ldap", name, True, f"LDAP source {name}: healthy", health.last_success)
+    link = url_for("status.run_plan", run_id=health.latest_failure)
+    runs = f"{health.failed_runs} run{'s' if health.failed_runs != 1 else ''}"
+    if health.latest_status == RunStatus.guarded:
+        step = (f"look at the plan; if the removals are real: dirbridge sync {name} --approve-deletions; else fix "
+                "users_base, the filters or the bind DN's rights")
+        return HealthItem("ldap", name, False, f"LDAP source {name}: stopped by the deletion guard ({runs})",
+                          health.failing_since, health.reason, step, link)
+    step = f"fix what the reason says, then dirbridge check-config and dirbridge sync {name}"
+    return HealthItem("ldap", name, False, f"LDAP source {name}: failing ({runs})", health.failing_since,
+                      health.reason, step, link)
+
+
+def _client_item(client: ClientActivity) -> HealthItem:
+    label = f"SCIM client {client.name}" if client.name else "SCIM requests without a valid token"
+    failing = (client.requests_last_hour >= MIN_REQUESTS
+               and client.errors_last_hour >= ERROR_SHARE * client.requests_last_hour)
+    if not client.name and client.requests_last_hour:
+        return HealthItem("scim", "", False, f"{label}: {client.requests_last_hour} in the last hour",
+                          client.last_request, "an IdP sends a wrong or revoked token (401)",
+                          "compare the IdP's token with dirbridge token list; dirbridge token rotate NAME "
+                          "gives a new one")
+    if failing:
+        return HealthItem("scim", client.name, False,
+                          f"{label}: {client.errors_last_hour} of {client.requests_last_hour} requests failed "
+                          "in the last hour", client.last_request, None,
+                          "the IdP's provisioning log shows each answer; dirbridge audit --source scim:"
+                          f"{client.name} --action refused shows what was refused")
+    idle = "no request yet" if client.last_request is None else "healthy"
+    return HealthItem("scim", client.name, True, f"{label}: {idle}", client.last_request)
+
+
+def _sync_run_of(run: JobRun) -> int | None:
+    """The sync run a failed sync job names ("run 12: ..."), or None."""
+    import re
+
+    found = re.match(r"run (\d+)\b", run.message or "") if run.job.startswith("ldap-") else None
+    return int(found.group(1)) if found else None
 
 
 def gather(rt: Runtime) -> StatusView:
@@ -226,7 +315,8 @@ def gather(rt: Runtime) -> StatusView:
               ("SCIM clients", lambda: setattr(view, "scim", client_activity(rt))),
               ("jobs", lambda: setattr(view, "jobs", _jobs(rt))),
               ("leader", lambda: setattr(view, "leader", _leader(rt))),
-              ("recent events", lambda: _recent(rt, view)))
+              ("recent events", lambda: _recent(rt, view)),
+              ("health", lambda: _health(rt, view)))
     for name, read in panels:
         try:
             read()

@@ -86,13 +86,23 @@ def test_an_operator_sees_the_tripped_guard_and_the_failed_job(synced_runtime, c
         page.click("button[type=submit]")
         page.wait_for_url(f"{base}/status")
 
+        # What is wrong now comes first: the source, since when, why, what to do, the run.
+        attention = page.locator("#attention")
+        source_line = attention.locator('li.item.bad[data-kind="ldap"]')
+        assert source_line.is_visible() and source_line.bounding_box()["y"] < 400  # above the fold
+        text = source_line.inner_text()
+        assert "LDAP source corp: stopped by the deletion guard (1 run)" in text and "since" in text
+        assert "deletion_guard.max_count = 5" in text and "dirbridge sync corp --approve-deletions" in text
+        assert source_line.locator("a.button").get_attribute("href").startswith("/status/sync-runs/")
+        client_line = attention.locator('li.item.ok[data-kind="scim"]')  # 1 error in 6: not failing
+        assert "SCIM client entra: healthy" in client_line.inner_text()
+        assert attention.locator('li[data-kind="job"]').count() == 0  # the sync job's failure is the source's line
+
         guard = page.locator("#ldap .guard")
         assert guard.is_visible()
         assert "Deletion guard tripped" in guard.inner_text() and "would deactivate 8 users" in guard.inner_text()
-        failure = page.locator("#failures tr.failed-job").first
-        assert failure.is_visible()
-        assert "ldap-full:corp" in failure.inner_text() and "failed" in failure.inner_text()
-        assert "deletion guard" in failure.inner_text()
+        assert page.locator("#failures tr.failed-sync").count() == 1  # the guarded run, once
+        assert page.locator("#failures tr.failed-job").count() == 0  # not again as the job that ran it
         job_row = page.locator("#jobs tr", has_text="ldap-full:corp").first
         assert "failed" in job_row.inner_text() and re.search(r"\bin \d", job_row.inner_text())  # next run ahead
         assert page.locator("#ldap svg.chart rect").count() >= 4  # one bar per run at least
@@ -114,6 +124,13 @@ def test_an_operator_sees_the_tripped_guard_and_the_failed_job(synced_runtime, c
         assert small.locator("#ldap .guard").is_visible()
         width = small.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], f"the page is {width}px wide on a {PHONE['width']}px screen"
+        failing = small.locator('#attention li.item.bad[data-kind="ldap"]')
+        box = failing.bounding_box()
+        assert box["y"] < PHONE["height"] and box["x"] + box["width"] <= PHONE["width"]  # first screen, not cut
+        cut = small.evaluate("""[...document.querySelectorAll('main *')].filter(e => {
+            const r = e.getBoundingClientRect(); return r.width && r.right > window.innerWidth + 1
+              && !e.closest('.scroll'); }).map(e => e.tagName + '.' + e.className).slice(0, 5)""")
+        assert cut == [], f"cut off at the right edge on a phone: {cut}"
         small.screenshot(path=str(artifacts_dir / "status-phone.png"), full_page=True)
 
         small.click("text=Log out")

@@ -380,8 +380,85 @@ def test_the_chart_scales_marks_outcomes_and_escapes():
     svg = str(sync_chart("<corp>", runs))
     assert svg.startswith('<svg class="chart"') and svg.endswith("</svg>")
     assert "&lt;corp&gt;" in svg and "<corp>" not in svg
-    assert svg.count('fill="#c62828"') == 2  # the failed run's bar and its errors
+    assert svg.count('fill="#c62828"') == 1 and svg.count('fill="#37474f"') == 1  # failed bar; its errors apart
     # Axes end at 100 s and 200 users: 80 s is 4/5 of the 80-unit panel, 40 s 2/5, 120 users 3/5.
     assert 'height="64.0" fill="#e08a00"' in svg and 'height="32.0" fill="#2e7d32"' in svg
-    assert 'height="48.0" fill="#2e7d32"' in svg and ">100 s<" in svg and ">200<" in svg  # the axis tops
+    assert 'height="48.0" fill="#00acc1"' in svg and ">100 s<" in svg and ">200<" in svg  # the axis tops
     assert str(sync_chart("corp", [])) == ""
+
+
+def test_the_legend_matches_the_chart_and_no_colour_means_two_things():
+    """Each swatch of the legend (status.css) is the colour the chart draws (chart.py), and
+    no colour stands for a status and a count at once (ok was added's green, approved was
+    updated's blue)."""
+    import re
+
+    from bridge.web.chart import COUNT_COLOURS, STATUS_COLOURS
+    from tests.fixtures.app import REPO
+
+    css = (REPO / "bridge" / "web" / "static" / "status.css").read_text()
+    swatches = {name: colour.lower() for kind, name, colour in
+                re.findall(r"\.(s|c)-([a-z]+) \{ background: (#[0-9a-f]{6}); \}", css, re.I)}
+    drawn = {**STATUS_COLOURS, **dict(COUNT_COLOURS)}
+    assert swatches == {name: colour.lower() for name, colour in drawn.items()}
+    assert len(set(drawn.values())) == len(drawn)
+    template = (REPO / "bridge" / "web" / "templates" / "status.html").read_text()
+    legend = set(re.findall(r'class="sw [sc]-([a-z]+)"', template))
+    assert legend == set(drawn) - {"running"}  # every colour a finished run can have, explained
+
+
+def test_needs_attention_says_what_is_wrong_now_since_when_and_what_to_do(client, runtime, ops, clock, ldap_config):
+    """From the runs as they stand (the scheduler's, the API's, the CLI's alike; dry runs
+    apart): failing since the first failure after the last completed run, with the latest
+    reason and the next step; healthy again once a run completes, with its time."""
+    from datetime import timedelta
+
+    from bridge.store.models import SyncRun
+
+    runtime.config = runtime.services.config = runtime.config.model_copy(update={"ldap": ldap_config.ldap})
+    base = clock.now - timedelta(hours=3)
+
+    def run(minutes: int, status: str, error: str | None = None, dry_run: bool = False) -> None:
+        at = base + timedelta(minutes=minutes)
+        with runtime.store.write() as session:
+            session.add(SyncRun(source="corp", mode="full", status=status, dry_run=dry_run, started_at=at,
+                                finished_at=at + timedelta(seconds=20), detail={"error": error} if error else {}))
+
+    run(0, "ok")
+    run(60, "failed", "cannot reach the directory of corp: ldap://dc1:389: connection refused")
+    run(90, "failed", "the directory refused the bind of 'cn=svc': check bind_dn and bind_password")
+    run(100, "failed", "a dry run's own trouble", dry_run=True)
+    logged_in(client, ops, clock)
+    html = client.get("/status").get_data(as_text=True)
+    attention = html[html.index('id="attention"'):html.index('id="overview"')]
+    assert "Needs attention" in attention and "LDAP source corp: failing (2 runs)" in attention
+    assert "refused the bind of &#39;cn=svc&#39;" in attention and "connection refused" not in attention  # latest
+    assert "a dry run" not in attention and "dirbridge sync corp" in attention
+    assert (base + timedelta(minutes=60)).isoformat() in attention  # since the first failure after the last ok
+
+    run(120, "ok")
+    html = client.get("/status").get_data(as_text=True)
+    attention = html[html.index('id="attention"'):html.index('id="overview"')]
+    assert "Everything is working" in attention and "LDAP source corp: healthy: last successful sync" in attention
+    assert (base + timedelta(minutes=120, seconds=20)).isoformat() in attention
+
+
+def test_a_large_plan_is_paged(client, runtime, ops, clock):
+    from bridge.store.models import SyncRun
+
+    users = [{"id": f"u{i}", "user_name": f"user{i:05d}", "dn": f"uid=user{i:05d},dc=x"} for i in range(450)]
+    with runtime.store.write() as session:
+        guarded = SyncRun(source="corp", mode="full", status="guarded", started_at=clock.now, finished_at=clock.now,
+                          detail={"guard": "too many", "would_deactivate": users, "would_delete_groups": []})
+        session.add(guarded)
+        session.flush()
+        run_id = guarded.id
+    logged_in(client, ops, clock)
+    first = client.get(f"/status/sync-runs/{run_id}").get_data(as_text=True)
+    assert "Users it would deactivate (450)" in first and "1&ndash;200 of 450" in first
+    assert "user00199" in first and "user00200" not in first and 'href="?page=2"' in first
+    last = client.get(f"/status/sync-runs/{run_id}?page=3").get_data(as_text=True)
+    assert "401&ndash;450 of 450" in last and "user00449" in last and "user00399" not in last
+    assert "next &rarr;" not in last
+    assert "401&ndash;450" in client.get(f"/status/sync-runs/{run_id}?page=99").get_data(as_text=True)
+    assert client.get(f"/status/sync-runs/{run_id}?page=abc").status_code == 200
