@@ -52,6 +52,15 @@ class RateColumn(ProgressColumn):
         return Text(f"{task.speed:,.0f}/s" if task.speed else "", style="progress.data.speed")
 
 
+class CountColumn(ProgressColumn):
+    """``done/total`` against an expected total, ``done`` alone without one (a phase whose
+    size is not known in advance)."""
+
+    def render(self, task: Task) -> Text:
+        done = f"{int(task.completed):,}"
+        return Text(f"{done}/{int(task.total):,}" if task.total else done, style="progress.download")
+
+
 class SyncProgress:
     """The live display of one source's sync on stderr (nothing when it is no terminal)."""
 
@@ -59,10 +68,8 @@ class SyncProgress:
         total_known = bool(expected)
         columns: list[ProgressColumn] = [SpinnerColumn(), TextColumn("[bold]{task.description}")]
         if total_known:
-            columns += [BarColumn(), TextColumn("{task.completed:,}/{task.total:,}")]
-        else:
-            columns += [TextColumn("{task.completed:,}")]
-        columns += [RateColumn(), TimeElapsedColumn()]
+            columns.append(BarColumn())
+        columns += [CountColumn(), RateColumn(), TimeElapsedColumn()]
         if total_known:
             columns += [TextColumn("left"), TimeRemainingColumn()]
         self.progress = Progress(*columns, console=console, refresh_per_second=4, disable=not console.is_terminal)

@@ -100,6 +100,8 @@ def test_sync_progress_on_a_terminal_then_a_table_and_exit_1_for_a_refused_entry
     tree.server.ldapadd("".join(
         f"dn: uid=tty{i:04d},{tree.users_base}\nobjectClass: inetOrgPerson\nuid: tty{i:04d}\ncn: tty {i}\n"
         f"sn: tty\nmail: tty{i:04d}@example.org\n\n" for i in range(1500)))
+    for g in range(3):  # phases besides the users (groups, memberships) get lines of their own
+        tree.add_group(f"ttyteam{g}", [f"uid=tty{i:04d},{tree.users_base}" for i in range(g * 10, g * 10 + 10)])
     config = config_file(tmp_path, tree, extra="page_size = 50\nwrite_batch = 50")
     env = {"CORP_LDAP_PASSWORD": tree.server.admin_password}
 
