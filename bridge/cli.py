@@ -20,6 +20,7 @@ from bridge.accounts import cli as accounts_cli
 from bridge.cli_common import (
     EXIT_FAILURE,
     EXIT_USAGE,
+    GIVEN_CONFIG,
     build_runtime_or_fail,
     cli_actor,
     config_option,
@@ -43,19 +44,8 @@ from bridge.store.models import TokenKind
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None) -> None:
     """dirbridge: SCIM and LDAP in, roles, scopes and rights-groups out."""
-    if config_path is not None:  # every command's own --config defaults to this one
-        ctx.default_map = _config_defaults(ctx.command, config_path)
-
-
-def _config_defaults(command: click.Command, path: Path) -> dict[str, Any]:
-    """``default_map`` giving ``path`` to every (sub)command that takes --config."""
-    defaults: dict[str, Any] = {}
-    if any(p.name == "config_path" for p in command.params):
-        defaults["config_path"] = path
-    if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
-            defaults[name] = _config_defaults(sub, path)
-    return defaults
+    if config_path is not None:  # every command's own --config takes this one (bridge.cli_common)
+        ctx.meta[GIVEN_CONFIG] = config_path
 
 
 @cli.command()
@@ -312,7 +302,7 @@ def jobs(ctx: click.Context, config_path: Path | None) -> None:
             last = session.scalar(select(JobRun).where(JobRun.job == spec.name)
                                   .order_by(JobRun.started_at.desc()).limit(1))
             last_text = f"last {last.started_at:%Y-%m-%d %H:%M} {last.outcome}" if last else "never run"
-            click.echo(f"{spec.name:<20} every {spec.schedule:<10} {last_text}  ({spec.description})")
+            click.echo(f"{spec.name:<28} every {spec.schedule:<10} {last_text}  ({spec.description})")
 
 
 @jobs.command("run")
@@ -340,9 +330,27 @@ def jobs_run(ctx: click.Context, name: str, here: bool, config_path: Path | None
     took = (run.finished_at - run.started_at).total_seconds() if run.finished_at else 0.0
     counts = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in (run.counts or {}).items())
     click.echo(f"{spec.name}: {run.outcome} in {took:.1f} s" + (f" ({counts})" if counts else "")
-               + (f": {run.message}" if run.message else "") + f"  [run {run.id}]")
+               + (f": {run.message}" if run.message else "") + f"  [job run {run.id}]")
     if run.outcome != "ok":
         sys.exit(EXIT_FAILURE)
+
+
+_CONTROL = dict.fromkeys([*range(0x00, 0x20), *range(0x7F, 0xA0)], "\ufffd")
+
+
+def _shown(text: str) -> str:
+    """Recorded text as a terminal may print it: control characters (escape sequences an
+    unauthenticated login name can carry) replaced."""
+    return text.translate(_CONTROL)
+
+
+def _cell(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: a leading = + - @ (a formula) is quoted."""
+    if isinstance(value, str):
+        value = _shown(value)
+        if value[:1] in ("=", "+", "-", "@"):
+            return "'" + value
+    return value
 
 
 def _when(value: str | None) -> datetime | None:
@@ -351,15 +359,17 @@ def _when(value: str | None) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        parsed.astimezone(UTC)  # a time at the edge of the calendar cannot be put in UTC
+    except (ValueError, OverflowError):
         fail(f"{value!r} is not a time (ISO 8601: 2026-12-01 or 2026-12-01T08:00+01:00)", EXIT_USAGE)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed
 
 
 @cli.command("audit")
 @click.option("--actor")
 @click.option("--source", help="local, scim:CLIENT or ldap:SOURCE")
-@click.option("--channel", help="scim, admin-api, cli, ldap-sync, status, job:NAME ...")
+@click.option("--channel", help="scim, admin-api, cli, ldap-sync, status-page, import, startup ...")
 @click.option("--action", help="exact, or a prefix ending in * (user.*)")
 @click.option("--user", "user_ref", help="a user's id or userName: the events about them")
 @click.option("--since", help="at or after this time (ISO 8601; UTC unless it says)")
@@ -387,13 +397,16 @@ def audit_search(actor: str | None, source: str | None, channel: str | None, act
              "target_name": e.target_name, "changes": e.changes or {}, "request_id": e.request_id}
             for e in events]
     if output == "json":
-        click.echo(json.dumps({"total": total, "items": rows}, indent=2, ensure_ascii=False))
+        click.echo(json.dumps({"total": total, "items": rows}, indent=2))  # non-ASCII escaped, controls too
     elif output == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else ["id"], lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "changes": json.dumps(row["changes"], ensure_ascii=False)})
+            writer.writerow({key: _cell(json.dumps(value, ensure_ascii=False) if key == "changes" else value)
+                             for key, value in row.items()})
     else:
+        rows = [{key: _shown(value) if isinstance(value, str) else value for key, value in row.items()}
+                for row in rows]
         click.echo(f"{'AT (UTC)':<20} {'ACTOR':<24} {'CHANNEL':<12} {'ACTION':<22} TARGET")
         for row in rows:
             target = f"{row['target_type']} {row['target_name'] or row['target_id'] or ''}".strip()

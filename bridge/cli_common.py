@@ -24,12 +24,30 @@ EXIT_USAGE = 2
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: where ``dirbridge --config F COMMAND`` leaves F for the command (click's context meta)
+GIVEN_CONFIG = "dirbridge.config"
+
+
+def _config_given_first(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """``dirbridge --config F COMMAND`` and ``dirbridge COMMAND --config F`` mean the same; a
+    --config on the command line, before or after, wins over $DIRBRIDGE_CONFIG."""
+    from click.core import ParameterSource
+
+    before = ctx.meta.get(GIVEN_CONFIG)
+    if before is None:
+        return value
+    if param.name and ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE and value != before:
+        raise click.UsageError(f"--config is given twice: {before} and {value}")
+    return Path(before)
+
+
 def config_option(func: F) -> F:
     return click.option(
         "--config",
         "config_path",
         type=click.Path(dir_okay=False, path_type=Path),
         envvar="DIRBRIDGE_CONFIG",
+        callback=_config_given_first,
         help="config file (TOML); default: the embedded default, or $DIRBRIDGE_CONFIG",
     )(func)
 

@@ -115,8 +115,8 @@ def banner(config: Config, port: int, url_is_default: bool) -> str:
     base = config.server.public_url or f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     lines = [
         f"dirbridge {__version__} is serving on {base}/",
-        f"  status page:   {base.rstrip('/')}/status   (first operator: {_command()} operator add USER, "
-        f"then {_command()} user totp enrol USER)",
+        f"  status page:   {base.rstrip('/')}/status   (first operator: {_command()} user create NAME --email "
+        f"ADDRESS, then {_command()} operator add NAME, which says what else it needs)",
         f"  health:        {base.rstrip('/')}/healthz and /readyz",
         f"  SCIM token:    {_command()} token create NAME   (prints the token once; store it in your IdP)",
     ]

@@ -28,6 +28,12 @@ from bridge.services import ServiceError, UnitOfWork
 from bridge.store.models import User
 
 
+def _cmd(command: str, config_path: Path | None) -> str:
+    """A command to suggest, with the --config this one was given (else it would open
+    another store, the embedded default's)."""
+    return f"dirbridge {command}" + (f" --config {config_path}" if config_path else "")
+
+
 def _context(config_path: Path | None) -> AccountsContext:
     """The accounts context on a runtime: the config's roles and scopes are applied first."""
     return context_for(build_runtime_or_fail(load(config_path)))
@@ -139,12 +145,17 @@ def operator_add(user_name: str, config_path: Path | None) -> None:
         _, added = uow.grants.give_right(user.id, OPERATE_RIGHT, "instance")
         return added, user.password_hash is not None or user.source != "local", enrolment.enrolled(uow, user)
 
+    with ctx.services.read(cli_actor()) as uow:
+        if uow.users.find_by_user_name(user_name) is None:
+            fail(f"no user named {user_name!r}; make one first: "
+                 + _cmd(f"user create {user_name} --email ADDRESS", config_path))
     added, has_password, has_totp = with_user(ctx.services, user_name, give)
     click.echo(f"{user_name} {'is now' if added else 'already was'} an operator ({OPERATE_RIGHT} at instance)")
     if not has_password:
-        click.echo(f"  next: a password: dirbridge user reset-password {user_name}")
+        click.echo(f"  next: a password: {_cmd(f'user reset-password {user_name}', config_path)}")
     if not has_totp:
-        click.echo(f"  next: TOTP (the status page asks for a code): dirbridge user totp enrol {user_name}")
+        enrol = _cmd(f"user totp enrol {user_name}", config_path)
+        click.echo(f"  next: TOTP (the status page asks for a code): {enrol}")
     if has_password and has_totp:
         click.echo("  ready: log in at /status/login")
 
@@ -168,11 +179,11 @@ def user_totp() -> None:
 
 @user_totp.command("enrol")
 @click.argument("user_name")
-@click.option("--code", help="the first code of the app (asked for when left out on a terminal)")
 @config_option
-def totp_enrol(user_name: str, code: str | None, config_path: Path | None) -> None:
-    """Show the QR code and the otpauth URI for USER's authenticator app, then confirm with
-    its first code; prints the recovery codes once."""
+def totp_enrol(user_name: str, config_path: Path | None) -> None:
+    """Show the QR code and the otpauth URI for USER's authenticator app, then (on a
+    terminal) confirm with its first code; prints the recovery codes once. Each enrol makes
+    a new secret: a QR code scanned from an earlier one no longer counts."""
     import segno
 
     from bridge.accounts import enrolment
@@ -182,12 +193,11 @@ def totp_enrol(user_name: str, code: str | None, config_path: Path | None) -> No
     click.echo(f"scan this with {user_name}'s authenticator app (or type the URI in):", err=True)
     segno.make(started.uri, error="m").terminal(out=sys.stderr, compact=True)
     click.echo(started.uri)
-    if code is None:
-        if not sys.stdin.isatty():
-            click.echo(f"confirm with the app's first code: dirbridge user totp confirm {user_name} CODE", err=True)
-            return
-        code = click.prompt("the app's code", err=True)
-    _confirm(ctx, user_name, code)
+    if not sys.stdin.isatty():
+        click.echo("scan it, then confirm with the app's first code: "
+                   + _cmd(f"user totp confirm {user_name} CODE", config_path), err=True)
+        return
+    _confirm(ctx, user_name, click.prompt("the app's code", err=True))
 
 
 @user_totp.command("confirm")
@@ -217,4 +227,4 @@ def totp_reset(user_name: str, config_path: Path | None) -> None:
     ctx = _context(config_path)
     removed = with_user(ctx.services, user_name, lambda uow, user: uow.accounts.reset_totp(user))
     click.echo(f"TOTP of {user_name} {'removed' if removed else 'was not set up'}; enrol again with: "
-               f"dirbridge user totp enrol {user_name}")
+               + _cmd(f"user totp enrol {user_name}", config_path))

@@ -14,6 +14,7 @@ import ssl
 import ldap3
 from ldap3.core.exceptions import (
     LDAPException,
+    LDAPOperationResult,
     LDAPSessionTerminatedByServerError,
     LDAPSocketOpenError,
     LDAPSocketReceiveError,
@@ -65,7 +66,8 @@ def connect(source: LdapSourceConfig) -> ldap3.Connection:
     URLs that answers; raises DirectoryUnreachable naming why each URL failed, LdapProblem
     for a TLS setting that cannot work, and LDAPException for what the directory refused."""
     if source.tls.mode == "none":
-        log.warning("LDAP source %s uses no TLS: the bind password crosses the network in clear", source.name,
+        what = "the bind password and the entries cross" if source.bind_dn else "the entries cross"
+        log.warning("LDAP source %s uses no TLS: %s the network in clear", source.name, what,
                     extra={"source": source.name})
     elif not source.tls.verify:
         log.warning("LDAP source %s does not verify the server certificate: anyone on the path can pose "
@@ -88,8 +90,12 @@ def connect(source: LdapSourceConfig) -> ldap3.Connection:
                 raise_exceptions=True,
                 read_only=not source.writeback.enabled,
             )
-        except UNREACHED as exc:  # the next URL may answer; a refused bind would be refused there too
+        except LDAPOperationResult:  # the directory answered (a refused bind): the next would say the same
+            raise
+        except UNREACHED as exc:  # the next URL may answer
             tried.append(unreached(url, exc, source))
+        except (LDAPException, KeyError, ValueError, IndexError, TypeError) as exc:  # an answer ldap3 cannot read
+            tried.append(Unreached(url, f"it answered, but not as an LDAP server ({type(exc).__name__})"))
     raise DirectoryUnreachable(source.name, tried)
 
 

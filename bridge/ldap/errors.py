@@ -39,6 +39,10 @@ class DirectoryUnreachable(LdapProblem):
         where = "; ".join(f"{t.url}: {t.reason}" for t in self.tried)
         super().__init__(f"cannot reach the directory of {source}: {where}")
 
+    def __reduce__(self) -> tuple[type[LdapProblem], tuple[str]]:
+        """Across processes (the read-ahead child) as the plain problem with its text."""
+        return LdapProblem, (str(self),)
+
 
 def _key(source: LdapSourceConfig, name: str) -> str:
     return f"{name} of [[ldap.sources]] {source.name}"
@@ -56,6 +60,12 @@ def unreached(url: str, exc: BaseException, source: LdapSourceConfig) -> Unreach
         return Unreached(url, f"its TLS certificate is not trusted ({fix})")
     if "hostname" in text and "mismatch" in text or "doesn't match" in text or "IP address mismatch" in text:
         return Unreached(url, "its TLS certificate names another host (use the name the certificate has)")
+    if isinstance(exc, lx.LDAPSessionTerminatedByServerError):
+        return Unreached(url, "it closed the connection without an LDAP answer (not an LDAP server on that "
+                              "port, or one that refuses this client)")
+    if isinstance(exc, lx.LDAPSocketReceiveError):
+        return Unreached(url, f"it took the connection but gave no LDAP answer within receive_timeout "
+                              f"({source.receive_timeout} s)")
     if "refused" in text.lower():
         return Unreached(url, "connection refused (nothing listens on that port)")
     if "timed out" in text.lower() or isinstance(exc, TimeoutError | socket.timeout):

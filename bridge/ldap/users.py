@@ -162,10 +162,15 @@ class UserWriter:
         back, with nothing of it audited or recorded as a conflict."""
         try:
             with self.services.unit(self.actor) as uow:
-                trial = self._write(uow, todo, isolate=True)
+                try:  # the whole batch at once first, as a real run does; entry by entry only on a refusal
+                    with uow.session.begin_nested():
+                        self._write(uow, todo, isolate=False)
+                    errors: list[str] = []
+                except ENTRY_ERRORS:
+                    errors = self._write(uow, todo, isolate=True).errors
                 uow.refusals.clear()
                 uow.conflicts.clear()
-                raise _RolledBack(trial.errors)
+                raise _RolledBack(errors)
         except _RolledBack as rolled_back:
             return rolled_back.errors
 

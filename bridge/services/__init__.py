@@ -79,13 +79,14 @@ class Services:
 
     def purge_history(self, before: datetime) -> dict[str, int]:
         """What the retention allows to go, in one transaction: audit events, conflicts
-        resolved and job runs started before ``before``."""
+        resolved, job runs and sync runs (but those a sync still reads) before ``before``."""
         from bridge.services import runs
 
         with self._write() as session:
             return {"deleted": audit.purge(session, before),
                     "conflicts_purged": conflicts.purge(session, before),
-                    "job_runs_purged": runs.purge_job_runs(session, before)}
+                    "job_runs_purged": runs.purge_job_runs(session, before),
+                    "sync_runs_purged": runs.purge_sync_runs(session, before)}
 
     def record_conflicts(self, actor: Actor, notes: list[ConflictNote]) -> None:
         """Open or count conflicts (bridge.services.conflicts) in a transaction of their own."""

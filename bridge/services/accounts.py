@@ -24,8 +24,9 @@ PASSWORD_EXPIRED = "password_expired"
 
 
 def is_directory_user(user: User) -> bool:
-    """Directory users authenticate by an LDAP bind: dirbridge keeps no password for them."""
-    return user.source.startswith("ldap:") and bool(user.ldap_dn)
+    """Directory users authenticate by an LDAP bind: dirbridge keeps no password for them. A
+    user whose entry left the directory (its DN forgotten, its stable id kept) still is one."""
+    return user.source.startswith("ldap:") and bool(user.ldap_dn or user.source_id)
 
 
 def _lock_state(user: User) -> dict[str, object]:
@@ -275,7 +276,8 @@ class AccountService:
         """Begin (or begin again) an enrolment; a confirmed credential must be reset first."""
         found = self.totp_credential(user)
         if found is not None and found.confirmed_at is not None:
-            raise Conflict(f"{user.user_name!r} has TOTP already; an admin resets it first", field="totp")
+            raise Conflict(f"{user.user_name!r} has TOTP already; an admin resets it first (dirbridge user totp "
+                           f"reset {user.user_name}, or DELETE /api/v1/users/{user.id}/totp)", field="totp")
         if found is not None:
             self.uow.session.delete(found)
             self.uow.session.flush()

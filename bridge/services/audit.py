@@ -116,7 +116,7 @@ def purge(session: Session, before: datetime) -> int:
 class AuditQuery:
     """What to look for in the audit log; every field left None matches all. ``action``
     ending in ``*`` is a prefix (``user.*``); ``user`` is a user's id or userName, and finds
-    the events about that user (also once the user is deleted, by the name recorded)."""
+    the events about that user by id (once the user is deleted, by the name recorded)."""
 
     actor: str | None = None
     source: str | None = None
@@ -144,9 +144,13 @@ def search(session: Session, query: AuditQuery, *, offset: int = 0, limit: int =
         from bridge.services.users import user_name_key
         from bridge.store.models import User
 
-        ids = {query.user, *session.scalars(select(User.id).where(User.user_name_key == user_name_key(query.user)))}
-        stmt = stmt.where(AuditEvent.target_type == "user",
-                          or_(AuditEvent.target_id.in_(ids), AuditEvent.target_name == query.user))
+        living = set(session.scalars(select(User.id).where(
+            or_(User.id == query.user, User.user_name_key == user_name_key(query.user)))))
+        if living:  # the user's own events, by id: not those of whoever had the name before
+            stmt = stmt.where(AuditEvent.target_type == "user", AuditEvent.target_id.in_(living))
+        else:  # a deleted user (or an id no longer there): by the id, or by the name the events recorded
+            stmt = stmt.where(AuditEvent.target_type == "user",
+                              or_(AuditEvent.target_id == query.user, AuditEvent.target_name == query.user))
     if query.since is not None:
         stmt = stmt.where(AuditEvent.at >= query.since)
     if query.until is not None:

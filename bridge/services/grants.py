@@ -92,7 +92,7 @@ class GrantService:
         row = UserRight(user_id=user_id, right_name=right, scope_id=node.id)
         self.uow.session.add(row)
         self.uow.session.flush()
-        audit.record(self.uow.session, self.uow.actor, "user_right.create", "user", user_id, right,
+        audit.record(self.uow.session, self.uow.actor, "user_right.create", "user", user_id, self._name(user_id),
                      {"right": [None, right], "scope": [None, node.id]})
         self.uow.changes.user(user_id)
         return row, True
@@ -101,13 +101,18 @@ class GrantService:
         row = self.uow.session.get(UserRight, (user_id, right, scope))
         if row is None:
             raise NotFound(f"user {user_id} has no individual right {right!r} at {scope!r}", field="right")
-        audit.record(self.uow.session, self.uow.actor, "user_right.delete", "user", user_id, right,
+        audit.record(self.uow.session, self.uow.actor, "user_right.delete", "user", user_id, self._name(user_id),
                      {"right": [right, None], "scope": [scope, None]})
         self.uow.session.delete(row)
         self.uow.session.flush()
         self.uow.changes.user(user_id)
 
     # -- helpers -----------------------------------------------------------------------
+
+    def _name(self, user_id: str) -> str | None:
+        """The user's name, the target name of events about the user (the audit finds them by it)."""
+        user = self.uow.session.get(User, user_id)
+        return user.user_name if user is not None else None
 
     def _holder(self, user_id: str | None, group_id: str | None) -> None:
         if user_id is not None and self.uow.session.get(User, user_id) is None:

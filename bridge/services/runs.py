@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from bridge.clock import utcnow
@@ -167,6 +167,22 @@ def purge_job_runs(session: Session, before: datetime) -> int:
     return rowcount(session.execute(delete(JobRun).where(JobRun.started_at < before)))
 
 
+def purge_sync_runs(session: Session, before: datetime) -> int:
+    """Sync runs started before ``before``, but never the ones a sync or the status page
+    still reads: the latest complete run of each source and mode (its high-water mark, its
+    DirSync cookie), the latest completed one of each source (its last success) and the
+    latest guarded one (a plan waiting for approval)."""
+    real = SyncRun.dry_run.is_(False)
+    keep = (select(func.max(SyncRun.id)).where(real, SyncRun.status.in_(COMPLETE)).group_by(SyncRun.source,
+                                                                                               SyncRun.mode),
+            select(func.max(SyncRun.id)).where(real, SyncRun.status.in_((RunStatus.ok, RunStatus.approved)))
+            .group_by(SyncRun.source),
+            select(func.max(SyncRun.id)).where(real, SyncRun.status == RunStatus.guarded).group_by(SyncRun.source))
+    kept = {row for query in keep for row in session.scalars(query) if row is not None}
+    return rowcount(session.execute(delete(SyncRun).where(
+        SyncRun.started_at < before, SyncRun.status != RunStatus.running, SyncRun.id.not_in(kept))))
+
+
 def close_abandoned_jobs(store: Store, replica: str, now: datetime) -> int:
     """Close the job runs left ``running`` by ``replica``, a leader that died: called by
     the replica taking the leader lease over from it (bridge.jobs.leader)."""
@@ -202,15 +218,27 @@ def source_health(session: Session, source: str) -> SourceHealth:
         select(SyncRun.id, SyncRun.finished_at)
         .where(*real, SyncRun.status.in_((RunStatus.ok, RunStatus.approved)))
         .order_by(SyncRun.id.desc()).limit(1)).first()
-    failures = list(session.scalars(
-        select(SyncRun).where(*real, SyncRun.status.in_((RunStatus.failed, RunStatus.interrupted, RunStatus.guarded)),
-                              SyncRun.id > (last_ok.id if last_ok else 0))
-        .order_by(SyncRun.id)))
+    failed = (*real, SyncRun.status.in_((RunStatus.failed, RunStatus.interrupted, RunStatus.guarded)),
+              SyncRun.id > (last_ok.id if last_ok else 0))
+    # aggregates, and the latest failure alone: a source failing for weeks (a guarded plan of
+    # thousands each hour) must not make every refresh of the page read them all
+    count, since, latest_id = session.execute(
+        select(func.count(), func.min(SyncRun.started_at), func.max(SyncRun.id)).where(*failed)).one()
     last_success = last_ok.finished_at if last_ok else None
-    if not failures:
+    if not count:
         return SourceHealth(source, "healthy" if last_ok else "never", last_success)
-    latest = failures[-1]
-    detail = latest.detail or {}
-    reason = detail.get("guard") if latest.status == RunStatus.guarded else detail.get("error")
-    return SourceHealth(source, "failing", last_success, failures[0].started_at, len(failures), latest.id,
-                        latest.status, str(reason) if reason else None)
+    status, guard, error = session.execute(
+        select(SyncRun.status, SyncRun.detail["guard"].as_string(), SyncRun.detail["error"].as_string())
+        .where(SyncRun.id == latest_id)).one()
+    reason = guard if status == RunStatus.guarded else error
+    return SourceHealth(source, "failing", last_success, _aware(since), count, latest_id, status, reason)
+
+
+def _aware(value: datetime | str | None) -> datetime | None:
+    """``func.min`` bypasses the column type: SQLite answers text, PostgreSQL a datetime."""
+    from datetime import UTC
+
+    if value is None:
+        return None
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

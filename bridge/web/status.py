@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
@@ -103,8 +104,12 @@ def run_plan(run_id: int):  # type: ignore[no-untyped-def]
     run, detail, source = found
     users = _page(detail.get("would_deactivate") or [], "page")
     groups = _page(detail.get("would_delete_groups") or [], "gpage")
+    def pages_query(parameter: str, page: int) -> str:
+        """The query of a pager link: this list's new page, the other list's page kept."""
+        return urlencode({**{p.parameter: p.page for p in (users, groups) if p.page > 1}, parameter: page})
+
     return render_template("status_run.html", run=run, detail=detail, source=source, users=users, groups=groups,
-                           **operator.template_values(), **HELPERS)
+                           pages_query=pages_query, **operator.template_values(), **HELPERS)
 
 
 #: rows of a guarded run's plan on one page (a plan can hold tens of thousands)

@@ -147,7 +147,8 @@ def test_running_a_job_now_records_a_job_run(client, admin_headers, runtime):
     assert ran.status_code == 200, ran.json
     assert (ran.json["job"], ran.json["outcome"], ran.json["counts"]) == ("audit-retention", "ok", {"deleted": 0,
                                                                                      "conflicts_purged": 0,
-                                                                                     "job_runs_purged": 0})
+                                                                                     "job_runs_purged": 0,
+                                                                                     "sync_runs_purged": 0})
     with runtime.store.read() as session:
         row = session.get(JobRun, ran.json["id"])
         assert (row.job, row.outcome, row.replica) == ("audit-retention", "ok", runtime.replica)

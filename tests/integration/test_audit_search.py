@@ -80,3 +80,59 @@ def test_dirbridge_audit_prints_text_json_and_csv(tmp_path):
 
     bad = run_cli("audit", "--since", "yesterday", *args, cwd=tmp_path)
     assert bad.returncode == 2 and "'yesterday' is not a time" in bad.stderr
+
+
+def test_a_name_finds_its_present_holder_and_a_deleted_user_by_the_name_recorded(client, admin_headers):
+    """After bob.smith became robert.smith and a new bob.smith came, user=bob.smith is the
+    new one's events only; a right given to a user is found under the user's name."""
+    old = _user(client, admin_headers, "bob.smith")
+    assert client.patch(f"/api/v1/users/{old}", json={"user_name": "robert.smith"},
+                        headers=admin_headers).status_code == 200
+    new = _user(client, admin_headers, "bob.smith")
+    found = _events(client, admin_headers, user="bob.smith")["items"]
+    assert {e["target_id"] for e in found} == {new}
+    assert {e["target_id"] for e in _events(client, admin_headers, user="robert.smith")["items"]} == {old}
+
+    granted = client.post("/api/v1/user-rights", json={"user": new, "right": "dirbridge.operate"},
+                          headers=admin_headers)
+    assert granted.status_code in (200, 201), granted.json
+    assert "user_right.create" in [e["action"] for e in _events(client, admin_headers, user="bob.smith")["items"]]
+    assert _events(client, admin_headers, user="dirbridge.operate")["total"] == 0  # a right is not a user
+
+
+def test_odd_queries_are_refused_not_failed(client, admin_headers):
+    for query in ("since=0001-01-01T00:00:00%2B14:00", "until=9999-12-31T23:59:59-14:00"):
+        answer = client.get(f"/api/v1/audit?{query}", headers=admin_headers)
+        assert answer.status_code == 422, (query, answer.status_code, answer.json)
+    for path in ("/api/v1/audit?actor=a%00b", "/api/v1/users?q=%00", "/api/v1/audit?user=%00"):
+        answer = client.get(path, headers=admin_headers)
+        assert answer.status_code == 422 and "NUL" in answer.json["error"]["message"], path
+    body = client.post("/api/v1/users", json={"user_name": "nul.user", "email": "n@example.org",
+                                              "display_name": "a\x00b"}, headers=admin_headers)
+    assert body.status_code == 422 and body.json["error"]["field"] == "display_name"
+
+
+def test_recorded_text_cannot_act_in_a_terminal_or_a_spreadsheet(tmp_path):
+    """A failed login records the name typed, unauthenticated: escape sequences and formulas
+    are shown as text by `dirbridge audit`."""
+    from bridge.config import load_config_data
+    from bridge.runtime import build_runtime
+    from bridge.services import Actor
+    from bridge.services.audit import record
+
+    config = tmp_path / "dirbridge.toml"
+    config.write_text('data_dir = "data"\n')
+    rt = build_runtime(load_config_data({"data_dir": str(tmp_path / "data")}))
+    with rt.store.write() as session:
+        record(session, Actor(name="\x1b]0;owned\x07\x1b[2Jattacker", channel="admin-api"), "login.failed",
+               "user", None, '=HYPERLINK("http://evil.example/","x")')
+    rt.store.dispose()
+    text = run_cli("audit", "--config", str(config), cwd=tmp_path)
+    assert text.returncode == 0 and "\x1b" not in text.stdout and "\x07" not in text.stdout
+    assert "attacker" in text.stdout
+    rows = list(csv.DictReader(io.StringIO(run_cli("audit", "--output", "csv", "--config", str(config),
+                                                   cwd=tmp_path).stdout)))
+    assert rows[0]["target_name"].startswith("'=HYPERLINK") and "\x1b" not in rows[0]["actor"]
+    assert "\\u001b" in run_cli("audit", "--output", "json", "--config", str(config), cwd=tmp_path).stdout
+    far = run_cli("audit", "--since", "0001-01-01T00:00+14:00", "--config", str(config), cwd=tmp_path)
+    assert far.returncode == 2 and "Traceback" not in far.stderr

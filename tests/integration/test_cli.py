@@ -195,7 +195,8 @@ def test_a_job_run_reads_as_words_and_its_failure_exits_1_without_a_traceback(tm
     config = str(sqlite_config(tmp_path))
     ran = run_cli("jobs", "run", "audit-retention", "--config", config, cwd=tmp_path)
     assert ran.returncode == 0 and re.fullmatch(
-        r"audit-retention: ok in \d+\.\d s \(deleted 0, conflicts purged 0, job runs purged 0\)  \[run \d+\]\n",
+        r"audit-retention: ok in \d+\.\d s \(deleted 0, conflicts purged 0, job runs purged 0, sync runs purged 0\)"
+        r"  \[job run \d+\]\n",
         ran.stdout), ran.stdout
     broken = sqlite_config(tmp_path, '[[ldap.sources]]\nname = "corp"\nurl = "ldap://127.0.0.1:1"\n'
                                       'users_base = "dc=x"\ntls = { mode = "none" }\n')
@@ -276,3 +277,21 @@ def test_check_config_searches_what_a_sync_reads(tmp_path, slapd, ldap_tree):
         found = run_cli("check-config", "--config", str(sqlite_config(tmp_path, config)), cwd=tmp_path)
         assert f"ldap source corp: {expected}" in found.stdout, found.stdout
         assert found.returncode == (1 if "FAILED" in expected else 0)
+
+
+def test_config_given_on_the_command_line_wins_over_the_environment(tmp_path):
+    """DIRBRIDGE_CONFIG names production; --config, before the command or after it, names
+    another: the command line wins, and naming two different files is refused."""
+    prod, staging = tmp_path / "prod", tmp_path / "staging"
+    for directory in (prod, staging):
+        directory.mkdir()
+        (directory / "dirbridge.toml").write_text('data_dir = "data"\n')
+    env = {"DIRBRIDGE_CONFIG": str(prod / "dirbridge.toml")}
+    made = run_cli("--config", str(staging / "dirbridge.toml"), "user", "create", "stage.only", "--email",
+                   "s@example.org", cwd=tmp_path, env=env)
+    assert made.returncode == 0, made.stderr
+    assert "stage.only" in run_cli("user", "list", "--config", str(staging / "dirbridge.toml"), cwd=tmp_path).stdout
+    assert "stage.only" not in run_cli("user", "list", cwd=tmp_path, env=env).stdout  # production untouched
+    twice = run_cli("--config", str(staging / "dirbridge.toml"), "user", "list", "--config",
+                    str(prod / "dirbridge.toml"), cwd=tmp_path)
+    assert twice.returncode == 2 and "--config is given twice" in twice.stderr

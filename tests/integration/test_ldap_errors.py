@@ -78,3 +78,54 @@ def test_a_base_the_directory_lacks_is_named_by_its_key(sqlite_store, ldap_tree)
     assert f"users_base {typo!r} does not exist in the directory" in (result.error or "")
     assert f"the nearest entry it has is {tree.base!r}" in (result.error or "")
     assert users_by_name(sqlite_store) == {}
+
+
+class _Listener:
+    """A TCP port on loopback that answers every connection with ``reply`` (or nothing)."""
+
+    def __init__(self, reply: bytes | None, close: bool = True):
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.reply, self.close_after = reply, close
+        self.held: list[object] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            if self.reply is not None:
+                conn.recv(4096)
+                conn.sendall(self.reply)
+                if self.close_after:
+                    conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_server_that_is_not_ldap_or_does_not_answer_is_named(slapd) -> None:
+    reply = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    http, proxy, silent = _Listener(reply), _Listener(reply, close=False), _Listener(None)
+    try:
+        ok, message = check_bind(source_of(source_settings(slapd, url=f"ldap://127.0.0.1:{http.port}")))
+        assert not ok and "closed the connection without an LDAP answer" in message, message
+        ok, message = check_bind(source_of(source_settings(slapd, url=f"ldap://127.0.0.1:{proxy.port}",
+                                                          receive_timeout=2)))
+        assert not ok and ("not as an LDAP server" in message or "no LDAP answer" in message), message
+        started = time.monotonic()
+        ok, message = check_bind(source_of(source_settings(slapd, url=f"ldap://127.0.0.1:{silent.port}",
+                                                          receive_timeout=1)))
+        assert not ok and "gave no LDAP answer within receive_timeout (1 s)" in message, message
+        assert time.monotonic() - started < 5
+    finally:
+        for listener in (http, proxy, silent):
+            listener.close()

@@ -436,3 +436,46 @@ def test_a_dry_run_shows_what_the_store_would_refuse_and_records_nothing(sqlite_
         assert session.scalar(select(func.count()).select_from(SourceConflict)) == 0
         assert session.scalar(select(func.count()).select_from(AuditEvent)) == events_before
     assert users_by_name(sqlite_store) == {}  # nothing of the directory kept
+
+
+def test_a_user_whose_entry_vanished_is_still_a_directory_user(sqlite_store, ldap_tree):
+    """Its DN is forgotten (so no group's stale member DN names it) but it still belongs to
+    the directory: no local password can be set for it, as before."""
+    from bridge.services import Actor
+    from bridge.services.accounts import is_directory_user
+
+    tree = ldap_tree
+    gone = tree.add_user("gone.user")
+    tree.add_user("stays.user")
+    rt = runtime_for(sqlite_store, **source_settings(tree.server, tree))
+    run_sync(rt, "corp", full=True)
+    tree.delete(gone)
+    run_sync(rt, "corp", full=True)
+    user = users_by_name(sqlite_store)["gone.user"]
+    assert not user.active and user.ldap_dn is None and is_directory_user(user)
+    with rt.services.read(Actor(name="test")) as uow:
+        assert is_directory_user(uow.users.get(user.id))
+
+
+def test_retention_keeps_the_sync_runs_a_sync_still_reads(sqlite_store):
+    from datetime import timedelta
+
+    from bridge.clock import utcnow
+    from bridge.config import load_config_data
+    from bridge.runtime import build_runtime
+    from bridge.store.models import SyncRun
+
+    rt = build_runtime(load_config_data({}), store=sqlite_store)
+    old = utcnow() - timedelta(days=400)
+    with sqlite_store.write() as session:
+        for n, (mode, status) in enumerate((("full", "ok"), ("incremental", "ok"), ("full", "failed"),
+                                            ("incremental", "ok"), ("full", "guarded"), ("full", "failed"))):
+            session.add(SyncRun(source="corp", mode=mode, status=status, started_at=old + timedelta(hours=n),
+                                finished_at=old + timedelta(hours=n), high_water_mark=f"m{n}"))
+    purged = rt.services.purge_history(utcnow() - timedelta(days=365))
+    with sqlite_store.read() as session:
+        kept = [(r.mode, r.status) for r in session.scalars(select(SyncRun).order_by(SyncRun.id))]
+    # the latest complete run of each mode (full: the guarded one, whose mark counts; incremental:
+    # the last ok one, which is also the source's latest success), the guarded one waiting
+    assert kept == [("incremental", "ok"), ("full", "guarded")], kept
+    assert purged["sync_runs_purged"] == 4

@@ -449,7 +449,9 @@ def test_a_large_plan_is_paged(client, runtime, ops, clock):
     users = [{"id": f"u{i}", "user_name": f"user{i:05d}", "dn": f"uid=user{i:05d},dc=x"} for i in range(450)]
     with runtime.store.write() as session:
         guarded = SyncRun(source="corp", mode="full", status="guarded", started_at=clock.now, finished_at=clock.now,
-                          detail={"guard": "too many", "would_deactivate": users, "would_delete_groups": []})
+                          detail={"guard": "too many", "would_deactivate": users,
+                                  "would_delete_groups": [{"id": f"g{i}", "name": f"team{i:03d}", "dn": f"cn=t{i}"}
+                                                          for i in range(250)]})
         session.add(guarded)
         session.flush()
         run_id = guarded.id
@@ -459,6 +461,8 @@ def test_a_large_plan_is_paged(client, runtime, ops, clock):
     assert "user00199" in first and "user00200" not in first and 'href="?page=2"' in first
     last = client.get(f"/status/sync-runs/{run_id}?page=3").get_data(as_text=True)
     assert "401&ndash;450 of 450" in last and "user00449" in last and "user00399" not in last
-    assert "next &rarr;" not in last
+    assert "page=4" not in last  # the users end here
     assert "401&ndash;450" in client.get(f"/status/sync-runs/{run_id}?page=99").get_data(as_text=True)
     assert client.get(f"/status/sync-runs/{run_id}?page=abc").status_code == 200
+    both = client.get(f"/status/sync-runs/{run_id}?gpage=2").get_data(as_text=True)  # the groups' second page
+    assert "team249" in both and 'href="?gpage=2&amp;page=2"' in both  # the users' next keeps the groups' page

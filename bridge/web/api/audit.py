@@ -6,15 +6,18 @@ Every change of every source is recorded (bridge.services.audit) and kept for
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from bridge.services.audit import AuditQuery, search
 from bridge.store.models import AuditEvent
 from bridge.web import runtime
 from bridge.web.api.common import Page, PageQuery, make_blueprint, page_json
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9998, 12, 31, tzinfo=UTC)
 
 bp = make_blueprint("api_audit", __name__, "audit", "The audit log: every change, who made it and how")
 
@@ -24,7 +27,7 @@ class AuditEventOut(BaseModel):
     at: datetime
     actor: str = Field(description="who: a token, a user, an LDAP source's sync, a job")
     source: str = Field(description="the source it acted for: local, scim:CLIENT, ldap:SOURCE")
-    channel: str = Field(description="the way in: scim, admin-api, cli, ldap-sync, status, job:NAME ...")
+    channel: str = Field(description="the way in: scim, admin-api, cli, ldap-sync, status-page, import, startup ...")
     action: str = Field(description="user.create, user.update, login.failed, refused, conflict ...")
     target_type: str
     target_id: str | None
@@ -45,6 +48,14 @@ class AuditSearch(PageQuery):
     user: str | None = Field(default=None, max_length=256, description="a user's id or userName: events about them")
     since: AwareDatetime | None = Field(default=None, description="at or after (ISO 8601 with a time zone)")
     until: AwareDatetime | None = Field(default=None, description="before (ISO 8601 with a time zone)")
+
+    @field_validator("since", "until")
+    @classmethod
+    def _in_range(cls, value: datetime | None) -> datetime | None:
+        """A time the store can compare (years 1970 to 9998, in UTC)."""
+        if value is not None and not EARLIEST <= value <= LATEST:
+            raise ValueError("a time between 1970 and 9998")
+        return value
 
 
 def event_json(event: AuditEvent) -> dict[str, Any]:

@@ -148,7 +148,11 @@ def make_blueprint(name: str, import_name: str, tag: str, description: str) -> A
 
 def json_body_problem() -> tuple[Response, int] | None:
     """415 for a body that says it is not JSON, 400 for JSON that does not parse (413 comes from
-    Werkzeug's size limit while reading)."""
+    Werkzeug's size limit while reading), 422 for a NUL character anywhere in the query or the
+    body (no database stores one in text; PostgreSQL refuses it)."""
+    for name, value in request.args.items(multi=True):
+        if "\x00" in name or "\x00" in value:
+            return error_response(422, "invalidValue", f"{name}: contains a NUL character", name)
     data = request.get_data(cache=True)
     if not data:
         return None
@@ -156,11 +160,34 @@ def json_body_problem() -> tuple[Response, int] | None:
     if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
         return error_response(415, "unsupportedMediaType", f"send the body as application/json, not {mimetype}")
     try:
-        json.loads(data)
+        parsed = json.loads(data)
     except ValueError as exc:
         return error_response(400, "invalidJson", f"the body is not valid JSON: {exc}")
     except RecursionError:  # thousands of nested brackets: refused here, before any parser recurses again
         return error_response(400, "invalidJson", "the body is nested too deeply")
+    where = _nul_in(parsed, "")
+    if where is not None:
+        return error_response(422, "invalidValue", f"{where or 'the body'}: contains a NUL character", where or None)
+    return None
+
+
+def _nul_in(value: Any, path: str) -> str | None:
+    """The path of the first string (value or key) in ``value`` holding a NUL, or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return here
+            found = _nul_in(item, here)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_in(item, f"{path}[{index}]")
+            if found is not None:
+                return found
     return None
 
 
