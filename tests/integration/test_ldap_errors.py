@@ -8,7 +8,7 @@ import time
 from bridge.config import load_config_data
 from bridge.ldap.connection import check_bind, connect
 from bridge.ldap.sync import run_sync
-from tests.fixtures.net import free_port
+from tests.fixtures.net import Listener, free_port
 from tests.fixtures.slapd import source_settings
 from tests.integration.test_ldap_sync import runtime_for, users_by_name
 
@@ -80,41 +80,9 @@ def test_a_base_the_directory_lacks_is_named_by_its_key(sqlite_store, ldap_tree)
     assert users_by_name(sqlite_store) == {}
 
 
-class _Listener:
-    """A TCP port on loopback that answers every connection with ``reply`` (or nothing)."""
-
-    def __init__(self, reply: bytes | None, close: bool = True):
-        import socket
-        import threading
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.reply, self.close_after = reply, close
-        self.held: list[object] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-            if self.reply is not None:
-                conn.recv(4096)
-                conn.sendall(self.reply)
-                if self.close_after:
-                    conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def test_a_server_that_is_not_ldap_or_does_not_answer_is_named(slapd) -> None:
     reply = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    http, proxy, silent = _Listener(reply), _Listener(reply, close=False), _Listener(None)
+    http, proxy, silent = Listener(reply), Listener(reply, close=False), Listener(None)
     try:
         ok, message = check_bind(source_of(source_settings(slapd, url=f"ldap://127.0.0.1:{http.port}")))
         assert not ok and "closed the connection without an LDAP answer" in message, message

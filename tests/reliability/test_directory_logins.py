@@ -18,9 +18,7 @@ import gc
 import http.client
 import json
 import random
-import socket
 import statistics
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +31,7 @@ from bridge.services import Actor, Services
 from bridge.store import Store
 from tests.fixtures.accounts import accounts_config
 from tests.fixtures.app import run_cli
-from tests.fixtures.net import free_port
+from tests.fixtures.net import Listener, free_port
 from tests.fixtures.slapd import SEED_USER_DNS
 from tests.integration.test_daemon import get, start_serve
 from tests.reliability.conftest import LONG, Report
@@ -92,31 +90,6 @@ def test_failed_logins_cost_the_same_for_unknown_local_and_directory_names(clien
     assert all(abs(g) <= GAP_MS for g in gap_ms.values()), (medians, gap_ms)
 
 
-class SilentDirectory:
-    """A TCP listener that accepts LDAP connections and never answers: a hung DC."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(256)
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
-
 
 def _login(port: int, token: str, name: str, n: int) -> tuple[int, float]:
     started = time.perf_counter()
@@ -133,7 +106,7 @@ def _login(port: int, token: str, name: str, n: int) -> tuple[int, float]:
 
 
 def test_a_directory_that_does_not_answer_holds_no_thread_for_long(tmp_path: Path, report: Report):
-    silent = SilentDirectory()
+    silent = Listener()  # a hung DC: takes LDAP connections, never answers
     port = free_port()
     source = (f'[[ldap.sources]]\nname = "corp"\nurl = "ldap://127.0.0.1:{silent.port}"\n'
               'users_base = "ou=people,dc=example,dc=org"\ntls = { mode = "none" }\n'
