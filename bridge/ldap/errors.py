@@ -18,9 +18,10 @@ from ldap3.core import exceptions as lx
 from bridge.config import LdapSourceConfig
 
 
-class LdapProblem(Exception):
-    """A directory problem already explained (its text is what to show). Plain, so it
-    crosses from the read-ahead process to the sync intact."""
+class LdapProblem(lx.LDAPException):  # type: ignore[misc]  # ldap3 ships no types
+    """A directory problem already explained (its text is what to show). An LDAPException,
+    so every place that handles a directory failure (write-back, logins, the read-ahead
+    process) handles it; plain, so it crosses from the read-ahead process intact."""
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,13 @@ from bridge.clock import Clock, utcnow
 from bridge.store.db import Store, rowcount
 from bridge.store.models import LeaderLease
 
+#: takes of a lease whose row keeps vanishing between the statements before giving up
+TRIES = 5
+
 
 class LeaseContended(RuntimeError):
-    """The lease row vanished between the statements of a take, three times over."""
+    """The lease row vanished between the statements of a take, TRIES times over: another
+    holder takes and gives it up in a tight loop. The sync lock answers it as SyncBusy."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ class Leases:
         if over:
             free = free | table.c.holder.in_(list(over))
         with self.store.write() as session:
-            for _ in range(3):  # the holder may give the row up between our statements: insert again
+            for _ in range(TRIES):  # the holder may give the row up between our statements: insert again
                 session.execute(_insert_if_missing(self.store, name, holder, now, until))
                 session.execute(update(table).where(table.c.name == name).where(free)
                                 .values(expires_at=until, acquired_at=_acquired_at(table, holder, now),
@@ -90,7 +94,7 @@ class Leases:
                                       .where(table.c.name == name)).one_or_none()
                 if row is not None:
                     return LeaseState(row.holder, row.acquired_at, row.expires_at)
-        raise LeaseContended(f"the lease {name} was taken and given up three times while {holder} tried")
+        raise LeaseContended(f"the lease {name} was taken and given up {TRIES} times while {holder} tried")
 
     def renew(self, name: str, holder: str, seconds: float) -> bool:
         """Extend the lease while ``holder`` holds it; False when it was given up or taken over."""
