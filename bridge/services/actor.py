@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 LOCAL_SOURCE = "local"
 SCIM_PREFIX = "scim:"
+LDAP_PREFIX = "ldap:"
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from bridge.names import identity_key, key_problem
-from bridge.services import audit, conflicts
-from bridge.services.actor import LOCAL_SOURCE
+from bridge.services import audit, conflicts, validate
+from bridge.services.actor import LDAP_PREFIX, LOCAL_SOURCE
 from bridge.services.addresses import mail_address
 from bridge.services.conflicts import USER_NAME as USER_NAME_CONFLICT
 from bridge.services.errors import (
+    Conflict,
     InvalidValue,
     LastAdmin,
     NotFound,
@@ -200,6 +201,9 @@ class UserService:
         if expected_version is not None and expected_version != user.version:
             raise VersionMismatch(f"user {user.user_name} is at version {user.version}, not {expected_version}")
         changes = self._normalise(changes, user.source)
+        if user.source == LOCAL_SOURCE and "email" in changes and changes["email"] is None:
+            raise InvalidValue("a local user needs an e-mail address (invitations and resets go there)",
+                               field="email")
         changed = {k: v for k, v in changes.items() if getattr(user, k) != v}
         if "email" in changed and "attributes" not in changes:
             changed["attributes"] = with_email(user.attributes, changed["email"])
@@ -210,7 +214,13 @@ class UserService:
         if changed and check_ownership:
             self._check_ownership(user, changed)
         # The portal's rules decide last and whoever writes (bridge.services.customers).
-        for key, value in self.uow.customers.rule_effects(user.source, {**snapshot(user), **changed}).items():
+        effects = self.uow.customers.rule_effects(user.source, {**snapshot(user), **changed})
+        if changes.get("active") is True and effects.get("active") is False and self.uow.actor.source == LOCAL_SOURCE:
+            customer = self.uow.session.get(Customer, effects.get("customer_id") or user.customer_id)
+            number = customer.number if customer is not None else "?"
+            raise Conflict(f"{user.user_name} stays inactive: the remote access of customer {number} is off "
+                           f"(turn it on first)", field="active")
+        for key, value in effects.items():
             if getattr(user, key) != value:
                 changed[key] = value
             else:
@@ -434,6 +444,16 @@ class UserService:
             out["email"] = address
         if "active" in out:
             out["active"] = bool(out["active"])
+        if "ip_allowlist" in out:
+            out["ip_allowlist"] = validate.ip_allowlist(out["ip_allowlist"])
+        for key, check in (("timezone", validate.timezone), ("preferred_language", validate.language)):
+            if key in out:
+                try:
+                    out[key] = check(out[key])
+                except InvalidValue:
+                    if not source.startswith(LDAP_PREFIX):
+                        raise
+                    out[key] = None  # a directory's odd value would fail the entry at every sync: left empty
         return out
 
     def _takes_over(self, user: User) -> bool:

@@ -1,0 +1,69 @@
+"""Values a user's fields must be, checked for every source in the service layer, so that
+no channel stores one that locks the user out or breaks a mail: addresses and networks of
+an IP allow-list, IANA time zones, BCP 47 language tags."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from functools import lru_cache
+from typing import Any
+
+from bridge.services.errors import InvalidValue
+
+#: well-formed BCP 47 language tags (RFC 5646 langtag: language, script, region, variants)
+LANGUAGE_TAG = re.compile(
+    r"^[A-Za-z]{2,3}(-[A-Za-z]{3}){0,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?(-([A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*$")
+
+
+def ip_allowlist(value: Any) -> list[str]:
+    """Each entry an IP address or network (``10.0.0.0/8``, ``2001:db8::/32``), written the
+    canonical way; anything else names the entry."""
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple):
+        raise InvalidValue("ip_allowlist must be a list of IP addresses or networks", field="ip_allowlist")
+    out: list[str] = []
+    for entry in value:
+        try:
+            network = ipaddress.ip_network(str(entry).strip(), strict=False)
+        except ValueError:
+            raise InvalidValue(f"ip_allowlist: {entry!r} is neither an IP address nor a network (CIDR)",
+                               field="ip_allowlist") from None
+        shown = str(network.network_address) if network.num_addresses == 1 else str(network)
+        if shown not in out:
+            out.append(shown)
+    return out
+
+
+ZONE_SHAPE = re.compile(r"^(UTC|[A-Za-z_]+(/[A-Za-z0-9_+\-]+)+)$")
+
+
+@lru_cache(maxsize=1)
+def _zones() -> frozenset[str]:
+    import zoneinfo
+
+    return frozenset(zoneinfo.available_timezones())
+
+
+def timezone(value: Any) -> str | None:
+    """An IANA time zone name (``Europe/Berlin``), or None."""
+    if value is None or value == "":
+        return None
+    name = str(value).strip()
+    zones = _zones()
+    known = name in zones if zones else bool(ZONE_SHAPE.match(name))  # no tz database here: its shape
+    if not known:
+        raise InvalidValue(f"timezone: {name!r} is no IANA time zone (like Europe/Berlin or UTC)", field="timezone")
+    return name
+
+
+def language(value: Any) -> str | None:
+    """A BCP 47 language tag (``de``, ``en-US``, ``zh-Hant-TW``), or None."""
+    if value is None or value == "":
+        return None
+    tag = str(value).strip()
+    if len(tag) > 35 or not LANGUAGE_TAG.match(tag):
+        raise InvalidValue(f"preferred_language: {tag!r} is no BCP 47 language tag (like de or en-US)",
+                           field="preferred_language")
+    return tag

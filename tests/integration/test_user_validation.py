@@ -1,0 +1,82 @@
+"""Values that would lock a user out or break a mail are refused with a 400 naming the
+field, on every channel (the admin API, SCIM, the CLI), and activation never reports what
+did not happen."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures.app import create_token, run_cli
+from tests.integration.test_scim_http import CORE, Scim
+
+
+def _local(client, headers, name: str = "val.user") -> str:  # type: ignore[no-untyped-def]
+    made = client.post("/api/v1/users", json={"user_name": name, "email": f"{name}@example.org"}, headers=headers)
+    assert made.status_code == 201, made.json
+    return str(made.json["id"])
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("ip_allowlist", ["not-an-ip"], "'not-an-ip' is neither an IP address nor a network"),
+    ("ip_allowlist", ["10.0.0.0/33"], "'10.0.0.0/33'"),
+    ("timezone", "Mars/Olympus_Mons", "no IANA time zone"),
+    ("timezone", "CEST", "no IANA time zone"),
+    ("preferred_language", "english!", "no BCP 47 language tag"),
+    ("preferred_language", "en_US", "no BCP 47 language tag"),
+    ("email", None, "a local user needs an e-mail address"),
+    ("email", "not-an-address", "is not an e-mail address"),
+])
+def test_the_admin_api_refuses_what_breaks_a_user(client, admin_headers, field, value, says):
+    user_id = _local(client, admin_headers)
+    answer = client.patch(f"/api/v1/users/{user_id}", json={field: value}, headers=admin_headers)
+    assert answer.status_code == 400, answer.json
+    assert answer.json["error"]["field"] == field and says in answer.json["error"]["message"]
+    assert client.get(f"/api/v1/users/{user_id}", headers=admin_headers).json[field] != value  # nothing kept
+
+
+def test_good_values_are_kept_in_their_canonical_form(client, admin_headers):
+    user_id = _local(client, admin_headers)
+    answer = client.patch(f"/api/v1/users/{user_id}", json={
+        "ip_allowlist": [" 10.1.2.3 ", "10.0.0.7/8", "2001:DB8::/32", "10.1.2.3"],
+        "timezone": "Europe/Berlin", "preferred_language": "de-CH"}, headers=admin_headers)
+    assert answer.status_code == 200, answer.json
+    assert answer.json["ip_allowlist"] == ["10.1.2.3", "10.0.0.0/8", "2001:db8::/32"]
+    assert (answer.json["timezone"], answer.json["preferred_language"]) == ("Europe/Berlin", "de-CH")
+
+
+def test_scim_gets_the_same_rules_as_a_scim_error(client, runtime):
+    scim = Scim(client, create_token(runtime, "entra", "scim"))
+    bad = scim.post("/Users", {"schemas": [CORE], "userName": "tz@example.com", "timezone": "Mars/Olympus_Mons"})
+    assert bad.status_code == 400 and bad.json["scimType"] == "invalidValue" and "IANA" in bad.json["detail"]
+    good = scim.post("/Users", {"schemas": [CORE], "userName": "tz@example.com", "timezone": "America/New_York",
+                                "preferredLanguage": "en-US"})
+    assert good.status_code == 201, good.json
+
+
+def test_activating_a_user_that_stays_inactive_is_a_409_with_the_reason(client, admin_headers, tmp_path):
+    customer = client.post("/api/v1/customers", json={"number": "4711", "name": "Druckerei", "remote_access": False},
+                           headers=admin_headers).json
+    user = client.post("/api/v1/users", json={"user_name": "ext.user", "email": "ext@example.org",
+                                              "kind": "external", "customer_id": customer["id"]},
+                       headers=admin_headers).json
+    assert user["active"] is False  # the customer's remote access is off
+    answer = client.patch(f"/api/v1/users/{user['id']}", json={"active": True}, headers=admin_headers)
+    assert answer.status_code == 409 and answer.json["error"]["field"] == "active"
+    assert "remote access of customer 4711 is off" in answer.json["error"]["message"]
+    assert client.get(f"/api/v1/users/{user['id']}", headers=admin_headers).json["active"] is False
+
+
+def test_the_cli_says_when_activation_did_not_happen(tmp_path):
+    config = tmp_path / "dirbridge.toml"
+    config.write_text('data_dir = "data"\n')
+    from bridge.config import load_config_data
+    from bridge.runtime import build_runtime
+    from bridge.services import Actor
+
+    rt = build_runtime(load_config_data({"data_dir": str(tmp_path / "data")}))
+    with rt.services.unit(Actor(name="test")) as uow:
+        customer = uow.customers.create(number="4712", name="Offline", remote_access=False)
+        uow.users.create(user_name="ext.cli", email="e@example.org", kind="external", customer_id=customer.id)
+    rt.store.dispose()
+    activated = run_cli("user", "activate", "ext.cli", "--config", str(config), cwd=tmp_path)
+    assert activated.returncode == 1 and "stays inactive" in activated.stderr and "activated" not in activated.stdout
