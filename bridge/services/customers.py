@@ -85,10 +85,12 @@ class CustomerService:
 
     # -- reads -------------------------------------------------------------------
 
-    def get(self, number: str) -> Customer:
-        customer = self.find(number)
+    def get(self, ref: str) -> Customer:
+        """The customer a caller names by number or by id (a number wins: numbers are
+        what people type)."""
+        customer = self.find(ref) or self.uow.session.get(Customer, str(ref).strip())
         if customer is None:
-            raise NotFound(f"no customer with number {number!r}", field="customer")
+            raise NotFound(f"no customer {ref!r} (by number or id)", field="customer")
         return customer
 
     def find(self, number: str) -> Customer | None:

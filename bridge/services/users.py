@@ -149,6 +149,14 @@ class UserService:
             raise NotFound(f"no user with id {user_id}")
         return user
 
+    def by_ref(self, ref: str, *, field: str = "user_id") -> User:
+        """The user a caller names by id or by userName (an id wins, as in check): every
+        route that takes a user takes either."""
+        user = self.uow.session.get(User, ref) or self.find_by_user_name(ref)
+        if user is None:
+            raise NotFound(f"no user {ref!r} (by id or userName)", field=field)
+        return user
+
     def find_by_user_name(self, user_name: str) -> User | None:
         return self.uow.session.scalar(select(User).where(User.user_name_key == user_name_key(user_name)))
 
@@ -433,7 +441,10 @@ class UserService:
                 raise InvalidValue(f"access type must be one of {[a.value for a in AccessType]}",
                                    field="access_type") from None
         if out.get("customer_id") is not None and self.uow.session.get(Customer, out["customer_id"]) is None:
-            raise InvalidValue(f"no customer with id {out['customer_id']}", field="customer_id")
+            by_number = self.uow.customers.find(out["customer_id"])  # a customer is named by number or id
+            if by_number is None:
+                raise InvalidValue(f"no customer {out['customer_id']!r} (by id or number)", field="customer_id")
+            out["customer_id"] = by_number.id
         if "email" in out and out["email"] is not None:
             email = str(out["email"]).strip()
             address = mail_address(email)

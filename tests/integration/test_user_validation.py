@@ -80,3 +80,21 @@ def test_the_cli_says_when_activation_did_not_happen(tmp_path):
     rt.store.dispose()
     activated = run_cli("user", "activate", "ext.cli", "--config", str(config), cwd=tmp_path)
     assert activated.returncode == 1 and "stays inactive" in activated.stderr and "activated" not in activated.stdout
+
+
+def test_users_by_id_or_name_and_customers_by_id_or_number_on_every_route(client, admin_headers):
+    user_id = _local(client, admin_headers, "ref.user")
+    assert client.get("/api/v1/users/ref.user", headers=admin_headers).json["id"] == user_id
+    assert client.get("/api/v1/users/REF.USER", headers=admin_headers).json["id"] == user_id  # the identity key
+    assert client.patch("/api/v1/users/ref.user", json={"display_name": "By Name"},
+                        headers=admin_headers).json["display_name"] == "By Name"
+    missing = client.get("/api/v1/users/nobody.here", headers=admin_headers)
+    assert missing.status_code == 404 and "by id or userName" in missing.json["error"]["message"]
+
+    customer = client.post("/api/v1/customers", json={"number": "5150", "name": "Refs"}, headers=admin_headers).json
+    assert client.get(f"/api/v1/customers/{customer['id']}", headers=admin_headers).json["number"] == "5150"
+    external = client.post("/api/v1/users", json={"user_name": "ref.extern", "email": "x@example.org",
+                                                  "kind": "external", "customer_id": "5150"}, headers=admin_headers)
+    assert external.status_code == 201 and external.json["customer_id"] == customer["id"]  # by number
+    unknown = client.patch(f"/api/v1/users/{user_id}", json={"customer_id": "9999"}, headers=admin_headers)
+    assert unknown.status_code == 400 and unknown.json["error"]["field"] == "customer_id"

@@ -85,10 +85,7 @@ def naming(ref: str) -> Iterator[None]:
 
 
 def find_user(uow: UnitOfWork, ref: str) -> User:
-    user = uow.session.get(User, ref) or uow.users.find_by_user_name(ref)
-    if user is None:
-        raise NotFound(f"no user {ref!r} (by id or userName)", field="users")
-    return user
+    return uow.users.by_ref(ref, field="users")
 
 
 @bp.post("/users/<user_id>/password-reset", responses={200: TemporaryPassword},
@@ -96,7 +93,7 @@ def find_user(uow: UnitOfWork, ref: str) -> User:
 def password_reset(path: UserPath):  # type: ignore[no-untyped-def]
     ctx = context_for(runtime())
     with ctx.services.unit(api_actor()) as uow:
-        temporary = reset_to_temporary(ctx, uow, uow.users.get(path.user_id))
+        temporary = reset_to_temporary(ctx, uow, uow.users.by_ref(path.user_id))
     response = jsonify(temporary_password=temporary)
     response.headers["Cache-Control"] = NO_STORE
     return response
@@ -106,7 +103,7 @@ def password_reset(path: UserPath):  # type: ignore[no-untyped-def]
 def unlock(path: UserPath):  # type: ignore[no-untyped-def]
     ctx = context_for(runtime())
     with ctx.services.unit(api_actor()) as uow:
-        user = uow.users.get(path.user_id)
+        user = uow.users.by_ref(path.user_id)
         unlocked = uow.accounts.unlock(user, now=ctx.now())
         out = user_json(user)
     return jsonify(unlocked=unlocked, user=out)
@@ -117,7 +114,7 @@ def unlock(path: UserPath):  # type: ignore[no-untyped-def]
 def totp_enrol(path: UserPath):  # type: ignore[no-untyped-def]
     ctx = context_for(runtime())
     with ctx.services.unit(api_actor()) as uow:
-        started = enrolment.start(ctx, uow, uow.users.get(path.user_id))
+        started = enrolment.start(ctx, uow, uow.users.by_ref(path.user_id))
     response = jsonify(secret=started.secret, otpauth_uri=started.uri, qr_svg=started.qr_svg)
     response.headers["Cache-Control"] = NO_STORE
     return response, 201
@@ -128,7 +125,7 @@ def totp_enrol(path: UserPath):  # type: ignore[no-untyped-def]
 def totp_confirm(path: UserPath, body: TotpConfirm):  # type: ignore[no-untyped-def]
     ctx = context_for(runtime())
     with ctx.services.unit(api_actor()) as uow:
-        codes = enrolment.confirm(ctx, uow, uow.users.get(path.user_id), body.code)
+        codes = enrolment.confirm(ctx, uow, uow.users.by_ref(path.user_id), body.code)
     response = jsonify(recovery_codes=codes)
     response.headers["Cache-Control"] = NO_STORE
     return response
@@ -138,7 +135,7 @@ def totp_confirm(path: UserPath, body: TotpConfirm):  # type: ignore[no-untyped-
          summary="A new set of recovery codes (the old ones stop working)")
 def totp_recovery_codes(path: UserPath):  # type: ignore[no-untyped-def]
     with runtime().services.unit(api_actor()) as uow:
-        codes = enrolment.new_recovery_codes(uow, uow.users.get(path.user_id))
+        codes = enrolment.new_recovery_codes(uow, uow.users.by_ref(path.user_id))
     response = jsonify(recovery_codes=codes)
     response.headers["Cache-Control"] = NO_STORE
     return response
@@ -147,7 +144,7 @@ def totp_recovery_codes(path: UserPath):  # type: ignore[no-untyped-def]
 @bp.delete("/users/<user_id>/totp", responses={204: None}, summary="Reset TOTP (the user enrols again)")
 def totp_reset(path: UserPath):  # type: ignore[no-untyped-def]
     with runtime().services.unit(api_actor()) as uow:
-        if not uow.accounts.reset_totp(uow.users.get(path.user_id)):
+        if not uow.accounts.reset_totp(uow.users.by_ref(path.user_id)):
             raise NotFound("the user has no TOTP enrolment", field="totp")
     return "", 204
 

@@ -9,9 +9,8 @@ from typing import Any
 from flask import jsonify
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bridge.services.errors import NotFound
 from bridge.services.unit import UnitOfWork
-from bridge.store.models import Grant, User, UserRight
+from bridge.store.models import Grant, UserRight
 from bridge.web import runtime
 from bridge.web.api.common import Page, PageQuery, api_actor, make_blueprint, paged
 
@@ -83,10 +82,7 @@ class UserRightQuery(PageQuery):
 
 def user_id(uow: UnitOfWork, ref: str) -> str:
     """A user's id from their id or userName (an id wins, as in check)."""
-    user = uow.session.get(User, ref) or uow.users.find_by_user_name(ref)
-    if user is None:
-        raise NotFound(f"no user {ref!r} (by id or userName)", field="user")
-    return user.id
+    return uow.users.by_ref(ref, field="user").id
 
 
 def grant_json(grant: Grant, role: str) -> dict[str, Any]:

@@ -161,7 +161,7 @@ def create_user(body: UserCreate):  # type: ignore[no-untyped-def]
 @bp.get("/users/<user_id>", responses={200: UserOut}, summary="One user")
 def get_user(path: UserPath):  # type: ignore[no-untyped-def]
     with runtime().services.read(api_actor()) as uow:
-        return jsonify(user_json(uow.users.get(path.user_id)))
+        return jsonify(user_json(uow.users.by_ref(path.user_id)))
 
 
 @bp.patch("/users/<user_id>", responses={200: UserOut}, summary="Change a user")
@@ -171,14 +171,14 @@ def patch_user(path: UserPath, body: UserPatch):  # type: ignore[no-untyped-def]
     if not changes:
         raise InvalidValue("nothing to change")
     with runtime().services.unit(api_actor()) as uow:
-        user = uow.users.update(uow.users.get(path.user_id), expected_version=version, **changes)
+        user = uow.users.update(uow.users.by_ref(path.user_id), expected_version=version, **changes)
         return jsonify(user_json(user))
 
 
 @bp.post("/users/<user_id>/deactivate", responses={200: UserOut}, summary="Deactivate a user")
 def deactivate_user(path: UserPath):  # type: ignore[no-untyped-def]
     with runtime().services.unit(api_actor()) as uow:
-        return jsonify(user_json(uow.users.deactivate(uow.users.get(path.user_id))))
+        return jsonify(user_json(uow.users.deactivate(uow.users.by_ref(path.user_id))))
 
 
 @bp.delete("/users/<user_id>", responses={204: None}, summary="Delete a user (confirm=true)")
@@ -186,5 +186,5 @@ def delete_user(path: UserPath, query: DeleteQuery):  # type: ignore[no-untyped-
     if not query.confirm:
         raise InvalidValue("deleting a user cannot be undone: repeat with ?confirm=true", field="confirm")
     with runtime().services.unit(api_actor()) as uow:
-        uow.users.delete(uow.users.get(path.user_id))
+        uow.users.delete(uow.users.by_ref(path.user_id))
     return "", 204
