@@ -353,6 +353,39 @@ def _cell(value: object) -> object:
     return value
 
 
+@cli.group()
+def customer() -> None:
+    """Customers: list and search (the rest through the admin API)."""
+
+
+@customer.command("list")
+@click.option("--search", "text", help="part of the number, name or short name (any case)")
+@click.option("--agency/--no-agency", default=None, help="agencies only, or no agencies")
+@click.option("--remote-access/--no-remote-access", default=None, help="remote access on, or off")
+@click.option("--limit", type=click.IntRange(1, 100000), default=1000, show_default=True)
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@config_option
+def customer_list(text: str | None, agency: bool | None, remote_access: bool | None, limit: int, output: str,
+                  config_path: Path | None) -> None:
+    """List customers by number, searched and filtered as GET /api/v1/customers."""
+    import json
+
+    services = services_for(load(config_path))
+    with services.read(cli_actor()) as uow:
+        total, rows = uow.customers.search(text, agency=agency, remote_access=remote_access, limit=limit)
+        found: list[dict[str, Any]] = [{"id": c.id, "number": c.number, "name": c.name, "short_name": c.short_name,
+                  "agency": c.agency, "remote_access": c.remote_access} for c in rows]
+    if output == "json":
+        click.echo(json.dumps({"total": total, "items": found}, indent=2))
+        return
+    click.echo(f"{'NUMBER':<12} {'NAME':<40} {'SHORT':<12} {'AGENCY':<7} REMOTE ACCESS")
+    for c in found:
+        click.echo(f"{c['number']:<12} {_shown(c['name'])[:40]:<40} {_shown(c['short_name'] or '')[:12]:<12} "
+                   f"{'yes' if c['agency'] else 'no':<7} {'on' if c['remote_access'] else 'off'}")
+    if total > len(found):
+        click.echo(f"{len(found)} of {total} (--limit for more)", err=True)
+
+
 def _when(value: str | None) -> datetime | None:
     """An ISO 8601 time; without a zone it is UTC."""
     if value is None:

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Unpack
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 
 from bridge.config import CustomersConfig
 from bridge.mapping.rules import compiled_rules
@@ -98,6 +98,24 @@ class CustomerService:
 
     def all(self) -> list[Customer]:
         return list(self.uow.session.scalars(select(Customer).order_by(Customer.number)))
+
+    def search(self, text: str | None = None, *, agency: bool | None = None, remote_access: bool | None = None,
+               offset: int = 0, limit: int = 100) -> tuple[int, list[Customer]]:
+        """Customers whose number, name or short name holds ``text`` (any case; ``%`` and
+        ``_`` literal), optionally only agencies or only those with remote access on, by
+        number: the total and one page (the portals' pick-lists of customers and agencies)."""
+        stmt = select(Customer)
+        if text:
+            like = "%" + text.strip().casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            stmt = stmt.where(or_(*(func.lower(column).like(like, escape="\\")
+                                    for column in (Customer.number, Customer.name, Customer.short_name))))
+        if agency is not None:
+            stmt = stmt.where(Customer.agency.is_(agency))
+        if remote_access is not None:
+            stmt = stmt.where(Customer.remote_access.is_(remote_access))
+        total = self.uow.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+        rows = list(self.uow.session.scalars(stmt.order_by(Customer.number).offset(offset).limit(limit)))
+        return total, rows
 
     def rights_group(self, customer_id: str) -> Group | None:
         return self.uow.session.scalar(select(Group).where(Group.customer_id == customer_id,

@@ -98,3 +98,47 @@ def test_users_by_id_or_name_and_customers_by_id_or_number_on_every_route(client
     assert external.status_code == 201 and external.json["customer_id"] == customer["id"]  # by number
     unknown = client.patch(f"/api/v1/users/{user_id}", json={"customer_id": "9999"}, headers=admin_headers)
     assert unknown.status_code == 400 and unknown.json["error"]["field"] == "customer_id"
+
+
+def test_customers_are_searched_and_filtered_in_the_api_and_the_cli(client, admin_headers, tmp_path):
+    for number, name, short, agency, remote in (("1001", "Druckhaus Nord", "DHN", False, True),
+                                                ("1002", "Agentur Süd", "AGS", True, True),
+                                                ("2001", "Print_Shop 100%", None, True, False)):
+        made = client.post("/api/v1/customers", json={"number": number, "name": name, "short_name": short,
+                                                      "agency": agency, "remote_access": remote},
+                           headers=admin_headers)
+        assert made.status_code == 201, made.json
+
+    def numbers(**query: str) -> list[str]:
+        page = client.get("/api/v1/customers", query_string=query, headers=admin_headers).json
+        return [c["number"] for c in page["items"]]
+
+    assert numbers(q="druck") == ["1001"] and numbers(q="dhn") == ["1001"] and numbers(q="100") == ["1001", "1002",
+                                                                                                    "2001"]
+    assert numbers(q="%") == ["2001"] and numbers(q="_") == ["2001"]  # literal, not wildcards
+    assert numbers(agency="true") == ["1002", "2001"] and numbers(agency="false") == ["1001"]
+    assert numbers(agency="true", remote_access="true") == ["1002"]
+    page = client.get("/api/v1/customers?limit=1&offset=1", headers=admin_headers).json
+    assert page["total"] == 3 and [c["number"] for c in page["items"]] == ["1002"]
+
+
+def test_dirbridge_customer_list(tmp_path):
+    import json
+
+    from bridge.config import load_config_data
+    from bridge.runtime import build_runtime
+    from bridge.services import Actor
+
+    config = tmp_path / "dirbridge.toml"
+    config.write_text('data_dir = "data"\n')
+    rt = build_runtime(load_config_data({"data_dir": str(tmp_path / "data")}))
+    with rt.services.unit(Actor(name="test")) as uow:
+        uow.customers.create(number="3001", name="Agentur West", agency=True)
+        uow.customers.create(number="3002", name="Kunde Ost")
+    rt.store.dispose()
+    listed = run_cli("customer", "list", "--agency", "--config", str(config), cwd=tmp_path)
+    assert listed.returncode == 0 and listed.stdout.splitlines()[0].split()[:2] == ["NUMBER", "NAME"]
+    assert "3001" in listed.stdout and "3002" not in listed.stdout
+    found = json.loads(run_cli("customer", "list", "--search", "ost", "--output", "json", "--config", str(config),
+                               cwd=tmp_path).stdout)
+    assert found["total"] == 1 and found["items"][0]["number"] == "3002"

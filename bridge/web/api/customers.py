@@ -114,12 +114,19 @@ def customer_json(uow: UnitOfWork, customer: Customer) -> dict[str, Any]:
     }
 
 
-@bp.get("/customers", responses={200: CustomerList}, summary="Every customer")
-def list_customers(query: PageQuery):  # type: ignore[no-untyped-def]
+class CustomerQuery(PageQuery):
+    q: str | None = Field(default=None, max_length=256, description="part of the number, name or short name "
+                                                                   "(any case)")
+    agency: bool | None = Field(default=None, description="true: agencies only; false: no agencies")
+    remote_access: bool | None = Field(default=None, description="true: remote access on; false: off")
+
+
+@bp.get("/customers", responses={200: CustomerList}, summary="Customers, by number, searched and filtered")
+def list_customers(query: CustomerQuery):  # type: ignore[no-untyped-def]
     with runtime().services.read(api_actor()) as uow:
-        customers = uow.customers.all()
-        return page_json(query, len(customers), [customer_json(uow, c) for c in
-                                                 customers[query.offset:query.offset + query.limit]])
+        total, customers = uow.customers.search(query.q, agency=query.agency, remote_access=query.remote_access,
+                                                offset=query.offset, limit=query.limit)
+        return page_json(query, total, [customer_json(uow, c) for c in customers])
 
 
 @bp.post("/customers", responses={201: CustomerOut}, summary="Create a customer (remote access: its rights-group)")
