@@ -163,6 +163,29 @@ class RoleService:
             self.uow.changes.everything()
         return role
 
+    def rename(self, role: Role, name: str) -> Role:
+        """Give ``role`` a new name. Grants and includes refer to the role itself and follow;
+        a role the config file declares, or one a mapping rule of the config names, keeps its
+        name (the file would bring the old one back, or the rule would stop working)."""
+        if name == role.name:
+            return role
+        if role.origin == CONFIG:
+            raise ConfigOwned(f"role {role.name!r} is declared in the config file; rename it there")
+        naming = [n for n, rule in enumerate(self.uow.config.mapping.rules, start=1) if rule.role == role.name]
+        if naming:
+            raise ConfigOwned(f"mapping rule{'s' if len(naming) > 1 else ''} #{', #'.join(map(str, naming))} of the "
+                              f"config give role {role.name!r}: change the rules first", field="name")
+        if not isinstance(name, str) or not ROLE_NAME.match(name):
+            raise InvalidValue(f"role name {name!r}: use 1-64 letters, digits, '.', '_' or '-'", field="name")
+        if self.uow.session.scalar(select(Role.id).where(Role.name == name)) is not None:
+            raise Conflict(f"a role named {name!r} exists already", field="name")
+        audit.record(self.uow.session, self.uow.actor, "role.rename", "role", role.id, name,
+                     {"name": [role.name, name]})
+        role.name, role.updated_at = name, self.uow.now()
+        self.uow.session.flush()
+        self.uow.changes.everything()
+        return role
+
     def delete(self, role: Role, *, from_config: bool = False) -> None:
         if role.origin == CONFIG and not from_config:
             raise ConfigOwned(f"role {role.name!r} is declared in the config file; remove it there")

@@ -158,3 +158,42 @@ def test_explain_on_the_command_line(runtime, alice, tmp_path):
     assert denied.returncode == 0 and denied.stdout.startswith("DENIED: alice.smith does not have orders.read")
     unknown = run_cli("explain", "nobody", "orders.read", "--config", str(config), cwd=tmp_path)
     assert unknown.returncode == 1 and "no user 'nobody'" in unknown.stderr
+
+
+def test_a_role_is_renamed_and_its_grants_and_includes_follow(client, admin_headers, alice):
+    def call(method, path, body=None):  # type: ignore[no-untyped-def]
+        return getattr(client, method)(path, json=body, headers=admin_headers)
+
+    assert call("post", "/api/v1/roles", {"name": "viewer", "rights": ["reports.read"]}).status_code == 201
+    assert call("post", "/api/v1/roles", {"name": "lead", "includes": ["viewer"]}).status_code == 201
+    assert call("post", "/api/v1/grants", {"role": "viewer", "user": "alice.smith"}).status_code == 201
+    check = {"user": "alice.smith", "right": "reports.read", "scope": "instance"}
+    assert call("post", "/api/v1/check", check).json == {"allowed": True}
+
+    renamed = call("patch", "/api/v1/roles/viewer", {"name": "reader"})
+    assert renamed.status_code == 200 and renamed.json["name"] == "reader"
+    assert call("get", "/api/v1/roles/viewer").status_code == 404
+    assert call("get", "/api/v1/roles/lead").json["includes"] == ["reader"]
+    assert call("post", "/api/v1/check", check).json == {"allowed": True}  # the grant followed
+    explained = call("post", "/api/v1/check", {**check, "explain": True}).json
+    assert explained["because"][0]["role"] == "reader"
+    assert [e["action"] for e in call("get", "/api/v1/audit?action=role.rename").json["items"]] == ["role.rename"]
+
+    for name, body, status, code in (
+            ("basic_user", {"name": "base"}, 409, "configOwned"),  # declared in the config
+            ("lead", {"name": "reader"}, 409, "conflict"),  # taken
+            ("lead", {"name": "bad name!"}, 400, "invalidValue")):
+        refused = call("patch", f"/api/v1/roles/{name}", body)
+        assert (refused.status_code, refused.json["error"]["code"]) == (status, code), refused.json
+    assert call("post", "/api/v1/roles", {"name": "ruled"}).status_code == 201
+
+
+def test_a_role_a_config_rule_gives_keeps_its_name(client, admin_headers, runtime):
+    from bridge.config import MappingRule
+
+    rules = [MappingRule(source="scim", group="Readers", role="ruled", scope="instance")]
+    runtime.config = runtime.services.config = runtime.config.model_copy(
+        update={"mapping": runtime.config.mapping.model_copy(update={"rules": rules})})
+    assert client.post("/api/v1/roles", json={"name": "ruled"}, headers=admin_headers).status_code == 201
+    refused = client.patch("/api/v1/roles/ruled", json={"name": "other"}, headers=admin_headers)
+    assert refused.status_code == 409 and "mapping rule #1" in refused.json["error"]["message"]

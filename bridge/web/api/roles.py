@@ -42,6 +42,8 @@ class RoleCreate(BaseModel):
 class RolePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    name: str | None = Field(default=None, description="a new name: grants and includes follow (not for a role "
+                                                       "the config declares or a config rule gives)")
     description: str | None = None
     rights: list[str] | None = None
     includes: list[str] | None = None
@@ -107,11 +109,14 @@ def get_role(path: RolePath):  # type: ignore[no-untyped-def]
         return jsonify(role_json(uow, uow.roles.get(path.name)))
 
 
-@bp.patch("/roles/<name>", responses={200: RoleOut}, summary="Change a role's rights, includes or description")
+@bp.patch("/roles/<name>", responses={200: RoleOut},
+          summary="Change a role's name, rights, includes or description")
 def patch_role(path: RolePath, body: RolePatch):  # type: ignore[no-untyped-def]
     with runtime().services.unit(api_actor()) as uow:
         role = uow.roles.update(uow.roles.get(path.name), description=body.description, rights=body.rights,
                                 includes=body.includes)
+        if body.name is not None:
+            role = uow.roles.rename(role, body.name)
         out = role_json(uow, role)
     return jsonify(out)
 
