@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Unpack
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from bridge.names import identity_key, key_problem
@@ -75,6 +75,25 @@ WRITABLE_FIELDS = frozenset(IDENTITY_FIELDS + PORTAL_FIELDS)
 # Fields whose change can change an answer of check (attributes: through mapping rules).
 AUTHZ_FIELDS = frozenset({"user_name", "active", "access_type", "attributes", "kind", "customer_id",
                           "customer_admin"})
+
+
+def _like_escaped(text: str) -> str:
+    """``text`` for a LIKE pattern: its ``%`` and ``_`` match only themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def matching(text: str) -> ColumnElement[bool]:
+    """Users whose id is ``text``, or whose userName (as the identity key compares it),
+    display name or e-mail holds it: the admin API's ``q`` and a bulk change's selection."""
+    key, folded = f"%{_like_escaped(user_name_key(text))}%", f"%{_like_escaped(text.casefold())}%"
+    return or_(User.id == text, User.user_name_key.like(key, escape="\\"),
+               func.lower(User.display_name).like(folded, escape="\\"),
+               func.lower(User.email).like(folded, escape="\\"))
+
+
+def name_prefix(text: str) -> ColumnElement[bool]:
+    """Users whose userName starts with ``text`` (as the identity key compares it)."""
+    return User.user_name_key.like(_like_escaped(user_name_key(text)) + "%", escape="\\")
 
 
 def user_name_key(user_name: str) -> str:

@@ -118,3 +118,49 @@ def test_bulk_roles_and_deactivation_are_all_or_nothing(runtime, client, admin_h
     done = client.post("/api/v1/users/bulk/deactivate", headers=admin_headers, json={"users": ["anna.import"]})
     assert done.json == {"changed": 1, "unchanged": 0}
     assert not users(runtime)["anna.import"].active
+
+
+def test_bulk_revoke_delete_and_selections(runtime, client, admin_headers, monkeypatch):
+    """Revoke takes the users' own grants (a group's stay), a selection is the holders of a
+    role or a search, delete needs confirm, and a selection past the bound is refused."""
+    from bridge.services import bulk
+
+    def call(path: str, body: dict, query: str = ""):  # type: ignore[no-untyped-def]
+        return client.post(f"/api/v1/users/bulk/{path}{query}", headers=admin_headers, json=body)
+
+    for name in ("sel.one", "sel.two", "sel.three"):
+        assert client.post("/api/v1/users", json={"user_name": name, "email": f"{name}@example.org"},
+                           headers=admin_headers).status_code == 201
+    assert call("roles", {"q": "sel.", "roles": ["basic_user@instance"]}).json == {"changed": 3, "unchanged": 0}
+    with runtime.services.unit(IMPORTER) as uow:
+        group = uow.groups.create("Selected Readers")
+        uow.groups.change_members(group, add_users=[uow.users.by_ref("sel.three").id])
+        uow.grants.grant("basic_user", "instance", group_id=group.id)
+
+    revoked = call("roles/revoke", {"users": ["sel.one", "SEL.ONE", "sel.three"], "roles": ["basic_user"]})
+    assert revoked.json == {"changed": 2, "unchanged": 0}  # one user named twice counts once
+    holders = client.get("/api/v1/users?role=basic_user", headers=admin_headers).json
+    assert {u["user_name"] for u in holders["items"]} >= {"sel.two", "sel.three"}  # sel.three by the group
+    assert "sel.one" not in {u["user_name"] for u in holders["items"]}
+    again = call("roles/revoke", {"users": ["sel.one"], "roles": ["basic_user"]})
+    assert again.json == {"changed": 0, "unchanged": 1}
+    unknown_role = call("roles/revoke", {"users": ["sel.one"], "roles": ["no_such_role"]})
+    assert unknown_role.status_code == 404
+
+    both = call("deactivate", {"users": ["sel.one"], "q": "sel."})
+    assert both.status_code == 422 and "exactly one of users, role or q" in both.json["error"]["message"]
+    holding = client.get("/api/v1/users?role=basic_user", headers=admin_headers).json["total"]
+    by_role = call("deactivate", {"role": "basic_user"})
+    assert by_role.json == {"changed": holding, "unchanged": 0} and holding >= 2
+    assert client.get("/api/v1/users/sel.three", headers=admin_headers).json["active"] is False
+    monkeypatch.setattr(bulk, "MAX_USERS", 2)
+    too_many = call("deactivate", {"q": "sel."})
+    assert too_many.status_code == 400 and "more than 2" in too_many.json["error"]["message"]
+    monkeypatch.setattr(bulk, "MAX_USERS", 10_000)
+
+    unconfirmed = call("delete", {"q": "sel."})
+    assert unconfirmed.status_code == 400 and unconfirmed.json["error"]["field"] == "confirm"
+    deleted = call("delete", {"users": ["sel.one", "sel.two"]}, "?confirm=true")
+    assert deleted.json == {"changed": 2, "unchanged": 0}
+    assert client.get("/api/v1/users/sel.one", headers=admin_headers).status_code == 404
+    assert client.get("/api/v1/users/sel.three", headers=admin_headers).status_code == 200

@@ -3,17 +3,14 @@ assignment and deactivation (all or nothing)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from flask import jsonify
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bridge.accounts import enrolment
 from bridge.accounts.context import context_for
 from bridge.accounts.credentials import reset_to_temporary
 from bridge.accounts.invitations import parse_role
-from bridge.services import ServiceError, UnitOfWork
+from bridge.services import UnitOfWork, bulk
 from bridge.services.errors import InvalidValue, NotFound
 from bridge.store.models import User
 from bridge.web import runtime
@@ -59,29 +56,35 @@ class RecoveryCodesOut(BaseModel):
     recovery_codes: list[str] = Field(description="shown once; each works once")
 
 
-class BulkUsers(BaseModel):
+class BulkSelection(BaseModel):
+    """Exactly one of: the users by id or userName, the holders of a role, a search."""
+
     model_config = ConfigDict(extra="forbid")
 
-    users: list[str] = Field(min_length=1, max_length=10000, description="user ids or userNames")
+    users: list[str] | None = Field(default=None, min_length=1, max_length=10000,
+                                    description="user ids or userNames")
+    role: str | None = Field(default=None, min_length=1, description="every user holding this role (at any scope, "
+                                                                     "by a grant, a group or a group rule)")
+    q: str | None = Field(default=None, min_length=1, description="every user the search finds (as GET /users?q=)")
+
+    @model_validator(mode="after")
+    def _one(self) -> BulkSelection:
+        if sum(x is not None for x in (self.users, self.role, self.q)) != 1:
+            raise ValueError("give exactly one of users, role or q")
+        return self
 
 
-class BulkRoles(BulkUsers):
+class BulkRoles(BulkSelection):
     roles: list[str] = Field(min_length=1, description="ROLE@SCOPE (scope defaults to instance)")
+
+
+class ConfirmQuery(BaseModel):
+    confirm: bool = Field(default=False, description="true: yes, delete them for good")
 
 
 class BulkResult(BaseModel):
     changed: int
     unchanged: int
-
-
-@contextmanager
-def naming(ref: str) -> Iterator[None]:
-    """Errors of a bulk change name the entry that failed (and the whole change is undone)."""
-    try:
-        yield
-    except ServiceError as exc:
-        exc.message = f"{ref}: {exc.message} (nothing was changed)"
-        raise
 
 
 def find_user(uow: UnitOfWork, ref: str) -> User:
@@ -149,32 +152,46 @@ def totp_reset(path: UserPath):  # type: ignore[no-untyped-def]
     return "", 204
 
 
-@bp.post("/users/bulk/roles", responses={200: BulkResult}, summary="Grant roles to many users (all or nothing)")
+def _selection(uow: UnitOfWork, body: BulkSelection) -> list[tuple[str, User]]:
+    """The users a bulk body names or selects (by role, by a search)."""
+    from bridge.services.users import matching
+    from bridge.web.api.users import holds_role
+
+    where = holds_role(body.role) if body.role is not None else matching(body.q) if body.q is not None else None
+    return bulk.selected(uow, body.users, where)
+
+
+@bp.post("/users/bulk/roles", responses={200: BulkResult},
+         summary="Grant roles to many users, named or selected (all or nothing)")
 def bulk_roles(body: BulkRoles):  # type: ignore[no-untyped-def]
     roles = [parse_role(text) for text in body.roles]
-    changed = unchanged = 0
     with runtime().services.unit(api_actor()) as uow:
-        for ref in dict.fromkeys(body.users):
-            with naming(ref):
-                user = find_user(uow, ref)
-                created = [uow.grants.grant(role, scope, user_id=user.id, origin="api")[1] for role, scope in roles]
-            changed, unchanged = (changed + 1, unchanged) if any(created) else (changed, unchanged + 1)
-    return jsonify(changed=changed, unchanged=unchanged)
+        outcome = bulk.grant_roles(uow, _selection(uow, body), roles)
+    return jsonify(changed=outcome.changed, unchanged=outcome.unchanged)
+
+
+@bp.post("/users/bulk/roles/revoke", responses={200: BulkResult},
+         summary="Take roles from many users, named or selected (all or nothing; their own grants)")
+def bulk_revoke(body: BulkRoles):  # type: ignore[no-untyped-def]
+    roles = [parse_role(text) for text in body.roles]
+    with runtime().services.unit(api_actor()) as uow:
+        outcome = bulk.revoke_roles(uow, _selection(uow, body), roles)
+    return jsonify(changed=outcome.changed, unchanged=outcome.unchanged)
 
 
 @bp.post("/users/bulk/deactivate", responses={200: BulkResult},
-         summary="Deactivate many users (all or nothing: the last admin stays)")
-def bulk_deactivate(body: BulkUsers):  # type: ignore[no-untyped-def]
-    changed = unchanged = 0
+         summary="Deactivate many users, named or selected (all or nothing: the last admin stays)")
+def bulk_deactivate(body: BulkSelection):  # type: ignore[no-untyped-def]
     with runtime().services.unit(api_actor()) as uow:
-        for ref in dict.fromkeys(body.users):
-            with naming(ref):
-                user = find_user(uow, ref)
-                if not user.active:
-                    unchanged += 1
-                    continue
-                uow.users.deactivate(user)
-            changed += 1
-    if changed + unchanged == 0:
-        raise InvalidValue("no users given", field="users")
-    return jsonify(changed=changed, unchanged=unchanged)
+        outcome = bulk.deactivate(uow, _selection(uow, body))
+    return jsonify(changed=outcome.changed, unchanged=outcome.unchanged)
+
+
+@bp.post("/users/bulk/delete", responses={200: BulkResult},
+         summary="Delete many users for good, named or selected (all or nothing; needs confirm=true)")
+def bulk_delete(body: BulkSelection, query: ConfirmQuery):  # type: ignore[no-untyped-def]
+    if not query.confirm:
+        raise InvalidValue("deleting users cannot be undone: add ?confirm=true", field="confirm")
+    with runtime().services.unit(api_actor()) as uow:
+        outcome = bulk.delete(uow, _selection(uow, body))
+    return jsonify(changed=outcome.changed, unchanged=outcome.unchanged)

@@ -7,12 +7,12 @@ from typing import Any, Literal
 
 from flask import jsonify
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, select
 
 from bridge.mapping.engine import authorizer
 from bridge.mapping.holders import users_holding_role
 from bridge.services.errors import InvalidValue
-from bridge.services.users import user_name_key
+from bridge.services.users import matching, name_prefix
 from bridge.store.models import Customer, User
 from bridge.web import runtime
 from bridge.web.api.common import Page, PageQuery, api_actor, make_blueprint, page_of, unchanged
@@ -111,15 +111,6 @@ def user_json(user: User) -> dict[str, Any]:
     return UserOut.model_validate(user).model_dump(mode="json")
 
 
-def _escaped(text: str) -> str:
-    """``text`` for a LIKE pattern: its ``%`` and ``_`` match only themselves."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _like_prefix(text: str) -> str:
-    return _escaped(user_name_key(text)) + "%"
-
-
 def holds_role(role: str) -> ColumnElement[bool]:
     """Users holding ``role`` (bridge.mapping.holders), as the authorizer's rules see them."""
     return users_holding_role(runtime().store, authorizer(runtime()).cache.rules, role)
@@ -129,12 +120,9 @@ def holds_role(role: str) -> ColumnElement[bool]:
 def list_users(query: UserQuery):  # type: ignore[no-untyped-def]
     stmt = select(User)
     if query.q:
-        key, folded = f"%{_escaped(user_name_key(query.q))}%", f"%{_escaped(query.q.casefold())}%"
-        stmt = stmt.where(or_(User.id == query.q, User.user_name_key.like(key, escape="\\"),
-                              func.lower(User.display_name).like(folded, escape="\\"),
-                              func.lower(User.email).like(folded, escape="\\")))
+        stmt = stmt.where(matching(query.q))
     if query.user_name:
-        stmt = stmt.where(User.user_name_key.like(_like_prefix(query.user_name), escape="\\"))
+        stmt = stmt.where(name_prefix(query.user_name))
     if query.access_type:
         stmt = stmt.where(User.access_type == query.access_type)
     if query.kind:
