@@ -92,3 +92,39 @@ def reset_to_temporary(ctx: AccountsContext, uow: UnitOfWork, user: User) -> str
     uow.accounts.set_password(user, hash_password(policy, temporary), now=ctx.now(), must_change=True,
                               keep_history=policy.history)
     return temporary
+
+
+def import_password_hash(uow: UnitOfWork, user: User, password_hash: str) -> str:
+    """Keep a password hash brought from another system (bridge.accounts.imported): the user
+    logs in with the password they had, and the first login replaces the hash with argon2id.
+    Only the user's owner sets it (the operator for local users), never for a directory
+    user (the directory checks those passwords); returns the scheme's name. The policy
+    cannot judge a hash: it judges the next password the user chooses."""
+    from argon2 import extract_parameters
+    from argon2.exceptions import InvalidHashError
+
+    from bridge.accounts.imported import scheme_of
+    from bridge.services.accounts import is_directory_user
+    from bridge.services.errors import Conflict, InvalidValue
+
+    value = password_hash.strip() if isinstance(password_hash, str) else ""
+    if is_directory_user(user):
+        raise Conflict(f"{user.user_name!r} is a directory user: the directory checks the password",
+                       field="password_hash")
+    uow.users.check_owner(user, "password")
+    if value.startswith("$argon2"):
+        try:
+            extract_parameters(value)
+        except InvalidHashError:
+            raise InvalidValue("password_hash: not a valid argon2 hash", field="password_hash") from None
+        name = value.split("$")[1]
+    else:
+        scheme = scheme_of(value)
+        if scheme is None:
+            raise InvalidValue("password_hash: not a hash dirbridge can check (argon2, bcrypt $2b$, PBKDF2 as "
+                               "Django, passlib or 389-DS write it, or {SSHA}, {SSHA256}, {SSHA512})",
+                               field="password_hash")
+        name = scheme.name
+    uow.accounts.set_password(user, value, now=uow.now(), must_change=False,
+                              keep_history=uow.config.policy.password.history)
+    return name

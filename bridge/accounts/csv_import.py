@@ -9,7 +9,9 @@ Columns (header row; ``,`` ``;`` or tab separated, UTF-8 with or without BOM):
 ``family_name``, ``preferred_language``, ``timezone``, ``kind``, ``access_type``,
 ``customer`` (number), ``customer_admin``, ``active``, ``ip_allowlist``
 (addresses or networks separated by spaces), ``roles`` (``ROLE@SCOPE`` separated
-by ``;`` or ``|``). An empty cell leaves the field as it is on an update. The
+by ``;`` or ``|``), ``password_hash`` (a hash exported from another system, see
+bridge.accounts.imported: the user keeps the password). An empty cell leaves the field as
+it is on an update. The
 ``roles`` column, when present, is the complete list of the user's roles that
 came from imports: roles missing from it are taken away again (roles given any
 other way stay).
@@ -36,7 +38,7 @@ ORIGIN = "import"
 TEXT_COLUMNS = ("email", "display_name", "given_name", "family_name", "preferred_language", "timezone", "kind",
                 "access_type")
 BOOL_COLUMNS = ("customer_admin", "active")
-COLUMNS = ("user_name", *TEXT_COLUMNS, "customer", *BOOL_COLUMNS, "ip_allowlist", "roles")
+COLUMNS = ("user_name", *TEXT_COLUMNS, "customer", *BOOL_COLUMNS, "ip_allowlist", "roles", "password_hash")
 TRUE = {"true", "yes", "1", "ja", "y", "x"}
 FALSE = {"false", "no", "0", "nein", "n"}
 MAX_ROWS = 100_000
@@ -154,6 +156,12 @@ def _apply_row(uow: UnitOfWork, row: dict[str, str], has_roles: bool) -> tuple[s
         action = "update" if user.version != before else "unchanged"
     if roles is not None and _set_roles(uow, user, roles) and action == "unchanged":
         action = "update"
+    password_hash = (row.get("password_hash") or "").strip()
+    if password_hash and password_hash != user.password_hash:
+        from bridge.accounts.credentials import import_password_hash
+
+        import_password_hash(uow, user, password_hash)
+        action = "update" if action == "unchanged" else action
     return user.user_name, action
 
 

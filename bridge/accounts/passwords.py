@@ -83,7 +83,18 @@ def hash_password(policy: PasswordPolicy, password: str) -> str:
 
 
 def verify_hash(policy: PasswordPolicy, password_hash: str, password: str) -> bool:
-    """Whether ``password`` matches; a malformed stored hash is simply no match."""
+    """Whether ``password`` matches; a malformed stored hash is simply no match. A hash
+    imported from another system (bridge.accounts.imported) is checked by its scheme, and
+    a mismatch then spends an argon2id verification too: a wrong password takes as long
+    whatever kind of hash the user has, so the answer's time does not tell which."""
+    if not password_hash.startswith("$argon2"):
+        from bridge.accounts.imported import scheme_of
+
+        scheme = scheme_of(password_hash)
+        matched = scheme is not None and scheme.verify(password_hash, password)
+        if not matched:
+            burn_verify(policy, password)
+        return matched
     try:
         return hasher(policy).verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):

@@ -159,7 +159,7 @@ class User(Base):
     customer_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     ip_allowlist: Mapped[list[Any]] = mapped_column(default=list)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)  # further SCIM attributes
-    password_hash: Mapped[str | None] = mapped_column(String(255))
+    password_hash: Mapped[str | None] = mapped_column(String(1024))  # argon2id, or an imported hash
     password_changed_at: Mapped[datetime | None]
     password_warned_at: Mapped[datetime | None]  # the expiry warning of the current password went out
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -385,7 +385,7 @@ class PasswordHistory(Base):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    password_hash: Mapped[str] = mapped_column(String(255))
+    password_hash: Mapped[str] = mapped_column(String(1024))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -91,6 +91,28 @@ def find_user(uow: UnitOfWork, ref: str) -> User:
     return uow.users.by_ref(ref, field="users")
 
 
+class PasswordHashIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password_hash: str = Field(min_length=8, max_length=1024, description="a hash exported from another system: "
+                               "argon2, bcrypt ($2b$), PBKDF2 (Django's or passlib's form), {SSHA}, {SSHA256}, "
+                               "{SSHA512}")
+
+
+class PasswordHashOut(BaseModel):
+    scheme: str = Field(description="the scheme found; the first successful login replaces it with argon2id")
+
+
+@bp.put("/users/<user_id>/password-hash", responses={200: PasswordHashOut},
+        summary="Keep a user's password from another system by its hash (migration)")
+def import_password_hash(path: UserPath, body: PasswordHashIn):  # type: ignore[no-untyped-def]
+    from bridge.accounts.credentials import import_password_hash as keep_hash
+
+    with runtime().services.unit(api_actor()) as uow:
+        scheme = keep_hash(uow, uow.users.by_ref(path.user_id), body.password_hash)
+    return jsonify(scheme=scheme)
+
+
 @bp.post("/users/<user_id>/password-reset", responses={200: TemporaryPassword},
          summary="Reset to a temporary password that must be changed at the first login")
 def password_reset(path: UserPath):  # type: ignore[no-untyped-def]
