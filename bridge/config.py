@@ -319,6 +319,9 @@ class MappingRule(Strict):
     source: str = "*"
     group: str | None = None
     group_regex: str | None = None
+    #: every user (of ``source``; of ``of_kind`` when set) gets the role: "everyone is a basic user"
+    all_users: bool = False
+    of_kind: Literal["internal", "external"] | None = None
     attribute: str | None = None
     value: str | None = None
     role: str | None = None
@@ -346,13 +349,20 @@ class MappingRule(Strict):
     @model_validator(mode="after")
     def _one_matcher(self) -> MappingRule:
         matchers = [m for m in (self.group, self.group_regex, self.attribute) if m is not None]
+        if self.all_users:
+            matchers.append("all_users")
+            if self.role is None or self.customer is not None or self.kind is not None:
+                raise ValueError("an all_users rule gives a role (with a scope), and nothing else")
         if len(matchers) != 1:
-            raise ValueError("a rule needs exactly one of group, group_regex or attribute")
+            raise ValueError("a rule needs exactly one of group, group_regex, attribute or all_users = true")
+        if self.of_kind is not None and not self.all_users:
+            raise ValueError("of_kind narrows an all_users rule only")
         if self.attribute is not None and self.value is None:
             raise ValueError("a rule on an attribute needs a value")
         if self.role is None and self.customer is None and self.kind is None:
             raise ValueError("a rule needs a role (with a scope), a customer or a kind")
-        if self.attribute is None and (self.role is None or self.customer is not None or self.kind is not None):
+        if (self.attribute is None and not self.all_users
+                and (self.role is None or self.customer is not None or self.kind is not None)):
             raise ValueError("a group rule gives a role (customer and kind come from attribute rules)")
         return self
 

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 def describe_rule(rule: MappingRule) -> str:
     """A rule as explain shows it: ``ldap:corp group_regex '^cn=pool-...'``."""
+    if rule.all_users:
+        kind = f" {rule.of_kind}" if rule.of_kind else ""
+        return f"every{kind} user" + ("" if rule.source == "*" else f" of {rule.source}")
     if rule.attribute is not None:
         return f"{rule.source} attribute {rule.attribute}={rule.value!r}"
     if rule.group is not None:

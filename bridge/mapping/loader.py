@@ -118,7 +118,7 @@ def find_user_id(conn: Connection, ref: str) -> str | None:
 
 def load_user(conn: Connection, model: Model, rules: CompiledRules, user_id: str) -> UserInfo | None:
     row = conn.execute(select(User.id, User.user_name, User.active, User.access_type, User.source,
-                              User.attributes).where(User.id == user_id)).first()
+                              User.attributes, User.kind).where(User.id == user_id)).first()
     if row is None:
         return None
     origins: dict[str, list[str]] = defaultdict(list)
@@ -127,7 +127,8 @@ def load_user(conn: Connection, model: Model, rules: CompiledRules, user_id: str
         origins[m.group_id].append(m.origin)
     holdings = [Holding(g.role_id, g.scope_id, grant_id=g.id, origin=g.origin) for g in conn.execute(
         select(Grant.id, Grant.role_id, Grant.scope_id, Grant.origin).where(Grant.user_id == user_id))]
-    for effect in rules.for_user(row.source, row.attributes or {}):
+    kind = row.kind.value if hasattr(row.kind, "value") else str(row.kind)
+    for effect in rules.for_user(row.source, row.attributes or {}, kind):
         grant = effect.grant
         if grant is not None and grant.role in model.role_ids and grant.scope in model.parents:
             holdings.append(Holding(model.role_ids[grant.role], grant.scope, rule=grant.index, origin="rule"))

@@ -74,7 +74,7 @@ def naive_check(session: Session, rules: CompiledRules, user_ref: str, right: st
     ruled: list[tuple[str, str]] = []
     for group in session.scalars(select(Group).where(Group.id.in_(groups))):
         ruled += [(g.role, g.scope) for g in rules.for_group(group.source, group.display_name, group.ldap_dn)]
-    for effect in rules.for_user(user.source, user.attributes or {}):
+    for effect in rules.for_user(user.source, user.attributes or {}, user.kind.value):
         if effect.grant is not None:
             ruled.append((effect.grant.role, effect.grant.scope))
     for role_name, scope in ruled:

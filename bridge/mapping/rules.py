@@ -8,7 +8,13 @@ fill the scope template (``pool:{pool}``).
 An attribute rule ("attribute A = V") is matched against a user's attributes
 (or a core field of the same name); it can set the user's kind and customer
 (``{employeeNumber}`` filled from the user's attributes), and grant a role.
-When several attribute rules set the same field, the first matching rule wins.
+When several attribute rules set the same field, the first matching rule wins. A
+multi-valued attribute matches when one of its values does; a value that is an object
+(SCIM ``roles``, ``entitlements``) is compared by its ``value``, and ``roles.value``
+names that part explicitly.
+
+An all-users rule (``all_users = true``, narrowed by ``source`` and ``of_kind``) gives a
+role to every user: "everyone is a basic user at the top".
 """
 
 from __future__ import annotations
@@ -97,6 +103,23 @@ class UserRuleEffect:
     customer_from_attributes: bool = False  # the number came from the user's attributes (a template)
 
 
+def values_of(attributes: Mapping[str, Any], name: str) -> list[Any]:
+    """The values an attribute rule compares: each value of a multi-valued attribute, an
+    object's ``value`` (SCIM ``roles``, ``entitlements``), ``head.part`` for an object's part."""
+    head, _, part = name.partition(".")
+    value = attributes.get(name, attributes.get(head) if part else None)
+    items = value if isinstance(value, list) else [value]
+    if name in attributes:
+        part = ""
+    out = []
+    for item in items:
+        if isinstance(item, dict):
+            out.append(item.get(part or "value"))
+        elif not part:
+            out.append(item)
+    return out
+
+
 @dataclass(frozen=True)
 class AttributeRule:
     index: int
@@ -107,13 +130,19 @@ class AttributeRule:
     scope: str
     customer: str | None
     kind: str | None
+    all_users: bool = False
+    of_kind: str | None = None
 
-    def match(self, source: str, attributes: Mapping[str, Any]) -> UserRuleEffect | None:
+    def match(self, source: str, attributes: Mapping[str, Any], kind: str | None = None) -> UserRuleEffect | None:
+        if self.all_users:
+            if not source_matches(self.source, source) or (self.of_kind is not None and kind != self.of_kind):
+                return None
+            grant = RuleGrant(self.index, self.role, self.scope) if self.role else None
+            return UserRuleEffect(self.index, None, None, None, grant)
         if not source_matches(self.source, source):
             return None
-        value = attributes.get(self.attribute)
-        values = value if isinstance(value, list) else [value]
-        if not any(v is not None and str(v).strip().casefold() == self.value_key for v in values):
+        if not any(v is not None and str(v).strip().casefold() == self.value_key
+                   for v in values_of(attributes, self.attribute)):
             return None
         number = render(self.customer, attributes) if self.customer else None
         grant = None
@@ -134,12 +163,15 @@ class CompiledRules:
         found = (rule.match(source, display_name, ldap_dn) for rule in self.group_rules)
         return [grant for grant in found if grant is not None]
 
-    def for_user(self, source: str, attributes: Mapping[str, Any]) -> list[UserRuleEffect]:
-        found = (rule.match(source, attributes) for rule in self.attribute_rules)
+    def for_user(self, source: str, attributes: Mapping[str, Any], kind: str | None = None) -> list[UserRuleEffect]:
+        found = (rule.match(source, attributes, kind) for rule in self.attribute_rules)
         return [effect for effect in found if effect is not None]
 
 
 def compile_rule(index: int, rule: MappingRule) -> GroupRule | AttributeRule:
+    if rule.all_users:
+        return AttributeRule(index, rule.source, "", "", rule.role, rule.scope, None, None, all_users=True,
+                             of_kind=rule.of_kind)
     if rule.attribute is not None:
         return AttributeRule(index, rule.source, rule.attribute, str(rule.value).strip().casefold(),
                              rule.role, rule.scope, rule.customer, rule.kind)

@@ -59,7 +59,7 @@ def test_no_config_is_the_embedded_default():
     ({"ownership": {"rules": [{"source": "scim:entra", "may_take_over": ["ldap:crop"]}]}},
      "ownership.rules[0]: 'ldap:crop' is no [[ldap.sources]] entry"),
     ({"mapping": {"rules": [{"group": "G", "group_regex": "^G", "role": "r"}]}},
-     "mapping.rules[0]: a rule needs exactly one of group, group_regex or attribute"),
+     "mapping.rules[0]: a rule needs exactly one of group, group_regex, attribute or all_users = true"),
     ({"mapping": {"rules": [{"group_regex": "(", "role": "r"}]}},
      "mapping.rules[0].group_regex: not a valid regular expression"),
 ])
