@@ -93,6 +93,8 @@ def _apply(uow: UnitOfWork, config: Config) -> None:
             Group.display_name_key == identity_key(customers.sales_group)).limit(1))
         if exists is None:
             uow.customers.portal_group(customers.sales_group)
+    for problem in uow.customers.rename_rights_groups():  # the name pattern may have changed
+        log.warning("%s", problem)
 
 
 def _warn_about_rules(services: Services, config: Config) -> None:

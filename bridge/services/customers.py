@@ -37,7 +37,7 @@ from bridge.config import CustomersConfig
 from bridge.mapping.rules import compiled_rules
 from bridge.names import identity_key
 from bridge.services import audit
-from bridge.services.errors import Conflict, InvalidValue, NotFound
+from bridge.services.errors import Conflict, InvalidValue, NotFound, ServiceError
 from bridge.services.fields import CustomerChanges
 from bridge.store.models import (
     Customer,
@@ -391,6 +391,24 @@ class CustomerService:
         for group_id, origin in sorted(current - desired):
             self.uow.groups.change_members(self.uow.groups.get(group_id), remove_users=[user.id], origin=origin,
                                            check_ownership=False)
+
+    def rename_rights_groups(self) -> list[str]:
+        """Give every customer's rights-group the name the config's pattern makes now
+        (``customers.rights_group_name`` changed): each rename is audited as the group's
+        update. A name another customer's group has already is left, and said."""
+        problems = []
+        for group in list(self.uow.session.scalars(select(Group).where(Group.kind == GroupKind.customer_rights))):
+            customer = self.uow.session.get(Customer, group.customer_id) if group.customer_id else None
+            if customer is None:
+                continue
+            try:
+                wanted = self._group_name(customer)
+            except ServiceError as exc:
+                problems.append(f"the rights-group of customer {customer.number}: {exc.message}")
+                continue
+            if wanted != group.display_name:
+                self.uow.groups.update(group, display_name=wanted)
+        return problems
 
     # -- helpers -----------------------------------------------------------------------
 

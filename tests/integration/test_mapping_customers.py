@@ -304,3 +304,29 @@ def test_customer_numbers_are_unique(world):
     customer(world)
     with pytest.raises(Conflict, match="exists already"):
         customer(world, name="Other")
+
+
+def test_a_changed_rights_group_pattern_renames_the_groups_at_start(store, tmp_path):
+    from sqlalchemy import select
+
+    from bridge.config import load_config_data
+    from bridge.runtime import build_runtime
+    from bridge.services import Actor
+    from bridge.store.models import AuditEvent, Group, GroupKind
+
+    first = build_runtime(load_config_data({"data_dir": str(tmp_path)}), store=store)
+    with first.services.unit(Actor(name="test")) as uow:
+        uow.customers.create(number="8001", name="Nordic Print", remote_access=True)
+        uow.customers.create(number="8002", name="Offline", remote_access=False)
+    renamed = build_runtime(load_config_data({"data_dir": str(tmp_path),
+                                              "customers": {"rights_group_name": "RG-{number}"}}), store=store)
+    with renamed.store.read() as session:
+        names = sorted(session.scalars(select(Group.display_name).where(Group.kind == GroupKind.customer_rights)))
+        events = [e.changes for e in session.scalars(select(AuditEvent).where(AuditEvent.action == "group.update"))]
+    assert names == ["RG-8001"]
+    assert {"display_name": ["X8001-Nordic Print", "RG-8001"]} in [
+        {k: v for k, v in e.items() if k == "display_name"} for e in events]
+    again = build_runtime(load_config_data({"data_dir": str(tmp_path),
+                                            "customers": {"rights_group_name": "RG-{number}"}}), store=store)
+    with again.store.read() as session:  # nothing to do the second time
+        assert len(list(session.scalars(select(AuditEvent).where(AuditEvent.action == "group.update")))) == len(events)
