@@ -13,7 +13,8 @@ The rules, enforced here whoever writes:
   ``remote_access`` off deactivates them (deleting them needs a confirmed,
   separate request), and no source can switch them on again meanwhile;
 - an assigned sales representative joins the customer's rights-group,
-  ``RemoteUsers`` and ``RemoteAdministrators`` with origin ``sales:ID``;
+  ``RemoteUsers`` and ``RemoteAdministrators`` with origin ``sales:ID``, while the
+  customer's remote access is on (the assignment stays while it is off, unused);
   unassigning removes exactly those memberships;
 - customers are keyed by a surrogate id: deleting one deletes its
   rights-group (and the grants on it) and, confirmed, its external users, so a
@@ -142,6 +143,12 @@ class CustomerService:
             select(User).join(SalesAssignment, SalesAssignment.user_id == User.id)
             .where(SalesAssignment.customer_id == customer.id).order_by(User.user_name_key)))
 
+    def represented_by(self, user: User) -> list[Customer]:
+        """The customers ``user`` is assigned to as sales representative, by number."""
+        return list(self.uow.session.scalars(
+            select(Customer).join(SalesAssignment, SalesAssignment.customer_id == Customer.id)
+            .where(SalesAssignment.user_id == user.id).order_by(Customer.number)))
+
     # -- writes ------------------------------------------------------------------
 
     def create(self, number: str, name: str, *, short_name: str | None = None, remote_access: bool = False,
@@ -206,6 +213,9 @@ class CustomerService:
             for user in self.external_users(customer):
                 if user.active:
                     self.uow.users.update(user, active=False, check_ownership=False)
+        if "remote_access" in changed:  # its sales representatives' access follows it, both ways
+            for rep in self.sales_representatives(customer):
+                self.sync_memberships(rep)
         if "number" in changed:
             self._link_pending(customer)
         return customer
@@ -375,8 +385,10 @@ class CustomerService:
             group = self.rights_group(user.customer_id) if user.customer_id else None
             if group is not None and user.customer_id:
                 desired.add((group.id, CUSTOMER_PREFIX + user.customer_id))
-        for customer_id in self.uow.session.scalars(select(SalesAssignment.customer_id)
-                                                    .where(SalesAssignment.user_id == user.id)):
+        for customer_id in self.uow.session.scalars(
+                select(SalesAssignment.customer_id).join(Customer, Customer.id == SalesAssignment.customer_id)
+                .where(SalesAssignment.user_id == user.id, Customer.remote_access.is_(True))):
+            # an assignment counts while the customer's remote access is on (kept, not used, while off)
             origin = SALES_PREFIX + customer_id
             desired.add((self.portal_group(self._config.remote_users_group).id, origin))
             desired.add((self.portal_group(self._config.remote_admins_group).id, origin))

@@ -197,3 +197,22 @@ def test_a_role_a_config_rule_gives_keeps_its_name(client, admin_headers, runtim
     assert client.post("/api/v1/roles", json={"name": "ruled"}, headers=admin_headers).status_code == 201
     refused = client.patch("/api/v1/roles/ruled", json={"name": "other"}, headers=admin_headers)
     assert refused.status_code == 409 and "mapping rule #1" in refused.json["error"]["message"]
+
+
+def test_one_sales_rep_is_assigned_to_several_customers_at_once(client, admin_headers, runtime):
+    for number in ("501", "502", "503"):
+        assert client.post("/api/v1/customers", json={"number": number, "name": f"Kunde {number}",
+                                                      "remote_access": True}, headers=admin_headers).status_code == 201
+    rep = client.post("/api/v1/users", json={"user_name": "rita.sales", "email": "rita@example.org"},
+                      headers=admin_headers).json
+    with runtime.services.unit(Actor(name="test")) as uow:
+        sales = uow.customers.portal_group(runtime.config.customers.sales_group)
+        uow.groups.change_members(sales, add_users=[rep["id"]], check_ownership=False)
+    done = client.post("/api/v1/sales-representatives/rita.sales/customers", json={"customers": ["501", "502"]},
+                       headers=admin_headers)
+    assert done.status_code == 200 and done.json == {"user": "rita.sales", "customers": ["501", "502"], "added": 2}
+    again = client.post("/api/v1/sales-representatives/rita.sales/customers", json={"customers": ["502", "999"]},
+                        headers=admin_headers)
+    assert again.status_code == 404 and again.json["error"]["message"].startswith("999:")  # all or nothing
+    assert client.post("/api/v1/sales-representatives/rita.sales/customers", json={"customers": ["503"]},
+                       headers=admin_headers).json["customers"] == ["501", "502", "503"]

@@ -270,6 +270,29 @@ def test_a_sales_rep_assigned_before_remote_access_joins_the_rights_group_when_i
     assert ("X12345-Heidelberg", f"sales:{cid}") in memberships(world, rep)
 
 
+def test_a_sales_rep_loses_a_customers_access_while_its_remote_access_is_off(world):
+    """The assignment stays, unused: the rep's memberships for that customer go when remote
+    access is turned off and come back when it is turned on again; another customer's stay."""
+    cid = customer(world, remote_access=True)
+    other = customer(world, "777", "Walldorf", remote_access=True)
+    rep = sales_rep(world, "sven.sales")
+    with world.unit(OPERATOR) as uow:
+        uow.customers.assign_sales(uow.customers.get("12345"), uow.users.get(rep))
+        uow.customers.assign_sales(uow.customers.get("777"), uow.users.get(rep))
+    with_both = memberships(world, rep)
+    assert ("X12345-Heidelberg", f"sales:{cid}") in with_both
+    with world.unit(OPERATOR) as uow:
+        uow.customers.update(uow.customers.get("12345"), remote_access=False)
+        assert [u.user_name for u in uow.customers.sales_representatives(uow.customers.get("12345"))] == [
+            "sven.sales"]  # still assigned
+    off = memberships(world, rep)
+    assert not {m for m in off if m[1] == f"sales:{cid}"}  # none for that customer
+    assert ("X777-Walldorf", f"sales:{other}") in off and ("RemoteAdministrators", f"sales:{other}") in off
+    with world.unit(OPERATOR) as uow:
+        uow.customers.update(uow.customers.get("12345"), remote_access=True)
+    assert memberships(world, rep) == with_both
+
+
 def test_only_internal_members_of_the_sales_group_can_be_sales_reps(world):
     cid = customer(world, remote_access=True)
     outsider = user(world, "otto.nosales")

@@ -199,3 +199,36 @@ def unassign_sales(path: SalesPath):  # type: ignore[no-untyped-def]
         uow.customers.unassign_sales(customer, uow.users.get(user_id(uow, path.user)))
         out = customer_json(uow, customer)
     return jsonify(out)
+
+
+class RepPath(BaseModel):
+    user: str
+
+
+class RepCustomers(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    customers: list[str] = Field(min_length=1, max_length=10000, description="customer numbers (or ids)")
+
+
+class RepAssignments(BaseModel):
+    user: str
+    customers: list[str] = Field(description="every customer the representative is assigned to, by number")
+    added: int = Field(description="assignments this request made (the others were there)")
+
+
+@bp.post("/sales-representatives/<user>/customers", responses={200: RepAssignments},
+         summary="Assign one sales representative to several customers at once (all or nothing)")
+def assign_sales_many(path: RepPath, body: RepCustomers):  # type: ignore[no-untyped-def]
+    from bridge.services.bulk import naming
+
+    with runtime().services.unit(api_actor()) as uow:
+        rep = uow.users.by_ref(path.user, field="user")
+        added = 0
+        for ref in dict.fromkeys(body.customers):
+            with naming(ref):
+                added += uow.customers.assign_sales(uow.customers.get(ref), rep)
+        out = {"user": rep.user_name, "customers": [c.number for c in uow.customers.represented_by(rep)],
+               "added": added}
+    return jsonify(out)
+
