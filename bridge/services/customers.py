@@ -385,9 +385,11 @@ class CustomerService:
             group = self.rights_group(user.customer_id) if user.customer_id else None
             if group is not None and user.customer_id:
                 desired.add((group.id, CUSTOMER_PREFIX + user.customer_id))
-        for customer_id in self.uow.session.scalars(
-                select(SalesAssignment.customer_id).join(Customer, Customer.id == SalesAssignment.customer_id)
-                .where(SalesAssignment.user_id == user.id, Customer.remote_access.is_(True))):
+        sales_group = self._config.sales_group
+        still_sales = not sales_group or self._in_group_named(user, sales_group)  # else assigned, but unused
+        assigned = select(SalesAssignment.customer_id).join(Customer, Customer.id == SalesAssignment.customer_id) \
+            .where(SalesAssignment.user_id == user.id, Customer.remote_access.is_(True))
+        for customer_id in self.uow.session.scalars(assigned) if still_sales else ():
             # an assignment counts while the customer's remote access is on (kept, not used, while off)
             origin = SALES_PREFIX + customer_id
             desired.add((self.portal_group(self._config.remote_users_group).id, origin))
@@ -403,6 +405,20 @@ class CustomerService:
         for group_id, origin in sorted(current - desired):
             self.uow.groups.change_members(self.uow.groups.get(group_id), remove_users=[user.id], origin=origin,
                                            check_ownership=False)
+
+    def sales_group_changed(self, group_name: str, user_ids: set[str]) -> None:
+        """Members joined or left the group ``group_name``: when it is the sales group, the
+        assignments of those who left stop counting (and count again when they return).
+        Nested groups of the sales group are not followed here (a user's next write is)."""
+        name = self._config.sales_group
+        if not name or not user_ids or identity_key(group_name) != identity_key(name):
+            return
+        self.uow.session.flush()  # the membership just changed, for _in_group_named
+        for user_id in sorted(user_ids):
+            user = self.uow.session.get(User, user_id)
+            if user is not None and self.uow.session.scalar(
+                    select(SalesAssignment.customer_id).where(SalesAssignment.user_id == user_id).limit(1)):
+                self.sync_memberships(user)
 
     def rename_rights_groups(self) -> list[str]:
         """Give every customer's rights-group the name the config's pattern makes now

@@ -242,6 +242,7 @@ class GroupService:
             self.uow.changes.user(user_id)  # the check caches of every replica drop these
         for child_id in new_groups | gone_groups:
             self.uow.changes.group(child_id)
+        self.uow.customers.sales_group_changed(group.display_name, new_users | gone_users)
         if added or removed or renamed:
             self._touch(group)
             audit.record(session, self.uow.actor, "group.members", "group", group.id, group.display_name,
@@ -320,6 +321,8 @@ class GroupService:
                 (gid, names[gid], {"added": sorted(added), "removed": sorted(removed), "origin": origin})
                 for gid, added, removed in changed))
         self._forget_loaded({gid for gid, _, _ in changed})
+        for gid in {d.group_id for d in deltas}:
+            self.uow.customers.sales_group_changed(names[gid], new_users[gid] | gone_users[gid])
         return results
 
     def _require(self, model: type[User | Group], ids: set[str], what: str, *,

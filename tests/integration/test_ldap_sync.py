@@ -479,3 +479,31 @@ def test_retention_keeps_the_sync_runs_a_sync_still_reads(sqlite_store):
     # the last ok one, which is also the source's latest success), the guarded one waiting
     assert kept == [("incremental", "ok"), ("full", "guarded")], kept
     assert purged["sync_runs_purged"] == 4
+
+
+def test_a_sales_rep_removed_from_the_directorys_sales_group_loses_customer_access(sqlite_store, ldap_tree):
+    """CustomerSalesRepresentatives comes from the directory: a full sync that finds the rep
+    gone from it ends the rep's customer access (the assignment stays, unused)."""
+    from bridge.services import Actor
+    from bridge.store.models import Group, GroupUserMember
+
+    tree = ldap_tree
+    rep_dn, other = tree.add_user("rep.one"), tree.add_user("stays.here")
+    sales_dn = tree.add_group("CustomerSalesRepresentatives", [rep_dn, other])
+    rt = runtime_for(sqlite_store, **source_settings(tree.server, tree))
+    assert run_sync(rt, "corp", full=True).status == "ok"
+    with rt.services.unit(Actor(name="test")) as uow:
+        customer = uow.customers.create(number="600", name="Kunde", remote_access=True)
+        uow.customers.assign_sales(customer, uow.users.by_ref("rep.one"))
+
+    def sales_memberships() -> set[str]:
+        with sqlite_store.read() as session:
+            rep_id = users_by_name(sqlite_store)["rep.one"].id
+            return {g for g, in session.execute(
+                select(Group.display_name).join(GroupUserMember, GroupUserMember.group_id == Group.id)
+                .where(GroupUserMember.user_id == rep_id, GroupUserMember.origin.like("sales:%")))}
+
+    assert sales_memberships() == {"X600-Kunde", "RemoteUsers", "RemoteAdministrators"}
+    tree.conn.modify(sales_dn, {"member": [("MODIFY_DELETE", [rep_dn])]})
+    assert run_sync(rt, "corp", full=True).status == "ok"
+    assert sales_memberships() == set()

@@ -353,3 +353,22 @@ def test_a_changed_rights_group_pattern_renames_the_groups_at_start(store, tmp_p
                                             "customers": {"rights_group_name": "RG-{number}"}}), store=store)
     with again.store.read() as session:  # nothing to do the second time
         assert len(list(session.scalars(select(AuditEvent).where(AuditEvent.action == "group.update")))) == len(events)
+
+
+def test_a_sales_rep_who_leaves_the_sales_group_keeps_no_customer_access(world):
+    """The directory (or anyone) takes the rep out of CustomerSalesRepresentatives: the
+    assignments stop counting at once, and count again when the rep is put back."""
+    cid = customer(world, remote_access=True)
+    rep = sales_rep(world, "sven.sales")
+    with world.unit(OPERATOR) as uow:
+        uow.customers.assign_sales(uow.customers.get("12345"), uow.users.get(rep))
+    assigned = memberships(world, rep)
+    assert ("RemoteAdministrators", f"sales:{cid}") in assigned
+    with world.unit(OPERATOR) as uow:
+        sales = uow.session.scalar(select(Group).where(Group.display_name == "CustomerSalesRepresentatives"))
+        uow.groups.change_members(sales, remove_users=[rep])
+    assert not {m for m in memberships(world, rep) if m[1] == f"sales:{cid}"}
+    with world.unit(OPERATOR) as uow:
+        sales = uow.session.scalar(select(Group).where(Group.display_name == "CustomerSalesRepresentatives"))
+        uow.groups.change_members(sales, add_users=[rep])
+    assert memberships(world, rep) == assigned
