@@ -94,6 +94,10 @@ def reset_to_temporary(ctx: AccountsContext, uow: UnitOfWork, user: User) -> str
     return temporary
 
 
+#: what an imported argon2 hash may cost at each login (dirbridge's own default: 64 MiB, 3 passes)
+MAX_ARGON2_MEMORY_KIB, MAX_ARGON2_TIME, MAX_ARGON2_LANES = 262_144, 20, 16
+
+
 def import_password_hash(uow: UnitOfWork, user: User, password_hash: str) -> str:
     """Keep a password hash brought from another system (bridge.accounts.imported): the user
     logs in with the password they had, and the first login replaces the hash with argon2id.
@@ -114,9 +118,13 @@ def import_password_hash(uow: UnitOfWork, user: User, password_hash: str) -> str
     uow.users.check_owner(user, "password")
     if value.startswith("$argon2"):
         try:
-            extract_parameters(value)
+            parameters = extract_parameters(value)
         except InvalidHashError:
             raise InvalidValue("password_hash: not a valid argon2 hash", field="password_hash") from None
+        if (parameters.memory_cost > MAX_ARGON2_MEMORY_KIB or parameters.time_cost > MAX_ARGON2_TIME
+                or parameters.parallelism > MAX_ARGON2_LANES):  # a login must not cost the server its memory
+            raise InvalidValue(f"password_hash: an argon2 hash costing more than {MAX_ARGON2_MEMORY_KIB} KiB, "
+                               f"{MAX_ARGON2_TIME} passes or {MAX_ARGON2_LANES} lanes", field="password_hash")
         name = value.split("$")[1]
     else:
         scheme = scheme_of(value)

@@ -70,7 +70,9 @@ def test_an_imported_hash_logs_in_once_and_is_replaced_by_argon2id(client, runti
 
 @pytest.mark.parametrize("bad", ["plaintext-password", "{SSHA}not-base64!", "$2b$04$short",
                                  "pbkdf2_sha256$999999999999$salt$aGFzaGhhc2hoYXNoaGFzaA==",
-                                 "{MD5}X03MO1qnZdYdgyfeuILPmQ=="])
+                                 "{MD5}X03MO1qnZdYdgyfeuILPmQ==",
+                                 "$2b$31$" + "a" * 53,  # 2^31 rounds: a login that never ends
+                                 "$argon2id$v=19$m=4194304,t=1,p=1$c29tZXNhbHQ$" + "a" * 43])  # 4 GiB per login
 def test_a_hash_dirbridge_cannot_check_is_refused(client, admin_headers, bad):
     client.post("/api/v1/users", json={"user_name": "moved.bad", "email": "bad@example.org"}, headers=admin_headers)
     refused = client.put("/api/v1/users/moved.bad/password-hash", json={"password_hash": bad}, headers=admin_headers)
