@@ -28,7 +28,7 @@ _DJANGO = re.compile(r"^pbkdf2_(sha1|sha256|sha512)\$(\d{1,9})\$([^$]{1,256})\$(
 _PASSLIB = re.compile(r"^\$pbkdf2(-sha256|-sha512|)\$(\d{1,9})\$([A-Za-z0-9./]{1,256})\$([A-Za-z0-9./]{16,})$")
 _BCRYPT = re.compile(r"^\$2[aby]\$(0[4-9]|1[0-5])\$[./A-Za-z0-9]{53}$")  # cost 4 to 15: 2^15 rounds at most
 #: PBKDF2 iterations an imported hash may ask for (a hash is data: it must not cost a minute)
-MAX_ITERATIONS = 5_000_000
+MAX_ITERATIONS = 2_000_000  # Django 5 uses 1,000,000
 
 
 @dataclass(frozen=True)
