@@ -27,6 +27,8 @@ _SSHA = {"{SSHA}": ("sha1", 20), "{SSHA256}": ("sha256", 32), "{SSHA512}": ("sha
 _DJANGO = re.compile(r"^pbkdf2_(sha1|sha256|sha512)\$(\d{1,9})\$([^$]{1,256})\$([A-Za-z0-9+/=]{16,})$")
 _PASSLIB = re.compile(r"^\$pbkdf2(-sha256|-sha512|)\$(\d{1,9})\$([A-Za-z0-9./]{1,256})\$([A-Za-z0-9./]{16,})$")
 _BCRYPT = re.compile(r"^\$2[aby]\$(0[4-9]|1[0-5])\$[./A-Za-z0-9]{53}$")  # cost 4 to 15: 2^15 rounds at most
+#: the longest PBKDF2 output an imported hash may hold: each block of it costs the iterations again
+MAX_DERIVED = 64
 #: PBKDF2 iterations an imported hash may ask for (a hash is data: it must not cost a minute)
 MAX_ITERATIONS = 2_000_000  # Django 5 uses 1,000,000
 
@@ -38,7 +40,28 @@ class Scheme:
 
 
 def scheme_of(password_hash: str) -> Scheme | None:
-    """The scheme of an imported hash, or None for one dirbridge cannot check."""
+    """The scheme of an imported hash, or None for one dirbridge cannot check (or that would
+    cost too much to check: see MAX_ITERATIONS, MAX_DERIVED, the bcrypt cost)."""
+    scheme = _scheme_of(password_hash)
+    if scheme is None:
+        return None
+    try:  # a hash that passes the patterns but that its library refuses is no hash to keep
+        scheme.verify(password_hash, "\x01 not the password")
+    except ValueError:
+        return None
+    return scheme
+
+
+def verify(password_hash: str, password: str) -> bool:
+    """Whether ``password`` matches an imported hash; a hash its library refuses is no match."""
+    scheme = _scheme_of(password_hash)
+    try:
+        return scheme is not None and scheme.verify(password_hash, password)
+    except ValueError:
+        return False
+
+
+def _scheme_of(password_hash: str) -> Scheme | None:
     if password_hash.startswith("$argon2"):
         return None  # argon2: the password hasher itself (bridge.accounts.passwords)
     if _BCRYPT.match(password_hash):
@@ -48,9 +71,9 @@ def scheme_of(password_hash: str) -> Scheme | None:
             return Scheme(prefix.strip("{}").lower(), _ssha)
     if password_hash.upper().startswith(_DS389) and _ds389_parts(password_hash) is not None:
         return Scheme("pbkdf2-sha256", _ds389_pbkdf2)
-    if (m := _DJANGO.match(password_hash)) and int(m.group(2)) <= MAX_ITERATIONS:
+    if (m := _DJANGO.match(password_hash)) and 0 < int(m.group(2)) <= MAX_ITERATIONS and len(m.group(4)) <= 88:
         return Scheme(f"pbkdf2-{m.group(1)}", _django_pbkdf2)
-    if (m := _PASSLIB.match(password_hash)) and int(m.group(2)) <= MAX_ITERATIONS:
+    if (m := _PASSLIB.match(password_hash)) and 0 < int(m.group(2)) <= MAX_ITERATIONS and len(m.group(4)) <= 88:
         return Scheme(f"pbkdf2{m.group(1) or '-sha1'}", _passlib_pbkdf2)
     return None
 
@@ -64,7 +87,7 @@ def _ds389_parts(password_hash: str) -> tuple[int, bytes, bytes] | None:
     except (binascii.Error, ValueError):
         return None
     iterations = int.from_bytes(blob[:4], "big")
-    if len(blob) < 4 + 64 + 16 or not 0 < iterations <= MAX_ITERATIONS:
+    if not 4 + 64 + 16 <= len(blob) <= 4 + 64 + 256 or not 0 < iterations <= MAX_ITERATIONS:
         return None
     return iterations, blob[4:68], blob[68:]
 
@@ -73,8 +96,9 @@ def _ds389_pbkdf2(password_hash: str, password: str) -> bool:
     parts = _ds389_parts(password_hash)
     if parts is None:
         return False
-    iterations, salt, wanted = parts
-    got = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations, len(wanted))
+    iterations, salt, wanted = parts  # 389-DS stores 256 bytes; the first 64 decide (as many blocks as we pay)
+    got = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations, min(len(wanted), MAX_DERIVED))
+    wanted = wanted[:MAX_DERIVED]
     return hmac.compare_digest(got, wanted)
 
 

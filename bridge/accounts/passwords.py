@@ -85,13 +85,13 @@ def hash_password(policy: PasswordPolicy, password: str) -> str:
 def verify_hash(policy: PasswordPolicy, password_hash: str, password: str) -> bool:
     """Whether ``password`` matches; a malformed stored hash is simply no match. A hash
     imported from another system (bridge.accounts.imported) is checked by its scheme, and
-    a mismatch then spends an argon2id verification too: a wrong password takes as long
-    whatever kind of hash the user has, so the answer's time does not tell which."""
+    a mismatch then spends an argon2id verification too: a wrong password takes at least
+    as long as against any other hash (longer by the imported scheme's own cost, which
+    says that the user has not logged in since the migration)."""
     if not password_hash.startswith("$argon2"):
-        from bridge.accounts.imported import scheme_of
+        from bridge.accounts.imported import verify
 
-        scheme = scheme_of(password_hash)
-        matched = scheme is not None and scheme.verify(password_hash, password)
+        matched = verify(password_hash, password)
         if not matched:
             burn_verify(policy, password)
         return matched

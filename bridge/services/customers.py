@@ -431,11 +431,12 @@ class CustomerService:
                 continue
             try:
                 wanted = self._group_name(customer)
+                if wanted != group.display_name:
+                    with self.uow.session.begin_nested():  # a name it cannot have leaves this one as it is
+                        self.uow.groups.update(group, display_name=wanted)
             except ServiceError as exc:
-                problems.append(f"the rights-group of customer {customer.number}: {exc.message}")
-                continue
-            if wanted != group.display_name:
-                self.uow.groups.update(group, display_name=wanted)
+                problems.append(f"the rights-group of customer {customer.number} keeps its name "
+                                f"{group.display_name!r}: {exc.message}")
         return problems
 
     # -- helpers -----------------------------------------------------------------------

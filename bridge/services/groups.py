@@ -165,6 +165,10 @@ class GroupService:
                      audit.diff(before, _snapshot(group)))
         if {"display_name", "ldap_dn"} & set(changed):
             self.uow.changes.group(group.id)  # mapping rules match names and DNs
+        if "display_name" in changed:  # renamed to or from the sales group: its reps' access follows
+            members = self.user_member_ids(group, None)
+            for name in {before["display_name"], group.display_name}:
+                self.uow.customers.sales_group_changed(name, members)
         return group
 
     def delete(self, group: Group, *, expected_version: int | None = None, by_customer: bool = False) -> None:
@@ -178,8 +182,10 @@ class GroupService:
         self.uow.changes.group(group.id)
         for child_id in self.group_member_ids(group):
             self.uow.changes.group(child_id)
+        members, name = self.user_member_ids(group, None), group.display_name
         self.uow.session.delete(group)
         self.uow.session.flush()
+        self.uow.customers.sales_group_changed(name, members)  # the sales group gone: its reps' access too
 
     # -- members ---------------------------------------------------------------
 

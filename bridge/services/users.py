@@ -96,6 +96,9 @@ def name_prefix(text: str) -> ColumnElement[bool]:
     return User.user_name_key.like(_like_escaped(user_name_key(text)) + "%", escape="\\")
 
 
+UUID_SHAPE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
 def user_name_key(user_name: str) -> str:
     """The identity of a userName: equal for names that differ only in case, width, spacing
     or invisible characters (bridge.names)."""
@@ -327,6 +330,10 @@ class UserService:
         user_name = str(user_name).strip()
         if len(user_name) > 256:
             raise InvalidValue("userName is longer than 256 characters", field="user_name")
+        if UUID_SHAPE.match(user_name) and self.uow.session.get(User, user_name.lower()) is not None:
+            # users are named by id or userName on every route, the id first: a userName that
+            # is another user's id would turn the operator's word about one user into another's
+            raise UserNameTaken(f"userName {user_name!r} is another user's id", field="user_name")
         if source == LOCAL_SOURCE:
             if WHITESPACE.search(user_name):
                 raise InvalidValue(f"userName {user_name!r} contains white space", field="user_name")
@@ -459,11 +466,12 @@ class UserService:
             except ValueError:
                 raise InvalidValue(f"access type must be one of {[a.value for a in AccessType]}",
                                    field="access_type") from None
-        if out.get("customer_id") is not None and self.uow.session.get(Customer, out["customer_id"]) is None:
-            by_number = self.uow.customers.find(out["customer_id"])  # a customer is named by number or id
-            if by_number is None:
-                raise InvalidValue(f"no customer {out['customer_id']!r} (by id or number)", field="customer_id")
-            out["customer_id"] = by_number.id
+        if out.get("customer_id") is not None:  # a customer is named by number or id (a number wins)
+            named = (self.uow.customers.find(str(out["customer_id"]))
+                     or self.uow.session.get(Customer, out["customer_id"]))
+            if named is None:
+                raise InvalidValue(f"no customer {out['customer_id']!r} (by number or id)", field="customer_id")
+            out["customer_id"] = named.id
         if "email" in out and out["email"] is not None:
             email = str(out["email"]).strip()
             address = mail_address(email)

@@ -23,20 +23,30 @@ def ip_allowlist(value: Any) -> list[str]:
         return []
     if not isinstance(value, list | tuple):
         raise InvalidValue("ip_allowlist must be a list of IP addresses or networks", field="ip_allowlist")
-    out: list[str] = []
+    if len(value) > MAX_ALLOWLIST:
+        raise InvalidValue(f"ip_allowlist holds more than {MAX_ALLOWLIST} entries (use networks)", field="ip_allowlist")
+    out: dict[str, None] = {}
     for entry in value:
         try:
             network = ipaddress.ip_network(str(entry).strip(), strict=False)
         except ValueError:
-            raise InvalidValue(f"ip_allowlist: {entry!r} is neither an IP address nor a network (CIDR)",
+            raise InvalidValue(f"ip_allowlist: {_short(entry)!r} is neither an IP address nor a network (CIDR)",
                                field="ip_allowlist") from None
-        shown = str(network.network_address) if network.num_addresses == 1 else str(network)
-        if shown not in out:
-            out.append(shown)
-    return out
+        out.setdefault(str(network.network_address) if network.num_addresses == 1 else str(network))
+    return list(out)
+
+
+def _short(value: Any) -> str:
+    """A refused value as an error repeats it: its first 64 characters."""
+    text = str(value)
+    return text if len(text) <= 64 else text[:64] + "..."
 
 
 ZONE_SHAPE = re.compile(r"^(UTC|[A-Za-z_]+(/[A-Za-z0-9_+\-]+)+)$")
+
+
+#: entries of one user's IP allow-list
+MAX_ALLOWLIST = 1000
 
 
 @lru_cache(maxsize=1)
@@ -54,7 +64,8 @@ def timezone(value: Any) -> str | None:
     zones = _zones()
     known = name in zones if zones else bool(ZONE_SHAPE.match(name))  # no tz database here: its shape
     if not known:
-        raise InvalidValue(f"timezone: {name!r} is no IANA time zone (like Europe/Berlin or UTC)", field="timezone")
+        raise InvalidValue(f"timezone: {_short(name)!r} is no IANA time zone (like Europe/Berlin or UTC)",
+                           field="timezone")
     return name
 
 
@@ -64,6 +75,6 @@ def language(value: Any) -> str | None:
         return None
     tag = str(value).strip()
     if len(tag) > 35 or not LANGUAGE_TAG.match(tag):
-        raise InvalidValue(f"preferred_language: {tag!r} is no BCP 47 language tag (like de or en-US)",
+        raise InvalidValue(f"preferred_language: {_short(tag)!r} is no BCP 47 language tag (like de or en-US)",
                            field="preferred_language")
     return tag

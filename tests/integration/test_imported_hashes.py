@@ -72,6 +72,9 @@ def test_an_imported_hash_logs_in_once_and_is_replaced_by_argon2id(client, runti
                                  "pbkdf2_sha256$999999999999$salt$aGFzaGhhc2hoYXNoaGFzaA==",
                                  "{MD5}X03MO1qnZdYdgyfeuILPmQ==",
                                  "$2b$31$" + "a" * 53,  # 2^31 rounds: a login that never ends
+                                 "$2b$04$" + "a" * 21 + "!" + "a" * 31,  # a character bcrypt refuses
+                                 "pbkdf2_sha256$0$salt$aGFzaGhhc2hoYXNoaGFzaA==",  # no iterations
+                                 "pbkdf2_sha1$1000000$salt$" + "A" * 988,  # 741 bytes: 38 blocks of a million
                                  "$argon2id$v=19$m=4194304,t=1,p=1$c29tZXNhbHQ$" + "a" * 43])  # 4 GiB per login
 def test_a_hash_dirbridge_cannot_check_is_refused(client, admin_headers, bad):
     client.post("/api/v1/users", json={"user_name": "moved.bad", "email": "bad@example.org"}, headers=admin_headers)

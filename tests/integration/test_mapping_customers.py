@@ -372,3 +372,34 @@ def test_a_sales_rep_who_leaves_the_sales_group_keeps_no_customer_access(world):
         sales = uow.session.scalar(select(Group).where(Group.display_name == "CustomerSalesRepresentatives"))
         uow.groups.change_members(sales, add_users=[rep])
     assert memberships(world, rep) == assigned
+
+
+def test_a_rights_group_name_the_new_pattern_cannot_give_does_not_stop_the_start(store, tmp_path):
+    from sqlalchemy import select
+
+    from bridge.config import load_config_data
+    from bridge.runtime import build_runtime
+    from bridge.services import Actor
+    from bridge.store.models import Group, GroupKind
+
+    first = build_runtime(load_config_data({"data_dir": str(tmp_path)}), store=store)
+    with first.services.unit(Actor(name="test")) as uow:
+        uow.customers.create(number="9001", name="RemoteUsers", remote_access=True)  # clashes under {name}
+        uow.customers.create(number="9002", name="Fine", remote_access=True)
+    second = build_runtime(load_config_data({"data_dir": str(tmp_path), "customers": {"rights_group_name": "{name}"}}),
+                           store=store)
+    with second.store.read() as session:
+        names = sorted(session.scalars(select(Group.display_name).where(Group.kind == GroupKind.customer_rights)))
+    assert names == ["Fine", "X9001-RemoteUsers"]  # the one that cannot be renamed keeps its name
+
+
+def test_the_sales_group_deleted_ends_the_reps_customer_access(world):
+    cid = customer(world, remote_access=True)
+    rep = sales_rep(world, "sven.sales")
+    with world.unit(OPERATOR) as uow:
+        uow.customers.assign_sales(uow.customers.get("12345"), uow.users.get(rep))
+    assert ("RemoteAdministrators", f"sales:{cid}") in memberships(world, rep)
+    with world.unit(OPERATOR) as uow:
+        sales = uow.session.scalar(select(Group).where(Group.display_name == "CustomerSalesRepresentatives"))
+        uow.groups.delete(sales)
+    assert not {m for m in memberships(world, rep) if m[1] == f"sales:{cid}"}

@@ -142,3 +142,20 @@ def test_dirbridge_customer_list(tmp_path):
     found = json.loads(run_cli("customer", "list", "--search", "ost", "--output", "json", "--config", str(config),
                                cwd=tmp_path).stdout)
     assert found["total"] == 1 and found["items"][0]["number"] == "3002"
+
+
+def test_names_that_would_turn_one_user_into_another_are_refused(client, admin_headers, runtime):
+    """A userName that is another user's id (routes take either, the id first); a bulk
+    search of nothing but white space (it would select everyone); an allow-list past 1000."""
+    victim = _local(client, admin_headers, "victim.user")
+    scim = Scim(client, create_token(runtime, "entra", "scim"))
+    planted = scim.post("/Users", {"schemas": [CORE], "userName": victim})
+    assert planted.status_code == 409, planted.json
+    assert client.get(f"/api/v1/users/{victim}", headers=admin_headers).json["user_name"] == "victim.user"
+    for q in (" ", "\u200b", "\u00a0 "):
+        refused = client.post("/api/v1/users/bulk/deactivate", json={"q": q}, headers=admin_headers)
+        assert refused.status_code == 400 and refused.json["error"]["field"] == "q"
+    many = client.patch(f"/api/v1/users/{victim}", json={"ip_allowlist": [f"10.0.{i // 250}.{i % 250}"
+                                                                           for i in range(1001)]},
+                        headers=admin_headers)
+    assert many.status_code == 400 and "more than 1000" in many.json["error"]["message"]

@@ -176,9 +176,11 @@ def totp_reset(path: UserPath):  # type: ignore[no-untyped-def]
 
 def _selection(uow: UnitOfWork, body: BulkSelection) -> list[tuple[str, User]]:
     """The users a bulk body names or selects (by role, by a search)."""
-    from bridge.services.users import matching
+    from bridge.services.users import matching, user_name_key
     from bridge.web.api.users import holds_role
 
+    if body.q is not None and not user_name_key(body.q):  # "%%": a bulk change of everyone by accident
+        raise InvalidValue("q: white space or invisible characters only would select every user", field="q")
     where = holds_role(body.role) if body.role is not None else matching(body.q) if body.q is not None else None
     return bulk.selected(uow, body.users, where)
 
