@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bridge.names import identity_key, key_problem
 from bridge.services import audit, conflicts, validate
-from bridge.services.actor import LDAP_PREFIX, LOCAL_SOURCE
+from bridge.services.actor import LOCAL_SOURCE
 from bridge.services.addresses import mail_address
 from bridge.services.conflicts import USER_NAME as USER_NAME_CONFLICT
 from bridge.services.errors import (
@@ -485,13 +485,11 @@ class UserService:
         if "ip_allowlist" in out:
             out["ip_allowlist"] = validate.ip_allowlist(out["ip_allowlist"])
         for key, check in (("timezone", validate.timezone), ("preferred_language", validate.language)):
-            if key in out:
-                try:
-                    out[key] = check(out[key])
-                except InvalidValue:
-                    if not source.startswith(LDAP_PREFIX):
-                        raise
-                    out[key] = None  # a directory's odd value would fail the entry at every sync: left empty
+            if key in out and source == LOCAL_SOURCE:
+                # the operator's own users: what the portal shows and mails in. An IdP's or a
+                # directory's value is its data about its user, kept as sent (SCIM clients
+                # send what their directory holds; refusing it would fail the whole user).
+                out[key] = check(out[key])
         return out
 
     def _takes_over(self, user: User) -> bool:
