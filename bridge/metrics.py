@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -92,8 +91,8 @@ class StoreCollector(Collector):
             for source, mode, finished in session.execute(
                     select(SyncRun.source, SyncRun.mode, func.max(SyncRun.finished_at))
                     .where(*real, SyncRun.status.in_(completed)).group_by(SyncRun.source, SyncRun.mode)):
-                if finished is not None:
-                    succeeded.add_metric([source, mode], _aware(finished).timestamp())
+                if finished is not None:  # func.max keeps the column's type: an aware UTC datetime
+                    succeeded.add_metric([source, mode], finished.timestamp())
             last_ok = (select(SyncRun.source, func.max(SyncRun.id).label("id"))
                        .where(*real, SyncRun.status.in_(completed)).group_by(SyncRun.source).subquery())
             failures: dict[str, int] = {source: count for source, count in session.execute(
@@ -111,11 +110,6 @@ class StoreCollector(Collector):
         leader.add_metric([self.rt.replica], 1 if holds else 0)
         yield from (duration, counts, status, guard, succeeded, failing, leader, conflicts)
 
-
-def _aware(value: datetime | str) -> datetime:
-    """``func.max`` bypasses the column type: SQLite answers text, PostgreSQL a datetime."""
-    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class Metrics:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 #: how many entry errors a run keeps in its detail
 MAX_ERRORS_KEPT = 100
 
+
 class RunInterrupted(Exception):
     """The process is stopping: the run ends at its next safe point, recorded as interrupted."""
 
@@ -231,14 +232,4 @@ def source_health(session: Session, source: str) -> SourceHealth:
         select(SyncRun.status, SyncRun.detail["guard"].as_string(), SyncRun.detail["error"].as_string())
         .where(SyncRun.id == latest_id)).one()
     reason = guard if status == RunStatus.guarded else error
-    return SourceHealth(source, "failing", last_success, _aware(since), count, latest_id, status, reason)
-
-
-def _aware(value: datetime | str | None) -> datetime | None:
-    """``func.min`` bypasses the column type: SQLite answers text, PostgreSQL a datetime."""
-    from datetime import UTC
-
-    if value is None:
-        return None
-    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return SourceHealth(source, "failing", last_success, since, count, latest_id, status, reason)

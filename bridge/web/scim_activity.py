@@ -176,21 +176,11 @@ def client_activity(rt: Runtime, now: datetime | None = None) -> list[ClientActi
         if token.revoked_at is not None and token.name not in sums:
             continue  # a revoked client that has been quiet for an hour is history
         found = sums.get(token.name)
-        seen = [t for t in (token.last_used_at, _aware(last.get(token.name))) if t is not None]
+        seen = [t for t in (token.last_used_at, last.get(token.name)) if t is not None]
         out.append(ClientActivity(token.name, token.revoked_at is not None, max(seen) if seen else None,
                                   int(found.requests) if found else 0, int(found.errors) if found else 0))
     anonymous = sums.get(NO_TOKEN)
     if anonymous is not None:
-        out.append(ClientActivity(NO_TOKEN, False, _aware(last.get(NO_TOKEN)), int(anonymous.requests),
+        out.append(ClientActivity(NO_TOKEN, False, last.get(NO_TOKEN), int(anonymous.requests),
                                   int(anonymous.errors)))
     return out
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """``func.max`` bypasses the column type: SQLite answers text, PostgreSQL an aware datetime."""
-    from datetime import UTC
-
-    if value is None or isinstance(value, datetime):
-        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
-    parsed = datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
