@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.jobs.leader import LEASE_NAME
 from bridge.services.conflicts import open_counts
+from bridge.services.runs import source_health
 from bridge.store.models import LeaderLease, RunStatus, SyncRun
 
 if TYPE_CHECKING:
@@ -93,16 +94,10 @@ class StoreCollector(Collector):
                     .where(*real, SyncRun.status.in_(completed)).group_by(SyncRun.source, SyncRun.mode)):
                 if finished is not None:  # func.max keeps the column's type: an aware UTC datetime
                     succeeded.add_metric([source, mode], finished.timestamp())
-            last_ok = (select(SyncRun.source, func.max(SyncRun.id).label("id"))
-                       .where(*real, SyncRun.status.in_(completed)).group_by(SyncRun.source).subquery())
-            failures: dict[str, int] = {source: count for source, count in session.execute(
-                select(SyncRun.source, func.count())
-                .outerjoin(last_ok, last_ok.c.source == SyncRun.source)
-                .where(*real, SyncRun.status.in_((RunStatus.failed, RunStatus.interrupted, RunStatus.guarded)),
-                       SyncRun.id > func.coalesce(last_ok.c.id, 0))
-                .group_by(SyncRun.source))}  # not dict(result): a Result has keys() and would be read as a mapping
-            for source in sorted({s.name for s in self.rt.config.ldap.sources} | set(failures)):
-                failing.add_metric([source], failures.get(source, 0))
+            sources = {s.name for s in self.rt.config.ldap.sources}
+            sources |= set(session.scalars(select(SyncRun.source).where(*real).distinct()))
+            for source in sorted(sources):  # the status page's own rule (bridge.services.runs.source_health)
+                failing.add_metric([source], source_health(session, source).failed_runs)
             lease = session.scalar(select(LeaderLease).where(LeaderLease.name == LEASE_NAME))
             for kind, count in open_counts(session).items():
                 conflicts.add_metric([kind], count)
