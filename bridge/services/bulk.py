@@ -36,6 +36,16 @@ def naming(ref: str) -> Iterator[None]:
         raise
 
 
+def searched(text: str) -> ColumnElement[bool]:
+    """The users a search selects (as ``GET /users?q=``); a search of white space or
+    invisible characters only would match everyone (``%%``) and is refused."""
+    from bridge.services.users import matching, user_name_key
+
+    if not user_name_key(text):
+        raise InvalidValue("q: white space or invisible characters only would select every user", field="q")
+    return matching(text)
+
+
 def selected(uow: UnitOfWork, refs: Sequence[str] | None, where: ColumnElement[bool] | None) -> list[tuple[str, User]]:
     """The users of a bulk change with the name to report each by: those ``refs`` name (ids
     or userNames, each at most once), or those ``where`` selects (at most MAX_USERS)."""

@@ -1,9 +1,12 @@
-"""Admin verbs on accounts: password reset, unlock, TOTP enrolment, and bulk role
-assignment and deactivation (all or nothing)."""
+"""Admin verbs on accounts: password reset, an imported password hash, unlock, TOTP
+enrolment, and bulk changes (roles granted or revoked, deactivation, deletion; all or
+nothing, bridge.services.bulk)."""
 
 from __future__ import annotations
 
-from flask import jsonify
+from collections.abc import Callable
+
+from flask import Response, jsonify
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bridge.accounts import enrolment
@@ -16,7 +19,7 @@ from bridge.store.models import User
 from bridge.web import runtime
 from bridge.web.api.common import api_actor, make_blueprint
 from bridge.web.api.headers import NO_STORE, model_headers, no_store
-from bridge.web.api.users import UserOut, user_json
+from bridge.web.api.users import UserOut, holds_role, user_json
 
 bp = make_blueprint("api_accounts", __name__, "accounts", "Passwords, locks, TOTP and bulk changes of users")
 
@@ -174,41 +177,34 @@ def totp_reset(path: UserPath):  # type: ignore[no-untyped-def]
     return "", 204
 
 
-def _selection(uow: UnitOfWork, body: BulkSelection) -> list[tuple[str, User]]:
-    """The users a bulk body names or selects (by role, by a search)."""
-    from bridge.services.users import matching, user_name_key
-    from bridge.web.api.users import holds_role
-
-    if body.q is not None and not user_name_key(body.q):  # "%%": a bulk change of everyone by accident
-        raise InvalidValue("q: white space or invisible characters only would select every user", field="q")
-    where = holds_role(body.role) if body.role is not None else matching(body.q) if body.q is not None else None
-    return bulk.selected(uow, body.users, where)
+def _bulk(body: BulkSelection, change: Callable[[UnitOfWork, list[tuple[str, User]]], bulk.Outcome]) -> Response:
+    """One bulk change in one unit, on the users the body names or selects (by role, by a
+    search), answered with its counts."""
+    with runtime().services.unit(api_actor()) as uow:
+        where = (holds_role(body.role) if body.role is not None
+                 else bulk.searched(body.q) if body.q is not None else None)
+        outcome = change(uow, bulk.selected(uow, body.users, where))
+    return jsonify(changed=outcome.changed, unchanged=outcome.unchanged)
 
 
 @bp.post("/users/bulk/roles", responses={200: BulkResult},
          summary="Grant roles to many users, named or selected (all or nothing)")
 def bulk_roles(body: BulkRoles):  # type: ignore[no-untyped-def]
     roles = [parse_role(text) for text in body.roles]
-    with runtime().services.unit(api_actor()) as uow:
-        outcome = bulk.grant_roles(uow, _selection(uow, body), roles)
-    return jsonify(changed=outcome.changed, unchanged=outcome.unchanged)
+    return _bulk(body, lambda uow, users: bulk.grant_roles(uow, users, roles))
 
 
 @bp.post("/users/bulk/roles/revoke", responses={200: BulkResult},
          summary="Take roles from many users, named or selected (all or nothing; their own grants)")
 def bulk_revoke(body: BulkRoles):  # type: ignore[no-untyped-def]
     roles = [parse_role(text) for text in body.roles]
-    with runtime().services.unit(api_actor()) as uow:
-        outcome = bulk.revoke_roles(uow, _selection(uow, body), roles)
-    return jsonify(changed=outcome.changed, unchanged=outcome.unchanged)
+    return _bulk(body, lambda uow, users: bulk.revoke_roles(uow, users, roles))
 
 
 @bp.post("/users/bulk/deactivate", responses={200: BulkResult},
          summary="Deactivate many users, named or selected (all or nothing: the last admin stays)")
 def bulk_deactivate(body: BulkSelection):  # type: ignore[no-untyped-def]
-    with runtime().services.unit(api_actor()) as uow:
-        outcome = bulk.deactivate(uow, _selection(uow, body))
-    return jsonify(changed=outcome.changed, unchanged=outcome.unchanged)
+    return _bulk(body, bulk.deactivate)
 
 
 @bp.post("/users/bulk/delete", responses={200: BulkResult},
@@ -216,6 +212,4 @@ def bulk_deactivate(body: BulkSelection):  # type: ignore[no-untyped-def]
 def bulk_delete(body: BulkSelection, query: ConfirmQuery):  # type: ignore[no-untyped-def]
     if not query.confirm:
         raise InvalidValue("deleting users cannot be undone: add ?confirm=true", field="confirm")
-    with runtime().services.unit(api_actor()) as uow:
-        outcome = bulk.delete(uow, _selection(uow, body))
-    return jsonify(changed=outcome.changed, unchanged=outcome.unchanged)
+    return _bulk(body, bulk.delete)
