@@ -13,7 +13,7 @@ from ldap3.core.exceptions import LDAPException, LDAPNoSuchObjectResult, LDAPSiz
 
 from bridge.config import LdapSourceConfig
 from bridge.ldap.connection import connect
-from bridge.ldap.errors import LdapProblem, base_not_found, explain
+from bridge.ldap.errors import base_not_found, explain
 from bridge.ldap.presets import AttributeMap, attribute_map
 
 #: entries read per search: enough to see the attributes, bounded for a large directory
@@ -36,7 +36,7 @@ def check_source(source: LdapSourceConfig) -> list[Finding]:
     """What a sync of ``source`` would meet, each as a line to show."""
     try:
         conn = connect(source)
-    except (LDAPException, LdapProblem) as exc:
+    except LDAPException as exc:  # LdapProblem too: an explained LDAPException
         return [Finding("FAILED", explain(exc, source))]
     try:
         findings = [Finding("ok", f"bound as {_who(conn, source)}")]
@@ -45,7 +45,7 @@ def check_source(source: LdapSourceConfig) -> list[Finding]:
         if source.groups_base:
             findings += _groups(conn, source, amap)
         return findings
-    except (LDAPException, LdapProblem) as exc:
+    except LDAPException as exc:  # LdapProblem too: an explained LDAPException
         return [*findings, Finding("FAILED", explain(exc, source))]
     finally:
         conn.unbind()

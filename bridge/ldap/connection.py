@@ -103,7 +103,7 @@ def check_bind(source: LdapSourceConfig) -> tuple[bool, str]:
     """Try to bind as the configured service account; (ok, what happened)."""
     try:
         conn = connect(source)
-    except (LDAPException, LdapProblem) as exc:
+    except LDAPException as exc:  # LdapProblem too: an explained LDAPException
         return False, explain(exc, source)
     try:
         who = conn.extend.standard.who_am_i() or source.bind_dn or "anonymous"

@@ -34,7 +34,7 @@ from bridge.ldap.connection import connect
 from bridge.ldap.directory import GroupEntry, Reader, UserEntry
 from bridge.ldap.dirsync import COOKIE_KEY, Deletions, encode_cookie, last_cookie, read_deletions
 from bridge.ldap.dn import dn_key
-from bridge.ldap.errors import LdapProblem, explain
+from bridge.ldap.errors import explain
 from bridge.ldap.gcpause import fewer_collections
 from bridge.ldap.groups import GroupWriter, chunks
 from bridge.ldap.guard import GuardInput, trips
@@ -127,7 +127,8 @@ def prepare_sync(rt: Runtime, name: str, *, full: bool = False, dry_run: bool = 
     """Take the source's lock and record the run. Raises UnknownSource, SyncBusy (another
     sync of the source runs) and NothingToApprove, holding nothing then."""
     source = find_source(rt, name)
-    with ExitStack() as held:
+    held = ExitStack()
+    try:
         lease = held.enter_context(source_lock(rt.store, source.name, rt.replica, rt.clock))
         approved: dict[str, Any] | None = None
         if approve_deletions:
@@ -140,8 +141,10 @@ def prepare_sync(rt: Runtime, name: str, *, full: bool = False, dry_run: bool = 
         job = SourceSync(rt, source, lease, dry_run=dry_run, approved=approved, progress=progress,
                          interrupted=interrupted)
         run_id = start_run(rt.store, source.name, mode, dry_run, rt.clock())
-        return PreparedSync(job, mode, mark, run_id, held.pop_all())
-    raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+    except BaseException:
+        held.close()  # the lock goes again
+        raise
+    return PreparedSync(job, mode, mark, run_id, held)
 
 
 def run_sync(rt: Runtime, name: str, *, full: bool = False, dry_run: bool = False,
@@ -238,7 +241,7 @@ class SourceSync:
             log.warning("LDAP sync of %s %s", self.source.name, exc, extra={"source": self.source.name})
         except Exception as exc:  # recorded as a failed run; committed batches stay, nothing is removed
             result.status = RunStatus.failed
-            directory = isinstance(exc, LDAPException | LdapProblem)
+            directory = isinstance(exc, LDAPException)  # LdapProblem too: an explained LDAPException
             result.error = explain(exc, self.source) if directory else f"{type(exc).__name__}: {exc}"
             expected = directory or isinstance(exc, (OSError, SQLAlchemyError, NoUsersRead))
             log.log(logging.WARNING if expected else logging.ERROR, "LDAP sync of %s failed: %s",
