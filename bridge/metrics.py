@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.jobs.leader import LEASE_NAME
 from bridge.services.conflicts import open_counts
-from bridge.services.runs import source_health
+from bridge.services.runs import SUCCEEDED, source_health
 from bridge.store.models import LeaderLease, RunStatus, SyncRun
 
 if TYPE_CHECKING:
@@ -88,10 +88,9 @@ class StoreCollector(Collector):
             for source, count in trips:
                 guard.add_metric([source], count)
             real = (SyncRun.dry_run.is_(False), SyncRun.finished_at.is_not(None))
-            completed = (RunStatus.ok, RunStatus.approved)
             for source, mode, finished in session.execute(
                     select(SyncRun.source, SyncRun.mode, func.max(SyncRun.finished_at))
-                    .where(*real, SyncRun.status.in_(completed)).group_by(SyncRun.source, SyncRun.mode)):
+                    .where(*real, SyncRun.status.in_(SUCCEEDED)).group_by(SyncRun.source, SyncRun.mode)):
                 if finished is not None:  # func.max keeps the column's type: an aware UTC datetime
                     succeeded.add_metric([source, mode], finished.timestamp())
             sources = {s.name for s in self.rt.config.ldap.sources}

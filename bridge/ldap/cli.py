@@ -38,6 +38,7 @@ from bridge.cli_common import EXIT_FAILURE, EXIT_USAGE, build_runtime_or_fail, c
 from bridge.ldap.lock import SyncBusy
 from bridge.ldap.plan import SyncResult
 from bridge.ldap.sync import NothingToApprove, UnknownSource, find_source, run_sync
+from bridge.services.runs import SUCCEEDED
 from bridge.store.models import RunStatus
 
 #: planned changes a dry run prints without --all
@@ -209,7 +210,7 @@ def sync(source: str | None, full: bool, dry_run: bool, approve_deletions: bool,
             results.append(_as_json(result))
         else:
             _report(out, result, show_all)
-        ok = ok and result.status in (RunStatus.ok, RunStatus.approved) and not result.errors
+        ok = ok and result.status in SUCCEEDED and not result.errors
     if output == "json":
         click.echo(json.dumps(results if source is None else results[0] if results else None, indent=2,
                               default=str))

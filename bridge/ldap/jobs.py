@@ -5,6 +5,7 @@ incremental job, other processes and the CLI apart."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from bridge.jobs.registry import JobFailed
@@ -19,7 +20,19 @@ if TYPE_CHECKING:
 
 
 class SyncNotApplied(JobFailed):
-    """A scheduled sync failed or was stopped by the deletion guard (the job shows failed)."""
+    """A scheduled sync failed or was stopped by the deletion guard (the job shows failed);
+    its message starts with the sync run it names (``run_of_failure`` reads it back)."""
+
+
+def _about(run_id: int | None, text: str) -> str:
+    return f"run {run_id}{text}"
+
+
+def run_of_failure(job: str, message: str | None) -> int | None:
+    """The sync run a failed or interrupted sync job's message names, or None: the status
+    page lists that run and not the job again."""
+    found = re.match(r"run (\d+)\b", message or "") if job.startswith("ldap-") else None
+    return int(found.group(1)) if found else None
 
 
 def _runner(name: str, full: bool) -> Any:
@@ -30,12 +43,12 @@ def _runner(name: str, full: bool) -> Any:
             return {"skipped": 1}
         counts = {k: v for k, v in result.counts.as_dict().items() if v}
         if result.status == RunStatus.interrupted:
-            raise RunInterrupted(f"run {result.run_id}: {result.error}")
+            raise RunInterrupted(_about(result.run_id, f": {result.error}"))
         if result.status == RunStatus.failed:
-            raise SyncNotApplied(f"run {result.run_id}: {result.error}")
+            raise SyncNotApplied(_about(result.run_id, f": {result.error}"))
         if result.status == RunStatus.guarded:
-            raise SyncNotApplied(f"run {result.run_id} stopped by the deletion guard: {result.guard}; "
-                                 f"approve with: dirbridge sync {name} --approve-deletions")
+            raise SyncNotApplied(_about(result.run_id, f" stopped by the deletion guard: {result.guard}; "
+                                                       f"approve with: dirbridge sync {name} --approve-deletions"))
         return {"run": result.run_id, **counts}
     return run
 

@@ -30,6 +30,10 @@ class RunInterrupted(Exception):
 
 #: runs whose scan completed: their high-water mark is safe to continue from
 COMPLETE = (RunStatus.ok, RunStatus.approved, RunStatus.guarded)
+#: runs that did what they were asked: a source is healthy from the latest of these on
+SUCCEEDED = (RunStatus.ok, RunStatus.approved)
+#: runs that did not: a source is failing since the first of these after its latest success
+FAILED = (RunStatus.failed, RunStatus.interrupted, RunStatus.guarded)
 
 
 def start_run(store: Store, source: str, mode: str, dry_run: bool, now: datetime | None = None) -> int:
@@ -118,7 +122,7 @@ def latest_guarded(store: Store, source: str) -> SyncRun | None:
         later = session.scalar(
             select(SyncRun.id).where(SyncRun.source == source, SyncRun.dry_run.is_(False),
                                      SyncRun.mode == RunMode.full,
-                                     SyncRun.status.in_((RunStatus.ok, RunStatus.approved)),
+                                     SyncRun.status.in_(SUCCEEDED),
                                      SyncRun.id > run.id).limit(1))
     return None if later is not None else run
 
@@ -176,7 +180,7 @@ def purge_sync_runs(session: Session, before: datetime) -> int:
     real = SyncRun.dry_run.is_(False)
     keep = (select(func.max(SyncRun.id)).where(real, SyncRun.status.in_(COMPLETE)).group_by(SyncRun.source,
                                                                                                SyncRun.mode),
-            select(func.max(SyncRun.id)).where(real, SyncRun.status.in_((RunStatus.ok, RunStatus.approved)))
+            select(func.max(SyncRun.id)).where(real, SyncRun.status.in_(SUCCEEDED))
             .group_by(SyncRun.source),
             select(func.max(SyncRun.id)).where(real, SyncRun.status == RunStatus.guarded).group_by(SyncRun.source))
     kept = {row for query in keep for row in session.scalars(query) if row is not None}
@@ -217,9 +221,9 @@ def source_health(session: Session, source: str) -> SourceHealth:
     real = (SyncRun.source == source, SyncRun.dry_run.is_(False), SyncRun.finished_at.is_not(None))
     last_ok = session.execute(
         select(SyncRun.id, SyncRun.finished_at)
-        .where(*real, SyncRun.status.in_((RunStatus.ok, RunStatus.approved)))
+        .where(*real, SyncRun.status.in_(SUCCEEDED))
         .order_by(SyncRun.id.desc()).limit(1)).first()
-    failed = (*real, SyncRun.status.in_((RunStatus.failed, RunStatus.interrupted, RunStatus.guarded)),
+    failed = (*real, SyncRun.status.in_(FAILED),
               SyncRun.id > (last_ok.id if last_ok else 0))
     # aggregates, and the latest failure alone: a source failing for weeks (a guarded plan of
     # thousands each hour) must not make every refresh of the page read them all

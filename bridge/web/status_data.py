@@ -17,7 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge import __version__
+from bridge.ldap.jobs import run_of_failure
 from bridge.services.conflicts import open_conflicts, open_total
+from bridge.services.runs import FAILED
 from bridge.store import migrate
 from bridge.store.models import AuditEvent, JobOutcome, JobRun, RunMode, RunStatus, SourceConflict, SyncRun
 from bridge.web.chart import RunPoint, sync_chart
@@ -225,11 +227,12 @@ def _recent(rt: Runtime, view: StatusView) -> None:
                                  JobRun.started_at >= since)
             .order_by(JobRun.id.desc()).limit(FAILED_ITEMS)))
         view.failed_syncs = [run_view(r) for r in session.scalars(
-            select(SyncRun).where(SyncRun.status.in_((RunStatus.failed, RunStatus.guarded, RunStatus.interrupted)),
+            select(SyncRun).where(SyncRun.status.in_(FAILED),
                                   SyncRun.dry_run.is_(False), SyncRun.started_at >= since)
             .order_by(SyncRun.id.desc()).limit(FAILED_ITEMS))]
         listed = {run.id for run in view.failed_syncs}
-        view.failed_jobs = [run for run in view.failed_jobs if _sync_run_of(run) not in listed]  # shown once
+        view.failed_jobs = [run for run in view.failed_jobs  # a failed sync job's run is listed: shown once
+                            if run_of_failure(run.job, run.message) not in listed]
         view.conflicts = open_conflicts(session, limit=CONFLICTS_SHOWN)
         view.conflicts_open = open_total(session)
         session.expunge_all()
@@ -296,14 +299,6 @@ def _client_item(client: ClientActivity) -> HealthItem:
                           f"{client.name} --action refused shows what was refused")
     idle = "no request yet" if client.last_request is None else "healthy"
     return HealthItem("scim", client.name, True, f"{label}: {idle}", client.last_request)
-
-
-def _sync_run_of(run: JobRun) -> int | None:
-    """The sync run a failed sync job names ("run 12: ..."), or None."""
-    import re
-
-    found = re.match(r"run (\d+)\b", run.message or "") if run.job.startswith("ldap-") else None
-    return int(found.group(1)) if found else None
 
 
 def gather(rt: Runtime) -> StatusView:
