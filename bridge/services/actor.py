@@ -26,7 +26,7 @@ class Actor:
 
     @classmethod
     def ldap_sync(cls, source_name: str) -> Actor:
-        return cls(name=f"sync:{source_name}", source=f"ldap:{source_name}", channel="ldap-sync")
+        return cls(name=f"sync:{source_name}", source=f"{LDAP_PREFIX}{source_name}", channel="ldap-sync")
 
     @classmethod
     def system(cls, job: str) -> Actor:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from bridge.clock import now_in
 from bridge.services.actor import Actor
 from bridge.services.rows import BulkInsert
-from bridge.store.db import rowcount
+from bridge.store.db import like_literal, rowcount
 from bridge.store.models import AuditEvent
 
 _INSERT_EVENTS = BulkInsert(AuditEvent.__table__)  # type: ignore[arg-type]
@@ -136,8 +136,7 @@ def search(session: Session, query: AuditQuery, *, offset: int = 0, limit: int =
             stmt = stmt.where(column == value)
     if query.action is not None:
         if query.action.endswith("*"):
-            prefix = query.action[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            stmt = stmt.where(AuditEvent.action.like(prefix + "%", escape="\\"))
+            stmt = stmt.where(AuditEvent.action.like(like_literal(query.action[:-1]) + "%", escape="\\"))
         else:
             stmt = stmt.where(AuditEvent.action == query.action)
     if query.user is not None:

@@ -40,6 +40,7 @@ from bridge.names import identity_key
 from bridge.services import audit
 from bridge.services.errors import Conflict, InvalidValue, NotFound, ServiceError
 from bridge.services.fields import CustomerChanges
+from bridge.store.db import like_literal
 from bridge.store.models import (
     Customer,
     CustomerAgency,
@@ -86,10 +87,13 @@ class CustomerService:
 
     # -- reads -------------------------------------------------------------------
 
-    def get(self, ref: str) -> Customer:
+    def by_ref(self, ref: str) -> Customer | None:
         """The customer a caller names by number or by id (a number wins: numbers are
-        what people type)."""
-        customer = self.find(ref) or self.uow.session.get(Customer, str(ref).strip())
+        what people type), or None."""
+        return self.find(ref) or self.uow.session.get(Customer, str(ref).strip())
+
+    def get(self, ref: str) -> Customer:
+        customer = self.by_ref(ref)
         if customer is None:
             raise NotFound(f"no customer {ref!r} (by number or id)", field="customer")
         return customer
@@ -107,7 +111,7 @@ class CustomerService:
         number: the total and one page (the portals' pick-lists of customers and agencies)."""
         stmt = select(Customer)
         if text:
-            like = "%" + text.strip().casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            like = "%" + like_literal(text.strip().casefold()) + "%"
             stmt = stmt.where(or_(*(func.lower(column).like(like, escape="\\")
                                     for column in (Customer.number, Customer.name, Customer.short_name))))
         if agency is not None:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from bridge.names import identity_key, key_problem
 from bridge.services import audit
-from bridge.services.actor import LOCAL_SOURCE
+from bridge.services.actor import LDAP_PREFIX, LOCAL_SOURCE
 from bridge.services.errors import (
     Conflict,
     GroupNameTaken,
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 GROUP_FIELDS = ("display_name", "external_id", "source_id", "ldap_dn", "attributes", "kind", "customer_id")
 SOURCE_ORIGIN = "source"
-LDAP_SOURCE_PREFIX = "ldap:"
 GROUP_NAME_LOCK_SPACE = 0x67726E6D  # "grnm": bridge.store.locks
 _AUDITED_GROUP_FIELDS = tuple(sorted(GROUP_FIELDS))  # in the order ``audit.diff`` puts them
 _GROUP_ROWS = RowDefaults(Group.__table__)  # type: ignore[arg-type]
@@ -432,7 +431,7 @@ class GroupService:
         rules and IdPs (Entra's ``displayName eq`` lookup) name a group by it. LDAP sources
         are exempt: a directory may hold two groups of one cn in different subtrees, and its
         rules can tell them apart by DN. A lock on the name serialises two creations."""
-        if source.startswith(LDAP_SOURCE_PREFIX):
+        if source.startswith(LDAP_PREFIX):
             return
         key = group_key(display_name)
         lock_name(self.uow.session, GROUP_NAME_LOCK_SPACE, f"{source}\x00{key}")

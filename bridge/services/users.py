@@ -42,6 +42,7 @@ from bridge.services.errors import (
 )
 from bridge.services.fields import UserChanges
 from bridge.services.rows import BulkInsert, RowDefaults
+from bridge.store.db import like_literal
 from bridge.store.models import AccessType, Customer, User, UserKind
 
 if TYPE_CHECKING:
@@ -77,15 +78,10 @@ AUTHZ_FIELDS = frozenset({"user_name", "active", "access_type", "attributes", "k
                           "customer_admin"})
 
 
-def _like_escaped(text: str) -> str:
-    """``text`` for a LIKE pattern: its ``%`` and ``_`` match only themselves."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def matching(text: str) -> ColumnElement[bool]:
     """Users whose id is ``text``, or whose userName (as the identity key compares it),
     display name or e-mail holds it: the admin API's ``q`` and a bulk change's selection."""
-    key, folded = f"%{_like_escaped(user_name_key(text))}%", f"%{_like_escaped(text.casefold())}%"
+    key, folded = f"%{like_literal(user_name_key(text))}%", f"%{like_literal(text.casefold())}%"
     return or_(User.id == text, User.user_name_key.like(key, escape="\\"),
                func.lower(User.display_name).like(folded, escape="\\"),
                func.lower(User.email).like(folded, escape="\\"))
@@ -93,7 +89,7 @@ def matching(text: str) -> ColumnElement[bool]:
 
 def name_prefix(text: str) -> ColumnElement[bool]:
     """Users whose userName starts with ``text`` (as the identity key compares it)."""
-    return User.user_name_key.like(_like_escaped(user_name_key(text)) + "%", escape="\\")
+    return User.user_name_key.like(like_literal(user_name_key(text)) + "%", escape="\\")
 
 
 UUID_SHAPE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -467,8 +463,7 @@ class UserService:
                 raise InvalidValue(f"access type must be one of {[a.value for a in AccessType]}",
                                    field="access_type") from None
         if out.get("customer_id") is not None:  # a customer is named by number or id (a number wins)
-            named = (self.uow.customers.find(str(out["customer_id"]))
-                     or self.uow.session.get(Customer, out["customer_id"]))
+            named = self.uow.customers.by_ref(str(out["customer_id"]))
             if named is None:
                 raise InvalidValue(f"no customer {out['customer_id']!r} (by number or id)", field="customer_id")
             out["customer_id"] = named.id

@@ -120,6 +120,12 @@ class Store:
         self.engine.dispose()
 
 
+def like_literal(text: str) -> str:
+    """``text`` inside a LIKE pattern (used with ``escape="\\"``): its ``%`` and ``_``
+    match only themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def rowcount(result: Any) -> int:
     """The rows an UPDATE or DELETE touched (``CursorResult.rowcount``; typed ``Result`` hides it)."""
     return int(getattr(result, "rowcount", 0) or 0)
