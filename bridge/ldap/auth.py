@@ -25,7 +25,7 @@ import ldap3
 from ldap3.core.exceptions import LDAPBindError, LDAPException, LDAPInvalidCredentialsResult, LDAPSASLPrepError
 
 from bridge.config import LdapSourceConfig
-from bridge.ldap.connection import tls_settings
+from bridge.ldap.connection import server, tls_settings
 from bridge.ldap.errors import LdapProblem
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,7 @@ class Binder:
 def _login_pool(source: LdapSourceConfig) -> ldap3.ServerPool:
     """The source's URLs in order, each given ``login_timeout`` to connect."""
     tls = tls_settings(source)
-    servers = [ldap3.Server(url, use_ssl=url.startswith("ldaps://"), tls=tls, get_info=ldap3.NONE,
-                            connect_timeout=source.login_timeout) for url in source.url]
+    servers = [server(source, url, tls, connect_timeout=source.login_timeout) for url in source.url]
     return ldap3.ServerPool(servers, ldap3.FIRST, active=1, exhaust=60)
 
 

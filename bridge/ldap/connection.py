@@ -56,9 +56,12 @@ def _tls(source: LdapSourceConfig) -> ldap3.Tls:
     )
 
 
-def server(source: LdapSourceConfig, url: str, tls: ldap3.Tls | None) -> ldap3.Server:
+def server(source: LdapSourceConfig, url: str, tls: ldap3.Tls | None,
+           connect_timeout: float | None = None) -> ldap3.Server:
+    """One of the source's URLs as ldap3 connects to it (``connect_timeout``: the source's,
+    unless a caller needs a shorter one, as user logins do)."""
     return ldap3.Server(url, use_ssl=url.startswith("ldaps://"), tls=tls, get_info=ldap3.NONE,
-                        connect_timeout=source.connect_timeout)
+                        connect_timeout=source.connect_timeout if connect_timeout is None else connect_timeout)
 
 
 def connect(source: LdapSourceConfig) -> ldap3.Connection:
