@@ -29,6 +29,8 @@ from bridge.web.server import HttpServer
 
 log = logging.getLogger("bridge.daemon")
 
+SIGNAL_TICK_SECONDS = 0.2
+
 
 class Daemon:
     def __init__(self, rt: Runtime):
@@ -95,7 +97,11 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, _signalled)
         signal.signal(signal.SIGINT, _signalled)
-        self.stopping.wait()
+        # Python runs a signal's handler in the main thread, but only once that thread wakes;
+        # when the kernel hands the process's SIGTERM to a worker thread, an untimed wait
+        # would sleep on for good. A short timed wait lets the handler run within a tick.
+        while not self.stopping.wait(SIGNAL_TICK_SECONDS):
+            pass
         self.stop()
 
 

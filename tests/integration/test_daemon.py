@@ -6,6 +6,7 @@ import http.client
 import io
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -79,6 +80,37 @@ def test_serve_answers_health_and_stops_on_signal(tmp_path, signum):
     assert "serving" in messages and messages[-1] == "stopped"
     access = [entry for entry in logs if entry["logger"] == "bridge.http"]
     assert [entry["status"] for entry in access] == [303, 200] and all(entry["request_id"] for entry in access)
+
+
+def _signal_thread(pid: int, tid: int, signum: int) -> None:
+    """tgkill(2): a signal for one thread of another process, as the kernel may pick any
+    thread that does not block it for a process-wide SIGTERM."""
+    import ctypes
+    import platform
+
+    tgkill = {"x86_64": 234, "aarch64": 131}[platform.machine()]
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(tgkill, pid, tid, signum) == 0, ctypes.get_errno()
+
+
+def test_serve_stops_when_the_signal_lands_on_a_worker_thread(tmp_path):
+    """systemd's SIGTERM goes to the process; the kernel hands it to whichever thread it likes.
+    The main thread must still wake and stop, not sleep on while a worker caught the signal."""
+    port = free_port()
+    proc = start_serve(tmp_path, port)
+    try:
+        assert get(port, "/healthz")[0] == 200
+        workers = sorted(int(tid) for tid in os.listdir(f"/proc/{proc.pid}/task") if int(tid) != proc.pid)
+        assert workers, "serve runs its listener and scheduler in threads"
+        _signal_thread(proc.pid, workers[-1], signal.SIGTERM)
+        proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = server_output(tmp_path)
+    assert proc.returncode == 0, output
+    assert "received SIGTERM" in output and output.rstrip().endswith('"stopped"}'), output
 
 
 def test_serve_on_a_taken_port_fails_clearly(tmp_path):
