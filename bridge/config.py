@@ -502,6 +502,21 @@ class InvitesConfig(Strict):
                               description="the name users read in mails and on the password page")
 
 
+class SelfServiceConfig(Strict):
+    """The users' own pages (/account) and the matching API: forgotten password, profile,
+    e-mail change, own TOTP and password."""
+
+    enabled: bool = True
+    reset_minutes: int = Field(default=30, ge=5, le=1440, description="how long a password-reset link works")
+    email_change_hours: int = Field(default=24, ge=1, le=168, description="how long the link that confirms a "
+                                    "new e-mail address works")
+    requests_per_hour: int = Field(default=3, ge=1, le=100, description="reset mails per typed name or address "
+                                   "and hour (known or not: the answer must not tell them apart)")
+    requests_per_ip_per_hour: int = Field(default=20, ge=1, le=10000, description="reset requests per client "
+                                          "address and hour")
+    session_minutes: int = Field(default=15, ge=1, le=720, description="how long a login to the account pages lasts")
+
+
 class SmtpConfig(Strict):
     host: str = "localhost"
     port: int = Field(default=25, ge=1, le=65535)
@@ -608,6 +623,7 @@ class Config(Strict):
     customers: CustomersConfig = CustomersConfig()
     policy: PolicyConfig = PolicyConfig()
     invites: InvitesConfig = InvitesConfig()
+    self_service: SelfServiceConfig = SelfServiceConfig()
     smtp: SmtpConfig = SmtpConfig()
     status: StatusConfig = StatusConfig()
     ownership: OwnershipConfig = OwnershipConfig()

@@ -4,7 +4,8 @@ Given by ``build_runtime``: the config, the store, the services and the clock (t
 services' clock, one for the whole process). Built once, on first use: the metrics, the
 authorizer, the run service (``runs``: every sync and job run, each in a thread it
 tracks), the SCIM activity counter (a flush thread while there is traffic), the user
-binder and the TOTP vault. Set by the daemon: the scheduler and its leader lease (renewed
+binder, the mail outbox (a worker thread from the first queued mail) and the TOTP
+vault. Set by the daemon: the scheduler and its leader lease (renewed
 by a scheduler job). The serve-only parts, the HTTP server, the systemd notifier and the
 watchdog thread, belong to ``bridge.daemon.Daemon``, which starts and stops everything in
 order: ``Daemon.stop`` stops the scheduler, the HTTP server and the run service against
@@ -31,6 +32,7 @@ from bridge.store import Store, migrate
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
 
+    from bridge.accounts.outbox import Outbox
     from bridge.accounts.vault import TotpVault
     from bridge.jobs.leader import Leadership
     from bridge.jobs.runner import RunService
@@ -83,6 +85,8 @@ class Runtime:
         service and the scheduler are stopped before, by the daemon, in their order."""
         if "scim_activity" in self.__dict__:  # built on first use: nothing to stop otherwise
             self.scim_activity.stop()
+        if "outbox" in self.__dict__:
+            self.outbox.close()
         self.store.dispose()
 
     @cached_property
@@ -114,6 +118,15 @@ class Runtime:
         from bridge.ldap.auth import Binder
 
         return Binder()
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        """Mail sent after the answer (bridge.accounts.outbox): a worker thread from the first
+        mail on, stopped by ``close``."""
+        from bridge.accounts.mail import Mailer
+        from bridge.accounts.outbox import Outbox
+
+        return Outbox(Mailer(self.config.smtp).send)
 
     @cached_property
     def totp_vault(self) -> TotpVault:

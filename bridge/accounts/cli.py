@@ -113,13 +113,14 @@ def user_unlock(user_name: str, config_path: Path | None) -> None:
 @click.argument("user_name")
 @config_option
 def user_reset_password(user_name: str, config_path: Path | None) -> None:
-    """Set a temporary password, printed once on stdout; it must be changed at the first login."""
-    from bridge.accounts.credentials import reset_to_temporary
+    """Set a temporary password, printed once on stdout: a local user must change it at the
+    first login; a directory user's is set in the directory (when its source allows resets)."""
+    from bridge.accounts.selfservice import reset_by_admin
 
     ctx = _context(config_path)
-    temporary = with_user(ctx.services, user_name, lambda uow, user: reset_to_temporary(ctx, uow, user))
-    click.echo(f"temporary password of {user_name} (shown once; it must be changed at the first login):",
-               err=True)
+    temporary = with_user(ctx.services, user_name, lambda uow, user: reset_by_admin(ctx, uow, user))
+    click.echo(f"temporary password of {user_name} (shown once; a local user must change it at the first "
+               "login):", err=True)
     click.echo(temporary)
 
 

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from bridge.accounts.clock import Clock, clock_of
-from bridge.accounts.mail import Mailer, Message
+from bridge.accounts.mail import Mailer, MailError, Message
 from bridge.clock import utcnow
 from bridge.config import Config
 from bridge.services import Services
 
 if TYPE_CHECKING:
+    from bridge.accounts.outbox import Outbox
     from bridge.accounts.vault import TotpVault
     from bridge.ldap.auth import Binder
     from bridge.runtime import Runtime
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,6 +32,7 @@ class AccountsContext:
     mailer: Mailer | None = None
     vault_of: Callable[[], TotpVault] | None = None  # the runtime's (bridge.accounts.vault)
     binder_of: Callable[[], Binder] | None = None  # the runtime's (bridge.ldap.auth)
+    outbox_of: Callable[[], Outbox] | None = None  # the runtime's (bridge.accounts.outbox)
 
     @property
     def binder(self) -> Binder:
@@ -54,6 +60,17 @@ class AccountsContext:
     def send(self, message: Message) -> None:
         (self.mailer or Mailer(self.config.smtp)).send(message)
 
+    def post(self, message: Message) -> None:
+        """Send after the answer (the runtime's outbox); without one, now, and a refused
+        mail is logged rather than raised: the caller answered already."""
+        if self.outbox_of is not None and self.mailer is None:
+            self.outbox_of().post(message)
+            return
+        try:
+            self.send(message)
+        except MailError as exc:
+            log.warning("a mail was not sent: %s", exc, extra={"subject": message.subject})
+
     @property
     def public_url(self) -> str:
         """Where users reach this dirbridge (links in mails): ``server.public_url``, else the listener."""
@@ -67,4 +84,5 @@ class AccountsContext:
 def context_for(rt: Runtime) -> AccountsContext:
     """The accounts context of a runtime, with the runtime's clock (tests set their own)."""
     return AccountsContext(services=rt.services, config=rt.config, clock=clock_of(rt),
-                           vault_of=lambda: rt.totp_vault, binder_of=lambda: rt.binder)
+                           vault_of=lambda: rt.totp_vault, binder_of=lambda: rt.binder,
+                           outbox_of=lambda: rt.outbox)

@@ -26,13 +26,15 @@ PRUNE_CHUNK = 5000  # login attempts deleted per transaction
 
 
 def invitation_cleanup(rt: Runtime) -> dict[str, Any]:
-    """Close invitations past their time; delete those closed longer than the retention."""
+    """Close invitations past their time; delete those closed longer than the retention (and
+    the users' own reset and e-mail links likewise)."""
     ctx = context_for(rt)
     now = ctx.now()
     with rt.services.unit(Actor.system("invitation-cleanup")) as uow:
         expired = uow.accounts.expire_invitations(now)
         purged = uow.accounts.purge_invitations(now - timedelta(days=rt.config.invites.retention_days))
-    return {"expired": expired, "purged": purged}
+        links = uow.accounts.purge_links(now - timedelta(days=rt.config.invites.retention_days))
+    return {"expired": expired, "purged": purged, "links_purged": links}
 
 
 def lockout_release(rt: Runtime) -> dict[str, Any]:

@@ -90,6 +90,154 @@ das Passwort Ihres {{ product }}-Kontos "{{ user_name }}" läuft am {{ expires }
 Ändern Sie es vorher; danach ist das Konto gesperrt, bis ein Administrator es zurücksetzt.</p>
 """,
     },
+    ("password_reset", "en"): {
+        "subject": "Reset your {{ product }} password",
+        "text": """Hello {{ name }},
+
+someone asked to reset the password of your {{ product }} account "{{ user_name }}".
+
+Choose a new password here (the link works once, until {{ expires }}):
+
+{{ link }}
+
+If you did not ask for this, ignore this mail: your password stays as it is.
+""",
+        "html": """<p>Hello {{ name }},</p>
+<p>someone asked to reset the password of your {{ product }} account <strong>{{ user_name }}</strong>.</p>
+<p><a href="{{ link }}" style="background:#1f5fbf;color:#fff;padding:.5rem 1rem;border-radius:4px;
+text-decoration:none">Choose a new password</a></p>
+<p>The link works once, until {{ expires }}. If you did not ask for this, ignore this mail: your password
+stays as it is.</p>
+""",
+    },
+    ("password_reset", "de"): {
+        "subject": "Ihr {{ product }}-Passwort zurücksetzen",
+        "text": """Hallo {{ name }},
+
+jemand hat das Zurücksetzen des Passworts Ihres {{ product }}-Kontos "{{ user_name }}" angefordert.
+
+Hier legen Sie ein neues Passwort fest (der Link gilt einmal, bis {{ expires }}):
+
+{{ link }}
+
+Falls Sie das nicht angefordert haben, ignorieren Sie diese E-Mail: Ihr Passwort bleibt unverändert.
+""",
+        "html": """<p>Hallo {{ name }},</p>
+<p>jemand hat das Zurücksetzen des Passworts Ihres {{ product }}-Kontos <strong>{{ user_name }}</strong>
+angefordert.</p>
+<p><a href="{{ link }}" style="background:#1f5fbf;color:#fff;padding:.5rem 1rem;border-radius:4px;
+text-decoration:none">Neues Passwort festlegen</a></p>
+<p>Der Link gilt einmal, bis {{ expires }}. Falls Sie das nicht angefordert haben, ignorieren Sie diese
+E-Mail: Ihr Passwort bleibt unverändert.</p>
+""",
+    },
+    ("password_reset_directory", "en"): {
+        "subject": "Your {{ product }} password",
+        "text": """Hello {{ name }},
+
+someone asked to reset the password of your {{ product }} account "{{ user_name }}".
+This account logs in with the password of your company's directory: {{ product }}
+cannot reset it. Ask your IT department, or use your company's own password reset.
+
+If you did not ask for this, ignore this mail.
+""",
+        "html": """<p>Hello {{ name }},</p>
+<p>someone asked to reset the password of your {{ product }} account <strong>{{ user_name }}</strong>.
+This account logs in with the password of your company's directory: {{ product }} cannot reset it.
+Ask your IT department, or use your company's own password reset.</p>
+<p>If you did not ask for this, ignore this mail.</p>
+""",
+    },
+    ("password_reset_directory", "de"): {
+        "subject": "Ihr {{ product }}-Passwort",
+        "text": """Hallo {{ name }},
+
+jemand hat das Zurücksetzen des Passworts Ihres {{ product }}-Kontos "{{ user_name }}" angefordert.
+Dieses Konto meldet sich mit dem Passwort Ihres Firmenverzeichnisses an: {{ product }}
+kann es nicht zurücksetzen. Wenden Sie sich an Ihre IT oder nutzen Sie das Zurücksetzen Ihrer Firma.
+
+Falls Sie das nicht angefordert haben, ignorieren Sie diese E-Mail.
+""",
+        "html": """<p>Hallo {{ name }},</p>
+<p>jemand hat das Zurücksetzen des Passworts Ihres {{ product }}-Kontos <strong>{{ user_name }}</strong>
+angefordert. Dieses Konto meldet sich mit dem Passwort Ihres Firmenverzeichnisses an: {{ product }} kann es
+nicht zurücksetzen. Wenden Sie sich an Ihre IT oder nutzen Sie das Zurücksetzen Ihrer Firma.</p>
+<p>Falls Sie das nicht angefordert haben, ignorieren Sie diese E-Mail.</p>
+""",
+    },
+    ("email_change", "en"): {
+        "subject": "Confirm your new {{ product }} e-mail address",
+        "text": """Hello {{ name }},
+
+the {{ product }} account "{{ user_name }}" is to use this address from now on: {{ new_email }}.
+
+Confirm it here (the link works once, until {{ expires }}):
+
+{{ link }}
+
+If you did not ask for this, ignore this mail: nothing changes.
+""",
+        "html": """<p>Hello {{ name }},</p>
+<p>the {{ product }} account <strong>{{ user_name }}</strong> is to use this address from now on:
+{{ new_email }}.</p>
+<p><a href="{{ link }}" style="background:#1f5fbf;color:#fff;padding:.5rem 1rem;border-radius:4px;
+text-decoration:none">Confirm the address</a></p>
+<p>The link works once, until {{ expires }}. If you did not ask for this, ignore this mail: nothing
+changes.</p>
+""",
+    },
+    ("email_change", "de"): {
+        "subject": "Bestätigen Sie Ihre neue {{ product }}-E-Mail-Adresse",
+        "text": """Hallo {{ name }},
+
+das {{ product }}-Konto "{{ user_name }}" soll ab jetzt diese Adresse nutzen: {{ new_email }}.
+
+Bestätigen Sie sie hier (der Link gilt einmal, bis {{ expires }}):
+
+{{ link }}
+
+Falls Sie das nicht angefordert haben, ignorieren Sie diese E-Mail: es ändert sich nichts.
+""",
+        "html": """<p>Hallo {{ name }},</p>
+<p>das {{ product }}-Konto <strong>{{ user_name }}</strong> soll ab jetzt diese Adresse nutzen:
+{{ new_email }}.</p>
+<p><a href="{{ link }}" style="background:#1f5fbf;color:#fff;padding:.5rem 1rem;border-radius:4px;
+text-decoration:none">Adresse bestätigen</a></p>
+<p>Der Link gilt einmal, bis {{ expires }}. Falls Sie das nicht angefordert haben, ignorieren Sie diese
+E-Mail: es ändert sich nichts.</p>
+""",
+    },
+    ("email_change_notice", "en"): {
+        "subject": "Your {{ product }} e-mail address is being changed",
+        "text": """Hello {{ name }},
+
+someone logged in to the {{ product }} account "{{ user_name }}" asked to change its e-mail address
+to {{ new_email }}. It changes once the link sent there is opened.
+
+If this was not you, change your password and tell your administrator.
+""",
+        "html": """<p>Hello {{ name }},</p>
+<p>someone logged in to the {{ product }} account <strong>{{ user_name }}</strong> asked to change its
+e-mail address to {{ new_email }}. It changes once the link sent there is opened.</p>
+<p>If this was not you, change your password and tell your administrator.</p>
+""",
+    },
+    ("email_change_notice", "de"): {
+        "subject": "Ihre {{ product }}-E-Mail-Adresse wird geändert",
+        "text": """Hallo {{ name }},
+
+jemand, der im {{ product }}-Konto "{{ user_name }}" angemeldet ist, möchte dessen E-Mail-Adresse
+auf {{ new_email }} ändern. Sie ändert sich, sobald der dorthin gesendete Link geöffnet wird.
+
+Falls Sie das nicht waren, ändern Sie Ihr Passwort und informieren Sie Ihren Administrator.
+""",
+        "html": """<p>Hallo {{ name }},</p>
+<p>jemand, der im {{ product }}-Konto <strong>{{ user_name }}</strong> angemeldet ist, möchte dessen
+E-Mail-Adresse auf {{ new_email }} ändern. Sie ändert sich, sobald der dorthin gesendete Link geöffnet
+wird.</p>
+<p>Falls Sie das nicht waren, ändern Sie Ihr Passwort und informieren Sie Ihren Administrator.</p>
+""",
+    },
 }
 
 

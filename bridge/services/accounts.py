@@ -1,5 +1,6 @@
 """Account writes: passwords and their history, locks, login attempts, invitations,
-TOTP credentials and recovery codes. The decisions live in bridge.accounts; this
+the links users ask for themselves (reset, e-mail change), TOTP credentials and
+recovery codes. The decisions live in bridge.accounts; this
 is where they are stored, in the caller's unit of work, each with an audit event
 that never holds a secret (hashes, tokens, TOTP secrets, codes)."""
 
@@ -14,13 +15,23 @@ from sqlalchemy import delete, or_, select, update
 from bridge.services import audit
 from bridge.services.errors import Conflict, InvalidValue, NotFound
 from bridge.store.db import Store, rowcount
-from bridge.store.models import Invitation, LoginAttempt, PasswordHistory, RecoveryCode, TotpCredential, User
+from bridge.store.models import (
+    AccountLink,
+    Invitation,
+    LoginAttempt,
+    PasswordHistory,
+    RecoveryCode,
+    TotpCredential,
+    User,
+)
 
 if TYPE_CHECKING:
     from bridge.services.unit import UnitOfWork
 
 MAX_HISTORY = 20
 PASSWORD_EXPIRED = "password_expired"
+#: the purposes of the links users ask for themselves (AccountLink.purpose)
+RESET_LINK, EMAIL_LINK = "password_reset", "email_change"
 
 
 def is_directory_user(user: User) -> bool:
@@ -67,6 +78,13 @@ class AccountService:
             PasswordHistory.user_id == user.id, PasswordHistory.id.not_in(list(keep))))
         if user.lock_reason == PASSWORD_EXPIRED:
             self._set_lock(user, None, None, "user.unlock")
+        self.revoke_links(user, RESET_LINK, now=now)  # a new password, by any way, ends open reset links
+
+    def note_directory_password(self, user: User, action: str) -> None:
+        """A directory user's password was changed or reset in the directory (nothing of it
+        is kept here): the audit event says so, and by whom."""
+        audit.record(self.uow.session, self.uow.actor, action, "user", user.id, user.user_name,
+                     {"password": [audit.REDACTED, audit.REDACTED], "directory": [None, user.source]})
 
     def rehash(self, user: User, password_hash: str) -> None:
         """Replace the hash of the same password (new argon2 parameters); its age stays."""
@@ -259,6 +277,53 @@ class AccountService:
             audit.record(self.uow.session, self.uow.actor, "invitation.purge", "invitation", None, None,
                          {"deleted": [None, count], "closed_before": [None, before.isoformat()]})
         return count
+
+    # -- the links users ask for themselves ------------------------------------------------
+
+    def create_link(self, user: User, purpose: str, token_hash: str, *, now: datetime, expires_at: datetime,
+                    new_email: str | None = None) -> AccountLink:
+        """A single-use link of ``purpose``; the user's earlier open links of it stop working."""
+        self.revoke_links(user, purpose, now=now)
+        link = AccountLink(user_id=user.id, purpose=purpose, token_hash=token_hash, new_email=new_email,
+                           created_at=now, expires_at=expires_at)
+        self.uow.session.add(link)
+        self.uow.session.flush()
+        changes: dict[str, list[object]] = {"purpose": [None, purpose], "expires_at": [None, expires_at.isoformat()]}
+        if new_email is not None:
+            changes["new_email"] = [None, new_email]
+        audit.record(self.uow.session, self.uow.actor, "account-link.create", "user", user.id, user.user_name,
+                     changes)
+        return link
+
+    def find_link(self, token_hash: str, purpose: str) -> AccountLink | None:
+        return self.uow.session.scalar(select(AccountLink).where(
+            AccountLink.token_hash == token_hash, AccountLink.purpose == purpose))
+
+    def use_link(self, link: AccountLink, user: User, *, now: datetime) -> None:
+        link.used_at = now
+        self.uow.session.flush()
+        audit.record(self.uow.session, self.uow.actor, "account-link.use", "user", user.id, user.user_name,
+                     {"purpose": [None, link.purpose]})
+
+    def revoke_links(self, user: User, purpose: str, *, now: datetime) -> int:
+        """Close the user's open links of ``purpose`` (a new one, or the password they were for, came)."""
+        result = self.uow.session.execute(update(AccountLink).where(
+            AccountLink.user_id == user.id, AccountLink.purpose == purpose, AccountLink.used_at.is_(None),
+            AccountLink.revoked_at.is_(None), AccountLink.expires_at > now).values(revoked_at=now))
+        return rowcount(result)
+
+    def purge_links(self, before: datetime) -> int:
+        """Delete the links that expired, or were used or revoked, before ``before``."""
+        result = self.uow.session.execute(delete(AccountLink).where(or_(
+            AccountLink.used_at < before, AccountLink.revoked_at < before, AccountLink.expires_at < before)))
+        return rowcount(result)
+
+    def record_request(self, key: str, client_ip: str | None, reason: str, *, now: datetime) -> None:
+        """Count a request that must be rate-limited alike for known and unknown names (a
+        forgotten-password request): a row among the login attempts, which no lock counts."""
+        self.uow.session.add(LoginAttempt(at=now, user_name_key=key[:256], client_ip=client_ip, success=True,
+                                          reason=reason))
+        self.uow.session.flush()
 
     def record_expiry_warning(self, user: User, *, now: datetime, expires_at: datetime) -> None:
         """Note that the expiry warning of the user's current password went out."""

@@ -380,6 +380,24 @@ class Invitation(Base):
     sent_at: Mapped[datetime | None]
 
 
+class AccountLink(Base):
+    """A single-use link a user asked for: a forgotten password's reset, or the
+    confirmation of a new e-mail address (sent to that address). Only the token's SHA-256
+    is stored; a new link of the same purpose makes the user's earlier ones stop working."""
+
+    __tablename__ = "account_links"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(32))  # "password_reset" | "email_change"
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    new_email: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
 class PasswordHistory(Base):
     __tablename__ = "password_history"
 

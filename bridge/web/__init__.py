@@ -72,6 +72,7 @@ def create_app(rt: Runtime) -> OpenAPI:
         rights_groups,
         roles,
         scopes,
+        selfservice,
         sync,
         tokens,
         users,
@@ -84,8 +85,12 @@ def create_app(rt: Runtime) -> OpenAPI:
     from bridge.web import invite
 
     invite.init_app(app, rt)  # the invitation pages and their session (bridge.web.invite)
+    from bridge.web import account
+
+    app.register_blueprint(account.blueprint)  # the users' own pages, in the same session
     for api in (users.bp, check.bp, roles.bp, scopes.bp, grants.bp, customers.bp,
-                auth.bp, invitations.bp, accounts.bp, tokens.bp, sync.bp, jobs.bp, rights_groups.bp, audit.bp):
+                auth.bp, invitations.bp, accounts.bp, selfservice.bp, tokens.bp, sync.bp, jobs.bp, rights_groups.bp,
+                audit.bp):
         app.register_api(api)
     api_errors.init_app(app)  # JSON error bodies for everything under /api/v1 (bridge.web.api.errors)
 

@@ -135,7 +135,8 @@ def _lang_of(ctx: AccountsContext, user: User | None) -> str:
     return language_for(user.preferred_language if user else None, ctx.config.invites.default_language)
 
 
-def _rules(ctx: AccountsContext, lang: str) -> str:
+def password_rules(ctx: AccountsContext, lang: str) -> str:
+    """The password policy in words, for every page where a password is chosen."""
     policy = ctx.config.policy.password
     text = _text(lang)
     return text["rules"].format(min_length=policy.min_length, min_criteria=policy.min_criteria,
@@ -168,7 +169,7 @@ def show():  # type: ignore[no-untyped-def]
         user_name, lang = _invitee(ctx, token)
     except InvitationInvalid as exc:
         return _error(ctx, exc)
-    return _page("invite_password.html", lang, token=token, user_name=user_name, rules=_rules(ctx, lang),
+    return _page("invite_password.html", lang, token=token, user_name=user_name, rules=password_rules(ctx, lang),
                  problems=[], csrf=csrf_token())
 
 
@@ -194,7 +195,7 @@ def submit():  # type: ignore[no-untyped-def]
             problems = exc.in_language(lang)
     if problems:
         return _page("invite_password.html", lang, 400, token=token, user_name=user_name,
-                     rules=_rules(ctx, lang), problems=problems, csrf=csrf_token())
+                     rules=password_rules(ctx, lang), problems=problems, csrf=csrf_token())
     if enrolment.required(ctx, user):
         session["enrol"] = {"user_id": user.id, "until": time.time() + ENROL_SECONDS, "lang": lang}
         return redirect(url_for("invite.totp"), code=303)

@@ -101,7 +101,7 @@ def may_operate(rt: Runtime, user_id: str) -> bool:
         return False
 
 
-def _refused(rt: Runtime, user_id: str, issued_at: float) -> bool:
+def session_ended(rt: Runtime, user_id: str, issued_at: float) -> bool:
     """The user is gone or locked, or the session was issued before the user's
     ``sessions_valid_after`` (compared to the microsecond: a login in the second of a
     logout still counts)."""
@@ -175,7 +175,7 @@ def current_operator() -> Operator | None:
         session.pop(SESSION_KEY, None)
         return None
     if not rt.config.status.enabled or operator.expires_at < _now(rt) or not operator.user_id \
-            or _refused(rt, operator.user_id, operator.issued_at):
+            or session_ended(rt, operator.user_id, operator.issued_at):
         session.pop(SESSION_KEY, None)
         return None
     if not may_operate(rt, operator.user_id):

@@ -113,15 +113,15 @@ def test_an_expired_link_fails_clearly_and_cleanup_expires_and_purges(client, ad
     path = link[len("https://portal.example.org"):]
     clock.advance(days=4, hours=23)
     assert client.get(path).status_code == 200
-    assert invitation_cleanup(runtime) == {"expired": 0, "purged": 0}
+    assert invitation_cleanup(runtime) == {"expired": 0, "purged": 0, "links_purged": 0}
     clock.advance(hours=1)
     expired = client.get(path)
     assert expired.status_code == 410 and "has expired" in expired.text
-    assert invitation_cleanup(runtime) == {"expired": 1, "purged": 0}
+    assert invitation_cleanup(runtime) == {"expired": 1, "purged": 0, "links_purged": 0}
     assert client.get("/api/v1/invitations", headers=admin_headers).json["items"][0]["state"] == "expired"
     assert client.get(path).status_code == 410
     clock.advance(days=30, seconds=1)  # invites.retention_days
-    assert invitation_cleanup(runtime) == {"expired": 0, "purged": 1}
+    assert invitation_cleanup(runtime) == {"expired": 0, "purged": 1, "links_purged": 0}
     with runtime.store.read() as session:
         assert session.scalar(select(func.count()).select_from(Invitation)) == 0
     gone = client.get(path)

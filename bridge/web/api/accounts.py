@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bridge.accounts import enrolment
 from bridge.accounts.context import context_for
-from bridge.accounts.credentials import reset_to_temporary
 from bridge.accounts.invitations import parse_role
+from bridge.accounts.selfservice import reset_by_admin
 from bridge.services import UnitOfWork, bulk
 from bridge.services.errors import InvalidValue, NotFound
 from bridge.store.models import User
@@ -117,11 +117,12 @@ def import_password_hash(path: UserPath, body: PasswordHashIn):  # type: ignore[
 
 
 @bp.post("/users/<user_id>/password-reset", responses={200: TemporaryPassword},
-         summary="Reset to a temporary password that must be changed at the first login")
+         summary="Reset to a temporary password (a local user must change it at the first login; a "
+                 "directory user's is set in the directory when its source allows resets)")
 def password_reset(path: UserPath):  # type: ignore[no-untyped-def]
     ctx = context_for(runtime())
     with ctx.services.unit(api_actor()) as uow:
-        temporary = reset_to_temporary(ctx, uow, uow.users.by_ref(path.user_id))
+        temporary = reset_by_admin(ctx, uow, uow.users.by_ref(path.user_id))
     response = jsonify(temporary_password=temporary)
     response.headers["Cache-Control"] = NO_STORE
     return response

@@ -14,9 +14,10 @@ from flask import g, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.accounts.context import context_for
-from bridge.accounts.credentials import set_new_password
 from bridge.accounts.login import LoginOutcome, login
+from bridge.accounts.selfservice import change_password
 from bridge.services import Actor
+from bridge.store.models import User
 from bridge.web import runtime
 from bridge.web.api.common import ErrorBody, api_actor, error_response, make_blueprint
 from bridge.web.api.headers import BASIC_CHALLENGE
@@ -141,9 +142,13 @@ def auth_change_password(body: PasswordChangeBody):  # type: ignore[no-untyped-d
         return _refused(outcome)
     assert outcome.user_id is not None
     ctx = context_for(runtime())
-    with ctx.services.unit(Actor(name=f"user:{body.username}", channel="admin-api",
-                                 request_id=g.get("request_id"))) as uow:
-        set_new_password(ctx, uow, uow.users.get(outcome.user_id), body.new_password)
+    with ctx.services.store.read() as db:
+        user = db.get(User, outcome.user_id)
+        assert user is not None
+        db.expunge(user)
+    # a local user's by the policy and history; a directory user's in the directory, as that user
+    change_password(ctx, user, body.password, body.new_password,
+                    Actor(name=f"user:{body.username}", channel="admin-api", request_id=g.get("request_id")))
     result = _success(outcome)
     result["password_change_required"] = False
     return jsonify(result)
