@@ -310,6 +310,8 @@ class LdapSourceConfig(Strict):
             raise ValueError("dirsync is an Active Directory control: it needs preset = 'active_directory'")
         if self.bind_dn and self.bind_password is None:
             raise ValueError("bind_dn is set but no bind_password (or bind_password_file/_env/_credential)")
+        if self.passwords.reset and not self.bind_dn:
+            raise ValueError("passwords.reset sets passwords with the bind account: it needs bind_dn")
         return self
 
 

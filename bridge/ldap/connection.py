@@ -64,11 +64,10 @@ def server(source: LdapSourceConfig, url: str, tls: ldap3.Tls | None,
                         connect_timeout=source.connect_timeout if connect_timeout is None else connect_timeout)
 
 
-def connect(source: LdapSourceConfig, *, write: bool = False) -> ldap3.Connection:
+def connect(source: LdapSourceConfig) -> ldap3.Connection:
     """A bound connection (StartTLS first when configured) to the first of the source's
     URLs that answers; raises DirectoryUnreachable naming why each URL failed, LdapProblem
-    for a TLS setting that cannot work, and LDAPException for what the directory refused.
-    Read-only unless write-back is on or the caller ``write``s (a password reset)."""
+    for a TLS setting that cannot work, and LDAPException for what the directory refused."""
     if source.tls.mode == "none":
         what = "the bind password and the entries cross" if source.bind_dn else "the entries cross"
         log.warning("LDAP source %s uses no TLS: %s the network in clear", source.name, what,
@@ -92,7 +91,7 @@ def connect(source: LdapSourceConfig, *, write: bool = False) -> ldap3.Connectio
                 auto_bind=auto_bind,
                 receive_timeout=source.receive_timeout,
                 raise_exceptions=True,
-                read_only=not (write or source.writeback.enabled),
+                read_only=not source.writeback.enabled,
             )
         except LDAPOperationResult:  # the directory answered (a refused bind): the next would say the same
             raise

@@ -35,9 +35,9 @@ from ldap3.protocol.sasl.sasl import sasl_prep
 from ldap3.utils.dn import parse_dn
 
 from bridge.config import LdapSourceConfig
-from bridge.ldap.auth import DirectoryUnavailable, _login_pool
-from bridge.ldap.connection import connect
-from bridge.ldap.errors import LdapProblem, explain
+from bridge.ldap.auth import DirectoryUnavailable
+from bridge.ldap.connection import UNREACHED, server, tls_settings
+from bridge.ldap.errors import LdapProblem
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,10 @@ def change_own_password(source: LdapSourceConfig, user_dn: str, old_password: st
         raise DirectoryPasswordRejected("wrong_password") from None
     new = _new_password(new_password)
     _require_encryption(source)
-    conn = _user_connection(source, user_dn, old)
+    try:
+        conn = _bound(source, user_dn, old)
+    except _BindRefused as refused:
+        raise _bind_refused(source, refused.result, user_dn) from None
     try:
         if source.preset == "active_directory":
             conn.modify(user_dn, {"unicodePwd": [(ldap3.MODIFY_DELETE, [_unicode_pwd(old)]),
@@ -144,13 +147,14 @@ def reset_password(source: LdapSourceConfig, user_dn: str, new_password: str) ->
         raise DirectoryPasswordRejected("policy", "The directory has no such user.")
     new = _new_password(new_password)
     _require_encryption(source)
+    if not source.bind_dn or source.bind_password is None:
+        raise DirectoryPasswordRejected("not_allowed", "This directory is read without a bind account: "
+                                        "it cannot reset passwords.")
     try:
-        conn = connect(source, write=True)
-    except LdapProblem as exc:  # no URL answered, or a TLS setting that cannot work
-        raise DirectoryUnavailable(str(exc)) from None
-    except LDAPException as exc:  # the bind account was refused: no reset can be made
-        raise DirectoryUnavailable(explain(exc, source)) from None
-    conn.raise_exceptions = False  # the result is read below, with its controls
+        conn = _bound(source, source.bind_dn, source.bind_password.get_secret_value())
+    except _BindRefused as refused:  # a configuration to fix, not the user's doing
+        raise DirectoryUnavailable(f"{source.name}: the directory refused the bind of bind_dn "
+                                   f"({refused.result.get('description')})") from None
     try:
         if source.preset == "active_directory":
             conn.modify(user_dn, {"unicodePwd": [(ldap3.MODIFY_REPLACE, [_unicode_pwd(new)])]})
@@ -204,33 +208,48 @@ def _unicode_pwd(password: str) -> bytes:
 # -- the network ---------------------------------------------------------------------
 
 
-def _user_connection(source: LdapSourceConfig, user_dn: str, password: str) -> ldap3.Connection:
-    """A connection bound as the user, each URL given login_timeout; DirectoryPasswordRejected
-    for a refused bind, DirectoryUnavailable when no URL answers."""
+class _BindRefused(Exception):
+    def __init__(self, result: Mapping[str, Any]) -> None:
+        super().__init__(result.get("description"))
+        self.result = result
+
+
+def _bound(source: LdapSourceConfig, dn: str, password: str) -> ldap3.Connection:
+    """A connection bound as ``dn`` to the first of the source's URLs that answers, each
+    given login_timeout to connect and to answer (a change or a reset is someone waiting on
+    a page, as a login is): _BindRefused with the directory's answer, DirectoryUnavailable
+    when no URL answers. Not ldap3's ServerPool: it sleeps 10 s after its last round."""
     try:
-        pool = _login_pool(source)
+        tls = tls_settings(source)
     except LdapProblem as exc:  # a CA file that cannot be read: no bind can be tried
         raise DirectoryUnavailable(f"{source.name}: {exc}") from None
-    conn = ldap3.Connection(pool, user=user_dn, password=password, receive_timeout=source.login_timeout,
-                            raise_exceptions=False)
-    try:
-        conn.open()
-        if source.tls.mode == "starttls" and not conn.start_tls():
-            raise DirectoryUnavailable(f"{source.name}: StartTLS failed")  # never bind in clear
-        if conn.bind(controls=[PPOLICY_REQUEST]):
-            return conn
-    except (LDAPSASLPrepError, LDAPInvalidDnError):
+    failed = "no URL"
+    for url in source.url:
+        conn = ldap3.Connection(server(source, url, tls, connect_timeout=source.login_timeout), user=dn,
+                                password=password, receive_timeout=source.login_timeout, raise_exceptions=False)
+        try:
+            conn.open()
+            if source.tls.mode == "starttls" and not conn.start_tls():
+                raise DirectoryUnavailable(f"{source.name}: StartTLS failed")  # never bind in clear
+            if conn.bind(controls=[PPOLICY_REQUEST]):
+                return conn
+        except UNREACHED as exc:  # the next URL may answer
+            _unbind(conn)
+            failed = type(exc).__name__
+            continue
+        except (LDAPSASLPrepError, LDAPInvalidDnError):
+            _unbind(conn)
+            raise _BindRefused({"description": "invalidCredentials"}) from None
+        except LDAPException as exc:
+            _unbind(conn)
+            raise _unavailable(source, exc) from None
+        except BaseException:
+            _unbind(conn)
+            raise
+        result = dict(conn.result)
         _unbind(conn)
-        raise DirectoryPasswordRejected("wrong_password") from None
-    except LDAPException as exc:
-        _unbind(conn)
-        raise _unavailable(source, exc) from None
-    except BaseException:
-        _unbind(conn)
-        raise
-    result = dict(conn.result)
-    _unbind(conn)
-    raise _bind_refused(source, result, user_dn)
+        raise _BindRefused(result)
+    raise DirectoryUnavailable(f"{source.name}: {failed}")
 
 
 def _bind_refused(source: LdapSourceConfig, result: Mapping[str, Any], user_dn: str) -> Exception:
