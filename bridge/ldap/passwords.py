@@ -92,7 +92,7 @@ _AD_CODES: Mapping[int, str] = {0x56: "wrong_password", 0x52D: "policy", 0x5: "n
 _AD_BIND_DATA = re.compile(r"\bdata (532|533|701|773|775)\b")
 
 #: what a directory answers when it is not there to decide
-_UNAVAILABLE = {"busy", "unavailable", "unwillingToPerform:timeout", "timeLimitExceeded"}
+_UNAVAILABLE = {"busy", "unavailable", "timeLimitExceeded"}
 
 
 class DirectoryPasswordRejected(Exception):
