@@ -239,6 +239,15 @@ class WritebackConfig(Strict):
         return self
 
 
+class DirectoryPasswordsConfig(Strict):
+    """Passwords of the source's users, changed through the directory (bridge.ldap.passwords)."""
+
+    change: bool = Field(default=True, description="users change their own password (bound as themselves, "
+                         "with the old one): the directory checks the old password and applies its own policy")
+    reset: bool = Field(default=False, description="admins set a user's password without the old one, with the "
+                        "bind account: off unless the bind account is meant to have write access to passwords")
+
+
 class LdapSourceConfig(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     url: list[str]
@@ -270,6 +279,9 @@ class LdapSourceConfig(Strict):
                                      "high-water mark (writes in flight, replication delay)")
     dirsync: bool = Field(default=False, description="Active Directory: incremental syncs read deletions "
                           "with the DirSync control (needs 'Replicating Directory Changes')")
+    passwords: DirectoryPasswordsConfig = Field(
+        default_factory=DirectoryPasswordsConfig, description="directory users' password changes and resets, "
+        "made in the directory (its policy applies): see docs/ldap.md")
 
     @field_validator("url", mode="before")
     @classmethod
@@ -298,6 +310,8 @@ class LdapSourceConfig(Strict):
             raise ValueError("dirsync is an Active Directory control: it needs preset = 'active_directory'")
         if self.bind_dn and self.bind_password is None:
             raise ValueError("bind_dn is set but no bind_password (or bind_password_file/_env/_credential)")
+        if self.passwords.reset and not self.bind_dn:
+            raise ValueError("passwords.reset sets passwords with the bind account: it needs bind_dn")
         return self
 
 
