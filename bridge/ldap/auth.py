@@ -20,12 +20,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import ldap3
-from ldap3.core.exceptions import LDAPBindError, LDAPException, LDAPInvalidCredentialsResult, LDAPSASLPrepError
+from ldap3.core.exceptions import (
+    LDAPBindError,
+    LDAPException,
+    LDAPInvalidCredentialsResult,
+    LDAPInvalidDnError,
+    LDAPSASLPrepError,
+)
 
 from bridge.config import LdapSourceConfig
-from bridge.ldap.connection import server, tls_settings
+from bridge.ldap.connection import UNREACHED, server, tls_settings
 from bridge.ldap.errors import LdapProblem
 
 log = logging.getLogger(__name__)
@@ -77,11 +85,61 @@ class Binder:
             return gate
 
 
-def _login_pool(source: LdapSourceConfig) -> ldap3.ServerPool:
-    """The source's URLs in order, each given ``login_timeout`` to connect."""
-    tls = tls_settings(source)
-    servers = [server(source, url, tls, connect_timeout=source.login_timeout) for url in source.url]
-    return ldap3.ServerPool(servers, ldap3.FIRST, active=1, exhaust=60)
+class BindRefused(Exception):
+    """A server of the source answered the bind with a refusal: ``result`` is its answer."""
+
+    def __init__(self, result: Mapping[str, Any]) -> None:
+        super().__init__(result.get("description"))
+        self.result = result
+
+
+def bind_as(source: LdapSourceConfig, dn: str, password: str, *, controls: list[tuple[str, bool, Any]] | None = None,
+            read_only: bool = True) -> ldap3.Connection:
+    """A connection bound as ``dn`` to the first of the source's URLs that answers, each
+    given ``login_timeout`` to connect and to answer (someone waits on it: a login, a
+    password change): BindRefused with the directory's answer, DirectoryUnavailable when no
+    URL answers. Not ldap3's ServerPool: it sleeps 10 s after its last round, so a closed
+    port held a login that long."""
+    try:
+        tls = tls_settings(source)
+    except LdapProblem as exc:  # a CA file that cannot be read: no bind can be tried
+        raise DirectoryUnavailable(f"{source.name}: {exc}") from None
+    failed = "no URL"
+    for url in source.url:
+        conn = ldap3.Connection(server(source, url, tls, connect_timeout=source.login_timeout), user=dn,
+                                password=password, receive_timeout=source.login_timeout, raise_exceptions=False,
+                                read_only=read_only)
+        try:
+            conn.open()
+            if source.tls.mode == "starttls" and not conn.start_tls():
+                raise DirectoryUnavailable(f"{source.name}: StartTLS failed")  # never bind in clear
+            if conn.bind(controls=controls):
+                return conn
+        except UNREACHED as exc:  # the next URL may answer
+            unbind_quietly(conn)
+            failed = type(exc).__name__
+            continue
+        except (LDAPBindError, LDAPInvalidCredentialsResult, LDAPSASLPrepError, LDAPInvalidDnError):
+            # SASLprep: characters no password may hold (control characters); a DN that does not parse
+            unbind_quietly(conn)
+            raise BindRefused({"description": "invalidCredentials"}) from None
+        except LDAPException as exc:
+            unbind_quietly(conn)
+            raise DirectoryUnavailable(f"{source.name}: {type(exc).__name__}") from None
+        except BaseException:
+            unbind_quietly(conn)
+            raise
+        result = dict(conn.result)
+        unbind_quietly(conn)
+        raise BindRefused(result)
+    raise DirectoryUnavailable(f"{source.name}: {failed}")
+
+
+def unbind_quietly(conn: ldap3.Connection) -> None:
+    try:
+        conn.unbind()
+    except LDAPException:
+        pass
 
 
 def verify_password(source: LdapSourceConfig, user_dn: str, password: str) -> bool:
@@ -90,34 +148,13 @@ def verify_password(source: LdapSourceConfig, user_dn: str, password: str) -> bo
     if not user_dn or not password:
         return False
     try:
-        pool = _login_pool(source)
-    except LdapProblem as exc:  # a CA file that cannot be read: no bind can be tried
-        raise DirectoryUnavailable(f"{source.name}: {exc}") from None
-    conn = ldap3.Connection(
-        pool,
-        user=user_dn,
-        password=password,
-        receive_timeout=source.login_timeout,
-        raise_exceptions=False,
-        read_only=True,
-    )
-    try:
-        conn.open()
-        if source.tls.mode == "starttls" and not conn.start_tls():
-            raise DirectoryUnavailable(f"{source.name}: StartTLS failed")  # never bind in clear
-        if conn.bind():
-            return True
-        if conn.result.get("description") in ("invalidCredentials", "invalidDNSyntax", "noSuchObject"):
-            return False
-        log.info("LDAP bind refused for a user of %s: %s", source.name, conn.result.get("description"),
-                 extra={"source": source.name})
+        unbind_quietly(bind_as(source, user_dn, password))
+        return True
+    except BindRefused as refused:
+        description = refused.result.get("description")
+        if description in ("busy", "unavailable"):
+            raise DirectoryUnavailable(f"{source.name}: {description}") from None
+        if description not in ("invalidCredentials", "invalidDNSyntax", "noSuchObject"):
+            log.info("LDAP bind refused for a user of %s: %s", source.name, description,
+                     extra={"source": source.name})
         return False
-    except (LDAPBindError, LDAPInvalidCredentialsResult, LDAPSASLPrepError):
-        return False  # SASLprep: characters no password may hold (control characters): a wrong password
-    except LDAPException as exc:
-        raise DirectoryUnavailable(f"{source.name}: {type(exc).__name__}") from None
-    finally:
-        try:
-            conn.unbind()
-        except LDAPException:
-            pass

@@ -35,9 +35,7 @@ from ldap3.protocol.sasl.sasl import sasl_prep
 from ldap3.utils.dn import parse_dn
 
 from bridge.config import LdapSourceConfig
-from bridge.ldap.auth import DirectoryUnavailable
-from bridge.ldap.connection import UNREACHED, server, tls_settings
-from bridge.ldap.errors import LdapProblem
+from bridge.ldap.auth import BindRefused, DirectoryUnavailable, bind_as, unbind_quietly
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +121,8 @@ def change_own_password(source: LdapSourceConfig, user_dn: str, old_password: st
     new = _new_password(new_password)
     _require_encryption(source)
     try:
-        conn = _bound(source, user_dn, old)
-    except _BindRefused as refused:
+        conn = bind_as(source, user_dn, old, controls=[PPOLICY_REQUEST], read_only=False)
+    except BindRefused as refused:
         raise _bind_refused(source, refused.result, user_dn) from None
     try:
         if source.preset == "active_directory":
@@ -134,9 +132,9 @@ def change_own_password(source: LdapSourceConfig, user_dn: str, old_password: st
             conn.extend.standard.modify_password(old_password=old, new_password=new, controls=[PPOLICY_REQUEST])
         _outcome(source, conn.result, "change", user_dn, (old_password, new_password, old, new))
     except LDAPException as exc:
-        raise _unavailable(source, exc) from None
+        raise DirectoryUnavailable(f"{source.name}: {type(exc).__name__}") from None
     finally:
-        _unbind(conn)
+        unbind_quietly(conn)
 
 
 def reset_password(source: LdapSourceConfig, user_dn: str, new_password: str) -> None:
@@ -151,8 +149,9 @@ def reset_password(source: LdapSourceConfig, user_dn: str, new_password: str) ->
         raise DirectoryPasswordRejected("not_allowed", "This directory is read without a bind account: "
                                         "it cannot reset passwords.")
     try:
-        conn = _bound(source, source.bind_dn, source.bind_password.get_secret_value())
-    except _BindRefused as refused:  # a configuration to fix, not the user's doing
+        conn = bind_as(source, source.bind_dn, source.bind_password.get_secret_value(), controls=[PPOLICY_REQUEST],
+                       read_only=False)
+    except BindRefused as refused:  # a configuration to fix, not the user's doing
         raise DirectoryUnavailable(f"{source.name}: the directory refused the bind of bind_dn "
                                    f"({refused.result.get('description')})") from None
     try:
@@ -162,9 +161,9 @@ def reset_password(source: LdapSourceConfig, user_dn: str, new_password: str) ->
             conn.extend.standard.modify_password(user=user_dn, new_password=new, controls=[PPOLICY_REQUEST])
         _outcome(source, conn.result, "reset", user_dn, (new_password, new))
     except LDAPException as exc:
-        raise _unavailable(source, exc) from None
+        raise DirectoryUnavailable(f"{source.name}: {type(exc).__name__}") from None
     finally:
-        _unbind(conn)
+        unbind_quietly(conn)
 
 
 # -- before the network --------------------------------------------------------------
@@ -208,50 +207,6 @@ def _unicode_pwd(password: str) -> bytes:
 # -- the network ---------------------------------------------------------------------
 
 
-class _BindRefused(Exception):
-    def __init__(self, result: Mapping[str, Any]) -> None:
-        super().__init__(result.get("description"))
-        self.result = result
-
-
-def _bound(source: LdapSourceConfig, dn: str, password: str) -> ldap3.Connection:
-    """A connection bound as ``dn`` to the first of the source's URLs that answers, each
-    given login_timeout to connect and to answer (a change or a reset is someone waiting on
-    a page, as a login is): _BindRefused with the directory's answer, DirectoryUnavailable
-    when no URL answers. Not ldap3's ServerPool: it sleeps 10 s after its last round."""
-    try:
-        tls = tls_settings(source)
-    except LdapProblem as exc:  # a CA file that cannot be read: no bind can be tried
-        raise DirectoryUnavailable(f"{source.name}: {exc}") from None
-    failed = "no URL"
-    for url in source.url:
-        conn = ldap3.Connection(server(source, url, tls, connect_timeout=source.login_timeout), user=dn,
-                                password=password, receive_timeout=source.login_timeout, raise_exceptions=False)
-        try:
-            conn.open()
-            if source.tls.mode == "starttls" and not conn.start_tls():
-                raise DirectoryUnavailable(f"{source.name}: StartTLS failed")  # never bind in clear
-            if conn.bind(controls=[PPOLICY_REQUEST]):
-                return conn
-        except UNREACHED as exc:  # the next URL may answer
-            _unbind(conn)
-            failed = type(exc).__name__
-            continue
-        except (LDAPSASLPrepError, LDAPInvalidDnError):
-            _unbind(conn)
-            raise _BindRefused({"description": "invalidCredentials"}) from None
-        except LDAPException as exc:
-            _unbind(conn)
-            raise _unavailable(source, exc) from None
-        except BaseException:
-            _unbind(conn)
-            raise
-        result = dict(conn.result)
-        _unbind(conn)
-        raise _BindRefused(result)
-    raise DirectoryUnavailable(f"{source.name}: {failed}")
-
-
 def _bind_refused(source: LdapSourceConfig, result: Mapping[str, Any], user_dn: str) -> Exception:
     description = str(result.get("description") or "")
     if description in _UNAVAILABLE:
@@ -272,17 +227,6 @@ def _bind_refused(source: LdapSourceConfig, result: Mapping[str, Any], user_dn: 
         log.info("a password change of %s in %s: the bind was refused: %s", user_dn, source.name, description,
                  extra={"source": source.name})
     return DirectoryPasswordRejected("wrong_password")
-
-
-def _unavailable(source: LdapSourceConfig, exc: LDAPException) -> DirectoryUnavailable:
-    return DirectoryUnavailable(f"{source.name}: {type(exc).__name__}")
-
-
-def _unbind(conn: ldap3.Connection) -> None:
-    try:
-        conn.unbind()
-    except LDAPException:
-        pass
 
 
 # -- the answer ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from bridge.accounts.credentials import set_new_password
 from bridge.services import Actor
 from bridge.store.models import AuditEvent, LoginAttempt, User
 from tests.fixtures.accounts import GOOD_PASSWORD, FakeClock, accounts_config, attempt
+from tests.fixtures.net import free_port
 
 OTHER_IP = "203.0.113.9"
 
@@ -331,3 +332,22 @@ def test_directory_users_get_no_local_password(ldap_runtime, client, admin_heade
     assert refused.status_code == 409 and "directory user" in refused.json["error"]["message"]
     invited = client.post("/api/v1/invitations", json={"user_id": alice.id}, headers=admin_headers)
     assert invited.status_code == 400 and "directory user" in invited.json["error"]["message"]
+
+
+def test_a_source_url_that_refuses_connections_costs_a_login_nothing(ldap_runtime, slapd, client, admin_headers,
+                                                                     clock):
+    """Each URL in turn, within login_timeout: a closed port fails at once and the next URL
+    answers (ldap3's server pool slept 10 s after a round where none answered)."""
+    closed = f"ldap://127.0.0.1:{free_port()}"
+    sources = [s.model_copy(update={"url": [closed, slapd.url]}) for s in ldap_runtime.config.ldap.sources]
+    ldap_runtime.config = ldap_runtime.services.config = ldap_runtime.config.model_copy(
+        update={"ldap": ldap_runtime.config.ldap.model_copy(update={"sources": sources})})
+    started = time.monotonic()
+    assert attempt(client, admin_headers, "alice", slapd.passwords["alice"]).status_code == 200
+    assert time.monotonic() - started < 1.5
+    only_closed = [s.model_copy(update={"url": [closed]}) for s in sources]
+    ldap_runtime.config = ldap_runtime.services.config = ldap_runtime.config.model_copy(
+        update={"ldap": ldap_runtime.config.ldap.model_copy(update={"sources": only_closed})})
+    started = time.monotonic()
+    down = attempt(client, admin_headers, "alice", slapd.passwords["alice"])
+    assert down.status_code == 503 and time.monotonic() - started < 1.5
