@@ -61,15 +61,20 @@ class AccountsContext:
         (self.mailer or Mailer(self.config.smtp)).send(message)
 
     def post(self, message: Message) -> None:
-        """Send after the answer (the runtime's outbox); without one, now, and a refused
-        mail is logged rather than raised: the caller answered already."""
+        """Send after the answer (the runtime's outbox); a refused mail is logged."""
+        self.later(lambda: self.send(message))
+
+    def later(self, job: Callable[[], None]) -> None:
+        """Run ``job`` (make a mail and send it) after the answer, in the runtime's outbox;
+        without one (a context with its own mailer), now. A refused mail is logged rather
+        than raised: the caller answered already."""
         if self.outbox_of is not None and self.mailer is None:
-            self.outbox_of().post(message)
+            self.outbox_of().later(job)
             return
         try:
-            self.send(message)
+            job()
         except MailError as exc:
-            log.warning("a mail was not sent: %s", exc, extra={"subject": message.subject})
+            log.warning("a mail was not sent: %s", exc)
 
     @property
     def public_url(self) -> str:

@@ -1,6 +1,7 @@
-"""Mail that goes out after the answer: one worker thread per process sends what the
-request queued. A forgotten-password request must answer as fast for an unknown address
-as for a known one, so its mail cannot be sent while the request waits.
+"""Mail that goes out after the answer: one worker thread per process does what the
+request queued (sends a message, or makes one and sends it). A forgotten-password
+request must answer as fast for an unknown address as for a known one, so neither its
+link nor its mail can be made while the request waits.
 
 The runtime builds the outbox on first use and stops it in ``Runtime.close``, which
 waits a little for what is queued. A mail that cannot be sent is logged (its reason,
@@ -24,35 +25,38 @@ MAX_QUEUED = 1000  # past this, a flood of requests drops mails rather than memo
 class Outbox:
     def __init__(self, send: Callable[[Message], None]):
         self._send = send
-        self._queue: queue.Queue[Message | None] = queue.Queue(maxsize=MAX_QUEUED)
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=MAX_QUEUED)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
 
     def post(self, message: Message) -> None:
-        """Queue ``message``; the worker starts with the first one."""
+        """Queue ``message`` for sending; the worker starts with the first job."""
+        self.later(lambda: self._send(message))
+
+    def later(self, job: Callable[[], None]) -> None:
+        """Queue ``job`` (which makes a mail and sends it, say) for the worker."""
         with self._lock:
             if self._closed:
-                log.warning("mail dropped: the process is stopping", extra={"subject": message.subject})
+                log.warning("mail dropped: the process is stopping")
                 return
             if self._thread is None:
                 self._thread = threading.Thread(target=self._work, name="dirbridge-outbox", daemon=True)
                 self._thread.start()
         try:
-            self._queue.put_nowait(message)
+            self._queue.put_nowait(job)
         except queue.Full:
-            log.warning("mail dropped: %d mails wait already", MAX_QUEUED, extra={"subject": message.subject})
+            log.warning("mail dropped: %d mails wait already", MAX_QUEUED)
 
     def _work(self) -> None:
         while True:
-            message = self._queue.get()
+            job = self._queue.get()
             try:
-                if message is None:
+                if job is None:
                     return
-                self._send(message)
+                job()
             except MailError as exc:
-                log.warning("a queued mail was not sent: %s", exc, extra={"subject": message.subject if message
-                                                                          else None})
+                log.warning("a queued mail was not sent: %s", exc)
             except Exception:  # the worker must outlive one bad mail
                 log.exception("a queued mail failed")
             finally:

@@ -21,11 +21,13 @@ Rules callers rely on:
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -33,7 +35,7 @@ from sqlalchemy import func, select
 from bridge.accounts.context import AccountsContext
 from bridge.accounts.credentials import reset_to_temporary, set_new_password
 from bridge.accounts.errors import LinkInvalid, SelfServiceOff, TooManyRequests
-from bridge.accounts.mail import MailError
+from bridge.accounts.mail import MailError, Message
 from bridge.accounts.messages import format_time, language_for, render
 from bridge.accounts.passwords import temporary_password
 from bridge.names import MAX_KEY_LENGTH
@@ -107,27 +109,52 @@ def _requested_user(uow: UnitOfWork, typed: str, key: str) -> User | None:
     return user
 
 
+def request_key(client_ip: str | None) -> str | None:
+    """The address a request counts against: an IPv4 address, or an IPv6 address's /64
+    (the least any provider hands one customer, who could otherwise ask from each of its
+    addresses)."""
+    if not client_ip:
+        return None
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return client_ip[:64]
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 def request_password_reset(ctx: AccountsContext, typed: str, client_ip: str | None, actor: Actor) -> None:
     """Mail a reset link to the user ``typed`` names (a userName or an e-mail address),
-    if there is one; raise TooManyRequests past the limits, known name or not."""
+    if there is one; raise TooManyRequests past the limits, known name or not. The link
+    and the mail are made after the answer (the outbox), so that a known name does no
+    more work while the request waits than an unknown one."""
     _enabled(ctx)
     typed = typed.strip()[:320]
     key = user_name_key(typed)[:MAX_KEY_LENGTH] if typed else ""
     if not key:
         raise InvalidValue("give your user name or e-mail address", field="login")
-    message = None
+    address = request_key(client_ip)
     with ctx.services.unit(actor) as uow:
         lock_name(uow.session, REQUEST_LOCK_SPACE, key)
-        _limited(uow, ctx, key, client_ip)
-        uow.accounts.record_request(key, client_ip, REQUEST_REASON, now=ctx.now())
+        _limited(uow, ctx, key, address)
+        uow.accounts.record_request(key, address, REQUEST_REASON, now=ctx.now())
         user = _requested_user(uow, typed, key)
-        if user is not None:
-            message = _reset_message(ctx, uow, user)
-    if message is not None:
-        ctx.post(message)  # after the answer's work: a known address must not answer slower
+        user_id = user.id if user is not None else None
+    if user_id is not None:
+        ctx.later(lambda: _send_reset(ctx, user_id, actor))
 
 
-def _reset_message(ctx: AccountsContext, uow: UnitOfWork, user: User) -> Any:
+def _send_reset(ctx: AccountsContext, user_id: str, actor: Actor) -> None:
+    with ctx.services.unit(actor) as uow:
+        user = uow.users.get(user_id)
+        if not user.active or not user.email:  # changed since the request
+            return
+        message = _reset_message(ctx, uow, user)
+    ctx.send(message)
+
+
+def _reset_message(ctx: AccountsContext, uow: UnitOfWork, user: User) -> Message:
     lang = language_for(user.preferred_language, ctx.config.invites.default_language)
     values = {"name": user.display_name or user.user_name, "user_name": user.user_name,
               "product": ctx.config.invites.product_name}
@@ -145,7 +172,8 @@ def _reset_message(ctx: AccountsContext, uow: UnitOfWork, user: User) -> Any:
 
 def check_link(ctx: AccountsContext, uow: UnitOfWork, token: str, purpose: str) -> tuple[AccountLink, User]:
     """The open link of ``token`` and its user; LinkInvalid says why not."""
-    link = uow.accounts.find_link(hash_link_token(token), purpose) if token else None
+    # locked: of two uses at once (a double click), the second waits and finds it used
+    link = uow.accounts.find_link(hash_link_token(token), purpose, lock=True) if token else None
     if link is None:
         raise LinkInvalid("unknown", "this link is not valid: check that the whole link was copied, or ask "
                                      "for a new one")
@@ -208,7 +236,7 @@ def reset_by_admin(ctx: AccountsContext, uow: UnitOfWork, user: User) -> str:
 
 def _after_directory_change(ctx: AccountsContext, uow: UnitOfWork, user: User, action: str) -> None:
     """What follows a password the directory took: the audit event, every session and
-    open reset link of the user ended."""
+    open link of the user ended (an e-mail change asked for from a stolen session too)."""
     uow.accounts.note_directory_password(user, action)
     uow.accounts.end_sessions(user)
     uow.accounts.revoke_links(user, RESET, now=ctx.now())
@@ -272,35 +300,54 @@ def update_profile(uow: UnitOfWork, user: User, changes: dict[str, Any]) -> User
     return uow.users.update(user, **changes)
 
 
-def request_email_change(ctx: AccountsContext, uow: UnitOfWork, user: User, new_email: str) -> AccountLink:
-    """Mail a confirmation link to ``new_email``; the address changes only when it is
-    opened. The current address is told, so that a taken-over session is noticed."""
+@dataclass(frozen=True)
+class EmailChangeAsked:
+    new_email: str
+    expires_at: datetime
+
+
+def request_email_change(ctx: AccountsContext, user_ref: str, new_email: str, actor: Actor) -> EmailChangeAsked:
+    """Mail a confirmation link to ``new_email`` for the user named by id or userName; the
+    address changes only when it is opened. The current address is told, so that a
+    taken-over session is noticed. At most
+    ``self_service.requests_per_hour`` an hour per user (each mail carries the user's
+    display name to an address the user chose). The link is stored before the mail goes
+    out, not while it does: a slow mail server holds no write lock."""
     _enabled(ctx)
-    _own_profile(user, "the e-mail address")
     address = mail_address(new_email.strip()) if new_email else None
     if address is None:
         raise InvalidValue(f"email: {new_email[:64]!r} is not an e-mail address", field="email")
-    if user.email and address.lower() == user.email.lower():
-        raise InvalidValue("email: that is the current address already", field="email")
     now = ctx.now()
-    token = secrets.token_urlsafe(32)
-    link = uow.accounts.create_link(user, EMAIL_CHANGE, hash_link_token(token), now=now, new_email=address,
-                                    expires_at=now + timedelta(hours=ctx.config.self_service.email_change_hours))
-    lang = language_for(user.preferred_language, ctx.config.invites.default_language)
-    values = {"name": user.display_name or user.user_name, "user_name": user.user_name,
-              "product": ctx.config.invites.product_name, "new_email": address}
-    confirm = render("email_change", lang, address, link=link_for(ctx, EMAIL_PATH, token),
-                     expires=format_time(link.expires_at, lang), **values)
-    notice = render("email_change_notice", lang, user.email, **values) if user.email else None
-    try:  # last: a refused mail undoes the link
+    with ctx.services.unit(actor) as uow:
+        user = uow.users.by_ref(user_ref)
+        user_id = user.id
+        _own_profile(user, "the e-mail address")
+        if user.email and address.lower() == user.email.lower():
+            raise InvalidValue("email: that is the current address already", field="email")
+        if uow.accounts.links_since(user, EMAIL_CHANGE, now - timedelta(hours=1)) >= \
+                ctx.config.self_service.requests_per_hour:
+            raise TooManyRequests("too many e-mail changes: try again in an hour", retry_after=3600)
+        token = secrets.token_urlsafe(32)
+        link = uow.accounts.create_link(user, EMAIL_CHANGE, hash_link_token(token), now=now, new_email=address,
+                                        expires_at=now + timedelta(hours=ctx.config.self_service.email_change_hours))
+        lang = language_for(user.preferred_language, ctx.config.invites.default_language)
+        values = {"name": user.display_name or user.user_name, "user_name": user.user_name,
+                  "product": ctx.config.invites.product_name, "new_email": address}
+        confirm = render("email_change", lang, address, link=link_for(ctx, EMAIL_PATH, token),
+                         expires=format_time(link.expires_at, lang), **values)
+        notice = render("email_change_notice", lang, user.email, **values) if user.email else None
+        asked = EmailChangeAsked(address, link.expires_at)
+    try:
         ctx.send(confirm)
     except MailError as exc:
         from bridge.accounts.errors import MailFailed
 
+        with ctx.services.unit(actor) as uow:  # the link no mail carries works for nobody
+            uow.accounts.revoke_links(uow.users.get(user_id), EMAIL_CHANGE, now=ctx.now())
         raise MailFailed(f"the confirmation was not sent, nothing was changed: {exc}") from None
     if notice is not None:
         ctx.post(notice)
-    return link
+    return asked
 
 
 def confirm_email_change(ctx: AccountsContext, token: str, channel: str) -> User:
@@ -311,4 +358,5 @@ def confirm_email_change(ctx: AccountsContext, token: str, channel: str) -> User
         _own_profile(user, "the e-mail address")
         uow.users.update(user, email=link.new_email)
         uow.accounts.use_link(link, user, now=ctx.now())
+        uow.accounts.revoke_links(user, RESET, now=ctx.now())  # those went to the old mailbox
         return user

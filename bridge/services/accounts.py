@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 
 from bridge.services import audit
 from bridge.services.errors import Conflict, InvalidValue, NotFound
@@ -78,7 +78,10 @@ class AccountService:
             PasswordHistory.user_id == user.id, PasswordHistory.id.not_in(list(keep))))
         if user.lock_reason == PASSWORD_EXPIRED:
             self._set_lock(user, None, None, "user.unlock")
-        self.revoke_links(user, RESET_LINK, now=now)  # a new password, by any way, ends open reset links
+        # a new password, by any way, ends the open links: a reset's, and an e-mail change
+        # asked for from a stolen session (which would otherwise bring a reset to the thief)
+        self.revoke_links(user, RESET_LINK, now=now)
+        self.revoke_links(user, EMAIL_LINK, now=now)
 
     def note_directory_password(self, user: User, action: str) -> None:
         """A directory user's password was changed or reset in the directory (nothing of it
@@ -146,6 +149,7 @@ class AccountService:
         """Refuse every operator session of ``user`` issued until now (a logout ends them
         on every browser and replica; bridge.web.operator)."""
         user.sessions_valid_after = self.uow.now()
+        self.revoke_links(user, EMAIL_LINK, now=self.uow.now())  # asked for in a session that may be stolen
         self.uow.session.flush()
         audit.record(self.uow.session, self.uow.actor, "logout", "user", user.id, user.user_name)
 
@@ -295,9 +299,15 @@ class AccountService:
                      changes)
         return link
 
-    def find_link(self, token_hash: str, purpose: str) -> AccountLink | None:
-        return self.uow.session.scalar(select(AccountLink).where(
-            AccountLink.token_hash == token_hash, AccountLink.purpose == purpose))
+    def find_link(self, token_hash: str, purpose: str, *, lock: bool = False) -> AccountLink | None:
+        """The link of ``token_hash``; ``lock`` holds its row until the unit ends (its use)."""
+        query = select(AccountLink).where(AccountLink.token_hash == token_hash, AccountLink.purpose == purpose)
+        return self.uow.session.scalar(query.with_for_update() if lock else query)
+
+    def links_since(self, user: User, purpose: str, since: datetime) -> int:
+        """How many links of ``purpose`` the user asked for since ``since``."""
+        return self.uow.session.scalar(select(func.count()).select_from(AccountLink).where(
+            AccountLink.user_id == user.id, AccountLink.purpose == purpose, AccountLink.created_at > since)) or 0
 
     def use_link(self, link: AccountLink, user: User, *, now: datetime) -> None:
         link.used_at = now

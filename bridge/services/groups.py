@@ -15,7 +15,7 @@ from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from bridge.names import identity_key, key_problem
-from bridge.services import audit
+from bridge.services import audit, validate
 from bridge.services.actor import LDAP_PREFIX, LOCAL_SOURCE
 from bridge.services.errors import (
     Conflict,
@@ -101,6 +101,7 @@ class GroupService:
         if unknown:
             raise InvalidValue(f"unknown group fields: {', '.join(sorted(unknown))}")
         display_name = self._check_name(display_name)
+        validate.fits_columns(Group.__table__, fields)
         self._ensure_name_free(self.uow.actor.source, display_name)
         if "kind" in fields:
             fields["kind"] = GroupKind(fields["kind"])
@@ -128,6 +129,7 @@ class GroupService:
                 raise InvalidValue(f"unknown group fields: {', '.join(sorted(unknown))}")
             if "kind" in fields:
                 fields["kind"] = GroupKind(fields["kind"])
+            validate.fits_columns(Group.__table__, fields)
             row = _GROUP_ROWS.new_row()
             row.update(fields, display_name=display_name, display_name_key=group_key(display_name),
                        source=self.uow.actor.source, created_at=now, updated_at=now)
@@ -149,6 +151,7 @@ class GroupService:
         self._check_version(group, expected_version)
         if "display_name" in changes:
             changes["display_name"] = self._check_name(changes["display_name"])
+        validate.fits_columns(Group.__table__, changes)
         changed = {k: v for k, v in changes.items() if getattr(group, k) != v}
         if not changed:
             return group

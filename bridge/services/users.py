@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bridge.names import identity_key, key_problem
 from bridge.services import audit, conflicts, validate
+from bridge.services.accounts import EMAIL_LINK, RESET_LINK
 from bridge.services.actor import LOCAL_SOURCE
 from bridge.services.addresses import mail_address
 from bridge.services.conflicts import USER_NAME as USER_NAME_CONFLICT
@@ -485,6 +486,7 @@ class UserService:
                 # directory's value is its data about its user, kept as sent (SCIM clients
                 # send what their directory holds; refusing it would fail the whole user).
                 out[key] = check(out[key])
+        validate.fits_columns(User.__table__, out)
         return out
 
     def _takes_over(self, user: User) -> bool:
@@ -492,7 +494,8 @@ class UserService:
 
     def _change_owner(self, user: User) -> None:
         """The actor's source takes ``user`` over (an ownership rule lets it). Credentials
-        belong to the owner: the password, TOTP, open invitations and operator sessions
+        belong to the owner: the password, TOTP, open invitations, reset and e-mail links and
+        operator sessions
         set under the old one end here, so whoever held the name before (an IdP that squatted a directory
         user's name, say) keeps no way in; the user signs in the new owner's way (a
         directory bind, a password the IdP sets, an invitation)."""
@@ -504,6 +507,8 @@ class UserService:
         now = self.uow.now()
         for invitation in self.uow.accounts.open_invitations(user, now):  # a link the old owner asked for
             self.uow.accounts.revoke_invitation(invitation, now=now)
+        for purpose in (RESET_LINK, EMAIL_LINK):  # and the links the user asked for under it
+            self.uow.accounts.revoke_links(user, purpose, now=now)
         user.sessions_valid_after = now
         audit.record(self.uow.session, self.uow.actor, "user.take-over", "user", user.id, user.user_name,
                      {"source": [previous, user.source]})

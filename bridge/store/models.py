@@ -144,7 +144,7 @@ class User(Base):
     given_name: Mapped[str | None] = mapped_column(String(128))
     family_name: Mapped[str | None] = mapped_column(String(128))
     email: Mapped[str | None] = mapped_column(String(320), index=True)
-    preferred_language: Mapped[str | None] = mapped_column(String(16))
+    preferred_language: Mapped[str | None] = mapped_column(String(35))  # BCP 47's longest common tag
     timezone: Mapped[str | None] = mapped_column(String(64))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     kind: Mapped[UserKind] = mapped_column(_enum(UserKind, "user_kind"), default=UserKind.internal)

@@ -57,9 +57,13 @@ class AccountSession:
 
 
 @blueprint.before_request
-def _enabled() -> None:
+def _enabled() -> Any:
     if not runtime().config.self_service.enabled:
         abort(404)
+    if any("\x00" in value for value in (*request.form.values(), *request.args.values())):
+        # no field may hold it (PostgreSQL refuses it in text): a clear 400, as the API's 422
+        return _page(_browser_language(), "message", 400, message=TEXT[_browser_language()]["nul"])
+    return None
 
 
 @blueprint.after_request
@@ -261,17 +265,33 @@ def profile_submit(current: AccountSession, user: User):  # type: ignore[no-unty
 @blueprint.post("/email")
 @logged_in
 def email_submit(current: AccountSession, user: User):  # type: ignore[no-untyped-def]
+    """A new address, the current password first: a session left open must not be enough
+    to move the account's mail (and so its password resets) elsewhere."""
     lang = _language_of(user)
     if not _form_ok():
         return _home(user, 400, problems=[TEXT[lang]["form_expired"]])
-    ctx = _ctx()
+    refused = _current_password_refused(user)
+    if refused is not None:
+        return _home(user, refused[0], problems=[refused[1]])
     try:
-        with ctx.services.unit(_actor(current)) as uow:
-            link = selfservice.request_email_change(ctx, uow, uow.users.get(current.user_id), _field("email")[:320])
-            address = link.new_email
+        asked = selfservice.request_email_change(_ctx(), current.user_id, _field("email")[:320], _actor(current))
+    except TooManyRequests as exc:
+        page = _home(user, 429, problems=[exc.message])
+        return page[0], 429, {"Retry-After": str(exc.retry_after)}
     except ServiceError as exc:
         return _home(user, exc.status, problems=[exc.message])
-    return _home(user, notice=TEXT[lang]["email_sent"].format(address=address))
+    return _home(user, notice=TEXT[lang]["email_sent"].format(address=asked.new_email))
+
+
+def _current_password_refused(user: User) -> tuple[int, str] | None:
+    """None when the form's ``current_password`` is the user's; else (status, message).
+    Checked as a login is (bridge.accounts.login): its failures count towards the lockout
+    like any guess, so a stolen session cannot try passwords faster than a login can."""
+    outcome = login(_ctx(), user.user_name, _field("current_password"), None, request.remote_addr,
+                    channel=CHANNEL, actor=CHANNEL, request_id=g.get("request_id"))
+    if outcome.ok or outcome.code == "totpRequired":  # the code was asked at this session's login
+        return None
+    return outcome.status, outcome.message[:1].upper() + outcome.message[1:] + "."
 
 
 @blueprint.get("/email")
@@ -331,11 +351,9 @@ def password_submit(current: AccountSession, user: User):  # type: ignore[no-unt
     if new != repeat:
         return _password_page(user, 400, problems=[TEXT[lang]["mismatch"]])
     ctx = _ctx()
-    outcome = login(ctx, user.user_name, _field("current_password"), None, request.remote_addr, channel=CHANNEL,
-                    actor=CHANNEL, request_id=g.get("request_id"))
-    if not outcome.ok and outcome.code != "totpRequired":  # the code was asked at this session's login
-        message = outcome.message[:1].upper() + outcome.message[1:] + "."
-        return _password_page(user, outcome.status, problems=[message])
+    refused = _current_password_refused(user)
+    if refused is not None:
+        return _password_page(user, refused[0], problems=[refused[1]])
     try:
         selfservice.change_password(ctx, user, _field("current_password"), new, _actor(current))
     except PasswordRejected as exc:
@@ -349,6 +367,16 @@ def password_submit(current: AccountSession, user: User):  # type: ignore[no-unt
 # -- TOTP and recovery codes -----------------------------------------------------------------
 
 
+def _codes_left(user_id: str) -> int:
+    from sqlalchemy import func, select
+
+    from bridge.store.models import RecoveryCode
+
+    with runtime().store.read() as db:
+        return db.scalar(select(func.count()).select_from(RecoveryCode).where(
+            RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))) or 0
+
+
 @blueprint.get("/totp")
 @logged_in
 def totp_form(current: AccountSession, user: User):  # type: ignore[no-untyped-def]
@@ -358,8 +386,7 @@ def totp_form(current: AccountSession, user: User):  # type: ignore[no-untyped-d
     with ctx.services.unit(_actor(current)) as uow:
         row = uow.users.get(current.user_id)
         if enrolment.enrolled(uow, row):
-            left = uow.accounts.recovery_codes_left(row)
-            return _page(lang, "totp_on", left=left)
+            return _page(lang, "totp_on", left=_codes_left(row.id))
         started = enrolment.start(ctx, uow, row)
     notice = TEXT[lang]["totp_required"] if enrolment.required(ctx, user) else None
     return _page(lang, "totp", user=user, secret=started.secret, qr=Markup(started.qr_svg),  # segno's SVG
@@ -373,6 +400,9 @@ def totp_submit(current: AccountSession, user: User):  # type: ignore[no-untyped
     if not _form_ok():
         return redirect(url_for("account.totp_form"), code=303)
     ctx = _ctx()
+    refused = _current_password_refused(user)
+    if refused is not None:  # a second factor set up from a stolen session would lock the user out
+        return _totp_retry(ctx, current, user, refused[1], refused[0])
     try:
         with ctx.services.unit(_actor(current)) as uow:
             codes = enrolment.confirm(ctx, uow, uow.users.get(current.user_id), _field("code")[:64])
@@ -383,7 +413,8 @@ def totp_submit(current: AccountSession, user: User):  # type: ignore[no-untyped
     return _page(lang, "codes", codes=codes)
 
 
-def _totp_retry(ctx: AccountsContext, current: AccountSession, user: User, problem: str) -> tuple[str, int]:
+def _totp_retry(ctx: AccountsContext, current: AccountSession, user: User, problem: str,
+                status: int = 400) -> tuple[str, int]:
     """The same pending secret again, with the problem (a new one would void the app's entry)."""
     from bridge.accounts.totp import provisioning_uri, qr_svg
     from bridge.store.models import TotpCredential
@@ -394,7 +425,7 @@ def _totp_retry(ctx: AccountsContext, current: AccountSession, user: User, probl
             return _page(_language_of(user), "message", 409, message=problem)
         secret = ctx.vault.open(credential.secret)
     uri = provisioning_uri(secret, user.user_name, ctx.config.policy.totp.issuer)
-    return _page(_language_of(user), "totp", 400, user=user, secret=secret, qr=Markup(qr_svg(uri)),
+    return _page(_language_of(user), "totp", status, user=user, secret=secret, qr=Markup(qr_svg(uri)),
                  problems=[problem])
 
 
@@ -404,6 +435,9 @@ def recovery_codes(current: AccountSession, user: User):  # type: ignore[no-unty
     lang = _language_of(user)
     if not _form_ok():
         return redirect(url_for("account.totp_form"), code=303)
+    refused = _current_password_refused(user)
+    if refused is not None:
+        return _page(lang, "totp_on", refused[0], left=_codes_left(current.user_id), problems=[refused[1]])
     try:
         with runtime().services.unit(_actor(current)) as uow:
             codes = enrolment.new_recovery_codes(uow, uow.users.get(current.user_id))

@@ -38,6 +38,7 @@ TEXT: dict[str, dict[str, str]] = {
         "expired": "Your session has ended: please log in again.",
         "form_expired": "The form expired: please try again.",
         "error_title": "This link cannot be used", "disabled": "The account pages are turned off here.",
+        "nul": "The form holds a character no field may hold (NUL): please type it again.",
     },
     "de": {
         "account": "Ihr Konto", "login_title": "Am Konto anmelden", "user_name": "Benutzername",
@@ -78,5 +79,6 @@ TEXT: dict[str, dict[str, str]] = {
         "form_expired": "Das Formular ist abgelaufen: bitte versuchen Sie es noch einmal.",
         "error_title": "Dieser Link kann nicht verwendet werden",
         "disabled": "Die Kontoseiten sind hier abgeschaltet.",
+        "nul": "Das Formular enthält ein Zeichen, das kein Feld enthalten darf (NUL): bitte neu eingeben.",
     },
 }

@@ -75,6 +75,7 @@ def test_a_user_resets_the_password_and_sets_up_the_account(browser_runtime, chr
         secret = re.search(r"[A-Z2-7]{16,}", page.inner_text("code")).group(0)
         assert page.locator(".qr svg").is_visible()
         page.fill("#code", pyotp.TOTP(secret).at(time.time()))
+        page.fill("#current_password", NEW_PASSWORD)
         page.click("text=Bestätigen")
         codes = page.locator("ul.codes li").all_inner_texts()
         assert len(codes) >= 8 and "Wiederherstellungscodes" in page.inner_text("h1")

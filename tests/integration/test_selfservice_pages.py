@@ -126,16 +126,24 @@ def test_own_totp_and_recovery_codes(client, runtime, nora, clock, admin_headers
     page = client.get("/account/totp")
     secret = re.search(r"<code>([A-Z2-7]{16,})</code>", page.text).group(1)
     assert "<svg" in page.text
-    wrong = client.post("/account/totp", data={"csrf": csrf_in(page.text), "code": "000000"})
+    wrong = client.post("/account/totp", data={"csrf": csrf_in(page.text), "code": "000000",
+                                               "current_password": GOOD_PASSWORD})
     assert wrong.status_code == 400 and secret in wrong.text  # the same secret again
-    codes = client.post("/account/totp", data={"csrf": csrf_in(page.text),
-                                               "code": pyotp.TOTP(secret).at(clock.now)})
+    code = pyotp.TOTP(secret).at(clock.now)
+    stolen = client.post("/account/totp", data={"csrf": csrf_in(page.text), "code": code,
+                                                "current_password": "Not-The-One-1"})
+    assert stolen.status_code == 401 and secret in stolen.text  # a session alone sets up no second factor
+    codes = client.post("/account/totp", data={"csrf": csrf_in(page.text), "code": code,
+                                               "current_password": GOOD_PASSWORD})
     assert codes.status_code == 200
     first = re.findall(r"<li><code>([^<]+)</code></li>", codes.text)
     assert len(first) >= 8
     on = client.get("/account/totp")
     assert f"Recovery codes left: {len(first)}" in on.text
-    fresh = client.post("/account/totp/recovery-codes", data={"csrf": csrf_in(on.text)})
+    refused = client.post("/account/totp/recovery-codes", data={"csrf": csrf_in(on.text)})
+    assert refused.status_code == 401 and "<li><code>" not in refused.text
+    fresh = client.post("/account/totp/recovery-codes", data={"csrf": csrf_in(on.text),
+                                                              "current_password": GOOD_PASSWORD})
     second = re.findall(r"<li><code>([^<]+)</code></li>", fresh.text)
     assert second and not set(first) & set(second)
     assert attempt(client, admin_headers, "nora.local", GOOD_PASSWORD, first[0]).status_code == 401  # gone
@@ -164,7 +172,9 @@ def test_forgot_and_reset_through_the_pages(client, smtp_sink, runtime, nora, ad
 
 def test_email_change_through_the_pages(client, smtp_sink, runtime, nora):
     log_in(client)
-    asked = post(client, "/account/email", email="nora.new@example.org")
+    without = post(client, "/account/email", email="nora.new@example.org")  # a session alone moves no mail
+    assert without.status_code == 401 and not smtp_sink.messages
+    asked = post(client, "/account/email", email="nora.new@example.org", current_password=GOOD_PASSWORD)
     assert asked.status_code == 200 and "nora.new@example.org" in asked.text
     confirm = next(m for m in smtp_sink.wait_for(2) if m.envelope_to == ("nora.new@example.org",))
     token = link_token(confirm.text, "/account/email")

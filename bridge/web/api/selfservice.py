@@ -116,10 +116,9 @@ def profile(path: UserPath, body: ProfileChange):  # type: ignore[no-untyped-def
          summary="Mail a confirmation link to a new address; the address changes when the link is used")
 def email_change(path: UserPath, body: EmailChange):  # type: ignore[no-untyped-def]
     ctx = context_for(runtime())
-    with ctx.services.unit(Actor(name=f"api:{g.api_client}", channel=CHANNEL,
-                                 request_id=g.get("request_id"))) as uow:
-        link = selfservice.request_email_change(ctx, uow, uow.users.by_ref(path.user_id), body.email)
-        return jsonify(sent_to=link.new_email, expires_at=link.expires_at.isoformat()), 202
+    actor = Actor(name=f"api:{g.api_client}", channel=CHANNEL, request_id=g.get("request_id"))
+    asked = selfservice.request_email_change(ctx, path.user_id, body.email, actor)
+    return jsonify(sent_to=asked.new_email, expires_at=asked.expires_at.isoformat()), 202
 
 
 @bp.post("/account/email-change/confirm", responses={200: UserOut, 404: ErrorBody, 410: ErrorBody},

@@ -1,5 +1,6 @@
 """account_links: the single-use links users ask for themselves (a forgotten
-password's reset, the confirmation of a new e-mail address)
+password's reset, the confirmation of a new e-mail address); users.preferred_language
+holds 35 characters (a BCP 47 tag like en-Latn-US-basiceng)
 
 Revision ID: 0012
 Revises: 0011
@@ -34,9 +35,15 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('account_links', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_account_links_user_id'), ['user_id'], unique=False)
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.alter_column('preferred_language', existing_type=sa.String(length=16), type_=sa.String(length=35),
+                              existing_nullable=True)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.alter_column('preferred_language', existing_type=sa.String(length=35), type_=sa.String(length=16),
+                              existing_nullable=True)
     with op.batch_alter_table('account_links', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_account_links_user_id'))
     op.drop_table('account_links')
