@@ -79,6 +79,7 @@ class AccessService:
     def _settle(self, rules: CompiledRules, ids: set[str]) -> None:
         granting = self._granting_groups(rules) if rules.access_rules else {}
         session = self.uow.session
+        decided: list[tuple[User, AccessDecision]] = []
         for chunk in _chunked(ids):
             found: dict[str, list[AccessMatch]] = defaultdict(list)
             if granting:
@@ -89,7 +90,11 @@ class AccessService:
                 state = {k: getattr(user, k) for k in ("user_name", "display_name", "given_name", "family_name",
                                                        "email", "external_id", "attributes")}
                 matches = found[user.id] + attribute_matches(rules, user.source, rule_attributes(state))
-                self._apply(user, decide(matches, self.uow.config.may_hold_admins(user.source)))
+                decided.append((user, decide(matches, self.uow.config.may_hold_admins(user.source))))
+        # today's admins last: the last admin's demotion can go through when the same change made another
+        decided.sort(key=lambda pair: pair[0].access_type == AccessType.admin)
+        for user, decision in decided:
+            self._apply(user, decision)
 
     def _granting_groups(self, rules: CompiledRules) -> dict[str, list[AccessMatch]]:
         """Each group whose members an access-type rule reaches: the groups a rule matches and
