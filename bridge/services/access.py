@@ -55,16 +55,20 @@ class AccessService:
     def settle(self) -> None:
         """Settle the users this unit marked for the check caches, directly or through a group."""
         users, groups = self.uow.changes.marked()
-        ids = users | self._touched | self._members_below(groups)
-        self._touched = set()
-        if not ids:
+        touched, self._touched = self._touched, set()
+        if not (users or groups or touched):
             return
         rules = compiled_rules(self.uow.config.mapping)
-        if not rules.access_rules:  # only a rule's leftovers (a demotion the last admin held up)
-            ids = self._held(ids)
-        # what the rules could not do yet (the last admin's demotion) is tried again with any change
-        ids |= set(self.uow.session.scalars(select(User.id).where(User.access_type_note.is_not(None))))
-        self._settle(rules, ids)
+        session = self.uow.session
+        if rules.access_rules:
+            ids = users | touched | self._members_below(groups)
+        else:  # no rules (any more): only what one left behind, which the start normally reverted
+            ids = set(session.scalars(select(User.id).where(User.access_type_rule.is_not(None))))
+        # a demotion the last admin held up is tried again with any change (admins are few: indexed)
+        ids |= set(session.scalars(select(User.id).where(User.access_type == AccessType.admin,
+                                                           User.access_type_note.is_not(None))))
+        if ids:
+            self._settle(rules, ids)
 
     def settle_all(self) -> None:
         """Settle every user a rule can concern: at start, when the rules may have changed."""
@@ -138,14 +142,6 @@ class AccessService:
         for chunk in _chunked(seen):
             users.update(session.scalars(select(GroupUserMember.user_id).where(GroupUserMember.group_id.in_(chunk))))
         return users
-
-    def _held(self, ids: set[str]) -> set[str]:
-        """Those of ``ids`` whose access type a rule set."""
-        out: set[str] = set()
-        for chunk in _chunked(ids):
-            out.update(self.uow.session.scalars(select(User.id).where(
-                User.id.in_(chunk), User.access_type_rule.is_not(None))))
-        return out
 
     # -- writing it ----------------------------------------------------------------
 

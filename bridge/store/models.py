@@ -134,6 +134,7 @@ class User(Base):
         UniqueConstraint("source", "source_id", name="uq_users_source_source_id"),
         Index("ix_users_customer", "customer_id"),
         Index("ix_users_access_active", "access_type", "active"),
+        Index("ix_users_access_type_rule", "access_type_rule"),  # what the access-type rules set
         Index("ix_users_external_id", "external_id"),  # SCIM clients look users up by externalId
     )
 

@@ -99,8 +99,7 @@ def test_a_group_sets_the_access_type_the_most_privileged_wins_and_leaving_falls
     change(runtime, api, remove=("lena.berg",))
     lena = user(runtime, "lena.berg")
     assert (lena.access_type, lena.access_type_rule, lena.access_type_own) == ("backend", None, None)
-    assert explain(client, admin_headers, "lena.berg")["access_type"] == {"value": "backend", "rule": None,
-                                                                           "note": None}
+    assert "access_type" not in explain(client, admin_headers, "lena.berg")  # the user's own, as without rules
     with runtime.store.read() as session:  # every step audited, naming the rule
         steps = [e.changes.get("access_type_rule") for e in session.scalars(select(AuditEvent).where(
             AuditEvent.action == "user.access-type", AuditEvent.target_name == "lena.berg").order_by(AuditEvent.id))]
@@ -226,3 +225,15 @@ def test_changed_rules_apply_at_the_next_start_and_explain_on_the_command_line(r
     build_runtime(load_config_data({}), store=runtime.store)  # a start without the rule
     lena = user(runtime, "lena.berg")
     assert (lena.access_type, lena.access_type_rule) == ("backend", None)
+
+
+def test_renaming_or_deleting_the_group_falls_back_too(runtime):
+    local_users(runtime, "first.admin", "rob.api", admin="first.admin")
+    group = local_group(runtime, "Robots", "rob.api")
+    assert user(runtime, "rob.api").access_type == "backend"
+    with runtime.services.unit(OPERATOR) as uow:
+        uow.groups.update(uow.groups.get(group), display_name="api clients")
+    assert user(runtime, "rob.api").access_type == "api"  # renamed into the rule
+    with runtime.services.unit(OPERATOR) as uow:
+        uow.groups.delete(uow.groups.get(group))
+    assert (user(runtime, "rob.api").access_type, user(runtime, "rob.api").access_type_rule) == ("backend", None)

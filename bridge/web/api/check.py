@@ -57,8 +57,8 @@ class AccessTypeOut(BaseModel):
 class CheckOut(BaseModel):
     allowed: bool
     because: list[ChainOut] | None = Field(default=None, description="with explain: every granting chain")
-    access_type: AccessTypeOut | None = Field(default=None, description="with explain: the user's access type "
-                                              "and the rule that set it")
+    access_type: AccessTypeOut | None = Field(default=None, description="with explain, when an access-type "
+                                              "mapping rule set the access type or could not: which, or why")
 
 
 class RightsPath(BaseModel):
@@ -86,7 +86,8 @@ def check(body: CheckBody):  # type: ignore[no-untyped-def]
     out: dict[str, Any] = {"allowed": decision.allowed}
     if decision.because is not None:
         out["because"] = [chain.as_json() for chain in decision.because]
-        out["access_type"] = decision.access_json()
+        if decision.access_text() is not None:  # a rule set the access type, or could not
+            out["access_type"] = decision.access_json()
     return jsonify(out)
 
 

@@ -23,10 +23,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('access_type_own', sa.Enum('admin', 'backend', 'api', name='access_type',
                                                                  native_enum=False, length=32), nullable=True))
         batch_op.add_column(sa.Column('access_type_note', sa.Text(), nullable=True))
+        batch_op.create_index('ix_users_access_type_rule', ['access_type_rule'], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('users', schema=None) as batch_op:
+        batch_op.drop_index('ix_users_access_type_rule')
         batch_op.drop_column('access_type_note')
         batch_op.drop_column('access_type_own')
         batch_op.drop_column('access_type_rule')
