@@ -282,6 +282,8 @@ class LdapSourceConfig(Strict):
     passwords: DirectoryPasswordsConfig = Field(
         default_factory=DirectoryPasswordsConfig, description="directory users' password changes and resets, "
         "made in the directory (its policy applies): see docs/ldap.md")
+    admins: bool = Field(default=False, description="its users may hold the admin access type, given by a "
+                         "mapping rule with access_type = 'admin' (a directory never sets it itself)")
 
     @field_validator("url", mode="before")
     @classmethod
@@ -342,6 +344,8 @@ class MappingRule(Strict):
     scope: str = "instance"
     customer: str | None = None
     kind: Literal["internal", "external"] | None = None
+    #: the access type of the users the rule matches (bridge.mapping.access: the most privileged wins)
+    access_type: Literal["admin", "backend", "api"] | None = None
 
     @field_validator("source")
     @classmethod
@@ -363,6 +367,9 @@ class MappingRule(Strict):
     @model_validator(mode="after")
     def _one_matcher(self) -> MappingRule:
         matchers = [m for m in (self.group, self.group_regex, self.attribute) if m is not None]
+        if self.all_users and self.access_type is not None:
+            raise ValueError("access_type needs a group, group_regex or attribute rule, not all_users "
+                             "(every user's access type is the source's or the operator's to set)")
         if self.all_users:
             matchers.append("all_users")
             if self.role is None or self.customer is not None or self.kind is not None:
@@ -373,11 +380,24 @@ class MappingRule(Strict):
             raise ValueError("of_kind narrows an all_users rule only")
         if self.attribute is not None and self.value is None:
             raise ValueError("a rule on an attribute needs a value")
+        if self.access_type is not None:
+            return self._access_type_only()
         if self.role is None and self.customer is None and self.kind is None:
-            raise ValueError("a rule needs a role (with a scope), a customer or a kind")
+            raise ValueError("a rule needs a role (with a scope), a customer, a kind or an access_type")
         if (self.attribute is None and not self.all_users
                 and (self.role is None or self.customer is not None or self.kind is not None)):
             raise ValueError("a group rule gives a role (customer and kind come from attribute rules)")
+        return self
+
+    def _access_type_only(self) -> MappingRule:
+        """An access-type rule says one thing: mixed with a role, customer or kind, removing
+        the access type would mean editing a rule that also grants (and the other way round)."""
+        given = [key for key in ("role", "customer", "kind") if getattr(self, key) is not None]
+        if given:
+            raise ValueError(f"a rule with access_type gives the access type only; move {', '.join(given)} "
+                             "to a rule of its own")
+        if self.scope != "instance":
+            raise ValueError("a rule with access_type has no scope (an access type holds everywhere)")
         return self
 
 
@@ -623,6 +643,15 @@ class JobsConfig(Strict):
         return {name: validate_schedule(schedule) for name, schedule in value.items()}
 
 
+def admins_hint(source: str) -> str:
+    """How the config lets users of ``source`` be admins, for a refusal's message."""
+    if source.startswith("ldap:"):
+        return f"the config allows it with [[ldap.sources]] admins = true for {source.removeprefix('ldap:')!r}"
+    if source.startswith("scim:"):
+        return f"the config allows it with [scim.clients.{source.removeprefix('scim:')}] admins = true"
+    return "no setting of the config allows it"
+
+
 class Config(Strict):
     """The whole configuration; ``data_dir`` is where the embedded default keeps its files."""
 
@@ -684,6 +713,28 @@ class Config(Strict):
                     raise ValueError(f"ownership.rules[{i}]: {name!r} is no [[ldap.sources]] entry "
                                      f"(configured: {', '.join(sorted(known)) or 'none'})")
         return self
+
+    @model_validator(mode="after")
+    def _admin_rules_sources(self) -> Config:
+        """A rule making admins of one named source that may not hold admins would never apply:
+        say so at start instead (rules on ``*`` or ``scim`` are checked per user, bridge.mapping.access)."""
+        for i, rule in enumerate(self.mapping.rules):
+            named = rule.source not in ("*", "scim")
+            if rule.access_type == "admin" and named and not self.may_hold_admins(rule.source):
+                raise ValueError(f"mapping.rules[{i}]: access_type = 'admin' for {rule.source}, whose users may "
+                                 f"not be admins; {admins_hint(rule.source)}")
+        return self
+
+    def may_hold_admins(self, source: str) -> bool:
+        """Whether users of ``source`` may have the admin access type: the local operator's,
+        a SCIM client's with ``admins = true``, an LDAP source's with ``admins = true``."""
+        if source == "local":
+            return True
+        if source.startswith("scim:"):
+            return self.scim.client(source.removeprefix("scim:")).admins
+        if source.startswith("ldap:"):
+            return any(f"ldap:{s.name}" == source and s.admins for s in self.ldap.sources)
+        return False
 
     @property
     def database_url(self) -> str:

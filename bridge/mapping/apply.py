@@ -95,6 +95,7 @@ def _apply(uow: UnitOfWork, config: Config) -> None:
             uow.customers.portal_group(customers.sales_group)
     for problem in uow.customers.rename_rights_groups():  # the name pattern may have changed
         log.warning("%s", problem)
+    uow.access.settle_all()  # the access-type rules may have changed with the file
 
 
 def _warn_about_rules(services: Services, config: Config) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from bridge.cli_common import build_runtime_or_fail, config_option, fail, load
-from bridge.mapping.engine import authorizer
+from bridge.mapping.engine import Decision, authorizer
 from bridge.services import ServiceError
 
 
@@ -34,6 +34,7 @@ def explain(user: str, right: str, scope: str, interactive: bool, config_path: P
         click.echo(f"ALLOWED: {decision.user_name} has {right} at {scope}, because:")
         for number, chain in enumerate(chains, start=1):
             click.echo(f"  {number}. {chain.text()}")
+        _say_access(decision)
     else:
         click.echo(f"DENIED: {decision.user_name} does not have {right} at {scope}.")
         if not decision.active:
@@ -42,3 +43,11 @@ def explain(user: str, right: str, scope: str, interactive: bool, config_path: P
             click.echo("  The user is an API user: API users may nothing interactively.")
         else:
             click.echo(f"  No grant, group, mapping rule or individual right gives it at {scope} or above.")
+        _say_access(decision)
+
+
+def _say_access(decision: Decision) -> None:
+    """The rule that set the access type, or why the rules' answer was not applied."""
+    text = decision.access_text()
+    if text is not None:
+        click.echo(f"  {text}")

@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from bridge.config import Config, MappingRule
+from bridge.config import Config
 from bridge.mapping.cache import AuthzCache, Entry
 from bridge.mapping.evaluate import allowed, effective_rights
 from bridge.mapping.explain import Chain, explain
 from bridge.mapping.model import GroupInfo, Model
-from bridge.mapping.rules import compiled_rules
+from bridge.mapping.rules import compiled_rules, describe_rule
 from bridge.services.errors import NotFound
 from bridge.store.db import Store
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
 
-
-
-def describe_rule(rule: MappingRule) -> str:
-    """A rule as explain shows it: ``ldap:corp group_regex '^cn=pool-...'``."""
-    if rule.all_users:
-        kind = f" {rule.of_kind}" if rule.of_kind else ""
-        return f"every{kind} user" + ("" if rule.source == "*" else f" of {rule.source}")
-    if rule.attribute is not None:
-        return f"{rule.source} attribute {rule.attribute}={rule.value!r}"
-    if rule.group is not None:
-        return f"{rule.source} group {rule.group!r}"
-    return f"{rule.source} group_regex {rule.group_regex!r}"
 
 
 @dataclass(frozen=True)
@@ -39,6 +27,22 @@ class Decision:
     because: list[Chain] | None = None
     active: bool = True
     access_type: str = "backend"
+    access_rule: int | None = None  # the mapping rule that set the access type
+    access_rule_text: str | None = None
+    access_note: str | None = None  # why the access type is not what the rules say
+
+    def access_json(self) -> dict[str, Any]:
+        """The access type, what set it and what the rules could not do: for explain."""
+        rule = None if self.access_rule is None else {"id": str(self.access_rule), "name": self.access_rule_text}
+        return {"value": self.access_type, "rule": rule, "note": self.access_note}
+
+    def access_text(self) -> str | None:
+        """The same, in a sentence, when a rule is involved (else the access type is the user's own)."""
+        if self.access_rule is None and self.access_note is None:
+            return None
+        by = (f", set by mapping rule #{self.access_rule} ({self.access_rule_text})"
+              if self.access_rule is not None else "")
+        return f"Access type {self.access_type}{by}." + (f" Note: {self.access_note}" if self.access_note else "")
 
 
 class Authorizer:
@@ -63,7 +67,10 @@ class Authorizer:
         model, entry = self._resolve(user, scope)
         ok = allowed(model, entry.compiled, right, scope, interactive=interactive)
         chains = self._explain(model, entry, right, scope, interactive) if explain else None
-        return Decision(ok, entry.info.id, entry.info.user_name, chains, entry.info.active, entry.info.access_type)
+        info = entry.info
+        text = None if info.access_rule is None else self.rule_text.get(info.access_rule, "mapping rule")
+        return Decision(ok, info.id, info.user_name, chains, info.active, info.access_type, info.access_rule,
+                        text, info.access_note)
 
     def rights(self, user: str, scope: str) -> tuple[Decision, frozenset[str]]:
         """Every right the user has at ``scope``."""

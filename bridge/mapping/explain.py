@@ -4,7 +4,8 @@ A chain runs from the user through the groups (direct group first, then each
 group it is nested in) to what grants the role (a stored grant or a mapping
 rule), then the role and the included roles down to the one that lists the
 right, and the node where it was granted (the asked node or an ancestor).
-Individual rights and the admin access type are chains of their own.
+Individual rights and the admin access type are chains of their own; an admin access
+type a mapping rule set runs through that rule.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def explain(model: Model, user: UserInfo, groups: Groups, right: str, scope_id: 
         return []
     me = Link("user", user.id, user.user_name)
     if user.access_type == ADMIN:
-        return [Chain((me, Link("access_type", None, ADMIN)), None, (), ROOT)]
+        by_rule = () if user.access_rule is None else (
+            Link("rule", str(user.access_rule), (rules or {}).get(user.access_rule, "mapping rule")),)
+        return [Chain((me, *by_rule, Link("access_type", None, ADMIN)), None, (), ROOT)]
     nodes = set(model.chain(scope_id))
     chains: list[Chain] = []
 

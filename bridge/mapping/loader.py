@@ -118,7 +118,8 @@ def find_user_id(conn: Connection, ref: str) -> str | None:
 
 def load_user(conn: Connection, model: Model, rules: CompiledRules, user_id: str) -> UserInfo | None:
     row = conn.execute(select(User.id, User.user_name, User.active, User.access_type, User.source,
-                              User.attributes, User.kind).where(User.id == user_id)).first()
+                              User.attributes, User.kind, User.access_type_rule, User.access_type_note)
+                       .where(User.id == user_id)).first()
     if row is None:
         return None
     origins: dict[str, list[str]] = defaultdict(list)
@@ -143,4 +144,6 @@ def load_user(conn: Connection, model: Model, rules: CompiledRules, user_id: str
         memberships=tuple(sorted((gid, tuple(sorted(o))) for gid, o in origins.items())),
         holdings=tuple(holdings),
         individual=tuple(sorted(individual)),
+        access_rule=row.access_type_rule,
+        access_note=row.access_type_note,
     )

@@ -43,6 +43,8 @@ class UserInfo:
     memberships: tuple[tuple[str, tuple[str, ...]], ...]  # (group id, origins)
     holdings: tuple[Holding, ...]
     individual: tuple[tuple[str, str], ...]  # (right, scope id)
+    access_rule: int | None = None  # the mapping rule that set access_type (bridge.services.access)
+    access_note: str | None = None  # why the access type is not what the rules say
 
 
 @dataclass

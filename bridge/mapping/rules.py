@@ -15,6 +15,10 @@ names that part explicitly.
 
 An all-users rule (``all_users = true``, narrowed by ``source`` and ``of_kind``) gives a
 role to every user: "everyone is a basic user at the top".
+
+An access-type rule (a group or attribute rule with ``access_type``) matches the same
+way, but sets a stored field instead of granting: bridge.mapping.access decides,
+bridge.services.access writes.
 """
 
 from __future__ import annotations
@@ -71,24 +75,32 @@ class GroupRule:
     source: str
     name_key: str | None
     pattern: re.Pattern[str] | None
-    role: str
+    role: str | None
     scope: str
+    access_type: str | None = None
 
-    def match(self, source: str, display_name: str, ldap_dn: str | None) -> RuleGrant | None:
+    def matches(self, source: str, display_name: str, ldap_dn: str | None) -> dict[str, str] | None:
+        """The pattern's named groups (empty for a name) when the group matches; else None."""
         if not source_matches(self.source, source):
             return None
         candidates = [display_name] + ([ldap_dn] if ldap_dn else [])
         for text in candidates:
             if self.name_key is not None:
                 if identity_key(text) == self.name_key:
-                    return RuleGrant(self.index, self.role, self.scope)
+                    return {}
                 continue
             assert self.pattern is not None
             found = self.pattern.search(text)
             if found:
-                scope = render(self.scope, found.groupdict())
-                return RuleGrant(self.index, self.role, scope) if scope else None
+                return {k: v for k, v in found.groupdict().items() if v is not None}
         return None
+
+    def match(self, source: str, display_name: str, ldap_dn: str | None) -> RuleGrant | None:
+        found = self.matches(source, display_name, ldap_dn)
+        if found is None or self.role is None:
+            return None
+        scope = render(self.scope, found)
+        return RuleGrant(self.index, self.role, scope) if scope else None
 
 
 @dataclass(frozen=True)
@@ -132,6 +144,12 @@ class AttributeRule:
     kind: str | None
     all_users: bool = False
     of_kind: str | None = None
+    access_type: str | None = None
+
+    def holds(self, source: str, attributes: Mapping[str, Any]) -> bool:
+        """Whether the rule's source and attribute value match (all-users rules aside)."""
+        return source_matches(self.source, source) and any(v is not None and str(v).strip().casefold() == self.value_key
+                                                           for v in values_of(attributes, self.attribute))
 
     def match(self, source: str, attributes: Mapping[str, Any], kind: str | None = None) -> UserRuleEffect | None:
         if self.all_users:
@@ -139,10 +157,7 @@ class AttributeRule:
                 return None
             grant = RuleGrant(self.index, self.role, self.scope) if self.role else None
             return UserRuleEffect(self.index, None, None, None, grant)
-        if not source_matches(self.source, source):
-            return None
-        if not any(v is not None and str(v).strip().casefold() == self.value_key
-                   for v in values_of(attributes, self.attribute)):
+        if not self.holds(source, attributes):
             return None
         number = render(self.customer, attributes) if self.customer else None
         grant = None
@@ -158,6 +173,8 @@ class AttributeRule:
 class CompiledRules:
     group_rules: tuple[GroupRule, ...]
     attribute_rules: tuple[AttributeRule, ...]
+    #: the rules with ``access_type``, kept apart: they set a stored field (bridge.services.access)
+    access_rules: tuple[GroupRule | AttributeRule, ...] = ()
 
     def for_group(self, source: str, display_name: str, ldap_dn: str | None) -> list[RuleGrant]:
         found = (rule.match(source, display_name, ldap_dn) for rule in self.group_rules)
@@ -168,17 +185,36 @@ class CompiledRules:
         return [effect for effect in found if effect is not None]
 
 
+def describe_rule(rule: MappingRule) -> str:
+    """A rule as explain and errors show it: ``ldap:corp group_regex '^cn=pool-...'``."""
+    if rule.all_users:
+        kind = f" {rule.of_kind}" if rule.of_kind else ""
+        return f"every{kind} user" + ("" if rule.source == "*" else f" of {rule.source}")
+    if rule.attribute is not None:
+        return f"{rule.source} attribute {rule.attribute}={rule.value!r}"
+    if rule.group is not None:
+        return f"{rule.source} group {rule.group!r}"
+    return f"{rule.source} group_regex {rule.group_regex!r}"
+
+
+def rule_text(config: MappingConfig, index: int) -> str:
+    """Rule number ``index`` as explain shows it; just its number when the config has no such rule."""
+    if 1 <= index <= len(config.rules):
+        return f"mapping rule #{index} ({describe_rule(config.rules[index - 1])})"
+    return f"mapping rule #{index}"
+
+
 def compile_rule(index: int, rule: MappingRule) -> GroupRule | AttributeRule:
     if rule.all_users:
         return AttributeRule(index, rule.source, "", "", rule.role, rule.scope, None, None, all_users=True,
                              of_kind=rule.of_kind)
     if rule.attribute is not None:
         return AttributeRule(index, rule.source, rule.attribute, str(rule.value).strip().casefold(),
-                             rule.role, rule.scope, rule.customer, rule.kind)
-    assert rule.role is not None, "a group rule has a role (checked by the config)"
+                             rule.role, rule.scope, rule.customer, rule.kind, access_type=rule.access_type)
+    assert rule.role is not None or rule.access_type is not None, "checked by the config"
     pattern = re.compile(rule.group_regex, re.IGNORECASE) if rule.group_regex is not None else None
     name_key = identity_key(rule.group) if rule.group is not None else None
-    return GroupRule(index, rule.source, name_key, pattern, rule.role, rule.scope)
+    return GroupRule(index, rule.source, name_key, pattern, rule.role, rule.scope, access_type=rule.access_type)
 
 
 _compiled: dict[int, tuple[MappingConfig, CompiledRules]] = {}
@@ -191,9 +227,11 @@ def compiled_rules(config: MappingConfig) -> CompiledRules:
     if cached is not None and cached[0] is config:
         return cached[1]
     rules = [compile_rule(i, r) for i, r in enumerate(config.rules, start=1)]
+    granting = [r for r in rules if r.access_type is None]
     result = CompiledRules(
-        tuple(r for r in rules if isinstance(r, GroupRule)),
-        tuple(r for r in rules if isinstance(r, AttributeRule)),
+        tuple(r for r in granting if isinstance(r, GroupRule)),
+        tuple(r for r in granting if isinstance(r, AttributeRule)),
+        tuple(r for r in rules if r.access_type is not None),
     )
     _compiled[id(config)] = (config, result)
     return result

@@ -50,6 +50,7 @@ class Services:
                 uow = UnitOfWork(session, actor, self.config.ownership, self.config, self.clock)
                 uow.refusals, uow.conflicts = refusals, conflicts
                 yield uow
+                uow.access.settle()  # the access-type rules follow what the unit changed
         finally:
             if refusals:
                 self._audit_refusals(actor, refusals)

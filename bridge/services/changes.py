@@ -33,17 +33,26 @@ class ChangeLog:
     def __init__(self, session: Session):
         self.session = session
         self._subjects: set[tuple[str, str]] = set()
+        # every mark of the transaction: a savepoint's release writes and clears _subjects already
+        self._marked: set[tuple[str, str]] = set()
         self._everything = False
         event.listen(session, "before_commit", self._write)
 
     def user(self, user_id: str) -> None:
         self._subjects.add((USER, user_id))
+        self._marked.add((USER, user_id))
 
     def group(self, group_id: str) -> None:
         self._subjects.add((GROUP, group_id))
+        self._marked.add((GROUP, group_id))
 
     def everything(self) -> None:
         self._everything = True
+
+    def marked(self) -> tuple[set[str], set[str]]:
+        """The user ids and group ids marked in the transaction so far, savepoints included (the
+        access-type rules settle these; one in a savepoint rolled back is settled for nothing)."""
+        return ({s for kind, s in self._marked if kind == USER}, {s for kind, s in self._marked if kind == GROUP})
 
     @property
     def pending(self) -> bool:

@@ -28,7 +28,7 @@ The rules, enforced here whoever writes:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -66,6 +66,13 @@ FIELDS = ("number", "name", "short_name", "remote_access", "quota_mb", "agency",
 NAME_FIELDS = ("number", "name", "short_name")
 # Fields a rule can read besides the user's attributes.
 CORE_FIELDS = ("user_name", "display_name", "given_name", "family_name", "email", "external_id")
+
+
+def rule_attributes(state: Mapping[str, Any]) -> dict[str, Any]:
+    """What an attribute rule reads of a user: the core fields, then the source's attributes."""
+    attributes = {k: state.get(k) for k in CORE_FIELDS}
+    attributes.update(state.get("attributes") or {})
+    return attributes
 
 
 def is_managed(origin: str) -> bool:
@@ -342,8 +349,7 @@ class CustomerService:
     def rule_effects(self, source: str, state: dict[str, Any]) -> dict[str, Any]:
         """The portal fields that the attribute rules and the remote-access rule set for
         a user in ``state`` (the fields after the write); the first matching rule wins."""
-        attributes = {k: state.get(k) for k in CORE_FIELDS}
-        attributes.update(state.get("attributes") or {})
+        attributes = rule_attributes(state)
         out: dict[str, Any] = {}
         for effect in compiled_rules(self.uow.config.mapping).for_user(source, attributes):
             if effect.kind is not None and "kind" not in out:

@@ -185,6 +185,7 @@ class GroupService:
         for child_id in self.group_member_ids(group):
             self.uow.changes.group(child_id)
         members, name = self.user_member_ids(group, None), group.display_name
+        self.uow.access.touch(members)  # an access-type rule on the group no longer reaches them
         self.uow.session.delete(group)
         self.uow.session.flush()
         self.uow.customers.sales_group_changed(name, members)  # the sales group gone: its reps' access too

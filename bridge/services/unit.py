@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from bridge.clock import Clock, stamp, utcnow
 from bridge.config import Config, OwnershipConfig
+from bridge.services.access import AccessService
 from bridge.services.accounts import AccountService
 from bridge.services.actor import LOCAL_SOURCE, SCIM_PREFIX, Actor
 from bridge.services.changes import ChangeLog
@@ -60,6 +61,7 @@ class UnitOfWork:
         self.grants = GrantService(self)
         self.customers = CustomerService(self)
         self.accounts = AccountService(self)  # passwords, locks, invitations, TOTP (bridge.accounts)
+        self.access = AccessService(self)  # the access type the mapping rules give, settled before commit
         self.refusals: list[Refusal] = []  # audited once the transaction has ended (Services.unit)
         self.conflicts: list[ConflictNote] = []  # recorded once the transaction has ended (Services.unit)
 

@@ -9,6 +9,8 @@ CLI and the CSV import all come through here:
   source's value that is no address stays in its attributes only;
 - there is always at least one active admin once one exists;
 - only the local operator, or a SCIM client the config allows, makes admins;
+- an access type a mapping rule set is the rule's: the operator's change of it is
+  refused, a source's becomes the user's own value (back when no rule applies);
 - a source changes only its own users, unless an ownership rule lets it take over;
 - the mapping rules on attributes, and the customer rules (rights-group,
   RemoteUsers, remote access), apply to every write (bridge.services.customers);
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from bridge.mapping.rules import rule_text
 from bridge.names import identity_key, key_problem
 from bridge.services import audit, conflicts, validate
 from bridge.services.accounts import EMAIL_LINK, RESET_LINK
@@ -72,7 +75,10 @@ IDENTITY_FIELDS = (
 )
 PORTAL_FIELDS = ("kind", "access_type", "customer_id", "customer_admin", "ip_allowlist")
 SECRET_FIELDS = ("password_hash",)
-AUDITED_FIELDS = IDENTITY_FIELDS + PORTAL_FIELDS + SECRET_FIELDS + ("source", "must_change_password", "locked_until")
+# set by the access-type rules only (bridge.services.access), never written by a caller
+RULE_FIELDS = ("access_type_rule", "access_type_own")
+AUDITED_FIELDS = (IDENTITY_FIELDS + PORTAL_FIELDS + SECRET_FIELDS + RULE_FIELDS
+                  + ("source", "must_change_password", "locked_until"))
 WRITABLE_FIELDS = frozenset(IDENTITY_FIELDS + PORTAL_FIELDS)
 # Fields whose change can change an answer of check (attributes: through mapping rules).
 AUTHZ_FIELDS = frozenset({"user_name", "active", "access_type", "attributes", "kind", "customer_id",
@@ -192,6 +198,7 @@ class UserService:
         self._names_resolved([user.user_name])
         if user.kind == UserKind.external:
             self.uow.customers.sync_memberships(user)
+        self.uow.access.touch([user.id])  # an access-type rule on its attributes applies at once
         return user
 
     def create_many(self, rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -215,6 +222,7 @@ class UserService:
         external = [row["id"] for row in prepared if row["kind"] == UserKind.external]
         for user_id in external:  # the customer rules' memberships need the user object
             self.uow.customers.sync_memberships(self.get(user_id))
+        self.uow.access.touch(row["id"] for row in prepared)
         return [row["id"] for row in prepared]
 
     def update(self, user: User, *, expected_version: int | None = None, check_ownership: bool = True,
@@ -261,7 +269,11 @@ class UserService:
             changed["user_name"] = new_name
         if changed.get("access_type") == AccessType.admin:
             self._check_may_grant_admin(user.id, user.user_name)
-        self._guard_last_admin(user, changed)
+        if "access_type" in changed and user.access_type_rule is not None:
+            self._keep_rule_access_type(user, changed)
+            if not changed:
+                return user
+        self.guard_last_admin(user, changed)
         before = snapshot(user)
         for key, value in changed.items():
             setattr(user, key, value)
@@ -296,7 +308,7 @@ class UserService:
             raise VersionMismatch(f"user {user.user_name} is at version {user.version}, not {expected_version}")
         if check_ownership:
             self._check_ownership(user, {"active": False})
-        self._guard_last_admin(user, {"active": False})
+        self.guard_last_admin(user, {"active": False})
         audit.record(self.uow.session, self.uow.actor, "user.delete", "user", user.id, user.user_name,
                      audit.diff(snapshot(user), {}))
         self.uow.changes.user(user.id)
@@ -546,7 +558,19 @@ class UserService:
         raise self.uow.refuse("access_type=admin", f"{source!r} may not make {user_name!r} an admin{hint}",
                               "user", user_id, user_name)
 
-    def _guard_last_admin(self, user: User, changed: dict[str, Any]) -> None:
+    def _keep_rule_access_type(self, user: User, changed: dict[str, Any]) -> None:
+        """A mapping rule set the access type: the operator is told which (changing it here
+        would last only until the next sync); a source's own value is kept for when no rule
+        applies any more (an IdP re-sends what it holds on every PUT)."""
+        if self.uow.actor.source == LOCAL_SOURCE:
+            rule = rule_text(self.uow.config.mapping, user.access_type_rule or 0)
+            raise Conflict(f"the access type of {user.user_name!r} is set by {rule}; change the user's groups "
+                           "or the rule", field="access_type")
+        own = changed.pop("access_type")
+        if own != user.access_type_own:
+            changed["access_type_own"] = own
+
+    def guard_last_admin(self, user: User, changed: dict[str, Any]) -> None:
         was_admin = user.active and user.access_type == AccessType.admin
         stays_admin = (changed.get("active", user.active)
                        and changed.get("access_type", user.access_type) == AccessType.admin)

@@ -134,6 +134,7 @@ class User(Base):
         UniqueConstraint("source", "source_id", name="uq_users_source_source_id"),
         Index("ix_users_customer", "customer_id"),
         Index("ix_users_access_active", "access_type", "active"),
+        Index("ix_users_access_type_rule", "access_type_rule"),  # what the access-type rules set
         Index("ix_users_external_id", "external_id"),  # SCIM clients look users up by externalId
     )
 
@@ -149,6 +150,12 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     kind: Mapped[UserKind] = mapped_column(_enum(UserKind, "user_kind"), default=UserKind.internal)
     access_type: Mapped[AccessType] = mapped_column(_enum(AccessType, "access_type"), default=AccessType.backend)
+    # Set by a mapping rule with access_type (bridge.services.access): the rule's number, the
+    # user's own value before it (restored when no rule applies any more), and why the rules'
+    # answer is not what the user has (a source that may not hold admins, the last admin).
+    access_type_rule: Mapped[int | None] = mapped_column(Integer)
+    access_type_own: Mapped[AccessType | None] = mapped_column(_enum(AccessType, "access_type"))
+    access_type_note: Mapped[str | None] = mapped_column(Text)
     # Where the user came from: "local", "scim:CLIENT", "ldap:SOURCE".
     source: Mapped[str] = mapped_column(String(80), default="local")
     # The source's stable id (entryUUID, objectGUID, SCIM id of the IdP...).

@@ -42,9 +42,23 @@ class ChainOut(BaseModel):
     scope: str = Field(description="the node where it was granted: the asked one or an ancestor")
 
 
+class RuleRef(BaseModel):
+    id: str = Field(description="the rule's number in the config")
+    name: str = Field(description="the rule as explain shows it")
+
+
+class AccessTypeOut(BaseModel):
+    value: Literal["admin", "backend", "api"]
+    rule: RuleRef | None = Field(description="the mapping rule that set it; none: the source's or operator's value")
+    note: str | None = Field(description="why it is not what the rules say (a source that may not hold admins, "
+                             "the last active admin)")
+
+
 class CheckOut(BaseModel):
     allowed: bool
     because: list[ChainOut] | None = Field(default=None, description="with explain: every granting chain")
+    access_type: AccessTypeOut | None = Field(default=None, description="with explain, when an access-type "
+                                              "mapping rule set the access type or could not: which, or why")
 
 
 class RightsPath(BaseModel):
@@ -72,6 +86,8 @@ def check(body: CheckBody):  # type: ignore[no-untyped-def]
     out: dict[str, Any] = {"allowed": decision.allowed}
     if decision.because is not None:
         out["because"] = [chain.as_json() for chain in decision.because]
+        if decision.access_text() is not None:  # a rule set the access type, or could not
+            out["access_type"] = decision.access_json()
     return jsonify(out)
 
 
