@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+
 from bridge.config import Config
 from bridge.mapping.cache import AuthzCache, Entry
-from bridge.mapping.evaluate import allowed, effective_rights
+from bridge.mapping.evaluate import allowed, effective_rights, granted_at, scopes_allowed
 from bridge.mapping.explain import Chain, explain
-from bridge.mapping.model import GroupInfo, Model
+from bridge.mapping.holders import may_hold_right
+from bridge.mapping.model import ROOT, GroupInfo, Model
 from bridge.mapping.rules import compiled_rules, describe_rule
-from bridge.services.errors import NotFound
+from bridge.services.errors import NotFound, ServiceError
 from bridge.store.db import Store
+from bridge.store.models import User
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
@@ -45,14 +50,38 @@ class Decision:
         return f"Access type {self.access_type}{by}." + (f" Note: {self.access_note}" if self.access_note else "")
 
 
+@dataclass(frozen=True)
+class CheckItem:
+    user: str
+    right: str
+    scope: str = ROOT
+    interactive: bool = False
+
+
+@dataclass(frozen=True)
+class ScopesAnswer:
+    user_id: str
+    user_name: str
+    granted_at: tuple[str, ...]  # where the right is granted (it holds there and below)
+    scopes: tuple[str, ...]  # every node where it holds
+
+
+@dataclass(frozen=True)
+class UsersAnswer:
+    users: list[tuple[str, str]]  # (id, userName) of the users who may
+    next: str | None  # the cursor to go on from; None when there are no more
+    scanned: int
+
+
 class Authorizer:
     def __init__(self, store: Store, config: Config, max_users: int | None = None):
         self.rules = compiled_rules(config.mapping)
         self.rule_text = {i: describe_rule(r) for i, r in enumerate(config.mapping.rules, start=1)}
         self.cache = AuthzCache(store, self.rules, max_users or config.mapping.cache_users)
 
-    def _resolve(self, user: str, scope: str) -> tuple[Model, Entry]:
-        self.cache.sync()
+    def _resolve(self, user: str, scope: str, *, synced: bool = False) -> tuple[Model, Entry]:
+        if not synced:
+            self.cache.sync()
         found = self.cache.entry(user)
         if found is None:
             raise NotFound(f"no user {user!r} (by id or userName)", field="user")
@@ -64,13 +93,65 @@ class Authorizer:
     def check(self, user: str, right: str, scope: str, *, explain: bool = False,
               interactive: bool = False) -> Decision:
         """May ``user`` (id or userName) exercise ``right`` at ``scope``?"""
-        model, entry = self._resolve(user, scope)
-        ok = allowed(model, entry.compiled, right, scope, interactive=interactive)
-        chains = self._explain(model, entry, right, scope, interactive) if explain else None
+        return self._decide(CheckItem(user, right, scope, interactive), explain=explain, synced=False)
+
+    def check_many(self, items: Sequence[CheckItem], *, explain: bool = False) -> list[Decision | ServiceError]:
+        """Many checks against one state of the store (one read of its generation): each
+        item's decision, or the error that item alone gets (an unknown user or scope)."""
+        self.cache.sync()
+        out: list[Decision | ServiceError] = []
+        for item in items:
+            try:
+                out.append(self._decide(item, explain=explain, synced=True))
+            except ServiceError as exc:
+                out.append(exc)
+        return out
+
+    def _decide(self, item: CheckItem, *, explain: bool, synced: bool) -> Decision:
+        model, entry = self._resolve(item.user, item.scope, synced=synced)
+        ok = allowed(model, entry.compiled, item.right, item.scope, interactive=item.interactive)
+        chains = self._explain(model, entry, item.right, item.scope, item.interactive) if explain else None
         info = entry.info
         text = None if info.access_rule is None else self.rule_text.get(info.access_rule, "mapping rule")
         return Decision(ok, info.id, info.user_name, chains, info.active, info.access_type, info.access_rule,
                         text, info.access_note)
+
+    def scopes(self, user: str, right: str, *, interactive: bool = False) -> ScopesAnswer:
+        """In which scopes may ``user`` exercise ``right``: where it is granted, and every
+        node that so holds it (those and below)."""
+        model, entry = self._resolve(user, ROOT)
+        granted = granted_at(model, entry.compiled, right, interactive=interactive)
+        return ScopesAnswer(entry.info.id, entry.info.user_name, granted,
+                            scopes_allowed(model, entry.compiled, right, interactive=interactive))
+
+    def users(self, right: str, scope: str, *, interactive: bool = False, after: str = "", limit: int = 100,
+              max_scanned: int = 5000) -> UsersAnswer:
+        """Who may exercise ``right`` at ``scope``: the active users it can reach (admins, the
+        holders of a role that includes it, its individual holders; everyone when a rule on
+        users' attributes gives such a role), each decided by ``check``, in id order from
+        ``after``. At most ``limit`` are returned and ``max_scanned`` candidates looked at;
+        ``next`` continues where this stopped (None: there are no more)."""
+        self.cache.sync()
+        model = self.cache.model()
+        if scope not in model.parents:
+            raise NotFound(f"no scope node {scope!r}", field="scope")
+        condition = may_hold_right(self.cache.store, self.cache.rules, right)
+        query = select(User.id).where(User.active.is_(True), User.id > after).order_by(User.id)
+        if condition is not None:
+            query = query.where(condition)
+        with self.cache.store.read() as session:
+            candidates = session.scalars(query.limit(max_scanned + 1)).all()
+        found: list[tuple[str, str]] = []
+        scanned = 0
+        for user_id in candidates[:max_scanned]:
+            scanned += 1
+            entry = self.cache.entry(user_id)
+            if entry is not None and allowed(entry[0], entry[1].compiled, right, scope, interactive=interactive):
+                found.append((user_id, entry[1].info.user_name))
+                if len(found) == limit:
+                    break
+        more = scanned < len(candidates)  # stopped at the limit, or at max_scanned with more behind
+        return UsersAnswer(found, candidates[scanned - 1] if more and scanned else None, scanned)
 
     def rights(self, user: str, scope: str) -> tuple[Decision, frozenset[str]]:
         """Every right the user has at ``scope``."""

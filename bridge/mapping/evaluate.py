@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from bridge.mapping.model import Compiled, Groups, Model, UserInfo
+from bridge.mapping.model import ROOT, Compiled, Groups, Model, UserInfo
 
 ADMIN, API = "admin", "api"
 
@@ -80,3 +80,24 @@ def effective_rights(model: Model, user: Compiled, scope_id: str) -> frozenset[s
     for node in model.chain(scope_id):
         out |= user.rights_at.get(node, frozenset())
     return frozenset(out)
+
+
+def granted_at(model: Model, user: Compiled, right: str, *, interactive: bool = False) -> tuple[str, ...]:
+    """The nodes where ``right`` is granted to the user (it then holds there and below),
+    highest first; an admin's is the root."""
+    if not user.active or (interactive and user.access_type == API):
+        return ()
+    if user.access_type == ADMIN:
+        return (ROOT,)
+    nodes = [node for node, rights in user.rights_at.items() if right in rights and node in model.parents]
+    nodes.sort(key=lambda node: (len(model.chain(node)), node))
+    # a node below another granted node adds nothing
+    return tuple(node for node in nodes if not any(up in nodes for up in model.chain(node)[1:]))
+
+
+def scopes_allowed(model: Model, user: Compiled, right: str, *, interactive: bool = False) -> tuple[str, ...]:
+    """Every node where the user may exercise ``right``: the granting nodes and below."""
+    seen: dict[str, None] = {}
+    for node in granted_at(model, user, right, interactive=interactive):
+        seen.update(dict.fromkeys(model.descendants(node)))
+    return tuple(seen)

@@ -1,7 +1,8 @@
 """Who holds a role: the users a role reaches through their grants or their groups'
 (grants, group rules, nesting), as the authorizer sees them, as one SQL condition for
-a user search (the admin API's ``GET /users?role=``). Roles from attribute rules are
-not searched."""
+a user search (the admin API's ``GET /users?role=``; roles from attribute rules are not
+searched), and who may hold a right at all (the candidates ``check`` decides for "who
+may do R at S")."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from collections import defaultdict
 from sqlalchemy import ColumnElement, false, or_, select
 
 from bridge.mapping.loader import load_groups, load_model, snapshot
+from bridge.mapping.model import GroupInfo
 from bridge.mapping.rules import CompiledRules
 from bridge.store.db import Store
-from bridge.store.models import Grant, GroupUserMember, User
+from bridge.store.models import AccessType, Grant, GroupUserMember, User, UserRight
 
 
 def users_holding_role(store: Store, rules: CompiledRules, role: str) -> ColumnElement[bool]:
@@ -24,17 +26,37 @@ def users_holding_role(store: Store, rules: CompiledRules, role: str) -> ColumnE
         if role_id is None:
             return false()
         groups = load_groups(conn, model, rules)
+    return _holding({role_id}, groups)
+
+
+def may_hold_right(store: Store, rules: CompiledRules, right: str) -> ColumnElement[bool] | None:
+    """A condition on ``User`` true for every user who may hold ``right`` somewhere (the
+    candidates of "who may do R at S", which check then decides one by one): admins, the
+    holders of a role that includes it, and its individual holders. None when a rule on
+    users' attributes (or every user) gives such a role: then anyone may."""
+    with snapshot(store) as conn:
+        model = load_model(conn)
+        role_ids = {rid for rid, rights in model.closure.items() if right in rights}
+        if any(rule.role is not None and model.role_ids.get(rule.role) in role_ids for rule in rules.attribute_rules):
+            return None
+        groups = load_groups(conn, model, rules) if role_ids else {}
+    individual = select(UserRight.user_id).where(UserRight.right_name == right)
+    return or_(User.access_type == AccessType.admin, User.id.in_(individual),
+               _holding(role_ids, groups) if role_ids else false())
+
+
+def _holding(role_ids: set[str], groups: dict[str, GroupInfo]) -> ColumnElement[bool]:
     children: dict[str, list[str]] = defaultdict(list)
     for gid, info in groups.items():
         for parent in info.parents:
             children[parent].append(gid)
-    pending = [gid for gid, info in groups.items() if any(h.role_id == role_id for h in info.holdings)]
+    pending = [gid for gid, info in groups.items() if any(h.role_id in role_ids for h in info.holdings)]
     holding: set[str] = set()
     while pending:
         gid = pending.pop()
         if gid not in holding:
             holding.add(gid)
             pending.extend(children[gid])
-    direct = select(Grant.user_id).where(Grant.role_id == role_id, Grant.user_id.is_not(None))
+    direct = select(Grant.user_id).where(Grant.role_id.in_(sorted(role_ids)), Grant.user_id.is_not(None))
     via_groups = select(GroupUserMember.user_id).where(GroupUserMember.group_id.in_(sorted(holding)))
     return or_(User.id.in_(direct), User.id.in_(via_groups))

@@ -59,6 +59,7 @@ class Model:
     role_ids: dict[str, str] = field(default_factory=dict)  # name -> id
     closure: dict[str, frozenset[str]] = field(default_factory=dict)  # role id -> all rights
     _chains: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _children: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.role_ids = {name: rid for rid, name in self.role_names.items()}
@@ -76,6 +77,25 @@ class Model:
         result = frozenset(rights)
         self.closure[role_id] = result
         return result
+
+    def descendants(self, scope_id: str) -> tuple[str, ...]:
+        """The node and every node below it, the node first (a right granted at a node
+        holds there and below)."""
+        children = self._children
+        if not children:  # built whole, then set: threads share the model
+            children = {}
+            for node, parent in self.parents.items():
+                if parent is not None:
+                    children.setdefault(parent, []).append(node)
+            children.setdefault(ROOT, [])
+            self._children = children
+        out: list[str] = []
+        pending = [scope_id]
+        while pending:
+            node = pending.pop()
+            out.append(node)
+            pending.extend(sorted(children.get(node, ()), reverse=True))
+        return tuple(out)
 
     def chain(self, scope_id: str) -> tuple[str, ...]:
         """The node and its ancestors up to the root, nearest first."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import schemathesis
 from schemathesis.engine import events, from_schema
@@ -44,13 +45,15 @@ class Findings:
     errors: list[str] = field(default_factory=list)
 
 
-def seeded_app(store: Store, tmp_path: Path, slapd: SlapdServer):
+def seeded_app(store: Store, tmp_path: Path, slapd: SlapdServer, smtp: Any = None):
     """An app whose lists are not empty: an LDAP source (the seeded slapd) with a sync run, a
-    customer with its rights-group, roles, a grant, users, tokens and a job run."""
+    customer with its rights-group, roles, a grant, users, tokens and a job run; mail goes to
+    ``smtp`` (the SMTP sink) when given, as an invitation or an e-mail change sends some."""
     # The fuzzer learns names from answers and runs what it finds (syncs of corp, jobs): no
     # scheduled LDAP jobs, so that "run a job" stays quick.
     source = source_settings(slapd)
-    config = make_config(ldap={"sources": [source]},
+    mail = {"smtp": {"host": smtp.host, "port": smtp.port, "tls": "none"}} if smtp is not None else {}
+    config = make_config(ldap={"sources": [source]}, **mail,
                          roles=[{"name": "basic_user", "rights": ["orders.read"]}],
                          scopes={"nodes": [{"id": "company_group:north"}]})
     rt = build_runtime(config.model_copy(update={"data_dir": tmp_path}), store=store)
@@ -109,8 +112,8 @@ def run_schemathesis(app, headers: dict[str, str], only_path: str | None = None)
     return found
 
 
-def test_schemathesis_finds_nothing(store, slapd, tmp_path, record_property):
-    app, headers = seeded_app(store, tmp_path, slapd)
+def test_schemathesis_finds_nothing(store, slapd, tmp_path, record_property, smtp_sink):
+    app, headers = seeded_app(store, tmp_path, slapd, smtp_sink)
     found = run_schemathesis(app, headers)
     record_property("schemathesis", {"operations": len(found.operations), "cases": found.cases})
     print(f"schemathesis: {len(found.operations)} operations/scenarios, {found.cases} cases")
