@@ -549,6 +549,19 @@ class SelfServiceConfig(Strict):
     requests_per_ip_per_hour: int = Field(default=20, ge=1, le=10000, description="reset requests per client "
                                           "address and hour")
     session_minutes: int = Field(default=15, ge=1, le=720, description="how long a login to the account pages lasts")
+    reset_url: str | None = Field(default=None, description="the portal's own page for a reset link, with {token} "
+                                  "where the token goes (it then calls /api/v1/account/password-reset/confirm); "
+                                  "absent: dirbridge's /account/reset")
+    email_url: str | None = Field(default=None, description="the same for the link that confirms a new address "
+                                  "(/api/v1/account/email-change/confirm); absent: dirbridge's /account/email")
+
+    @field_validator("reset_url", "email_url")
+    @classmethod
+    def _link_template(cls, value: str | None) -> str | None:
+        if value is not None and (not re.match(r"^https?://[^/\s]+(/\S*)?$", value) or "{token}" not in value):
+            raise ValueError("an http(s) URL with {token} where the link's token goes, like "
+                             "https://portal.example.org/reset?token={token}")
+        return value
 
 
 class SmtpConfig(Strict):

@@ -136,15 +136,16 @@ E-Mail: Ihr Passwort bleibt unverändert.</p>
         "text": """Hello {{ name }},
 
 someone asked to reset the password of your {{ product }} account "{{ user_name }}".
-This account logs in with the password of your company's directory: {{ product }}
-cannot reset it. Ask your IT department, or use your company's own password reset.
+This account's password is managed by your company (its directory or its sign-in
+service): {{ product }} cannot reset it. Ask your IT department, or use your company's
+own password reset.
 
 If you did not ask for this, ignore this mail.
 """,
         "html": """<p>Hello {{ name }},</p>
 <p>someone asked to reset the password of your {{ product }} account <strong>{{ user_name }}</strong>.
-This account logs in with the password of your company's directory: {{ product }} cannot reset it.
-Ask your IT department, or use your company's own password reset.</p>
+This account's password is managed by your company (its directory or its sign-in service): {{ product }}
+cannot reset it. Ask your IT department, or use your company's own password reset.</p>
 <p>If you did not ask for this, ignore this mail.</p>
 """,
     },
@@ -153,15 +154,17 @@ Ask your IT department, or use your company's own password reset.</p>
         "text": """Hallo {{ name }},
 
 jemand hat das Zurücksetzen des Passworts Ihres {{ product }}-Kontos "{{ user_name }}" angefordert.
-Dieses Konto meldet sich mit dem Passwort Ihres Firmenverzeichnisses an: {{ product }}
-kann es nicht zurücksetzen. Wenden Sie sich an Ihre IT oder nutzen Sie das Zurücksetzen Ihrer Firma.
+Das Passwort dieses Kontos verwaltet Ihre Firma (ihr Verzeichnis oder ihr Anmeldedienst):
+{{ product }} kann es nicht zurücksetzen. Wenden Sie sich an Ihre IT oder nutzen Sie das
+Zurücksetzen Ihrer Firma.
 
 Falls Sie das nicht angefordert haben, ignorieren Sie diese E-Mail.
 """,
         "html": """<p>Hallo {{ name }},</p>
 <p>jemand hat das Zurücksetzen des Passworts Ihres {{ product }}-Kontos <strong>{{ user_name }}</strong>
-angefordert. Dieses Konto meldet sich mit dem Passwort Ihres Firmenverzeichnisses an: {{ product }} kann es
-nicht zurücksetzen. Wenden Sie sich an Ihre IT oder nutzen Sie das Zurücksetzen Ihrer Firma.</p>
+angefordert. Das Passwort dieses Kontos verwaltet Ihre Firma (ihr Verzeichnis oder ihr Anmeldedienst):
+{{ product }} kann es nicht zurücksetzen. Wenden Sie sich an Ihre IT oder nutzen Sie das Zurücksetzen Ihrer
+Firma.</p>
 <p>Falls Sie das nicht angefordert haben, ignorieren Sie diese E-Mail.</p>
 """,
     },

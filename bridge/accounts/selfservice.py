@@ -65,7 +65,13 @@ def hash_link_token(token: str) -> str:
 
 
 def link_for(ctx: AccountsContext, path: str, token: str) -> str:
-    # The token rides in the query string: access logs record the path only.
+    """The link a mail carries: the portal's own page when ``self_service.reset_url`` or
+    ``email_url`` names one (``{token}`` in it), else dirbridge's page. The token rides in
+    the query string: access logs record the path only."""
+    config = ctx.config.self_service
+    template = config.reset_url if path == RESET_PATH else config.email_url
+    if template:
+        return template.replace("{token}", token)
     return f"{ctx.public_url}{path}?token={token}"
 
 
@@ -158,16 +164,31 @@ def _reset_message(ctx: AccountsContext, uow: UnitOfWork, user: User) -> Message
     lang = language_for(user.preferred_language, ctx.config.invites.default_language)
     values = {"name": user.display_name or user.user_name, "user_name": user.user_name,
               "product": ctx.config.invites.product_name}
-    if is_directory_user(user):
-        source = directory_source(ctx, user)
-        if source is None or not source.passwords.reset:
-            return render("password_reset_directory", lang, user.email or "", **values)
+    if not _resettable(ctx, user):  # the password is another source's: say whom to ask, no link
+        return render("password_reset_directory", lang, user.email or "", **values)
     now = ctx.now()
     token = secrets.token_urlsafe(32)
     link = uow.accounts.create_link(user, RESET, hash_link_token(token), now=now,
                                     expires_at=now + timedelta(minutes=ctx.config.self_service.reset_minutes))
     return render("password_reset", lang, user.email or "", link=link_for(ctx, RESET_PATH, token),
                   expires=format_time(link.expires_at, lang), **values)
+
+
+def _resettable(ctx: AccountsContext, user: User) -> bool:
+    """Whether dirbridge may set this user's password by a reset link: a local user's, or a
+    directory user's whose source allows resets. An IdP's user's password is the IdP's
+    (it sets it over SCIM, or keeps it): a link here would shadow it."""
+    if is_directory_user(user):
+        source = directory_source(ctx, user)
+        return source is not None and source.passwords.reset
+    return user.source == LOCAL_SOURCE
+
+
+def _own_password(user: User) -> None:
+    """Only a local user's password is set here (a directory user's goes to the directory)."""
+    if user.source != LOCAL_SOURCE and not is_directory_user(user):
+        raise Conflict(f"the password of {user.user_name!r} comes from {user.source} (your organisation's "
+                       "identity provider): change it there", field="password")
 
 
 def check_link(ctx: AccountsContext, uow: UnitOfWork, token: str, purpose: str) -> tuple[AccountLink, User]:
@@ -203,6 +224,7 @@ def complete_password_reset(ctx: AccountsContext, token: str, new_password: str,
     with ctx.services.unit(Actor(name="reset-link", channel=channel)) as uow:
         link, user = check_link(ctx, uow, token, RESET)
         uow.accounts.use_link(link, user, now=ctx.now())  # a refused password below undoes this too
+        _own_password(user)  # taken over by an IdP since the link went out
         if is_directory_user(user):
             _directory_reset(ctx, user, new_password)
             _after_directory_change(ctx, uow, user, "user.password-reset")
@@ -248,7 +270,8 @@ def _after_directory_change(ctx: AccountsContext, uow: UnitOfWork, user: User, a
 def change_password(ctx: AccountsContext, user: User, current: str, new_password: str, actor: Actor) -> None:
     """Change the password of a user whose current password the caller has just verified
     (bridge.accounts.login): a local user's by the policy and history, a directory user's
-    in the directory, as that user."""
+    in the directory, as that user. Another source's user's password is that source's (409)."""
+    _own_password(user)
     if is_directory_user(user):
         from bridge.ldap.passwords import change_own_password
 
@@ -289,9 +312,10 @@ def _own_profile(user: User, what: str) -> None:
                        field=what.replace(" ", "_"))
 
 
-def update_profile(uow: UnitOfWork, user: User, changes: dict[str, Any]) -> User:
+def update_profile(ctx: AccountsContext, uow: UnitOfWork, user: User, changes: dict[str, Any]) -> User:
     """The user's own names, language and time zone (a local user's; another source owns
     the rest's). Only PROFILE_FIELDS are taken; each is validated by the service layer."""
+    _enabled(ctx)
     unknown = sorted(set(changes) - set(PROFILE_FIELDS))
     if unknown:
         raise InvalidValue(f"a user may change only {', '.join(PROFILE_FIELDS)} here, not {', '.join(unknown)}",

@@ -255,7 +255,7 @@ def profile_submit(current: AccountSession, user: User):  # type: ignore[no-unty
     changes = {name: (_field(name).strip() or None) for name in selfservice.PROFILE_FIELDS if name in request.form}
     try:
         with runtime().services.unit(_actor(current)) as uow:
-            selfservice.update_profile(uow, uow.users.get(current.user_id), changes)
+            selfservice.update_profile(_ctx(), uow, uow.users.get(current.user_id), changes)
     except ServiceError as exc:
         return _home(user, exc.status, problems=[exc.message])
     user = _user(current)

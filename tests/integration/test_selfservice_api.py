@@ -24,8 +24,9 @@ NEW_PASSWORD = "Another-Horse-8"
 
 
 @pytest.fixture
-def config(smtp_sink):
-    return accounts_config(smtp_sink)
+def config(request, smtp_sink):
+    """The accounts config of the self-service tests; a test's ``indirect`` parameter adds tables."""
+    return accounts_config(smtp_sink, **getattr(request, "param", {}))
 
 
 @pytest.fixture
@@ -251,3 +252,75 @@ def test_self_service_turned_off_refuses_the_links(client, admin_headers, runtim
     refused = ask_reset(client, admin_headers, "nora.local")
     assert refused.status_code == 403 and refused.json["error"]["code"] == "selfServiceDisabled"
     assert client.get("/account/login").status_code == 404
+
+
+def test_an_idps_user_gets_no_password_from_dirbridge(client, admin_headers, scim_headers, smtp_sink, runtime,
+                                                      clock):
+    """The IdP owns its users' passwords (it sets them over SCIM, or keeps them): a forgotten
+    password's mail says whom to ask and carries no link that would set one here."""
+    created = client.post("/scim/v2/Users", json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                                  "userName": "ivy@corp.example",
+                                                  "emails": [{"value": "ivy@corp.example", "primary": True}]},
+                          headers=scim_headers)
+    assert created.status_code == 201
+    assert ask_reset(client, admin_headers, "ivy@corp.example").status_code == 202
+    [mail] = smtp_sink.wait_for(1)
+    assert "cannot reset it" in mail.text and "/account/reset" not in mail.text
+    with runtime.store.read() as session:
+        assert session.scalar(select(AccountLink)) is None
+
+
+def test_a_link_that_went_out_before_a_take_over_sets_no_password(client, admin_headers, smtp_sink, runtime, nora,
+                                                                  clock):
+    ask_reset(client, admin_headers, "nora.local")
+    token = link_token(smtp_sink.wait_for(1)[0].text, "/account/reset")
+    with runtime.store.write() as session:  # as if an ownership rule had let an IdP take her over
+        session.get(User, nora.user_id).source = "scim:entra"
+    refused = confirm_reset(client, admin_headers, token)
+    assert refused.status_code == 409 and "identity provider" in refused.json["error"]["message"]
+
+
+@pytest.mark.parametrize("config", [{"self_service": {
+    "reset_url": "https://portal.example.org/password-reset?token={token}",
+    "email_url": "https://portal.example.org/confirm-email?token={token}"}}], indirect=True)
+def test_links_can_point_at_the_portals_own_pages(client, admin_headers, smtp_sink, nora, clock):
+    ask_reset(client, admin_headers, "nora.local")
+    token = link_token(smtp_sink.wait_for(1)[0].text, "/password-reset")
+    assert confirm_reset(client, admin_headers, token).status_code == 200
+    asked = client.post(f"/api/v1/users/{nora.user_id}/email-change", json={"email": "nora.new@example.org"},
+                        headers=admin_headers)
+    assert asked.status_code == 202
+    confirm = next(m for m in smtp_sink.wait_for(3) if m.envelope_to == ("nora.new@example.org",))
+    assert "https://portal.example.org/confirm-email?token=" in confirm.text
+
+
+@pytest.mark.parametrize("url", ["https://portal.example.org/reset", "javascript:alert(1)//{token}",
+                                 "https://portal example.org/{token}"])
+def test_a_link_template_without_a_token_or_not_a_url_is_a_config_error(url):
+    from bridge.config import ConfigError, load_config_data
+
+    with pytest.raises(ConfigError, match="reset_url"):
+        load_config_data({"self_service": {"reset_url": url}})
+
+
+def test_the_profile_honours_the_switch(client, admin_headers, runtime, nora):
+    runtime.config = runtime.config.model_copy(update={
+        "self_service": runtime.config.self_service.model_copy(update={"enabled": False})})
+    refused = client.patch("/api/v1/users/nora.local/profile", json={"given_name": "N"}, headers=admin_headers)
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "selfServiceDisabled"
+
+
+@pytest.mark.parametrize("config", [{"scim": {"clients": {"okta": {"passwords": True}}}}], indirect=True)
+def test_a_password_the_idp_sets_is_not_changed_through_the_portal(client, admin_headers, runtime, clock):
+    from tests.fixtures.app import create_token
+
+    okta = {"Authorization": f"Bearer {create_token(runtime, 'okta', 'scim')}"}
+    created = client.post("/scim/v2/Users", json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                                                  "userName": "olga@corp.example", "password": "Okta-Sets-It-1",
+                                                  "emails": [{"value": "olga@corp.example"}]}, headers=okta)
+    assert created.status_code == 201
+    assert attempt(client, admin_headers, "olga@corp.example", "Okta-Sets-It-1").status_code == 200
+    changed = client.post("/api/v1/auth/password", json={"username": "olga@corp.example", "password": "Okta-Sets-It-1",
+                                                         "new_password": NEW_PASSWORD}, headers=admin_headers)
+    assert changed.status_code == 409 and "identity provider" in changed.json["error"]["message"]
+    assert attempt(client, admin_headers, "olga@corp.example", "Okta-Sets-It-1").status_code == 200

@@ -34,12 +34,13 @@ from sqlalchemy import select
 
 from bridge.services import Actor
 from bridge.store.models import User
-from tests.fixtures.accounts import GOOD_PASSWORD, accounts_config, attempt
+from tests.fixtures.accounts import GOOD_PASSWORD, attempt
 from tests.fixtures.browser import csrf_in, make_operator
 from tests.integration.test_selfservice_api import (  # noqa: F401 - fixtures
     NEW_PASSWORD,
     ask_reset,
     clock,
+    config,
     confirm_reset,
     drain,
     link_token,
@@ -49,12 +50,6 @@ from tests.integration.test_selfservice_pages import log_in, post
 
 ATTACKER_PASSWORD = "Taken-Over-Horse-9"
 ATTACKER_MAIL = "mallory@evil.example"
-
-
-@pytest.fixture
-def config(request, smtp_sink):
-    """The accounts config of the self-service tests; a test's ``indirect`` parameter adds tables."""
-    return accounts_config(smtp_sink, **getattr(request, "param", {}))
 
 
 def mail_to(smtp_sink, address: str, count: int) -> Any:

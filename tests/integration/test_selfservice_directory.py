@@ -49,6 +49,7 @@ def change(client, headers, password, new):
 def test_a_directory_user_changes_the_password_in_the_directory(corp, client, admin_headers):
     short = change(client, admin_headers, START, "Ab1")
     assert short.status_code == 400 and short.json["error"]["code"] == "directoryPasswordPolicy"
+    assert short.json["error"]["reason"] == "too_short"  # the directory's own word (ppolicy)
     assert "Ab1" not in short.text and "short" in short.json["error"]["message"].lower()
     assert attempt(client, admin_headers, "dora", START).status_code == 200  # unchanged
     done = change(client, admin_headers, START, SECOND)

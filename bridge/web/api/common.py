@@ -27,6 +27,8 @@ class ErrorDetail(BaseModel):
     code: str = Field(description="machine-readable: invalidValue, notFound, uniqueness, lastAdmin...")
     message: str
     field: str | None = None
+    reason: str | None = Field(default=None, description="directoryPasswordPolicy: the directory's reason "
+                               "(too_short, in_history, insufficient_quality, wrong_password, ...)")
 
 
 class ErrorBody(BaseModel):
@@ -138,6 +140,11 @@ def make_blueprint(name: str, import_name: str, tag: str, description: str) -> A
     @bp.errorhandler(ServiceError)
     def _service_error(exc: ServiceError) -> tuple[Response, int]:
         response = error_response(exc.status, exc.code, exc.message, exc.field)
+        reason = getattr(exc, "reason", None)
+        if reason is not None:  # the directory's own word for a refused password
+            body = response[0].get_json()
+            body["error"]["reason"] = reason
+            response = jsonify(body), response[1]
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             response[0].headers["Retry-After"] = str(retry_after)

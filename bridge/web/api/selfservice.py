@@ -81,7 +81,7 @@ def _user_actor(name: str) -> Actor:
     return Actor(name=f"user:{name}", channel=CHANNEL, request_id=g.get("request_id"))
 
 
-@bp.post("/account/password-reset", responses={202: Accepted, 429: ErrorBody},
+@bp.post("/account/password-reset", responses={202: Accepted, 403: ErrorBody, 429: ErrorBody},
          summary="Mail a password-reset link to the user a name or address names (the same answer either way)")
 def reset_request(body: ResetRequest):  # type: ignore[no-untyped-def]
     ctx = context_for(runtime())
@@ -93,7 +93,8 @@ def reset_request(body: ResetRequest):  # type: ignore[no-untyped-def]
                            f"{minutes} minutes"), 202
 
 
-@bp.post("/account/password-reset/confirm", responses={200: UserOut, 400: ErrorBody, 404: ErrorBody, 410: ErrorBody},
+@bp.post("/account/password-reset/confirm", responses={200: UserOut, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody,
+                                                      410: ErrorBody, 503: ErrorBody},
          summary="Set the new password a reset link was for (the link is spent)")
 def reset_confirm(body: ResetConfirm):  # type: ignore[no-untyped-def]
     ctx = context_for(runtime())
@@ -106,13 +107,15 @@ def reset_confirm(body: ResetConfirm):  # type: ignore[no-untyped-def]
           summary="The user's own names, language and time zone (a local user's; another source owns the rest's)")
 def profile(path: UserPath, body: ProfileChange):  # type: ignore[no-untyped-def]
     changes = body.model_dump(exclude_unset=True)
-    with runtime().services.unit(Actor(name=f"api:{g.api_client}", channel=CHANNEL,
-                                       request_id=g.get("request_id"))) as uow:
-        user = selfservice.update_profile(uow, uow.users.by_ref(path.user_id), changes)
+    ctx = context_for(runtime())
+    with ctx.services.unit(Actor(name=f"api:{g.api_client}", channel=CHANNEL,
+                                 request_id=g.get("request_id"))) as uow:
+        user = selfservice.update_profile(ctx, uow, uow.users.by_ref(path.user_id), changes)
         return jsonify(user_json(user))
 
 
-@bp.post("/users/<user_id>/email-change", responses={202: EmailChangeOut, 409: ErrorBody, 502: ErrorBody},
+@bp.post("/users/<user_id>/email-change", responses={202: EmailChangeOut, 409: ErrorBody, 429: ErrorBody,
+                                                     502: ErrorBody},
          summary="Mail a confirmation link to a new address; the address changes when the link is used")
 def email_change(path: UserPath, body: EmailChange):  # type: ignore[no-untyped-def]
     ctx = context_for(runtime())
