@@ -8,7 +8,8 @@ then reports latency p50/p99 and throughput of:
 - the first check after a change (a membership or a grant, through the services)
   on this process, each compared with the naive answer;
 - the naive recursive evaluation straight from the database (the baseline);
-- POST /api/v1/check over HTTP (cheroot, keep-alive), sequential and concurrent.
+- POST /api/v1/check over HTTP (the server `dirbridge serve` runs, keep-alive), one check and
+  bulks of 100 items, 1 and 4 clients, beside GET /healthz on the same server (the floor).
 
 Usage:  .venv/bin/python bench/check_bench.py [--db URL] [--users N] [--quick]
 
@@ -230,46 +231,59 @@ def main() -> int:
 
 
 def http_bench(store: Store, config: Config, tmp: Path, queries: list[tuple[str, str, str]]) -> None:
-    from cheroot.wsgi import Server
-
+    """Over HTTP on the server ``dirbridge serve`` runs, beside its floor (GET /healthz on the
+    same server) and the same work in-process: single checks, and bulk checks of 100 items."""
+    from bridge.mapping.engine import CheckItem
     from bridge.web import create_app
+    from bridge.web.server import HttpServer
 
     rt = build_runtime(config.model_copy(update={"data_dir": tmp}), store=store)
     with rt.services.unit(Actor(name="bench")) as uow:
         token = uow.tokens.create("bench-portal", "admin")[1]
-    server = Server(("127.0.0.1", 0), create_app(rt), numthreads=8)
-    server.prepare()
-    port = server.bind_addr[1]
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
+    server = HttpServer(create_app(rt), host="127.0.0.1", port=0, threads=8, max_connections=200, idle_timeout=30,
+                        max_body_bytes=1 << 22, shutdown_timeout=5, ident="dirbridge-bench")
+    server.start()
+    port = server.bound_port
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
-    def run(part: list[tuple[str, str, str]], out: list[float]) -> None:
+    def run(bodies: list[str | None], out: list[float]) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port)
-        for user, right, scope in part:
-            body = json.dumps({"user": user, "right": right, "scope": scope})
+        for body in bodies:
             start = time.perf_counter()
-            conn.request("POST", "/api/v1/check", body, headers)
+            if body is None:
+                conn.request("GET", "/healthz")
+            else:
+                conn.request("POST", "/api/v1/check", body, headers)
             response = conn.getresponse()
             response.read()
             out.append(time.perf_counter() - start)
             assert response.status == 200, response.status
         conn.close()
 
-    run(queries[:50], [])  # warm the authorizer of this app
-    samples: list[float] = []
-    start = time.perf_counter()
-    run(queries, samples)
-    report("HTTP POST /api/v1/check, 1 client", samples, time.perf_counter() - start)
-    samples, threads = [], []
-    start = time.perf_counter()
-    for k in range(4):
-        t = threading.Thread(target=run, args=(queries[k::4], samples))
-        threads.append(t)
-        t.start()
-    for t in threads:
-        t.join()
-    report("HTTP POST /api/v1/check, 4 clients", samples, time.perf_counter() - start)
+    def measure(label: str, bodies: list[str | None], clients: int) -> None:
+        samples: list[float] = []
+        threads = [threading.Thread(target=run, args=(bodies[k::clients], samples)) for k in range(clients)]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        report(label, samples, time.perf_counter() - start)
+
+    singles: list[str | None] = [json.dumps({"user": u, "right": r, "scope": s}) for u, r, s in queries]
+    batches = [queries[i:i + 100] for i in range(0, len(queries) - 99, 100)]
+    bulks: list[str | None] = [json.dumps({"items": [{"user": u, "right": r, "scope": s} for u, r, s in batch]})
+                               for batch in batches]
+    run(singles[:50], [])  # warm the authorizer of this app
+    for clients in (1, 4):
+        measure(f"HTTP GET /healthz (floor), {clients} client(s)", [None] * len(singles), clients)
+        measure(f"HTTP POST /api/v1/check, {clients} client(s)", singles, clients)
+    engine = rt.authorizer
+    items = [[CheckItem(u, r, s) for u, r, s in batch] for batch in batches]
+    report("in-process check_many, 100 items", timed(len(items), lambda i: engine.check_many(items[i])))
+    for clients in (1, 4):
+        measure(f"HTTP POST /api/v1/check, 100 items, {clients} client(s)", bulks * max(1, 300 // len(bulks)),
+                clients)
     server.stop()
 
 

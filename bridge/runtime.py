@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from bridge.ldap.auth import Binder
     from bridge.mapping.engine import Authorizer
     from bridge.metrics import Metrics
+    from bridge.services.token_cache import TokenCache
     from bridge.web.scim_activity import ScimActivity
 
 
@@ -118,6 +119,14 @@ class Runtime:
         from bridge.ldap.auth import Binder
 
         return Binder()
+
+    @cached_property
+    def tokens(self) -> TokenCache:
+        """The API and SCIM tokens this process has seen (bridge.services.token_cache),
+        exact on every replica by the change log."""
+        from bridge.services.token_cache import TokenCache
+
+        return TokenCache(self.store, lambda: self.clock)
 
     @cached_property
     def outbox(self) -> Outbox:

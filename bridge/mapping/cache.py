@@ -28,12 +28,11 @@ from bridge.mapping.evaluate import compile_user
 from bridge.mapping.loader import find_user_id, load_group, load_groups, load_model, load_user, snapshot
 from bridge.mapping.model import Compiled, GroupInfo, Model, UserInfo
 from bridge.mapping.rules import CompiledRules
-from bridge.services.changes import ALL, GROUP, USER
+from bridge.services.changes import ALL, GROUP, USER, read_generation
 from bridge.services.users import user_name_key
 from bridge.store.db import Store
 from bridge.store.models import AuthzChange
 
-STATE_SQL = "SELECT generation, pruned_below FROM authz_state WHERE id = 1"
 RECENT_CHANGES = 50_000  # how far back a slow load can still be checked against
 
 
@@ -89,15 +88,7 @@ class AuthzCache:
     # -- generation ------------------------------------------------------------
 
     def _read_state(self) -> tuple[int, int]:
-        raw = self.store.engine.raw_connection()
-        try:
-            cursor = raw.cursor()
-            cursor.execute(STATE_SQL)
-            row = cursor.fetchone()
-            cursor.close()
-        finally:
-            raw.close()
-        return (int(row[0]), int(row[1])) if row else (0, 0)
+        return read_generation(self.store)
 
     def sync(self) -> int:
         """Catch up with the store's generation; returns the generation now applied."""
@@ -209,6 +200,8 @@ class AuthzCache:
     # -- invalidation ------------------------------------------------------------
 
     def _invalidate(self, kind: str, subject: str) -> None:
+        if kind not in (ALL, USER, GROUP):  # a token's (bridge.services.token_cache)
+            return
         self.stats.invalidations += 1
         if kind == ALL:
             self._reset()

@@ -44,7 +44,7 @@ from bridge.scim.secret import cursor_secret
 from bridge.scim.storage import StoreStorage
 from bridge.scim.writeback import Writeback
 from bridge.services import Actor
-from bridge.services.tokens import TokenIdentity, authenticate
+from bridge.services.tokens import TokenIdentity
 from bridge.store.busy import RETRY_AFTER_SECONDS, is_busy
 from bridge.store.models import TokenKind
 from bridge.web.scim_activity import activity_for
@@ -173,7 +173,7 @@ class ScimApplication(WSGIApplication):
     def check_auth(self, request: ScimRequest) -> None:
         headers: Any = request.headers
         scheme, _, presented = str(headers.get("AUTHORIZATION", "")).partition(" ")
-        identity = (authenticate(self.rt.store, presented, TokenKind.scim, self.rt.clock)
+        identity = (self.rt.tokens.authenticate(presented, TokenKind.scim)
                     if scheme.lower() == "bearer" else None)
         if identity is None:
             raise UnauthorizedException(detail="a SCIM client token is required (Authorization: Bearer)")

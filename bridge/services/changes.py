@@ -14,17 +14,39 @@ taken: a reader that sees generation N has every change up to N.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import delete, event, insert, update
 from sqlalchemy.orm import Session
 
 from bridge.store.models import AuthzChange, AuthzState
 
-USER, GROUP, ALL = "user", "group", "all"
+if TYPE_CHECKING:
+    from bridge.store.db import Store
+
+USER, GROUP, ALL, TOKEN = "user", "group", "all", "token"
 # Beyond this many subjects in one transaction, "everything" is cheaper for readers.
 MAX_SUBJECTS = 2000
 # Every PRUNE_EVERY generations, change rows older than KEEP_GENERATIONS go.
 PRUNE_EVERY = 512
 KEEP_GENERATIONS = 20_000
+
+
+STATE_SQL = "SELECT generation, pruned_below FROM authz_state WHERE id = 1"
+
+
+def read_generation(store: Store) -> tuple[int, int]:
+    """The log's generation and the one below which its rows were pruned: one primary-key
+    read on a raw connection (every check and every token lookup makes it)."""
+    raw = store.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute(STATE_SQL)
+        row = cursor.fetchone()
+        cursor.close()
+    finally:
+        raw.close()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 class ChangeLog:
@@ -45,6 +67,11 @@ class ChangeLog:
     def group(self, group_id: str) -> None:
         self._subjects.add((GROUP, group_id))
         self._marked.add((GROUP, group_id))
+
+    def token(self, token_id: str) -> None:
+        """A token revoked or rotated: every replica's token cache drops it
+        (bridge.services.token_cache); the check caches ignore it."""
+        self._subjects.add((TOKEN, token_id))
 
     def everything(self) -> None:
         self._everything = True

@@ -76,6 +76,7 @@ class TokenService:
         token.token_hash = hash_token(plain)
         token.last_used_at = None
         self.uow.session.flush()
+        self.uow.changes.token(token.id)  # the old secret: refused at once on every replica
         audit.record(self.uow.session, self.uow.actor, "token.rotate", "token", token.id, name,
                      {"prefix": [before, token.prefix]})
         return token, plain
@@ -95,6 +96,7 @@ class TokenService:
         if token.revoked_at is None:
             token.revoked_at = self.uow.now()
             self.uow.session.flush()
+            self.uow.changes.token(token.id)  # refused at once on every replica
             audit.record(self.uow.session, self.uow.actor, "token.revoke", "token", token.id, name,
                          {"revoked_at": [None, token.revoked_at.isoformat()]})
         return token

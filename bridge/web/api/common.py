@@ -14,7 +14,6 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Select, func, select
 
 from bridge.services import Actor, ServiceError
-from bridge.services.tokens import authenticate
 from bridge.store.models import TokenKind
 from bridge.web import runtime
 from bridge.web.api.headers import BEARER_CHALLENGE
@@ -114,7 +113,7 @@ def make_blueprint(name: str, import_name: str, tag: str, description: str) -> A
     def _authenticate() -> tuple[Response, int] | None:
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
-        identity = (authenticate(runtime().store, presented, TokenKind.admin, runtime().clock)
+        identity = (runtime().tokens.authenticate(presented, TokenKind.admin)
                     if scheme.lower() == "bearer" else None)
         if identity is None and not header:  # no token: an operator's status-page session, CSRF header for writes
             from bridge.web.operator import api_session
