@@ -11,7 +11,7 @@ then reports latency p50/p99 and throughput of:
 - POST /api/v1/check over HTTP (the server `dirbridge serve` runs, keep-alive), one check and
   bulks of 100 items, 1 and 4 clients, beside GET /healthz on the same server (the floor).
 
-Usage:  .venv/bin/python bench/check_bench.py [--db URL] [--users N] [--quick]
+Usage:  .venv/bin/python bench/check_bench.py [--db URL | --postgres] [--users N] [--quick]
 
 The data is written with bulk inserts (a benchmark fixture, not a write path:
 with audit and rules per row it would take an hour); the changes measured
@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sqlalchemy import insert, update  # noqa: E402
 
@@ -145,6 +146,7 @@ def report(label: str, samples: list[float], wall: float | None = None) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", help="SQLAlchemy URL of an EMPTY database (default: SQLite in a temp dir)")
+    parser.add_argument("--postgres", action="store_true", help="on a throwaway PostgreSQL cluster (as the tests')")
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--groups", type=int, default=2_000)
     parser.add_argument("--roles", type=int, default=500)
@@ -159,9 +161,18 @@ def main() -> int:
     if args.quick:
         for name in ("users", "groups", "roles", "nodes", "working_set", "checks", "http"):
             setattr(args, name, max(10, getattr(args, name) // 10))
+    if args.postgres:
+        from pg import postgres_database
+
+        with postgres_database() as url:
+            return run(args, url)
+    return run(args, args.db)
+
+
+def run(args: argparse.Namespace, db: str | None) -> int:
     rng = random.Random(args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="check-bench-"))
-    url = args.db or f"sqlite:///{tmp / 'bench.sqlite3'}"
+    url = db or f"sqlite:///{tmp / 'bench.sqlite3'}"
     store = Store(url)
     migrate.upgrade(store.engine)
     started = time.perf_counter()

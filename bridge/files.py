@@ -35,6 +35,11 @@ def _tighten(path: Path, mode: int) -> None:
         return
     if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077 == 0:
         return  # not ours to change, or private already
+    if stat.S_ISDIR(info.st_mode) and info.st_mode & (stat.S_ISVTX | stat.S_IWOTH):
+        # a shared directory (/tmp, say, holding a SQLite file): everyone's, even when we own it
+        log.warning("%s is a shared directory: what dirbridge keeps in it is private, the directory "
+                    "stays as it is", path)
+        return
     try:
         os.chmod(path, mode)
     except OSError as exc:

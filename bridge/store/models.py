@@ -145,8 +145,9 @@ class User(Base):
     given_name: Mapped[str | None] = mapped_column(String(128))
     family_name: Mapped[str | None] = mapped_column(String(128))
     email: Mapped[str | None] = mapped_column(String(320), index=True)
-    preferred_language: Mapped[str | None] = mapped_column(String(35))  # BCP 47's longest common tag
-    timezone: Mapped[str | None] = mapped_column(String(64))
+    # an IdP's value is kept as sent (SCIM's preferredLanguage is any string); a local user's is BCP 47
+    preferred_language: Mapped[str | None] = mapped_column(String(128))
+    timezone: Mapped[str | None] = mapped_column(String(128))  # as preferred_language
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     kind: Mapped[UserKind] = mapped_column(_enum(UserKind, "user_kind"), default=UserKind.internal)
     access_type: Mapped[AccessType] = mapped_column(_enum(AccessType, "access_type"), default=AccessType.backend)

@@ -247,3 +247,24 @@ def test_what_serve_creates_is_its_users_alone(tmp_path):
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     assert "dirbridge.sqlite3" in modes and "session.secret" in modes, modes
     assert {name: mode for name, mode in modes.items() if mode & 0o077} == {}, modes
+
+
+def test_a_database_in_a_shared_directory_leaves_the_directory_as_it_is(tmp_path):
+    """A SQLite file named in /tmp (or any sticky, world-writable directory) is the daemon's
+    own, 0600; the directory is everyone's and keeps its mode (tightening /tmp to 0700 once
+    locked every other user of the machine, the 389-DS test server's among them, out of it)."""
+    import os
+    import stat
+
+    from bridge.store import Store, migrate
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    store = Store(f"sqlite:///{shared / 'dirbridge.sqlite3'}")
+    try:
+        migrate.upgrade(store.engine)
+    finally:
+        store.dispose()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert stat.S_IMODE((shared / "dirbridge.sqlite3").stat().st_mode) == 0o600

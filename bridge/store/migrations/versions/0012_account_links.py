@@ -1,6 +1,6 @@
 """account_links: the single-use links users ask for themselves (a forgotten
-password's reset, the confirmation of a new e-mail address); users.preferred_language
-holds 35 characters (a BCP 47 tag like en-Latn-US-basiceng)
+password's reset, the confirmation of a new e-mail address); users.preferred_language and
+users.timezone hold 128 characters (an IdP's value is kept as sent; SCIM says any string)
 
 Revision ID: 0012
 Revises: 0011
@@ -16,6 +16,8 @@ revision: str = '0012'
 down_revision: str | None = '0011'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+WIDENED = (("preferred_language", 16), ("timezone", 64))
 
 
 def upgrade() -> None:
@@ -36,14 +38,16 @@ def upgrade() -> None:
     with op.batch_alter_table('account_links', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_account_links_user_id'), ['user_id'], unique=False)
     with op.batch_alter_table('users', schema=None) as batch_op:
-        batch_op.alter_column('preferred_language', existing_type=sa.String(length=16), type_=sa.String(length=35),
-                              existing_nullable=True)
+        for column, before in WIDENED:
+            batch_op.alter_column(column, existing_type=sa.String(length=before), type_=sa.String(length=128),
+                                  existing_nullable=True)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('users', schema=None) as batch_op:
-        batch_op.alter_column('preferred_language', existing_type=sa.String(length=35), type_=sa.String(length=16),
-                              existing_nullable=True)
+        for column, before in WIDENED:
+            batch_op.alter_column(column, existing_type=sa.String(length=128), type_=sa.String(length=before),
+                                  existing_nullable=True)
     with op.batch_alter_table('account_links', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_account_links_user_id'))
     op.drop_table('account_links')
