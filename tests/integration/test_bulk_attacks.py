@@ -146,3 +146,36 @@ def test_many_checks_are_answered_from_one_state_of_the_store(runtime, client, a
     finally:
         cache.sync = real
     assert [r["allowed"] for r in results] in ([True, False], [False, True]), results
+
+
+def test_a_prune_between_reading_the_generation_and_the_rows_does_not_forget_a_revoke(runtime, monkeypatch):
+    """TokenCache._sync reads (generation, pruned_below), then in another statement the
+    change rows in between. A commit that prunes in that window (a replica ~KEEP_GENERATIONS
+    behind, the prune boundary reached by a concurrent write) deletes the revoke's row: the
+    cache sees no change and serves the revoked token for ever. Scaled down here (a prune on
+    every commit keeping two generations); AuthzCache.sync has the same window."""
+    from bridge.services import changes, token_cache
+    from bridge.store.models import TokenKind
+
+    with runtime.services.unit(Actor(name="ops")) as uow:
+        token = uow.tokens.create("portal", "admin")[1]
+    cache = runtime.tokens
+    assert cache.authenticate(token, TokenKind.admin) is not None  # cached
+    monkeypatch.setattr(changes, "PRUNE_EVERY", 1)
+    monkeypatch.setattr(changes, "KEEP_GENERATIONS", 2)
+    with runtime.services.unit(Actor(name="ops")) as uow:
+        uow.tokens.revoke("portal")
+    real = token_cache.read_generation
+
+    def read_then_prune(store):
+        state = real(store)
+        for i in range(3):  # other writers: the third commit prunes the revoke's row
+            with runtime.services.unit(Actor(name="ops")) as uow:
+                uow.changes.user(f"someone-{i}")
+        return state
+
+    monkeypatch.setattr(token_cache, "read_generation", read_then_prune)
+    first = cache.authenticate(token, TokenKind.admin)
+    monkeypatch.setattr(token_cache, "read_generation", real)
+    later = [cache.authenticate(token, TokenKind.admin) for _ in range(3)]
+    assert (first, later) == (None, [None, None, None]), (first, later)
