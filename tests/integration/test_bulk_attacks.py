@@ -179,3 +179,35 @@ def test_a_prune_between_reading_the_generation_and_the_rows_does_not_forget_a_r
     monkeypatch.setattr(token_cache, "read_generation", real)
     later = [cache.authenticate(token, TokenKind.admin) for _ in range(3)]
     assert (first, later) == (None, [None, None, None]), (first, later)
+
+
+def test_who_may_answers_with_tens_of_thousands_of_holding_groups(runtime, client, admin_headers):
+    """may_hold_right sends every group that holds (or is nested in a holder of) a role with
+    the right as one bound parameter each (``GroupUserMember.group_id IN (...)``): past
+    65,535 PostgreSQL (psycopg) refuses the statement and /check/users answers 500, while
+    each single check of the same users is fine. (A large directory whose groups sit under an
+    "All Staff" group holding basic_user; SQLite takes it, at ~8 s a page: every request
+    also loads and rule-matches every group.) A subquery or a walk in SQL avoids both."""
+    import uuid
+
+    from sqlalchemy import insert
+
+    from bridge.store.models import Group, GroupGroupMember, GroupUserMember
+
+    if runtime.store.is_sqlite:
+        pytest.skip("the bound-parameter limit is PostgreSQL's")
+    with runtime.services.unit(Actor.scim_client("entra")) as uow:
+        top = uow.groups.create("Fleet North").id
+        user = uow.users.create(user_name="zed.user", email="z@example.org").id
+    ids = [str(uuid.uuid4()) for _ in range(66_000)]
+    with runtime.store.write() as session:
+        session.execute(insert(Group), [{"id": i, "display_name": f"Sub {n}", "display_name_key": f"sub {n}",
+                                         "source": "scim:entra"} for n, i in enumerate(ids)])
+        session.execute(insert(GroupGroupMember), [{"group_id": top, "child_group_id": i} for i in ids])
+        session.execute(insert(GroupUserMember), [{"group_id": ids[-1], "user_id": user, "origin": "source"}])
+    runtime.authorizer.cache.clear()
+    ask = {"right": "orders.read", "scope": "company_group:north"}
+    assert post(client, admin_headers, "/api/v1/check", {**ask, "user": user}).json["allowed"] is True
+    answer = post(client, admin_headers, "/api/v1/check/users", ask)
+    assert answer.status_code == 200, answer.json
+    assert [u["id"] for u in answer.json["users"]] == [user]
