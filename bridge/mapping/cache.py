@@ -29,7 +29,7 @@ from bridge.mapping.loader import find_user_id, load_group, load_groups, load_mo
 from bridge.mapping.model import Compiled, GroupInfo, Model, UserInfo
 from bridge.mapping.rules import CompiledRules
 from bridge.services.changes import ALL, GROUP, USER, read_generation
-from bridge.services.users import user_name_key
+from bridge.services.users import UUID_SHAPE, user_name_key
 from bridge.store.db import Store
 from bridge.store.models import AuthzChange
 
@@ -108,6 +108,11 @@ class AuthzCache:
                                         .where(AuthzChange.generation > self._applied,
                                                AuthzChange.generation <= generation)
                                         .order_by(AuthzChange.generation)).all()
+                if read_generation(self.store)[1] > self._applied + 1:
+                    # a prune committed between the two reads may have taken rows we needed
+                    self._reset()
+                    self._recent = _Recent(floor=generation)
+                    rows = []
                 for row in rows:
                     self._invalidate(row.subject_type, row.subject_id)
                     self._recent.items.append((row.generation, row.subject_type, row.subject_id))
@@ -141,7 +146,12 @@ class AuthzCache:
     def entry(self, user_ref: str) -> tuple[Model, Entry] | None:
         """The model and the compiled user (by id or userName); None for no such user."""
         with self._lock:
-            uid = user_ref if user_ref in self._users else self._names.get(user_name_key(user_ref))
+            if user_ref in self._users:
+                uid: str | None = user_ref
+            elif UUID_SHAPE.match(user_ref):
+                uid = None  # an id not cached: the store says whose it is (a userName that reads as it must not)
+            else:
+                uid = self._names.get(user_name_key(user_ref))
             found = self._users.get(uid) if uid is not None else None
             if found is not None and self._model is not None:
                 self._users.move_to_end(found.info.id)

@@ -34,6 +34,8 @@ def explain(user: str, right: str, scope: str, interactive: bool, config_path: P
         click.echo(f"ALLOWED: {decision.user_name} has {right} at {scope}, because:")
         for number, chain in enumerate(chains, start=1):
             click.echo(f"  {number}. {chain.text()}")
+        if getattr(chains, "truncated", False):
+            click.echo(f"  ... and more chains than the first {len(chains)} an explain lists.")
         _say_access(decision)
     else:
         click.echo(f"DENIED: {decision.user_name} does not have {right} at {scope}.")

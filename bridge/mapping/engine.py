@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -12,7 +14,7 @@ from bridge.config import Config
 from bridge.mapping.cache import AuthzCache, Entry
 from bridge.mapping.evaluate import allowed, effective_rights, granted_at, scopes_allowed
 from bridge.mapping.explain import Chain, explain
-from bridge.mapping.holders import may_hold_right
+from bridge.mapping.holders import right_candidates
 from bridge.mapping.model import ROOT, GroupInfo, Model
 from bridge.mapping.rules import compiled_rules, describe_rule
 from bridge.services.errors import NotFound, ServiceError
@@ -50,6 +52,12 @@ class Decision:
         return f"Access type {self.access_type}{by}." + (f" Note: {self.access_note}" if self.access_note else "")
 
 
+#: candidate lists of "who may" kept (per right and generation of the store)
+CANDIDATE_LISTS = 8
+#: a bulk check answered again when the store changed while it was answered, at most so often
+MAX_BULK_TRIES = 3
+
+
 @dataclass(frozen=True)
 class CheckItem:
     user: str
@@ -78,6 +86,8 @@ class Authorizer:
         self.rules = compiled_rules(config.mapping)
         self.rule_text = {i: describe_rule(r) for i, r in enumerate(config.mapping.rules, start=1)}
         self.cache = AuthzCache(store, self.rules, max_users or config.mapping.cache_users)
+        self._lock = threading.Lock()
+        self._candidate_cache: dict[tuple[str, int], list[str] | None] = {}
 
     def _resolve(self, user: str, scope: str, *, synced: bool = False) -> tuple[Model, Entry]:
         if not synced:
@@ -96,15 +106,22 @@ class Authorizer:
         return self._decide(CheckItem(user, right, scope, interactive), explain=explain, synced=False)
 
     def check_many(self, items: Sequence[CheckItem], *, explain: bool = False) -> list[Decision | ServiceError]:
-        """Many checks against one state of the store (one read of its generation): each
-        item's decision, or the error that item alone gets (an unknown user or scope)."""
-        self.cache.sync()
+        """Many checks against one state of the store: each item's decision, or the error
+        that item alone gets (an unknown user or scope). When the store changes while they
+        are answered, they are answered again (MAX_BULK_TRIES times at most)."""
         out: list[Decision | ServiceError] = []
-        for item in items:
-            try:
-                out.append(self._decide(item, explain=explain, synced=True))
-            except ServiceError as exc:
-                out.append(exc)
+        for _ in range(MAX_BULK_TRIES):
+            generation = self.cache.sync()
+            out = []
+            for item in items:
+                try:
+                    out.append(self._decide(item, explain=explain, synced=True))
+                except ServiceError as exc:
+                    out.append(exc)
+            # users not cached were read from the store as it is now: when it moved meanwhile,
+            # answer again from the newer state rather than mix two
+            if self.cache.sync() == generation:
+                break
         return out
 
     def _decide(self, item: CheckItem, *, explain: bool, synced: bool) -> Decision:
@@ -121,8 +138,7 @@ class Authorizer:
         node that so holds it (those and below)."""
         model, entry = self._resolve(user, ROOT)
         granted = granted_at(model, entry.compiled, right, interactive=interactive)
-        return ScopesAnswer(entry.info.id, entry.info.user_name, granted,
-                            scopes_allowed(model, entry.compiled, right, interactive=interactive))
+        return ScopesAnswer(entry.info.id, entry.info.user_name, granted, scopes_allowed(model, granted))
 
     def users(self, right: str, scope: str, *, interactive: bool = False, after: str = "", limit: int = 100,
               max_scanned: int = 5000) -> UsersAnswer:
@@ -131,16 +147,18 @@ class Authorizer:
         users' attributes gives such a role), each decided by ``check``, in id order from
         ``after``. At most ``limit`` are returned and ``max_scanned`` candidates looked at;
         ``next`` continues where this stopped (None: there are no more)."""
-        self.cache.sync()
+        generation = self.cache.sync()
         model = self.cache.model()
         if scope not in model.parents:
             raise NotFound(f"no scope node {scope!r}", field="scope")
-        condition = may_hold_right(self.cache.store, self.cache.rules, right)
-        query = select(User.id).where(User.active.is_(True), User.id > after).order_by(User.id)
-        if condition is not None:
-            query = query.where(condition)
-        with self.cache.store.read() as session:
-            candidates = session.scalars(query.limit(max_scanned + 1)).all()
+        candidates = self._candidates(right, generation)
+        if candidates is None:  # a rule on users' attributes gives it: anyone may
+            with self.cache.store.read() as session:
+                candidates = list(session.scalars(select(User.id).where(User.active.is_(True), User.id > after)
+                                                  .order_by(User.id).limit(max_scanned + 1)))
+        else:
+            start = bisect.bisect_right(candidates, after)
+            candidates = candidates[start:start + max_scanned + 1]
         found: list[tuple[str, str]] = []
         scanned = 0
         for user_id in candidates[:max_scanned]:
@@ -152,6 +170,20 @@ class Authorizer:
                     break
         more = scanned < len(candidates)  # stopped at the limit, or at max_scanned with more behind
         return UsersAnswer(found, candidates[scanned - 1] if more and scanned else None, scanned)
+
+    def _candidates(self, right: str, generation: int) -> list[str] | None:
+        """Who may hold ``right`` (holders.right_candidates), kept while the store's
+        generation stands: the pages of one walk share one look at every group."""
+        key = (right, generation)
+        with self._lock:
+            if key in self._candidate_cache:
+                return self._candidate_cache[key]
+        found = right_candidates(self.cache.store, self.cache.rules, right)
+        with self._lock:
+            self._candidate_cache[key] = found
+            while len(self._candidate_cache) > CANDIDATE_LISTS:
+                self._candidate_cache.pop(next(iter(self._candidate_cache)))
+        return found
 
     def rights(self, user: str, scope: str) -> tuple[Decision, frozenset[str]]:
         """Every right the user has at ``scope``."""

@@ -89,15 +89,15 @@ def granted_at(model: Model, user: Compiled, right: str, *, interactive: bool = 
         return ()
     if user.access_type == ADMIN:
         return (ROOT,)
-    nodes = [node for node, rights in user.rights_at.items() if right in rights and node in model.parents]
-    nodes.sort(key=lambda node: (len(model.chain(node)), node))
-    # a node below another granted node adds nothing
-    return tuple(node for node in nodes if not any(up in nodes for up in model.chain(node)[1:]))
+    nodes = {node for node, rights in user.rights_at.items() if right in rights and node in model.parents}
+    # a node below another granted node adds nothing (a set: thousands of pools stay linear)
+    top = [node for node in nodes if not any(up in nodes for up in model.chain(node)[1:])]
+    return tuple(sorted(top, key=lambda node: (len(model.chain(node)), node)))
 
 
-def scopes_allowed(model: Model, user: Compiled, right: str, *, interactive: bool = False) -> tuple[str, ...]:
-    """Every node where the user may exercise ``right``: the granting nodes and below."""
+def scopes_allowed(model: Model, granted: tuple[str, ...]) -> tuple[str, ...]:
+    """Every node where a right granted at ``granted`` (see granted_at) holds: those and below."""
     seen: dict[str, None] = {}
-    for node in granted_at(model, user, right, interactive=interactive):
+    for node in granted:
         seen.update(dict.fromkeys(model.descendants(node)))
     return tuple(seen)

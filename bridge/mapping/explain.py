@@ -77,20 +77,41 @@ def role_paths(model: Model, role_id: str, right: str, seen: tuple[str, ...] = (
             yield (included,) + rest
 
 
+#: chains one explain lists at most, and the steps (groups and role includes walked) it may
+#: take: a diamond of nested groups has as many paths as 2 ** its depth
+MAX_CHAINS, MAX_STEPS = 100, 20_000
+
+
+class Chains(list[Chain]):
+    """The chains found; ``truncated`` when there were more than an explain may walk."""
+
+    truncated: bool = False
+
+
 def explain(model: Model, user: UserInfo, groups: Groups, right: str, scope_id: str, *,
-            interactive: bool = False, rules: Mapping[int, str] | None = None) -> list[Chain]:
-    """The chains that give ``user`` ``right`` at ``scope_id``; empty when it is denied."""
+            interactive: bool = False, rules: Mapping[int, str] | None = None) -> Chains:
+    """The chains that give ``user`` ``right`` at ``scope_id`` (at most MAX_CHAINS, found
+    within MAX_STEPS; ``truncated`` says when some were left out); empty when it is denied."""
+    chains = Chains()
     if not user.active or (interactive and user.access_type == API):
-        return []
+        return chains
     me = Link("user", user.id, user.user_name)
     if user.access_type == ADMIN:
         by_rule = () if user.access_rule is None else (
             Link("rule", str(user.access_rule), (rules or {}).get(user.access_rule, "mapping rule")),)
-        return [Chain((me, *by_rule, Link("access_type", None, ADMIN)), None, (), ROOT)]
+        chains.append(Chain((me, *by_rule, Link("access_type", None, ADMIN)), None, (), ROOT))
+        return chains
     nodes = set(model.chain(scope_id))
-    chains: list[Chain] = []
+    steps = 0
+
+    def spent() -> bool:
+        if len(chains) >= MAX_CHAINS or steps >= MAX_STEPS:
+            chains.truncated = True
+            return True
+        return False
 
     def from_holdings(path: tuple[Link, ...], holdings: tuple[Holding, ...]) -> None:
+        nonlocal steps
         for holding in holdings:
             if holding.scope_id not in nodes or holding.role_id not in model.role_names:
                 continue
@@ -99,10 +120,17 @@ def explain(model: Model, user: UserInfo, groups: Groups, right: str, scope_id: 
             else:
                 how = Link("grant", str(holding.grant_id), holding.origin)
             for includes in role_paths(model, holding.role_id, right):
+                steps += 1
+                if spent():
+                    return
                 chains.append(Chain(path + (how,), model.role_names[holding.role_id],
                                     tuple(model.role_names[r] for r in includes), holding.scope_id))
 
     def walk(group_id: str, origins: tuple[str, ...], path: tuple[Link, ...], seen: frozenset[str]) -> None:
+        nonlocal steps
+        steps += 1
+        if spent():
+            return
         info = groups(group_id)
         if info is None:
             return
@@ -113,9 +141,9 @@ def explain(model: Model, user: UserInfo, groups: Groups, right: str, scope_id: 
                 walk(parent, ("nested",), here, seen | {parent})
 
     from_holdings((me,), user.holdings)
-    for group_id, origins in user.memberships:
-        walk(group_id, origins, (me,), frozenset({group_id}))
     for granted, node in user.individual:
         if granted == right and node in nodes:
             chains.append(Chain((me, Link("individual", None, right)), None, (), node))
+    for group_id, origins in user.memberships:
+        walk(group_id, origins, (me,), frozenset({group_id}))
     return chains

@@ -16,6 +16,8 @@ from bridge.mapping.rules import CompiledRules
 from bridge.store.db import Store
 from bridge.store.models import AccessType, Grant, GroupUserMember, User, UserRight
 
+CHUNK = 5000  # ids per statement: far below PostgreSQL's 65,535 parameters
+
 
 def users_holding_role(store: Store, rules: CompiledRules, role: str) -> ColumnElement[bool]:
     """A condition on ``User`` true for the users holding ``role``: directly, or through a
@@ -29,23 +31,32 @@ def users_holding_role(store: Store, rules: CompiledRules, role: str) -> ColumnE
     return _holding({role_id}, groups)
 
 
-def may_hold_right(store: Store, rules: CompiledRules, right: str) -> ColumnElement[bool] | None:
-    """A condition on ``User`` true for every user who may hold ``right`` somewhere (the
-    candidates of "who may do R at S", which check then decides one by one): admins, the
-    holders of a role that includes it, and its individual holders. None when a rule on
-    users' attributes (or every user) gives such a role: then anyone may."""
+def right_candidates(store: Store, rules: CompiledRules, right: str) -> list[str] | None:
+    """The ids, sorted, of every user who may hold ``right`` somewhere (the candidates of
+    "who may do R at S", which check then decides one by one): admins, the holders of a
+    role that includes it (their own grants, their groups', group rules, nesting), and its
+    individual holders. None when a rule on users' attributes (or every user) gives such a
+    role: then anyone may. Groups are sent in chunks (a directory may have more holding
+    groups than a statement may carry parameters)."""
     with snapshot(store) as conn:
         model = load_model(conn)
         role_ids = {rid for rid, rights in model.closure.items() if right in rights}
         if any(rule.role is not None and model.role_ids.get(rule.role) in role_ids for rule in rules.attribute_rules):
             return None
-        groups = load_groups(conn, model, rules) if role_ids else {}
-    individual = select(UserRight.user_id).where(UserRight.right_name == right)
-    return or_(User.access_type == AccessType.admin, User.id.in_(individual),
-               _holding(role_ids, groups) if role_ids else false())
+        found: set[str] = set(conn.scalars(select(User.id).where(User.access_type == AccessType.admin)))
+        found.update(conn.scalars(select(UserRight.user_id).where(UserRight.right_name == right)))
+        if role_ids:
+            found.update(conn.scalars(select(Grant.user_id).where(Grant.role_id.in_(sorted(role_ids)),
+                                                                  Grant.user_id.is_not(None))))
+            holding = sorted(_holding_groups(role_ids, load_groups(conn, model, rules)))
+            for start in range(0, len(holding), CHUNK):
+                found.update(conn.scalars(select(GroupUserMember.user_id).where(
+                    GroupUserMember.group_id.in_(holding[start:start + CHUNK]))))
+    return sorted(str(user_id) for user_id in found if user_id is not None)
 
 
-def _holding(role_ids: set[str], groups: dict[str, GroupInfo]) -> ColumnElement[bool]:
+def _holding_groups(role_ids: set[str], groups: dict[str, GroupInfo]) -> set[str]:
+    """The groups holding one of ``role_ids``, and every group nested in one of them."""
     children: dict[str, list[str]] = defaultdict(list)
     for gid, info in groups.items():
         for parent in info.parents:
@@ -57,6 +68,11 @@ def _holding(role_ids: set[str], groups: dict[str, GroupInfo]) -> ColumnElement[
         if gid not in holding:
             holding.add(gid)
             pending.extend(children[gid])
+    return holding
+
+
+def _holding(role_ids: set[str], groups: dict[str, GroupInfo]) -> ColumnElement[bool]:
     direct = select(Grant.user_id).where(Grant.role_id.in_(sorted(role_ids)), Grant.user_id.is_not(None))
+    holding = _holding_groups(role_ids, groups)
     via_groups = select(GroupUserMember.user_id).where(GroupUserMember.group_id.in_(sorted(holding)))
     return or_(User.id.in_(direct), User.id.in_(via_groups))

@@ -87,7 +87,10 @@ class TokenCache:
                     changed = conn.execute(select(AuthzChange.subject_type, AuthzChange.subject_id).where(
                         AuthzChange.generation > self._applied, AuthzChange.generation <= generation,
                         AuthzChange.subject_type.in_((TOKEN, ALL)))).all()
-                if any(kind == ALL for kind, _ in changed):
+                if read_generation(self.store)[1] > self._applied + 1:
+                    # a prune committed between the two reads may have taken rows we needed
+                    self._seen.clear()
+                elif any(kind == ALL for kind, _ in changed):
                     self._seen.clear()
                 else:
                     gone = {subject for _, subject in changed}

@@ -339,7 +339,8 @@ class UserService:
         user_name = str(user_name).strip()
         if len(user_name) > 256:
             raise InvalidValue("userName is longer than 256 characters", field="user_name")
-        if UUID_SHAPE.match(user_name) and self.uow.session.get(User, user_name.lower()) is not None:
+        key = user_name_key(user_name)  # a name in other widths or cases reads as the same id
+        if UUID_SHAPE.match(key) and self.uow.session.get(User, key.lower()) is not None:
             # users are named by id or userName on every route, the id first: a userName that
             # is another user's id would turn the operator's word about one user into another's
             raise UserNameTaken(f"userName {user_name!r} is another user's id", field="user_name")

@@ -74,7 +74,10 @@ class AccessTypeOut(BaseModel):
 
 class CheckOut(BaseModel):
     allowed: bool
-    because: list[ChainOut] | None = Field(default=None, description="with explain: every granting chain")
+    because: list[ChainOut] | None = Field(default=None, description="with explain: every granting chain (at "
+                                           "most 100)")
+    truncated: bool | None = Field(default=None, description="with explain, true when more chains grant it "
+                                   "than an explain lists")
     access_type: AccessTypeOut | None = Field(default=None, description="with explain, when an access-type "
                                               "mapping rule set the access type or could not: which, or why")
 
@@ -158,6 +161,8 @@ def _decision_json(decision: Decision) -> dict[str, Any]:
     out: dict[str, Any] = {"allowed": decision.allowed}
     if decision.because is not None:
         out["because"] = [chain.as_json() for chain in decision.because]
+        if getattr(decision.because, "truncated", False):
+            out["truncated"] = True
         if decision.access_text() is not None:  # a rule set the access type, or could not
             out["access_type"] = decision.access_json()
     return out
