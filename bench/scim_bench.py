@@ -1,6 +1,7 @@
 """SCIM throughput and latency of `dirbridge serve`, beside its baselines, in one run.
 
     .venv/bin/python bench/scim_bench.py [--users 100000] [--clients 8] [--database URL]
+                                         [--no-fast-path | --compare]
 
 Starts `dirbridge serve` on a free loopback port with a throwaway data dir
 (SQLite unless --database), makes a SCIM token, then over HTTP with
@@ -9,8 +10,15 @@ keep-alive connections from --clients threads:
 - creates --users users (POST /Users),
 - looks users up by `userName eq` (the IdP's probe) at 1,000 users and again
   at the end, so that lookup cost can be compared across store sizes,
+- reads users by id (GET /Users/{id}),
 - PATCHes users (replace displayName and active),
 - pages through /Users (count=100).
+
+The server answers with its SCIM hot path (bridge.scim.fast) unless --no-fast-path
+(``scim.fast_path = false``: scim2-server serves every request); --compare runs the
+whole bench both ways, each on a server and store of its own, and prints the figures
+side by side. The server runs this checkout's code (PYTHONPATH), whatever dirbridge
+the virtualenv installed.
 
 Baselines printed beside each figure: GET /healthz on the same server (the
 HTTP floor: server, WSGI, Flask) and the same operation through the service
@@ -109,22 +117,26 @@ def line(name: str, result: dict[str, float], baseline: str = "") -> None:
 class Bench:
     """A throwaway `dirbridge serve` on a free loopback port, with a SCIM token and clients."""
 
-    def __init__(self, work_dir: Path, clients: int, database: str | None):
+    def __init__(self, work_dir: Path, clients: int, database: str | None, fast_path: bool = True):
         self.port = free_port()
         self.config = work_dir / "dirbridge.toml"
         db = f'[database]\nurl = "{database}"\nauto_migrate = true\n' if database else ""
         self.config.write_text(f'data_dir = "{work_dir / "data"}"\n[server]\nlisten = "127.0.0.1:{self.port}"\n'
-                               f'workers = {clients * 2}\n[logging]\nlevel = "warning"\n{db}')
+                               f'workers = {clients * 2}\n[logging]\nlevel = "warning"\n'
+                               f'[scim]\nfast_path = {str(fast_path).lower()}\n{db}')
         self.exe = Path(os.environ.get("DIRBRIDGE_EXE") or Path(sys.executable).parent / "dirbridge")
+        # This checkout's bridge package first, also where the virtualenv installed another one.
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
         self.token = subprocess.run([str(self.exe), "token", "create", "bench", "--config", str(self.config)],
-                                    capture_output=True, text=True, check=True).stdout.strip()
+                                    capture_output=True, text=True, check=True, env=self.env).stdout.strip()
         self.size = clients
         self.clients: list[Client] = []
 
     @contextmanager
     def serving(self) -> Iterator[None]:
         server = subprocess.Popen([str(self.exe), "serve", "--config", str(self.config)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env)
         try:
             wait_for_port("127.0.0.1", self.port, timeout=30)
             self.clients = [Client(self.port, self.token) for _ in range(self.size)]
@@ -159,22 +171,20 @@ def in_process(data_dir: Path, database: str | None, users: int) -> dict[str, fl
     return {"create": create_rate, "lookup": lookups / (time.perf_counter() - started)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--database", help="SQLAlchemy URL (default: SQLite in a temp dir)")
-    args = parser.parse_args()
-
+def measure(args: argparse.Namespace, fast_path: bool) -> dict[str, dict[str, float]]:
+    """The bench on a server of its own; each figure printed as it comes, and returned."""
     work_dir = Path(tempfile.mkdtemp(prefix="scim-bench-"))
-    bench = Bench(work_dir, args.clients, args.database)
+    bench = Bench(work_dir, args.clients, args.database, fast_path)
+    results: dict[str, dict[str, float]] = {}
     with bench.serving():
         clients = bench.clients
+        mode = "hot path (bridge.scim.fast)" if fast_path else "scim2-server for every request (--no-fast-path)"
         print(f"dirbridge SCIM bench: {args.users} users, {args.clients} clients, "
-              f"{'PostgreSQL' if args.database else 'SQLite'}, {os.cpu_count()} CPUs")
+              f"{'PostgreSQL' if args.database else 'SQLite'}, {os.cpu_count()} CPUs, {mode}")
 
         floor = run(clients, list(range(5000)), lambda c, _: c.call("GET", "/healthz")[0])
         line("baseline: GET /healthz", floor, "(HTTP floor)")
+        results["healthz"] = floor
 
         def create(c: Client, i: int) -> int:
             return c.call("POST", "/scim/v2/Users", {"schemas": [CORE], "userName": f"user{i}@example.com",
@@ -200,6 +210,7 @@ def main() -> None:
         ids = [r["id"] for r in body["Resources"]]
 
         lookup_big = run(clients, [(i * 7919) % args.users for i in range(3000)], lookup)
+        read = run(clients, list(range(3000)), lambda c, i: c.call("GET", f"/scim/v2/Users/{ids[i % len(ids)]}")[0])
 
         def patch(c: Client, i: int) -> int:
             return c.call("PATCH", f"/scim/v2/Users/{ids[i % len(ids)]}", {"schemas": [PATCH], "Operations": [
@@ -212,15 +223,51 @@ def main() -> None:
                      lambda c, start: c.call("GET", f"/scim/v2/Users?startIndex={start}&count=100")[0])
 
         print("SCIM over HTTP (dirbridge serve):")
-        line(f"POST /Users ({created['n']} users)", created)
-        line(f"userName eq lookup at {small} users", lookup_small)
-        line(f"userName eq lookup at {args.users} users", lookup_big,
-             f"(x{lookup_big['p50'] / lookup_small['p50']:.2f} p50 vs {small})")
-        line("PATCH /Users/{id}", patched)
-        line("GET /Users?count=100 (paged list)", listed)
-        baseline = in_process(work_dir, args.database, min(args.users, 5000))
-        print("baseline: the service layer in-process, no HTTP/SCIM:")
-        print(f"  create {baseline['create']:.0f} users/s, lookup by userName {baseline['lookup']:.0f}/s")
+        figures = [
+            ("post", f"POST /Users ({created['n']} users)", created, ""),
+            ("lookup_small", f"userName eq lookup at {small} users", lookup_small, ""),
+            ("lookup_big", f"userName eq lookup at {args.users} users", lookup_big,
+             f"(x{lookup_big['p50'] / lookup_small['p50']:.2f} p50 vs {small})"),
+            ("get", "GET /Users/{id}", read, ""),
+            ("patch", "PATCH /Users/{id}", patched, ""),
+            ("list", "GET /Users?count=100 (paged list)", listed, ""),
+        ]
+        for key, name, result, note in figures:
+            line(name, result, f"{result['rate'] / floor['rate']:5.1%} of /healthz {note}")
+            results[key] = result
+    baseline = in_process(work_dir, args.database, min(args.users, 5000))
+    print("baseline: the service layer in-process, no HTTP/SCIM:")
+    print(f"  create {baseline['create']:.0f} users/s, lookup by userName {baseline['lookup']:.0f}/s", flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--database", help="SQLAlchemy URL (default: SQLite in a temp dir)")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--no-fast-path", action="store_true",
+                       help="scim.fast_path = false: scim2-server serves every request")
+    modes.add_argument("--compare", action="store_true",
+                       help="run the bench without the hot path, then with it, and print both side by side")
+    args = parser.parse_args()
+    if not args.compare:
+        measure(args, fast_path=not args.no_fast_path)
+        return
+    if args.database and "postgresql" in args.database:
+        parser.error("--compare needs two stores: run it on SQLite, or once with and once without --no-fast-path")
+    before = measure(args, fast_path=False)
+    print()
+    after = measure(args, fast_path=True)
+    print("\nbefore (scim2-server for every request) -> after (hot path), same machine, same run:")
+    names = {"healthz": "GET /healthz", "post": "POST /Users", "lookup_small": "userName eq lookup (1,000 users)",
+             "lookup_big": f"userName eq lookup ({args.users} users)", "get": "GET /Users/{id}",
+             "patch": "PATCH /Users/{id}", "list": "GET /Users?count=100"}
+    for key, name in names.items():
+        b, a = before[key], after[key]
+        print(f"  {name:<36} {b['rate']:>7.0f} -> {a['rate']:>7.0f} req/s (x{a['rate'] / b['rate']:4.1f})"
+              f"   p50 {b['p50']:7.2f} -> {a['p50']:6.2f} ms   {a['rate'] / after['healthz']['rate']:5.1%} of /healthz")
 
 
 if __name__ == "__main__":

@@ -199,6 +199,9 @@ class ScimConfig(Strict):
         default=None, description="seals the RFC 9865 paging cursors; the same on every replica "
         "(default: a random one kept in DATA_DIR/scim-cursor.secret)")
     cursor_timeout: int = Field(default=3600, ge=1, le=604800, description="seconds a paging cursor stays valid")
+    fast_path: bool = Field(default=True, description="answer the commonest /Users requests (lookups, lists, "
+                            "GET, POST, PATCH, PUT) from store rows without scim2-server's per-resource model "
+                            "round trips; false: scim2-server serves every request (for comparison)")
 
     def client(self, name: str) -> ScimClientConfig:
         """The settings of a client; one the config does not name may do nothing extra."""

@@ -39,6 +39,7 @@ from bridge.accounts.context import context_for
 from bridge.accounts.credentials import hashed_ahead
 from bridge.runtime import Runtime
 from bridge.scim import lenient, limits, quirks
+from bridge.scim.fast import FastPath
 from bridge.scim.schema import ScimUser, build_provider
 from bridge.scim.secret import cursor_secret
 from bridge.scim.storage import StoreStorage
@@ -160,6 +161,8 @@ class ScimApplication(WSGIApplication):
         self.storage: StoreStorage
         self.activity = activity_for(rt)  # per-client request/error counts for the status page
         self.shapes = None if rt.config.scim.strict else lenient.shapes_of({"User": ScimUser, "Group": Group})
+        # The hot path for the commonest User requests (bridge.scim.fast); the rest is scim2-server's.
+        self.fast = FastPath(service, self.storage, provider) if rt.config.scim.fast_path else None
 
     def get_base_url(self, environ: Any) -> str:  # type: ignore[override]
         """The SCIM root as clients reach it: from ``server.public_url`` when it is set,
@@ -215,7 +218,8 @@ class ScimApplication(WSGIApplication):
                      if identity and self._may_set_passwords(identity.name) else [])
         with hashed_ahead(context_for(self.rt), passwords), \
                 self.storage.begin(actor, write=request.method not in READ_METHODS, per_operation=bulk and not atomic):
-            return self.handler.handle(request)
+            response = self.fast.handle(request) if self.fast is not None else None
+            return response if response is not None else self.handler.handle(request)
 
     def handle_exception(self, request: ScimRequest, exception: Exception) -> ScimResponse:
         """A store too busy to answer is a 503 with Retry-After (the request did nothing and

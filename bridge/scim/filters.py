@@ -268,10 +268,11 @@ class Resolver:
                 return Scalar(d.json_text((alias, alias_of(binding.field_type, sub))), kind)
             return Scalar(d.json_text((alias,)), kind)
         columns = {"user_name": User.user_name, "display_name": User.display_name,
-                   "active": self._assigned("active", User.active),
                    "preferred_language": User.preferred_language, "timezone": User.timezone}
         if head in columns and sub is None:
             return Scalar(columns[head], kind)
+        if head == "active" and sub is None:
+            return Scalar(self._assigned("active", User.active), kind)
         if head == "name" and sub is not None:
             if sub in ("given_name", "family_name"):
                 return Scalar(getattr(User, sub), str)

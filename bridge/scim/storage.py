@@ -75,6 +75,17 @@ class _Context:
         self.after_commit[-1].append(action)
 
 
+@dataclass
+class DocumentPage:
+    """A page of found resources as SCIM documents (convert.user_document, group_document):
+    what scim2-server's SearchPage holds as resources."""
+
+    total: int | None
+    documents: list[dict[str, Any]]
+    next: Any = None
+    previous: Any = None
+
+
 _current: contextvars.ContextVar[_Context | None] = contextvars.ContextVar("scim_request", default=None)
 
 
@@ -201,13 +212,17 @@ class StoreStorage(ScimStorage):
 
     def _render(self, session: Session, resource_type: ResourceType, row: User | Group,
                 response_parameters: ResponseParameters[Any] | None = None) -> Resource[Any]:
-        skip = _excluded(response_parameters)
+        return convert.to_resource(self._model(resource_type),
+                                   self._document(session, row, _excluded(response_parameters)))
+
+    def _document(self, session: Session, row: User | Group, skip: frozenset[str] | set[str] = frozenset()
+                  ) -> dict[str, Any]:
+        """The SCIM document of a row as the client may see it (convert.user_document), without
+        the whole ``groups`` or ``members`` attribute when ``skip`` names it."""
         visibility = _visibility()
         if isinstance(row, User):
-            doc = convert.user_document(session, row, with_groups="groups" not in skip, visibility=visibility)
-        else:
-            doc = convert.group_document(session, row, with_members="members" not in skip, visibility=visibility)
-        return convert.to_resource(self._model(resource_type), doc)
+            return convert.user_document(session, row, with_groups="groups" not in skip, visibility=visibility)
+        return convert.group_document(session, row, with_members="members" not in skip, visibility=visibility)
 
     def _row(self, session: Session, resource_type: ResourceType, resource_id: str | None, *,
              lock: bool = False) -> User | Group:
@@ -228,18 +243,34 @@ class StoreStorage(ScimStorage):
 
     def get(self, resource_type: ResourceType, resource_id: str, *,
             response_parameters: ResponseParameters[Any] | None = None) -> Resource[Any]:
+        return convert.to_resource(self._model(resource_type), self.get_document(
+            resource_type, resource_id, skip=_excluded(response_parameters)))
+
+    def get_document(self, resource_type: ResourceType, resource_id: str, *,
+                     skip: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+        """What ``get`` returns, as the document (bridge.scim.fast serializes it without a model)."""
         with self._context(write=False) as ctx:
             row = self._row(ctx.session, resource_type, resource_id, lock=ctx.uow is not None)
             if ctx.uow is not None and isinstance(row, Group):
                 ctx.members_read[row.id] = ctx.uow.groups.user_member_ids(row) | ctx.uow.groups.group_member_ids(row)
-            return self._render(ctx.session, resource_type, row, response_parameters)
+            return self._document(ctx.session, row, skip)
 
     def search(self, resource_types: list[ResourceType], search_request: SearchRequest[Any], *,
                position: Any = None) -> SearchPage:
-        """One type paged by index: one query for the count, one for the page's rows. Several
-        types (a search at the root) or a cursor: see _search_keyed."""
+        """search_documents, each document as a resource of its type's model."""
+        found = self.search_documents(resource_types, search_request, position=position)
+        models = {str(rt.name): self._model(rt) for rt in resource_types}
+        return SearchPage(found.total, [convert.to_resource(models[doc["meta"]["resourceType"]], doc)
+                                        for doc in found.documents], found.next, found.previous)
+
+    def search_documents(self, resource_types: list[ResourceType], search_request: SearchRequest[Any], *,
+                         position: Any = None, skip: frozenset[str] | set[str] = frozenset()) -> DocumentPage:
+        """One type paged by index: one query for the page's rows, and one for the count unless
+        the page tells it (a page shorter than asked for, from the first position or holding
+        rows, ends the collection). Several types (a search at the root) or a cursor: see
+        _search_keyed. ``skip`` as in _document."""
         if len(resource_types) != 1 or search_request.cursor is not None:
-            return self._search_keyed(resource_types, search_request, position)
+            return self._search_keyed(resource_types, search_request, position, skip)
         (resource_type,) = resource_types
         model = self._model(resource_type)
         table: type[User] | type[Group] = User if self._is_user(resource_type) else Group
@@ -247,23 +278,32 @@ class StoreStorage(ScimStorage):
         if search_request.filter is not None:
             query = query.where(where_clause(self.dialect, model, search_request.filter.ast))
         with self._context(write=False) as ctx:
-            total = ctx.session.scalar(select(func.count()).select_from(query.subquery())) or 0
-            if search_request.count == 0:
-                return SearchPage(total, [])
-            query = query.order_by(*order_by(self.dialect, model, search_request))
-            query = query.offset(search_request.start_index_0 or 0)
-            if search_request.count is not None:
-                query = query.limit(search_request.count)
-            rows: list[User | Group] = list(ctx.session.scalars(query).all())
+            count, offset = search_request.count, search_request.start_index_0 or 0
+            if count == 0:
+                return DocumentPage(self._count(ctx.session, query), [])
+            page_query = query.order_by(*order_by(self.dialect, model, search_request)).offset(offset)
+            if count is not None:
+                page_query = page_query.limit(count)
+            rows: list[User | Group] = list(ctx.session.scalars(page_query).all())
+            if (count is None or len(rows) < count) and (rows or not offset):
+                total = offset + len(rows)
+            else:
+                total = self._count(ctx.session, query)
             users = [row for row in rows if isinstance(row, User)]
             if table is User:
-                page = convert.PageData.load(ctx.session, users, visibility=ctx.visibility)
-                return SearchPage(total, [
-                    convert.to_resource(model, convert.user_document(ctx.session, row, page=page)) for row in users])
-            return SearchPage(total, [self._render(ctx.session, resource_type, row) for row in rows])
+                page = convert.PageData.load(ctx.session, users, with_groups="groups" not in skip,
+                                             visibility=ctx.visibility)
+                return DocumentPage(total, [convert.user_document(ctx.session, row, page=page,
+                                                                  with_groups="groups" not in skip)
+                                            for row in users])
+            return DocumentPage(total, [self._document(ctx.session, row, skip) for row in rows])
+
+    @staticmethod
+    def _count(session: Session, query: Select[Any]) -> int:
+        return session.scalar(select(func.count()).select_from(query.subquery())) or 0
 
     def _search_keyed(self, resource_types: list[ResourceType], search_request: SearchRequest[Any],
-                      position: Any) -> SearchPage:
+                      position: Any, skip: frozenset[str] | set[str] = frozenset()) -> DocumentPage:
         """The resources of every type as one collection (bridge.scim.keyset), paged by index or
         by cursor: one query for the count (and, for a cursor, whether resources lie behind the
         page), one for the keys of the page, then the rows of the page are loaded and rendered."""
@@ -278,11 +318,11 @@ class StoreStorage(ScimStorage):
             counts = ctx.session.execute(collection.count_query(anchor)).one()
             total = counts[0]
             if count == 0 or total == 0:
-                return SearchPage(total, [])
+                return DocumentPage(total, [])
             if not by_cursor:
                 first = list(ctx.session.execute(collection.page_query(
                     None, offset=search_request.start_index_0 or 0, limit=count)).all())
-                return SearchPage(total, self._render_keys(ctx.session, types, first))
+                return DocumentPage(total, self._render_keys(ctx.session, types, first, skip))
             # One key more than the page tells whether another page follows in this direction.
             keys = list(ctx.session.execute(collection.page_query(
                 anchor, limit=None if count is None else count + 1)).all())
@@ -292,15 +332,16 @@ class StoreStorage(ScimStorage):
             forward = anchor is None or anchor.forward
             if not forward:
                 keys.reverse()
-            page = SearchPage(total, self._render_keys(ctx.session, types, keys))
+            page = DocumentPage(total, self._render_keys(ctx.session, types, keys, skip))
             if keys and (further if forward else behind):
                 page.next = collection.position(keyset.NEXT, keys[-1])
             if keys and (behind if forward else further):
                 page.previous = collection.position(keyset.PREVIOUS, keys[0])
             return page
 
-    def _render_keys(self, session: Session, types: dict[str, ResourceType], keys: list[Any]) -> list[Resource[Any]]:
-        """The resources of a page's keys, in order; users as one page (convert.PageData)."""
+    def _render_keys(self, session: Session, types: dict[str, ResourceType], keys: list[Any],
+                     skip: frozenset[str] | set[str] = frozenset()) -> list[dict[str, Any]]:
+        """The documents of a page's keys, in order; users as one page (convert.PageData)."""
         wanted: dict[str, list[str]] = {}
         for key in keys:
             wanted.setdefault(key.type, []).append(key.id)
@@ -310,18 +351,18 @@ class StoreStorage(ScimStorage):
             found: list[User | Group] = list(session.scalars(select(table).where(table.id.in_(ids))))
             rows.update(((name, row.id), row) for row in found)
         users = [row for row in rows.values() if isinstance(row, User)]
-        page = convert.PageData.load(session, users, visibility=_visibility()) if users else None
-        resources = []
+        page = convert.PageData.load(session, users, with_groups="groups" not in skip,
+                                     visibility=_visibility()) if users else None
+        documents = []
         for key in keys:
             row = rows.get((key.type, key.id))
             if row is None:  # deleted by another transaction between the two statements
                 continue
             if isinstance(row, User):
-                resources.append(convert.to_resource(self._model(types[key.type]),
-                                                     convert.user_document(session, row, page=page)))
+                documents.append(convert.user_document(session, row, page=page, with_groups="groups" not in skip))
             else:
-                resources.append(self._render(session, types[key.type], row))
-        return resources
+                documents.append(self._document(session, row, skip))
+        return documents
 
     # -- writes ----------------------------------------------------------------------
 
@@ -365,6 +406,10 @@ class StoreStorage(ScimStorage):
         return users, groups
 
     def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
+        return convert.to_resource(self._model(resource_type), self.create_document(resource_type, resource))
+
+    def create_document(self, resource_type: ResourceType, resource: Resource[Any]) -> dict[str, Any]:
+        """What ``create`` returns, as the document."""
         with self._context(write=True) as ctx, self._errors():
             uow = ctx.uow
             assert uow is not None
@@ -382,10 +427,16 @@ class StoreStorage(ScimStorage):
                 uow.groups.change_members(row, add_users=users, add_groups=groups, displays=displays)
                 self._defer(ctx, "group", row)
             ctx.session.flush()
-            return self._render(ctx.session, resource_type, row)
+            return self._document(ctx.session, row)
 
     def update(self, resource_type: ResourceType, resource: Resource[Any], *,
                expected_version: str | None = None) -> Resource[Any]:
+        return convert.to_resource(self._model(resource_type), self.update_document(
+            resource_type, resource, expected_version=expected_version))
+
+    def update_document(self, resource_type: ResourceType, resource: Resource[Any], *,
+                        expected_version: str | None = None) -> dict[str, Any]:
+        """What ``update`` returns, as the document."""
         with self._context(write=True) as ctx, self._errors():
             uow = ctx.uow
             assert uow is not None
@@ -415,7 +466,7 @@ class StoreStorage(ScimStorage):
                             members=(users - before_users, before_users - users,
                                      groups - before_groups, before_groups - groups))
             ctx.session.flush()
-            return self._render(ctx.session, resource_type, row)
+            return self._document(ctx.session, row)
 
     def delete(self, resource_type: ResourceType, resource_id: str, *,
                expected_version: str | None = None) -> None:

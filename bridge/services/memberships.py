@@ -18,11 +18,12 @@ cycles (bridge.services.groups) included.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import CTE, Select, exists, func, literal, select
+from sqlalchemy import CTE, Select, bindparam, exists, func, literal, select
 from sqlalchemy.orm import Session, aliased
 
 from bridge.store.models import Group, GroupGroupMember, GroupUserMember
@@ -72,11 +73,15 @@ def user_groups_rows() -> Select[Any]:
     return select(direct.union(indirect).subquery())
 
 
-def _groups_of_users(user_ids: list[str]) -> Select[Any]:
-    """(user_id, group_id, display_name, depth): the walk up from these users' own groups."""
+@functools.cache
+def _groups_of_users() -> Select[Any]:
+    """(user_id, group_id, display_name, depth): the walk up from the own groups of the users
+    bound to ``user_ids`` (an expanding parameter). Built once: building the statement costs
+    more than running it for a page of users, and SQLAlchemy caches its compiled form."""
     walk = (select(GroupUserMember.user_id.label("user_id"), GroupUserMember.group_id.label("group_id"),
                    literal(0).label("depth"))
-            .where(GroupUserMember.user_id.in_(user_ids)).cte("user_groups", recursive=True))
+            .where(GroupUserMember.user_id.in_(bindparam("user_ids", expanding=True)))
+            .cte("user_groups", recursive=True))
     up = aliased(GroupGroupMember)
     walk = walk.union(select(walk.c.user_id, up.group_id, walk.c.depth + 1)
                       .join(up, up.child_group_id == walk.c.group_id).where(walk.c.depth < MAX_NESTING))
@@ -90,7 +95,8 @@ def groups_of(session: Session, user_ids: Iterable[str]) -> dict[str, list[Membe
     ordered = sorted(set(user_ids))
     found: dict[str, list[Membership]] = {uid: [] for uid in ordered}
     for start in range(0, len(ordered), ID_CHUNK):
-        for user_id, group_id, name, depth in session.execute(_groups_of_users(ordered[start:start + ID_CHUNK])):
+        for user_id, group_id, name, depth in session.execute(_groups_of_users(),
+                                                              {"user_ids": ordered[start:start + ID_CHUNK]}):
             found[user_id].append(Membership(group_id, name, DIRECT if depth == 0 else INDIRECT))
     for memberships in found.values():
         memberships.sort(key=lambda m: (m.type != DIRECT, m.display_name.casefold(), m.group_id))
