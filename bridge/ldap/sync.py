@@ -236,6 +236,7 @@ class SourceSync:
                 result.high_water_mark = tracker.next_mark(started, self.source.incremental_overlap, mark, server)
                 if isinstance(reader, ReadAhead):
                     result.reader_peak_rss_kb, result.reader_cpu_seconds = reader.peak_rss_kb, reader.cpu_seconds
+                    result.reader = reader.reader
         except RunInterrupted as exc:  # committed batches stay; the next run starts from the last mark
             result.status, result.error = RunStatus.interrupted, str(exc)
             log.warning("LDAP sync of %s %s", self.source.name, exc, extra={"source": self.source.name})
