@@ -92,7 +92,10 @@ def start_directory(workdir: Path, users: int, groups: int) -> _SlapdProcess:
     config_dir = workdir / "slapd.d"
     for sub in (config_dir, workdir / "data", workdir / "accesslog"):
         sub.mkdir(mode=0o700)
-    config = _config_ldif(workdir, ssha(ADMIN_PASSWORD))
+    # The tests' 256 MiB map holds about 200,000 of these users: size it for the run (sparse file).
+    max_size = max(268435456, users * 4096)
+    config = _config_ldif(workdir, ssha(ADMIN_PASSWORD)).replace("olcDbMaxSize: 268435456",
+                                                                   f"olcDbMaxSize: {max_size}")
     config_path = workdir / "config.ldif"
     config_path.write_text(config, encoding="utf-8")
     _run([SLAPADD, "-n0", "-F", str(config_dir), "-l", str(config_path)])

@@ -10,7 +10,7 @@ ORM object per member).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,7 +190,7 @@ class GroupWriter:
             groups.setdefault(gid, set())
         return users, groups
 
-    def sync_members(self, entries: Sequence[GroupEntry], group_ids: dict[str, str], user_ids: dict[str, str],
+    def sync_members(self, entries: Sequence[GroupEntry], group_ids: dict[str, str], user_ids: Mapping[str, str],
                      all_group_ids: dict[str, str], *, keep_users: set[str], keep_groups: set[str]) -> None:
         """Make each group's source members what the directory says. Members in
         ``keep_users``/``keep_groups`` (held back by the deletion guard) are not removed."""
@@ -231,7 +231,7 @@ class GroupWriter:
         if batch:
             self._apply_members(batch)
 
-    def _plan_members(self, changes: list[MemberChange], user_ids: dict[str, str],
+    def _plan_members(self, changes: list[MemberChange], user_ids: Mapping[str, str],
                       group_ids: dict[str, str]) -> None:
         assert self.plan is not None
         labels = {v: k for k, v in {**user_ids, **group_ids}.items()}

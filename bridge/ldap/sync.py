@@ -30,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.config import LdapSourceConfig
+from bridge.ldap.compact import IdMap, IdSet
 from bridge.ldap.connection import connect
 from bridge.ldap.directory import GroupEntry, Reader, UserEntry
 from bridge.ldap.dirsync import COOKIE_KEY, Deletions, encode_cookie, last_cookie, read_deletions
@@ -288,8 +289,10 @@ class SourceSync:
     def _sync(self, reader: EntryReader, tracker: MarkTracker, since: str | None) -> tuple[Removals, str | None]:
         full = since is None
         users = UserWriter(self.rt.services, self.actor, self.plan, frozenset(self.amap.extras))
-        user_ids: dict[str, str] = {}
-        seen: set[str] = set()
+        # What a full scan remembers of each user, flat (bridge.ldap.compact): 24 bytes a user, not
+        # 350 (1,000,000 users). A dry run keeps the DNs, which its plan names.
+        user_ids: IdMap | dict[str, str] = IdMap() if full and self.plan is None else {}
+        seen = IdSet()
         scanned = 0
         for batch in self._batches(reader.users(since)):
             for entry in batch:
@@ -299,7 +302,8 @@ class SourceSync:
             outcome = users.apply(batch)
             self.counts.add(outcome.counts)
             self.errors.extend(outcome.errors)
-            user_ids.update(outcome.ids)
+            for key, user_id in outcome.ids.items():
+                user_ids[key] = user_id
             self.progress("users", len(batch))
         self.counts.scanned = self.counts.users_read = scanned
         # (a source that writes back under its users_base may read nobody else: the deletion
@@ -368,7 +372,7 @@ class SourceSync:
             query = query.where(User.active.is_(True))
         return query
 
-    def _gone_in_full_scan(self, seen_users: set[str], seen_groups: set[str],
+    def _gone_in_full_scan(self, seen_users: IdSet, seen_groups: set[str],
                            stored_groups: Sequence[tuple[str, str | None, str | None, str]]) -> Removals:
         removals = Removals()
         with self.rt.store.read() as session:
