@@ -267,7 +267,7 @@ def run(args: argparse.Namespace, readers: list[str], workdir: Path, process: _S
             if result.reader_peak_rss_kb is not None:
                 child = (f"; reading process ({result.reader}): CPU {result.reader_cpu_seconds:.2f} s, "
                          f"peak RSS {result.reader_peak_rss_kb / 1024:.0f} MB (VmHWM), "
-                         f"RUSAGE_CHILDREN maxrss {children_peak_mb():.0f} MB")
+                         f"RUSAGE_CHILDREN maxrss {children_peak_mb():.0f} MB (slapadd included)")
             print(f"[{reader}] {label}: {took:.2f} s  [{result.mode} {result.status}: +{c.added} ~{c.updated} "
                   f"={c.unchanged} -{c.deactivated}, groups +{c.groups_added}, memberships "
                   f"+{c.memberships_added} -{c.memberships_removed}, scanned {c.scanned}]  CPU of this process "
@@ -300,7 +300,7 @@ def run(args: argparse.Namespace, readers: list[str], workdir: Path, process: _S
     for line in summary:
         print(line)
     print(f"peak RSS of this process (the writer; slapd not included): {peak_mb():.0f} MB (target < 400 MB)")
-    print(f"largest peak RSS of a child (RUSAGE_CHILDREN: the reading processes, ldapsearch): "
+    print(f"largest peak RSS of a child (RUSAGE_CHILDREN: the reading processes, ldapsearch, and slapadd): "
           f"{children_peak_mb():.0f} MB (target < 400 MB)")
 
 
