@@ -370,7 +370,8 @@ class SourceSync:
             User.source == self.actor.source)
         if self.source.deletion == "deactivate":
             query = query.where(User.active.is_(True))
-        return query
+        # Streamed: an ORM result is otherwise fetched whole (1,000,000 rows of a source).
+        return query.execution_options(yield_per=5000)
 
     def _gone_in_full_scan(self, seen_users: IdSet, seen_groups: set[str],
                            stored_groups: Sequence[tuple[str, str | None, str | None, str]]) -> Removals:
