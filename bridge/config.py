@@ -287,6 +287,9 @@ class LdapSourceConfig(Strict):
         "made in the directory (its policy applies): see docs/ldap.md")
     admins: bool = Field(default=False, description="its users may hold the admin access type, given by a "
                          "mapping rule with access_type = 'admin' (a directory never sets it itself)")
+    reader: Literal["auto", "ldap3", "libldap"] = Field(
+        default="auto", description="what reads a full scan: libldap (python-ldap, the ldapc extra; in C, "
+        "several times faster), ldap3 (pure Python, always there), or auto: libldap when it imports")
 
     @field_validator("url", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from typing import Any
 
 import ldap3
 from ldap3.core.exceptions import (
@@ -64,10 +65,9 @@ def server(source: LdapSourceConfig, url: str, tls: ldap3.Tls | None,
                         connect_timeout=source.connect_timeout if connect_timeout is None else connect_timeout)
 
 
-def connect(source: LdapSourceConfig) -> ldap3.Connection:
-    """A bound connection (StartTLS first when configured) to the first of the source's
-    URLs that answers; raises DirectoryUnreachable naming why each URL failed, LdapProblem
-    for a TLS setting that cannot work, and LDAPException for what the directory refused."""
+def warn_insecure(source: LdapSourceConfig) -> None:
+    """The warning each connection without TLS, or without a verified certificate, logs
+    (bridge.ldap.creader's connections too)."""
     if source.tls.mode == "none":
         what = "the bind password and the entries cross" if source.bind_dn else "the entries cross"
         log.warning("LDAP source %s uses no TLS: %s the network in clear", source.name, what,
@@ -75,6 +75,13 @@ def connect(source: LdapSourceConfig) -> ldap3.Connection:
     elif not source.tls.verify:
         log.warning("LDAP source %s does not verify the server certificate: anyone on the path can pose "
                     "as the directory", source.name, extra={"source": source.name})
+
+
+def connect(source: LdapSourceConfig) -> ldap3.Connection:
+    """A bound connection (StartTLS first when configured) to the first of the source's
+    URLs that answers; raises DirectoryUnreachable naming why each URL failed, LdapProblem
+    for a TLS setting that cannot work, and LDAPException for what the directory refused."""
+    warn_insecure(source)
     if source.tls.mode == "ldaps" or source.tls.mode == "none":
         auto_bind = ldap3.AUTO_BIND_NO_TLS
     else:
@@ -83,23 +90,49 @@ def connect(source: LdapSourceConfig) -> ldap3.Connection:
     tls = tls_settings(source)
     tried: list[Unreached] = []
     for url in source.url:  # in order: the first that answers (each fails within connect_timeout)
-        try:
-            return ldap3.Connection(
-                server(source, url, tls),
-                user=source.bind_dn,
-                password=password,
-                auto_bind=auto_bind,
-                receive_timeout=source.receive_timeout,
-                raise_exceptions=True,
-                read_only=not source.writeback.enabled,
-            )
-        except LDAPOperationResult:  # the directory answered (a refused bind): the next would say the same
-            raise
-        except UNREACHED as exc:  # the next URL may answer
-            tried.append(unreached(url, exc, source))
-        except (LDAPException, KeyError, ValueError, IndexError, TypeError) as exc:  # an answer ldap3 cannot read
-            tried.append(Unreached(url, f"it answered, but not as an LDAP server ({type(exc).__name__})"))
+        got = _attempt(source, url, tls, auto_bind, password)
+        if isinstance(got, Unreached):
+            tried.append(got)
+        else:
+            return got
     raise DirectoryUnreachable(source.name, tried)
+
+
+def _attempt(source: LdapSourceConfig, url: str, tls: ldap3.Tls | None, auto_bind: Any,
+             password: str | None) -> ldap3.Connection | Unreached:
+    """A bound connection to ``url``, or why it cannot be used; what the directory refused
+    (a bind) is raised: the next URL would say the same."""
+    try:
+        return ldap3.Connection(
+            server(source, url, tls),
+            user=source.bind_dn,
+            password=password,
+            auto_bind=auto_bind,
+            receive_timeout=source.receive_timeout,
+            raise_exceptions=True,
+            read_only=not source.writeback.enabled,
+        )
+    except LDAPOperationResult:  # the directory answered (a refused bind)
+        raise
+    except UNREACHED as exc:  # the next URL may answer
+        return unreached(url, exc, source)
+    except (LDAPException, KeyError, ValueError, IndexError, TypeError) as exc:  # an answer ldap3 cannot read
+        return Unreached(url, f"it answered, but not as an LDAP server ({type(exc).__name__})")
+
+
+def why_unreached(source: LdapSourceConfig, url: str) -> Unreached | None:
+    """Why ldap3 cannot use ``url`` of ``source`` (None when it can): how the libldap reader
+    (bridge.ldap.creader) words its own failures, which libldap leaves vague."""
+    auto_bind = ldap3.AUTO_BIND_TLS_BEFORE_BIND if source.tls.mode == "starttls" else ldap3.AUTO_BIND_NO_TLS
+    password = source.bind_password.get_secret_value() if source.bind_password else None
+    try:
+        got = _attempt(source, url, tls_settings(source), auto_bind, password)
+    except LDAPOperationResult:
+        return None
+    if isinstance(got, Unreached):
+        return got
+    got.unbind()
+    return None
 
 
 def check_bind(source: LdapSourceConfig) -> tuple[bool, str]:

@@ -81,6 +81,8 @@ class SyncResult:
     #: peak memory (KiB) and CPU time of the process that read a full scan (bridge.ldap.readahead)
     reader_peak_rss_kb: int | None = None
     reader_cpu_seconds: float | None = None
+    #: what read that scan: "libldap" (python-ldap) or "ldap3"
+    reader: str | None = None
 
     def summary(self) -> str:
         c = self.counts

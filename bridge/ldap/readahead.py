@@ -8,6 +8,10 @@ page at a time. At most ``PAGES_AHEAD`` pages wait for the writer, so memory sta
 flat and a directory that goes away mid-scan still stops the sync a few pages later.
 The parent writes each page as before, one transaction per batch.
 
+The child reads with libldap (python-ldap, bridge.ldap.creader: BER decoded in C,
+several times faster) when it imports and the source's ``reader`` allows it, else
+with ldap3; the parent logs once per source which one it was.
+
 The child is a plain ``python -c`` started with ``subprocess`` (not
 ``multiprocessing``: its spawn start method runs the parent's ``__main__`` module
 again, which a script without a ``__main__`` guard does not survive, and its queues
@@ -67,6 +71,7 @@ class ReadAhead:
     def __init__(self, source: LdapSourceConfig, *, pages_ahead: int = PAGES_AHEAD):
         if not sys.executable:
             raise OSError("no Python interpreter to start the reading process with")
+        self._source = source.name
         self._process = subprocess.Popen(
             [sys.executable, "-c", _BOOTSTRAP], stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         assert self._process.stdin is not None and self._process.stdout is not None
@@ -79,6 +84,8 @@ class ReadAhead:
             self.close()
             raise
         self._server: str | None = None
+        #: the reader the child uses ("libldap" or "ldap3"), known once it is bound
+        self.reader: str | None = None
         self._users_done = False
         self._finished = False
         #: the child's peak RSS in KiB and its CPU time, known once the scan completed
@@ -98,7 +105,8 @@ class ReadAhead:
             kind, payload = self._next()
             if kind != _SERVER:
                 raise ReaderFailed(f"the LDAP reading process sent {kind!r} before binding")
-            self._server = payload
+            self._server, self.reader, version = payload
+            _log_reader_once(self._source, self.reader, version)
         return self._server
 
     def users(self, since: str | None = None) -> Iterator[Any]:
@@ -161,6 +169,21 @@ class ReadAhead:
                 raise pickle.loads(payload)
             else:
                 return kind, payload
+
+
+#: (source, reader) pairs this process has logged
+_LOGGED: set[tuple[str, str]] = set()
+
+
+def _log_reader_once(source: str, reader: str | None, version: str) -> None:
+    """Say which reader reads the full scans of ``source``, once per process and reader."""
+    if reader is None or (source, reader) in _LOGGED:
+        return
+    _LOGGED.add((source, reader))
+    if reader == "libldap":
+        log.info("LDAP source %s: full scans read with libldap (%s)", source, version, extra={"source": source})
+    else:
+        log.info("LDAP source %s: full scans read with ldap3 (%s)", source, version, extra={"source": source})
 
 
 # -- the child -----------------------------------------------------------------------------
@@ -269,39 +292,60 @@ def child_main() -> None:
 
 
 def _read_scan(source: LdapSourceConfig, sender: _Sender) -> None:
+    from bridge.ldap import creader
+    from bridge.ldap.presets import attribute_map
+
+    amap = attribute_map(source)
+    if creader.chosen(source) == creader.LIBLDAP:
+        reader = creader.CReader(source, amap)
+        try:
+            sender.put(_SERVER, (reader.host, creader.LIBLDAP, creader.version()))
+            _send_scan(reader, source, sender)
+        finally:
+            reader.close()
+        return
+    _read_scan_ldap3(source, amap, sender)
+
+
+def _read_scan_ldap3(source: LdapSourceConfig, amap: Any, sender: _Sender) -> None:
     import ldap3
 
     from bridge.ldap.connection import connect
     from bridge.ldap.directory import Reader
-    from bridge.ldap.presets import attribute_map
 
     # Plain dicts for the entries' attributes: ldap3's case-insensitive dict costs a
     # method call per key set and looked up, and the parser matches names in lower
     # case itself (bridge.ldap.directory.EntryParser). This process is the only user.
     ldap3.set_config_parameter("CASE_INSENSITIVE_ATTRIBUTE_NAMES", False)
+    reason = "reader = 'ldap3'" if source.reader == "ldap3" else "python-ldap is not installed"
     conn = connect(source)
     try:
-        sender.put(_SERVER, str(conn.server.host) if conn.server else "")
-        reader = Reader(conn, source, attribute_map(source))
-        page: list[Any] = []
-        for user in reader.users():
-            page.append(user)
-            if len(page) >= source.page_size:
-                sender.put(_USERS, page)
-                page = []
-        if page:
-            sender.put(_USERS, page)
-        sender.put(_USERS_END)
-        groups: list[Any] = []
-        for group in reader.groups():
-            groups.append(group)
-            if len(groups) >= GROUPS_PER_MESSAGE:
-                sender.put(_GROUPS, groups)
-                groups = []
-        if groups:
-            sender.put(_GROUPS, groups)
+        sender.put(_SERVER, (str(conn.server.host) if conn.server else "", "ldap3",
+                             f"ldap3 {ldap3.__version__}; {reason}"))
+        _send_scan(Reader(conn, source, amap), source, sender)
     finally:
         try:
             conn.unbind()
         except LDAPException:
             pass  # the directory went away: the error that said so is the one to report
+
+
+def _send_scan(reader: Any, source: LdapSourceConfig, sender: _Sender) -> None:
+    """The users a page at a time, their end, then the groups."""
+    page: list[Any] = []
+    for user in reader.users():
+        page.append(user)
+        if len(page) >= source.page_size:
+            sender.put(_USERS, page)
+            page = []
+    if page:
+        sender.put(_USERS, page)
+    sender.put(_USERS_END)
+    groups: list[Any] = []
+    for group in reader.groups():
+        groups.append(group)
+        if len(groups) >= GROUPS_PER_MESSAGE:
+            sender.put(_GROUPS, groups)
+            groups = []
+    if groups:
+        sender.put(_GROUPS, groups)
