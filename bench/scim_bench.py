@@ -1,10 +1,11 @@
 """SCIM throughput and latency of `dirbridge serve`, beside its baselines, in one run.
 
-    .venv/bin/python bench/scim_bench.py [--users 100000] [--clients 8] [--database URL]
+    .venv/bin/python bench/scim_bench.py [--users 100000] [--clients 8] [--database URL | --postgres]
                                          [--no-fast-path | --compare]
 
 Starts `dirbridge serve` on a free loopback port with a throwaway data dir
-(SQLite unless --database), makes a SCIM token, then over HTTP with
+(SQLite unless --database, or --postgres: a throwaway PostgreSQL 15 cluster as the
+tests start theirs, with empty databases for each run), makes a SCIM token, then over HTTP with
 keep-alive connections from --clients threads:
 
 - creates --users users (POST /Users),
@@ -37,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -245,20 +247,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--database", help="SQLAlchemy URL (default: SQLite in a temp dir)")
+    stores = parser.add_mutually_exclusive_group()
+    stores.add_argument("--database", help="SQLAlchemy URL (default: SQLite in a temp dir)")
+    stores.add_argument("--postgres", action="store_true",
+                        help="a throwaway PostgreSQL 15 cluster, with empty databases for each run")
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--no-fast-path", action="store_true",
                        help="scim.fast_path = false: scim2-server serves every request")
     modes.add_argument("--compare", action="store_true",
                        help="run the bench without the hot path, then with it, and print both side by side")
     args = parser.parse_args()
+    if args.compare and args.database and "postgresql" in args.database:
+        parser.error("--compare needs two stores: use --postgres, or run once with and once without --no-fast-path")
+    if not args.postgres:
+        compare(args)
+        return
+    from pg import running_postgres
+    with running_postgres() as server:
+        def fresh() -> str:
+            """An empty database for the server, and one beside it for the in-process baseline."""
+            name = f"bench_{uuid.uuid4().hex[:12]}"
+            server.create_database(f"{name}_inproc")
+            return server.create_database(name)
+        compare(args, fresh)
+
+
+def compare(args: argparse.Namespace, fresh: Callable[[], str] | None = None) -> None:
+    """The bench one way (or both ways, with --compare); ``fresh`` gives each run an empty database."""
+    if fresh is not None:
+        args.database = fresh()
     if not args.compare:
         measure(args, fast_path=not args.no_fast_path)
         return
-    if args.database and "postgresql" in args.database:
-        parser.error("--compare needs two stores: run it on SQLite, or once with and once without --no-fast-path")
     before = measure(args, fast_path=False)
     print()
+    if fresh is not None:
+        args.database = fresh()
     after = measure(args, fast_path=True)
     print("\nbefore (scim2-server for every request) -> after (hot path), same machine, same run:")
     names = {"healthz": "GET /healthz", "post": "POST /Users", "lookup_small": "userName eq lookup (1,000 users)",
