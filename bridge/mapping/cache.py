@@ -20,12 +20,21 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, select
 
 from bridge.mapping.evaluate import compile_user
-from bridge.mapping.loader import find_user_id, load_group, load_groups, load_model, load_user, snapshot
+from bridge.mapping.loader import (
+    find_user_id,
+    load_group,
+    load_groups,
+    load_model,
+    load_user,
+    snapshot,
+    stored_refs,
+)
 from bridge.mapping.model import Compiled, GroupInfo, Model, UserInfo
 from bridge.mapping.rules import CompiledRules
 from bridge.services.changes import ALL, GROUP, USER, read_generation
@@ -143,15 +152,28 @@ class AuthzCache:
                 self._model, self._groups = model, groups
         return model
 
+    def _cached_id(self, user_ref: str) -> str | None:
+        """The id of the cached user ``user_ref`` names (an id or a userName); under the lock."""
+        if user_ref in self._users:
+            return user_ref
+        if UUID_SHAPE.match(user_ref):
+            return None  # an id not cached: the store says whose it is (a userName that reads as it must not)
+        return self._names.get(user_name_key(user_ref))
+
+    def unknown(self, user_refs: Iterable[str]) -> set[str]:
+        """Those of ``user_refs`` that name no user: the cache answers for the users it holds,
+        the store for the rest in one snapshot (bridge.mapping.loader.stored_refs)."""
+        with self._lock:
+            uncached = {ref for ref in user_refs if self._cached_id(ref) not in self._users}
+        if not uncached:
+            return set()
+        with snapshot(self.store) as conn:
+            return uncached - stored_refs(conn, uncached)
+
     def entry(self, user_ref: str) -> tuple[Model, Entry] | None:
         """The model and the compiled user (by id or userName); None for no such user."""
         with self._lock:
-            if user_ref in self._users:
-                uid: str | None = user_ref
-            elif UUID_SHAPE.match(user_ref):
-                uid = None  # an id not cached: the store says whose it is (a userName that reads as it must not)
-            else:
-                uid = self._names.get(user_name_key(user_ref))
+            uid = self._cached_id(user_ref)
             found = self._users.get(uid) if uid is not None else None
             if found is not None and self._model is not None:
                 self._users.move_to_end(found.info.id)

@@ -81,6 +81,11 @@ class UsersAnswer:
     scanned: int
 
 
+def no_user(user: str) -> NotFound:
+    """What a check naming ``user`` gets when no user is known by that id or userName."""
+    return NotFound(f"no user {user!r} (by id or userName)", field="user")
+
+
 class Authorizer:
     def __init__(self, store: Store, config: Config, max_users: int | None = None):
         self.rules = compiled_rules(config.mapping)
@@ -94,7 +99,7 @@ class Authorizer:
             self.cache.sync()
         found = self.cache.entry(user)
         if found is None:
-            raise NotFound(f"no user {user!r} (by id or userName)", field="user")
+            raise no_user(user)
         model, entry = found
         if scope not in model.parents:
             raise NotFound(f"no scope node {scope!r}", field="scope")
@@ -112,8 +117,13 @@ class Authorizer:
         out: list[Decision | ServiceError] = []
         for _ in range(MAX_BULK_TRIES):
             generation = self.cache.sync()
+            # the users no one holds, found in one look rather than one snapshot each
+            unknown = self.cache.unknown(item.user for item in items)
             out = []
             for item in items:
+                if item.user in unknown:
+                    out.append(no_user(item.user))
+                    continue
                 try:
                     out.append(self._decide(item, explain=explain, synced=True))
                 except ServiceError as exc:

@@ -8,7 +8,7 @@ of the portal's hot path). The model and all groups are read in one snapshot
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, or_, select
@@ -114,6 +114,28 @@ def find_user_id(conn: Connection, ref: str) -> str | None:
         if row.id == ref:
             return str(row.id)
     return str(rows[0].id) if rows else None
+
+
+REFS_PER_QUERY = 400  # ids and keys of one look: two bound parameters a reference
+
+
+def stored_refs(conn: Connection, refs: Iterable[str]) -> set[str]:
+    """Which of ``refs`` (ids or userNames, as find_user_id reads them) name a stored user:
+    one query per REFS_PER_QUERY references, so a bulk check naming a thousand users that
+    do not exist costs a few queries, not a snapshot each."""
+    found: set[str] = set()
+    pending = list(dict.fromkeys(refs))
+    for start in range(0, len(pending), REFS_PER_QUERY):
+        chunk = pending[start:start + REFS_PER_QUERY]
+        by_key: dict[str, list[str]] = defaultdict(list)
+        for ref in chunk:
+            by_key[user_name_key(ref)].append(ref)
+        rows = conn.execute(select(User.id, User.user_name_key).where(
+            or_(User.id.in_(chunk), User.user_name_key.in_(list(by_key))))).all()
+        for row in rows:
+            found.update(ref for ref in by_key.get(row.user_name_key, ()))
+            found.add(str(row.id))
+    return found & set(pending)
 
 
 def load_user(conn: Connection, model: Model, rules: CompiledRules, user_id: str) -> UserInfo | None:

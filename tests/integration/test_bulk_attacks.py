@@ -233,3 +233,37 @@ def test_who_may_answers_with_tens_of_thousands_of_holding_groups(runtime, clien
     answer = post(client, admin_headers, "/api/v1/check/users", ask)
     assert answer.status_code == 200, answer.json
     assert [u["id"] for u in answer.json["users"]] == [user]
+
+
+def test_a_bulk_of_unknown_users_costs_a_few_queries_not_one_snapshot_each(runtime, client, admin_headers):
+    """A bulk check of 1,000 names that match no one opened a snapshot per item (about 2.4 s
+    of the server for one request on SQLite): now the users no one holds are found in one
+    look per 400. The answers are the single check's, item by item, a known user among them
+    and names that differ from a stored one only in case, width or spacing included."""
+    from sqlalchemy import event
+
+    with runtime.services.unit(Actor.scim_client("entra")) as uow:
+        known = uow.users.create(user_name="Known.User", email="k@example.org").id
+    with runtime.services.unit(Actor(name="admin", channel="admin-api")) as uow:
+        uow.grants.grant("basic_user", "instance", user_id=known, origin="api")
+    runtime.authorizer.cache.clear()
+    names = [f"nobody.{n}" for n in range(997)] + ["known.user", fullwidth("KNOWN.USER"), known]
+    items = [{"user": name, "right": "orders.read"} for name in names]
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):  # noqa: ARG001
+        statements.append(statement)
+
+    event.listen(runtime.store.engine, "before_cursor_execute", count)
+    try:
+        bulk = post(client, admin_headers, "/api/v1/check", {"items": items})
+    finally:
+        event.remove(runtime.store.engine, "before_cursor_execute", count)
+    assert bulk.status_code == 200, bulk.json
+    results = bulk.json["results"]
+    assert [r.get("error", {}).get("code") for r in results] == ["notFound"] * 997 + [None] * 3
+    assert results[997:] == [{"allowed": True}] * 3  # the known user's grant, under each of their names
+    user_lookups = [s for s in statements if "FROM users" in s and "user_name_key" in s]
+    assert len(user_lookups) <= 10, len(user_lookups)
+    for item, result in zip(items[990:], results[990:], strict=True):
+        assert post(client, admin_headers, "/api/v1/check", item).json == result
