@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import ColumnElement, false, or_, select
+from sqlalchemy import ColumnElement, String, any_, bindparam, false, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from bridge.mapping.loader import load_groups, load_model, snapshot
 from bridge.mapping.model import GroupInfo
@@ -28,7 +29,7 @@ def users_holding_role(store: Store, rules: CompiledRules, role: str) -> ColumnE
         if role_id is None:
             return false()
         groups = load_groups(conn, model, rules)
-    return _holding({role_id}, groups)
+    return _holding({role_id}, groups, as_array=not store.is_sqlite)
 
 
 def right_candidates(store: Store, rules: CompiledRules, right: str) -> list[str] | None:
@@ -71,8 +72,13 @@ def _holding_groups(role_ids: set[str], groups: dict[str, GroupInfo]) -> set[str
     return holding
 
 
-def _holding(role_ids: set[str], groups: dict[str, GroupInfo]) -> ColumnElement[bool]:
+def _holding(role_ids: set[str], groups: dict[str, GroupInfo], *, as_array: bool) -> ColumnElement[bool]:
+    """The condition; the holding groups go to PostgreSQL as one array parameter (``= ANY``),
+    since a directory may have more of them than a statement may carry parameters (65,535).
+    SQLite's limit is far higher (SQLITE_MAX_VARIABLE_NUMBER), and it has no arrays."""
     direct = select(Grant.user_id).where(Grant.role_id.in_(sorted(role_ids)), Grant.user_id.is_not(None))
-    holding = _holding_groups(role_ids, groups)
-    via_groups = select(GroupUserMember.user_id).where(GroupUserMember.group_id.in_(sorted(holding)))
+    holding = sorted(_holding_groups(role_ids, groups))
+    in_holding = (GroupUserMember.group_id == any_(bindparam("holding_groups", holding, type_=ARRAY(String)))
+                  if as_array else GroupUserMember.group_id.in_(holding))
+    via_groups = select(GroupUserMember.user_id).where(in_holding)
     return or_(User.id.in_(direct), User.id.in_(via_groups))

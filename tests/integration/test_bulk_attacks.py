@@ -4,7 +4,8 @@ another user's id answered checks of that id from the cache; explain walked ever
 a diamond of nested groups (now at most 100 chains in 20,000 steps, and it says so);
 "who may" sent every holding group as one parameter (PostgreSQL's 65,535) and loaded all
 groups per page; "where may" was quadratic; a bulk check could mix two states of the
-store; a prune racing a cache's sync could forget a revoke."""
+store; a prune racing a cache's sync could forget a revoke. Found later: a bulk of unknown
+users cost a snapshot each; ``GET /users?role=`` had the 65,535-parameter limit too."""
 
 from __future__ import annotations
 
@@ -267,3 +268,30 @@ def test_a_bulk_of_unknown_users_costs_a_few_queries_not_one_snapshot_each(runti
     assert len(user_lookups) <= 10, len(user_lookups)
     for item, result in zip(items[990:], results[990:], strict=True):
         assert post(client, admin_headers, "/api/v1/check", item).json == result
+
+
+def test_users_of_a_role_with_tens_of_thousands_of_holding_groups(runtime, client, admin_headers):
+    """``GET /users?role=`` sent every group that holds the role (or sits in one that does)
+    as one bound parameter each: past 65,535 PostgreSQL refused the statement and the search
+    answered 500. On both backends it answers the one user who holds the role through the
+    deepest group, and no one else."""
+    import uuid
+
+    from sqlalchemy import insert
+
+    from bridge.store.models import Group, GroupGroupMember, GroupUserMember
+
+    with runtime.services.unit(Actor.scim_client("entra")) as uow:
+        top = uow.groups.create("Fleet North").id
+        holder = uow.users.create(user_name="zed.user", email="z@example.org").id
+        uow.users.create(user_name="other.user", email="o@example.org")
+    ids = [str(uuid.uuid4()) for _ in range(66_000)]
+    with runtime.store.write() as session:
+        session.execute(insert(Group), [{"id": i, "display_name": f"Sub {n}", "display_name_key": f"sub {n}",
+                                         "source": "scim:entra"} for n, i in enumerate(ids)])
+        session.execute(insert(GroupGroupMember), [{"group_id": top, "child_group_id": i} for i in ids])
+        session.execute(insert(GroupUserMember), [{"group_id": ids[-1], "user_id": holder, "origin": "source"}])
+    runtime.authorizer.cache.clear()
+    answer = client.get("/api/v1/users?role=fleet_manager", headers=admin_headers)
+    assert answer.status_code == 200, answer.json
+    assert [u["id"] for u in answer.json["items"]] == [holder]
