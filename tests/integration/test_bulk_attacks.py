@@ -36,6 +36,23 @@ def post(client, headers, path, body):
 
 
 
+def nest_many_groups(runtime, top: str, user: str) -> None:
+    """66,000 groups nested in ``top`` (more than a PostgreSQL statement takes parameters),
+    ``user`` a member of the last: written straight to the store, in seconds."""
+    import uuid
+
+    from sqlalchemy import insert
+
+    from bridge.store.models import Group, GroupGroupMember, GroupUserMember
+
+    ids = [str(uuid.uuid4()) for _ in range(66_000)]
+    with runtime.store.write() as session:
+        session.execute(insert(Group), [{"id": i, "display_name": f"Sub {n}", "display_name_key": f"sub {n}",
+                                         "source": "scim:entra"} for n, i in enumerate(ids)])
+        session.execute(insert(GroupGroupMember), [{"group_id": top, "child_group_id": i} for i in ids])
+        session.execute(insert(GroupUserMember), [{"group_id": ids[-1], "user_id": user, "origin": "source"}])
+
+
 def fullwidth(text: str) -> str:
     """``text`` in fullwidth forms: NFKC (and so the userName key) folds it back."""
     return "".join(chr(ord(c) + 0xFEE0) if c.isalnum() else c for c in text)
@@ -211,23 +228,12 @@ def test_who_may_answers_with_tens_of_thousands_of_holding_groups(runtime, clien
     each single check of the same users is fine. (A large directory whose groups sit under an
     "All Staff" group holding basic_user; SQLite takes it, at ~8 s a page: every request
     also loads and rule-matches every group.) A subquery or a walk in SQL avoids both."""
-    import uuid
-
-    from sqlalchemy import insert
-
-    from bridge.store.models import Group, GroupGroupMember, GroupUserMember
-
     if runtime.store.is_sqlite:
         pytest.skip("the bound-parameter limit is PostgreSQL's")
     with runtime.services.unit(Actor.scim_client("entra")) as uow:
         top = uow.groups.create("Fleet North").id
         user = uow.users.create(user_name="zed.user", email="z@example.org").id
-    ids = [str(uuid.uuid4()) for _ in range(66_000)]
-    with runtime.store.write() as session:
-        session.execute(insert(Group), [{"id": i, "display_name": f"Sub {n}", "display_name_key": f"sub {n}",
-                                         "source": "scim:entra"} for n, i in enumerate(ids)])
-        session.execute(insert(GroupGroupMember), [{"group_id": top, "child_group_id": i} for i in ids])
-        session.execute(insert(GroupUserMember), [{"group_id": ids[-1], "user_id": user, "origin": "source"}])
+    nest_many_groups(runtime, top, user)
     runtime.authorizer.cache.clear()
     ask = {"right": "orders.read", "scope": "company_group:north"}
     assert post(client, admin_headers, "/api/v1/check", {**ask, "user": user}).json["allowed"] is True
@@ -275,22 +281,11 @@ def test_users_of_a_role_with_tens_of_thousands_of_holding_groups(runtime, clien
     as one bound parameter each: past 65,535 PostgreSQL refused the statement and the search
     answered 500. On both backends it answers the one user who holds the role through the
     deepest group, and no one else."""
-    import uuid
-
-    from sqlalchemy import insert
-
-    from bridge.store.models import Group, GroupGroupMember, GroupUserMember
-
     with runtime.services.unit(Actor.scim_client("entra")) as uow:
         top = uow.groups.create("Fleet North").id
         holder = uow.users.create(user_name="zed.user", email="z@example.org").id
         uow.users.create(user_name="other.user", email="o@example.org")
-    ids = [str(uuid.uuid4()) for _ in range(66_000)]
-    with runtime.store.write() as session:
-        session.execute(insert(Group), [{"id": i, "display_name": f"Sub {n}", "display_name_key": f"sub {n}",
-                                         "source": "scim:entra"} for n, i in enumerate(ids)])
-        session.execute(insert(GroupGroupMember), [{"group_id": top, "child_group_id": i} for i in ids])
-        session.execute(insert(GroupUserMember), [{"group_id": ids[-1], "user_id": holder, "origin": "source"}])
+    nest_many_groups(runtime, top, holder)
     runtime.authorizer.cache.clear()
     answer = client.get("/api/v1/users?role=fleet_manager", headers=admin_headers)
     assert answer.status_code == 200, answer.json
