@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from sqlalchemy import ColumnElement, String, any_, bindparam, false, or_, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import ColumnElement, false, or_, select
 
 from bridge.mapping.loader import load_groups, load_model, snapshot
 from bridge.mapping.model import GroupInfo
 from bridge.mapping.rules import CompiledRules
+from bridge.store.among import among
 from bridge.store.db import Store
 from bridge.store.models import AccessType, Grant, GroupUserMember, User, UserRight
 
@@ -29,7 +29,7 @@ def users_holding_role(store: Store, rules: CompiledRules, role: str) -> ColumnE
         if role_id is None:
             return false()
         groups = load_groups(conn, model, rules)
-    return _holding({role_id}, groups, as_array=not store.is_sqlite)
+    return _holding({role_id}, groups)
 
 
 def right_candidates(store: Store, rules: CompiledRules, right: str) -> list[str] | None:
@@ -72,13 +72,10 @@ def _holding_groups(role_ids: set[str], groups: dict[str, GroupInfo]) -> set[str
     return holding
 
 
-def _holding(role_ids: set[str], groups: dict[str, GroupInfo], *, as_array: bool) -> ColumnElement[bool]:
-    """The condition; the holding groups go to PostgreSQL as one array parameter (``= ANY``),
-    since a directory may have more of them than a statement may carry parameters (65,535).
-    SQLite's limit is far higher (SQLITE_MAX_VARIABLE_NUMBER), and it has no arrays."""
+def _holding(role_ids: set[str], groups: dict[str, GroupInfo]) -> ColumnElement[bool]:
+    """The condition; the holding groups go as one parameter (bridge.store.among): a
+    directory may have more of them than a statement may carry parameters."""
     direct = select(Grant.user_id).where(Grant.role_id.in_(sorted(role_ids)), Grant.user_id.is_not(None))
     holding = sorted(_holding_groups(role_ids, groups))
-    in_holding = (GroupUserMember.group_id == any_(bindparam("holding_groups", holding, type_=ARRAY(String)))
-                  if as_array else GroupUserMember.group_id.in_(holding))
-    via_groups = select(GroupUserMember.user_id).where(in_holding)
+    via_groups = select(GroupUserMember.user_id).where(among(GroupUserMember.group_id, holding))
     return or_(User.id.in_(direct), User.id.in_(via_groups))

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, or_, select
 from bridge.mapping.model import GroupInfo, Holding, Model, UserInfo
 from bridge.mapping.rules import CompiledRules
 from bridge.services.users import user_name_key
+from bridge.store.among import among
 from bridge.store.db import Store
 from bridge.store.models import (
     Grant,
@@ -81,9 +82,9 @@ def _group_infos(conn: Connection, model: Model, rules: CompiledRules,
     grants = select(Grant.id, Grant.group_id, Grant.role_id, Grant.scope_id, Grant.origin).where(
         Grant.group_id.is_not(None))
     if group_ids is not None:
-        groups = groups.where(Group.id.in_(group_ids))
-        edges = edges.where(GroupGroupMember.child_group_id.in_(group_ids))
-        grants = grants.where(Grant.group_id.in_(group_ids))
+        groups = groups.where(among(Group.id, group_ids))
+        edges = edges.where(among(GroupGroupMember.child_group_id, group_ids))
+        grants = grants.where(among(Grant.group_id, group_ids))
     parents: dict[str, list[str]] = defaultdict(list)
     for edge in conn.execute(edges):
         parents[edge.child_group_id].append(edge.group_id)

@@ -40,6 +40,7 @@ from bridge.names import identity_key
 from bridge.services import audit
 from bridge.services.errors import Conflict, InvalidValue, NotFound, ServiceError
 from bridge.services.fields import CustomerChanges
+from bridge.store.among import among
 from bridge.store.db import like_literal
 from bridge.store.models import (
     Customer,
@@ -498,7 +499,7 @@ class CustomerService:
                 return True
             seen |= frontier
             frontier = set(self.uow.session.scalars(select(GroupGroupMember.group_id)
-                                                    .where(GroupGroupMember.child_group_id.in_(frontier)))) - seen
+                                                    .where(among(GroupGroupMember.child_group_id, frontier)))) - seen
         return False
 
     def _agency(self, customer: Customer, number: str) -> Customer:

@@ -27,6 +27,7 @@ from bridge.services.errors import (
 )
 from bridge.services.fields import GroupChanges
 from bridge.services.rows import BulkInsert, RowDefaults
+from bridge.store.among import among
 from bridge.store.locks import lock_name
 from bridge.store.models import Group, GroupGroupMember, GroupKind, GroupUserMember, User
 
@@ -302,7 +303,7 @@ class GroupService:
                                                       "display": None, "created_at": self.uow.now()})
             if gone_groups:
                 session.execute(delete(group_table).where(group_table.c.group_id == gid,
-                                                          group_table.c.child_group_id.in_(gone_groups)))
+                                                          among(group_table.c.child_group_id, gone_groups)))
             for child_id in new_groups | gone_groups:
                 self.uow.changes.group(child_id)
             results.append((new_users[gid] | new_groups, gone_users[gid] | gone_groups))
@@ -415,7 +416,7 @@ class GroupService:
         frontier = {group_id}
         while frontier:
             children = set(self.uow.session.scalars(
-                select(GroupGroupMember.child_group_id).where(GroupGroupMember.group_id.in_(frontier))))
+                select(GroupGroupMember.child_group_id).where(among(GroupGroupMember.group_id, frontier))))
             frontier = children - seen
             seen |= children
         return seen

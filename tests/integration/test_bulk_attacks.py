@@ -290,3 +290,25 @@ def test_users_of_a_role_with_tens_of_thousands_of_holding_groups(runtime, clien
     answer = client.get("/api/v1/users?role=fleet_manager", headers=admin_headers)
     assert answer.status_code == 200, answer.json
     assert [u["id"] for u in answer.json["items"]] == [holder]
+
+
+def test_nesting_a_group_that_holds_tens_of_thousands_of_groups(runtime, client, admin_headers):
+    """Nesting a group checks for a cycle by walking what the new member holds, one level at
+    a time, each level's groups one bound parameter each: a member holding 66,000 groups made
+    PostgreSQL refuse the statement (a 500 for the SCIM PATCH or the sync batch). The walk
+    holds on both backends; the nesting stands, and the check still sees every group below,
+    so the deepest member is reached through the new parent and a cycle is still refused."""
+    from bridge.services.errors import Conflict
+
+    with runtime.services.unit(Actor.scim_client("entra")) as uow:
+        inner = uow.groups.create("Fleet Inner").id
+        outer = uow.groups.create("Fleet North").id
+        holder = uow.users.create(user_name="zed.user", email="z@example.org").id
+    nest_many_groups(runtime, inner, holder)
+    with runtime.services.unit(Actor.scim_client("entra")) as uow:
+        uow.groups.change_members(uow.groups.get(outer), add_groups=[inner])
+    runtime.authorizer.cache.clear()
+    ask = {"user": holder, "right": "users.manage", "scope": "company_group:north"}
+    assert post(client, admin_headers, "/api/v1/check", ask).json["allowed"] is True
+    with pytest.raises(Conflict, match="cycle"), runtime.services.unit(Actor.scim_client("entra")) as uow:
+        uow.groups.change_members(uow.groups.get(inner), add_groups=[outer])

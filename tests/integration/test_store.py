@@ -113,3 +113,27 @@ def test_a_customer_number_is_unique_but_ids_are_not_reused(store):
         new = Customer(number="12345", name="Heidelberg")
         session.add(new)
     assert new.id != old.id
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 70_000])
+def test_among_takes_any_number_of_values_in_one_parameter(store, size):
+    """bridge.store.among: ``IN`` with the values as one parameter, on both backends, past
+    PostgreSQL's 65,535 parameters and SQLite's default 32,766; none matches nothing. Values
+    that quote or escape (a JSON array on SQLite, an array literal's delimiters on
+    PostgreSQL) are matched as they are."""
+    from sqlalchemy import insert
+
+    from bridge.store.among import among
+    from bridge.store.models import Group
+
+    odd = ['quo"te', "back\\slash", "com,ma", "{brace}", "nul-free ü ß"]
+    names = odd + [f"group {n}" for n in range(40)]
+    with store.write() as session:
+        session.execute(insert(Group), [{"id": f"id-{name}", "display_name": name, "display_name_key": name,
+                                         "source": "scim:entra"} for name in names])
+    wanted = [f"id-{name}" for name in odd[:min(size, len(odd))]]
+    wanted += [f"id-group {n}" for n in range(max(0, min(size - len(wanted), 40)))]
+    values = wanted + [f"absent {n}" for n in range(max(0, size - len(wanted)))]
+    with store.read() as session:
+        found = set(session.scalars(select(Group.id).where(among(Group.id, values))))
+    assert found == set(wanted) and len(values) == size
