@@ -20,6 +20,7 @@ CLI and the CSV import all come through here:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 from sqlalchemy import ColumnElement, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_dict, manager_of_class
 
 from bridge.mapping.rules import rule_text
 from bridge.names import identity_key, key_problem
@@ -103,9 +105,11 @@ def name_prefix(text: str) -> ColumnElement[bool]:
 UUID_SHAPE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
+@functools.lru_cache(maxsize=4096)
 def user_name_key(user_name: str) -> str:
     """The identity of a userName: equal for names that differ only in case, width, spacing
-    or invisible characters (bridge.names)."""
+    or invisible characters (bridge.names). A function of the name alone, asked several
+    times per write (the lookup, the row, the conflicts): the latest answers are kept."""
     return identity_key(user_name)
 
 
@@ -129,6 +133,7 @@ def with_email(attributes: dict[str, Any] | None, email: str | None) -> dict[str
 
 
 _USER_ROWS = RowDefaults(User.__table__)  # type: ignore[arg-type]
+_USER_CLASS = manager_of_class(User)
 _INSERT_USERS = BulkInsert(User.__table__)  # type: ignore[arg-type]
 # the audited fields in the order ``audit.diff`` puts them
 AUDITED_ORDER = tuple(sorted(AUDITED_FIELDS))
@@ -200,8 +205,12 @@ class UserService:
         taken = _TakenNames(self._stored_keys([fields]))
         row = self._prepared(dict(fields), self.uow.actor.source, taken)
         self._insert_one(row)
-        user = User(**row)
-        make_transient_to_detached(user)  # every column loaded, nothing pending: as if read back
+        # The object of the stored row, as a query would load it: every column set without
+        # attribute events (the row is what was written, nothing is pending), then given
+        # its identity (make_transient_to_detached) and attached.
+        user = _USER_CLASS.new_instance()
+        instance_dict(user).update(row)
+        make_transient_to_detached(user)
         session.add(user)
         audit.record_many(session, self.uow.actor, "user.create", "user",
                           [(row["id"], row["user_name"], audit.created(row, AUDITED_ORDER))])
