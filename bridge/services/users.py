@@ -235,9 +235,9 @@ class UserService:
         if not prepared:
             return []
         self._insert_unique(prepared)
-        self._names_resolved([row["user_name"] for row in prepared])
         audit.record_many(self.uow.session, self.uow.actor, "user.create", "user",
                           ((row["id"], row["user_name"], audit.created(row, AUDITED_ORDER)) for row in prepared))
+        self._names_resolved([row["user_name"] for row in prepared])  # their events after the creations
         external = [row["id"] for row in prepared if row["kind"] == UserKind.external]
         for user_id in external:  # the customer rules' memberships need the user object
             self.uow.customers.sync_memberships(self.get(user_id))
