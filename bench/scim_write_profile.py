@@ -1,7 +1,7 @@
 """Where a SCIM write's time goes, in-process: statements per request and a profile.
 
     .venv/bin/python bench/scim_write_profile.py [--users 2000] [--database URL]
-                                                 [--profile create|patch] [--top 40] [--echo]
+                                                 [--profile create|patch|service] [--top 40] [--echo]
 
 Builds the runtime as `dirbridge serve` does (SQLite in a throwaway directory unless
 --database), then, through the WSGI app's test client (the whole SCIM stack, no
@@ -11,7 +11,8 @@ kind the rate, the CPU time of this process per request (steadier than the rate 
 busy machine), the SQL statements per request (an event listener on the engine,
 BEGIN/COMMIT included) and the same create through the service layer alone
 (``uow.users.create``, as scim_bench.py's in-process baseline). ``--profile`` runs
-cProfile over that part and prints the ``--top`` functions by cumulative time;
+cProfile (CPU time) over one of the three and prints the ``--top`` functions by cumulative
+time, those of dirbridge's own code, and by own time;
 ``--echo`` prints the statements of one create and one PATCH.
 """
 
