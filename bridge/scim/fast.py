@@ -161,8 +161,7 @@ class FastPath:
 
     def _create(self, request: ScimRequest) -> ScimResponse:
         resource = self.service.read_creation(self.resource_type, request.body, request.header("Content-Type"))
-        with self.storage.operation():
-            doc = self.storage.create_document(self.resource_type, resource)
+        doc = self.storage.create_document(self.resource_type, resource)  # no savepoint: see _change
         response = self._resource_response(self._publish(request.base_url, doc), (False, frozenset()),
                                            HTTPStatus.CREATED)
         response.headers["Location"] = response.headers["Content-Location"]
@@ -191,14 +190,17 @@ class FastPath:
                 change: Callable[[Resource[Any], Conditions], Resource[Any] | None]) -> ScimResponse:
         """A PATCH or PUT: the current user as a model (scim2-models applies the change and
         checks the preconditions), stored, and answered from the stored row's document. A
-        change that changes nothing keeps the user as it is (its version too)."""
-        with self.storage.operation():
-            current = self.storage.get(self.resource_type, resource_id)
-            assert current.meta is not None
-            version = current.meta.version
-            changed = change(current, self.service.read_conditions(request))
-            doc = (self.storage.update_document(self.resource_type, changed, expected_version=version)
-                   if changed is not None else self.storage.get_document(self.resource_type, resource_id))
+        change that changes nothing keeps the user as it is (its version too).
+
+        A write here is the request's one operation, so it takes no savepoint of its own
+        (``StoreStorage.operation``, which a Bulk's operations need): an error leaves the
+        request's ``StoreStorage.begin``, whose unit of work rolls all of it back."""
+        current = self.storage.get(self.resource_type, resource_id)
+        assert current.meta is not None
+        version = current.meta.version
+        changed = change(current, self.service.read_conditions(request))
+        doc = (self.storage.update_document(self.resource_type, changed, expected_version=version)
+               if changed is not None else self.storage.get_document(self.resource_type, resource_id))
         return self._resource_response(self._publish(request.base_url, doc), projection)
 
     # -- documents -------------------------------------------------------------------

@@ -70,6 +70,9 @@ class _Context:
     members_read: dict[str, set[str]] = field(default_factory=dict)
     # a Bulk request: each operation is a unit of work (a transaction) of its own, for this actor
     per_operation: Actor | None = None
+    # the rows a write request read (and locked), held here: the session's identity map holds
+    # its objects weakly, and the write that follows (a PATCH's) finds them there, not by a SELECT
+    held: list[User | Group] = field(default_factory=list)
 
     def defer(self, action: AfterCommit) -> None:
         self.after_commit[-1].append(action)
@@ -251,6 +254,8 @@ class StoreStorage(ScimStorage):
         """What ``get`` returns, as the document (bridge.scim.fast serializes it without a model)."""
         with self._context(write=False) as ctx:
             row = self._row(ctx.session, resource_type, resource_id, lock=ctx.uow is not None)
+            if ctx.uow is not None:
+                ctx.held.append(row)
             if ctx.uow is not None and isinstance(row, Group):
                 ctx.members_read[row.id] = ctx.uow.groups.user_member_ids(row) | ctx.uow.groups.group_member_ids(row)
             return self._document(ctx.session, row, skip)
@@ -419,15 +424,19 @@ class StoreStorage(ScimStorage):
                 if password is not None:
                     self._password(uow, user, password)
                 self._defer(ctx, "user", user)
-                row: User | Group = user
-            else:
-                fields, given_users, given_groups, displays = convert.group_fields(resource)
-                users, groups = self._members(ctx.session, given_users, given_groups)
-                row = uow.groups.create(fields.pop("display_name"), **fields)
-                uow.groups.change_members(row, add_users=users, add_groups=groups, displays=displays)
-                self._defer(ctx, "group", row)
+                ctx.session.flush()
+                # A user made in this transaction is in no group unless a write of it made the user
+                # a member, and each membership write marks its user for the check caches
+                # (bridge.services.changes): unmarked, its groups need not be looked up.
+                fresh = user.id not in uow.changes.marked()[0]
+                return self._document(ctx.session, user, {"groups"} if fresh else frozenset())
+            fields, given_users, given_groups, displays = convert.group_fields(resource)
+            users, groups = self._members(ctx.session, given_users, given_groups)
+            group = uow.groups.create(fields.pop("display_name"), **fields)
+            uow.groups.change_members(group, add_users=users, add_groups=groups, displays=displays)
+            self._defer(ctx, "group", group)
             ctx.session.flush()
-            return self._document(ctx.session, row)
+            return self._document(ctx.session, group)
 
     def update(self, resource_type: ResourceType, resource: Resource[Any], *,
                expected_version: str | None = None) -> Resource[Any]:

@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, or_, select
 
 from bridge.config import admins_hint
 from bridge.mapping.access import AccessDecision, AccessMatch, GroupRef, attribute_matches, decide, group_matches
@@ -35,6 +35,21 @@ if TYPE_CHECKING:
     from bridge.services.unit import UnitOfWork
 
 ID_CHUNK = 900  # ids per ``IN (...)`` (well under SQLite's variable limit)
+
+
+def _rule_set() -> ColumnElement[bool]:
+    """``access_type_rule IS NOT NULL`` as SQLite finds it by its index: its planner reads the
+    whole table for IS NOT NULL (every user, on every write settled) but searches the index
+    for a range, and every value of the column (a 32-bit INTEGER; a rule's number, from 1)
+    is at least the smallest 32-bit one."""
+    return User.access_type_rule >= -(2**31)
+
+
+# a demotion the last admin held up is tried again with any change (admins are few: indexed)
+_held_up = and_(User.access_type == AccessType.admin, User.access_type_note.is_not(None))
+_HELD_UP = select(User.id).where(_held_up)
+# and, with no access-type rule, what a rule left behind: one statement, each term found by its index
+_RULE_SET_OR_HELD_UP = select(User.id).where(or_(_rule_set(), _held_up))
 
 
 def _chunked(ids: Iterable[str]) -> Iterable[list[str]]:
@@ -62,11 +77,9 @@ class AccessService:
         session = self.uow.session
         if rules.access_rules:
             ids = users | touched | self._members_below(groups)
+            ids |= set(session.scalars(_HELD_UP))
         else:  # no rules (any more): only what one left behind, which the start normally reverted
-            ids = set(session.scalars(select(User.id).where(User.access_type_rule.is_not(None))))
-        # a demotion the last admin held up is tried again with any change (admins are few: indexed)
-        ids |= set(session.scalars(select(User.id).where(User.access_type == AccessType.admin,
-                                                           User.access_type_note.is_not(None))))
+            ids = set(session.scalars(_RULE_SET_OR_HELD_UP))
         if ids:
             self._settle(rules, ids)
 
@@ -75,7 +88,7 @@ class AccessService:
         rules = compiled_rules(self.uow.config.mapping)
         query = select(User.id)
         if not rules.access_rules:
-            query = query.where(User.access_type_rule.is_not(None))
+            query = query.where(_rule_set())
         self._settle(rules, set(self.uow.session.scalars(query)))
 
     # -- what the rules say --------------------------------------------------------

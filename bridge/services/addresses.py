@@ -10,6 +10,8 @@ such domains as the knob.
 
 from __future__ import annotations
 
+import functools
+
 import email_validator
 
 INTERNAL_MAIL_DOMAINS = ("local", "test")
@@ -26,10 +28,18 @@ def mail_address(value: str | None) -> str | None:
     """``value`` stripped when it is one address mail can be sent to, else None."""
     if not value or not value.strip():
         return None
-    accept_internal_mail_domains()
     text = value.strip()
+    return text if _sendable(text) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _sendable(text: str) -> bool:
+    """Whether email-validator takes ``text``: a function of the text alone, asked for the
+    same address again and again (a SCIM write checks its e-mails in the SCIM layer and
+    again in the service layer), so the answers of the latest addresses are kept."""
+    accept_internal_mail_domains()
     try:
         email_validator.validate_email(text, check_deliverability=False)
     except email_validator.EmailNotValidError:
-        return None
-    return text
+        return False
+    return True

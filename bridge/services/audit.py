@@ -70,21 +70,11 @@ def record(
     target_id: str | None,
     target_name: str | None = None,
     changes: dict[str, Any] | None = None,
-) -> AuditEvent:
-    event = AuditEvent(
-        actor=actor.name,
-        source=actor.source,
-        channel=actor.channel,
-        action=action,
-        target_type=target_type,
-        target_id=target_id,
-        target_name=target_name,
-        changes=changes or {},
-        request_id=actor.request_id,
-        at=now_in(session),
-    )
-    session.add(event)
-    return event
+) -> None:
+    """One event, INSERTed at once (``record_many``'s precompiled INSERT of a plain row): no
+    ORM object for a later flush to write, so the events of a transaction are numbered in
+    the order they were recorded, those of batched writes among them."""
+    record_many(session, actor, action, target_type, [(target_id, target_name, changes)])
 
 
 def record_many(
@@ -92,7 +82,7 @@ def record_many(
     actor: Actor,
     action: str,
     target_type: str,
-    targets: Iterable[tuple[str, str | None, dict[str, Any]]],
+    targets: Iterable[tuple[str | None, str | None, dict[str, Any] | None]],
 ) -> None:
     """The events ``record`` writes, one per (target id, target name, changes), as one
     executemany INSERT of plain rows: a batched write (an LDAP page of new users) audits

@@ -14,11 +14,12 @@ taken: a reader that sees generation N has every change up to N.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import delete, event, insert, update
+from sqlalchemy import Table, delete, event, insert, update
 from sqlalchemy.orm import Session
 
+from bridge.services.rows import BulkInsert
 from bridge.store.models import AuthzChange, AuthzState
 
 if TYPE_CHECKING:
@@ -33,6 +34,12 @@ KEEP_GENERATIONS = 20_000
 
 
 STATE_SQL = "SELECT generation, pruned_below FROM authz_state WHERE id = 1"
+# What every transaction that marked something runs as it commits, built once, on the tables
+# (no ORM object of either table is ever loaded for a write to keep in step)
+_STATE = cast(Table, AuthzState.__table__)
+_BUMP = update(_STATE).where(_STATE.c.id == 1).values(generation=_STATE.c.generation + 1).returning(
+    _STATE.c.generation)
+_INSERT_CHANGES = BulkInsert(cast(Table, AuthzChange.__table__))
 
 
 def read_generation(store: Store) -> tuple[int, int]:
@@ -93,14 +100,11 @@ class ChangeLog:
         else:
             rows = sorted(self._subjects)
         self._subjects, self._everything = set(), False
-        generation = session.execute(
-            update(AuthzState).where(AuthzState.id == 1)
-            .values(generation=AuthzState.generation + 1).returning(AuthzState.generation)
-        ).scalar_one_or_none()
+        generation = session.execute(_BUMP).scalar_one_or_none()
         if generation is None:  # a database created without migration 0002's row
             session.execute(insert(AuthzState).values(id=1, generation=1, pruned_below=0))
             generation = 1
-        session.execute(insert(AuthzChange), [
+        _INSERT_CHANGES(session, [
             {"generation": generation, "subject_type": kind, "subject_id": subject} for kind, subject in rows
         ])
         if generation % PRUNE_EVERY == 0 and generation > KEEP_GENERATIONS:

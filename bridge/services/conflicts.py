@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from bridge.clock import now_in
@@ -38,6 +38,14 @@ class ConflictNote:
     subject: str
     holder: str
     detail: str
+
+
+# The open conflicts about some subjects (of one source): asked by every write of a userName,
+# so built once (bindparams) rather than per call.
+_OPEN = select(SourceConflict.id, SourceConflict.subject).where(
+    SourceConflict.kind == bindparam("kind"), SourceConflict.resolved_at.is_(None),
+    SourceConflict.subject_key.in_(bindparam("keys", expanding=True)))
+_OPEN_OF_SOURCE = _OPEN.where(SourceConflict.source == bindparam("source"))
 
 
 def record(session: Session, actor: Actor, notes: Iterable[ConflictNote], *, now: datetime | None = None) -> None:
@@ -72,11 +80,11 @@ def resolve(session: Session, actor: Actor, kind: str, source: str | None, subje
     keys = {identity_key(s)[:MAX_KEY_LENGTH] for s in subjects}
     if not keys:
         return 0
-    query = select(SourceConflict.id, SourceConflict.subject).where(
-        SourceConflict.kind == kind, SourceConflict.resolved_at.is_(None), SourceConflict.subject_key.in_(keys))
-    if source is not None:
-        query = query.where(SourceConflict.source == source)
-    return _close(session, actor, session.execute(query).all(), why, now)
+    if source is None:
+        found = session.execute(_OPEN, {"kind": kind, "keys": sorted(keys)}).all()
+    else:
+        found = session.execute(_OPEN_OF_SOURCE, {"kind": kind, "keys": sorted(keys), "source": source}).all()
+    return _close(session, actor, found, why, now)
 
 
 def close(session: Session, actor: Actor, conflict_id: int, *, now: datetime | None = None) -> bool:

@@ -47,6 +47,8 @@ class UnitOfWork:
                  clock: Clock = utcnow):
         self.session = session
         self.actor = actor
+        #: SQLite: a write transaction holds the write lock from its start (bridge.store.db)
+        self.sqlite = session.get_bind().dialect.name == "sqlite"
         #: the process's clock (bridge.clock): every time a service writes comes from it
         self.now = clock
         stamp(session, clock)

@@ -20,13 +20,16 @@ CLI and the CSV import all come through here:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Unpack
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_dict, manager_of_class
 
 from bridge.mapping.rules import rule_text
 from bridge.names import identity_key, key_problem
@@ -102,9 +105,11 @@ def name_prefix(text: str) -> ColumnElement[bool]:
 UUID_SHAPE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
+@functools.lru_cache(maxsize=4096)
 def user_name_key(user_name: str) -> str:
     """The identity of a userName: equal for names that differ only in case, width, spacing
-    or invisible characters (bridge.names)."""
+    or invisible characters (bridge.names). A function of the name alone, asked several
+    times per write (the lookup, the row, the conflicts): the latest answers are kept."""
     return identity_key(user_name)
 
 
@@ -128,9 +133,13 @@ def with_email(attributes: dict[str, Any] | None, email: str | None) -> dict[str
 
 
 _USER_ROWS = RowDefaults(User.__table__)  # type: ignore[arg-type]
+_USER_CLASS = manager_of_class(User)
 _INSERT_USERS = BulkInsert(User.__table__)  # type: ignore[arg-type]
 # the audited fields in the order ``audit.diff`` puts them
 AUDITED_ORDER = tuple(sorted(AUDITED_FIELDS))
+# Statements of every write, built once (building one costs about what SQLite takes to run it)
+_BY_NAME_KEY = select(User).where(User.user_name_key == bindparam("key"))
+_STORED_NAME_KEYS = select(User.user_name_key).where(User.user_name_key.in_(bindparam("keys", expanding=True)))
 
 
 def _lost_user_name(exc: IntegrityError) -> bool:
@@ -183,18 +192,28 @@ class UserService:
         return user
 
     def find_by_user_name(self, user_name: str) -> User | None:
-        return self.uow.session.scalar(select(User).where(User.user_name_key == user_name_key(user_name)))
+        return self.uow.session.scalar(_BY_NAME_KEY, {"key": user_name_key(user_name)})
 
     # -- writes ----------------------------------------------------------------
 
     def create(self, **fields: Any) -> User:
         """Create a user owned by the actor's source, as an ORM object for callers that go
-        on with it (SCIM, the admin API, the CLI)."""
+        on with it (SCIM, the admin API, the CLI). The row is written as ``create_many``
+        writes one (a plain INSERT, its audit event another), and the object joins the
+        session as the stored row it is: no flush of an ORM object, no reload."""
+        session = self.uow.session
         taken = _TakenNames(self._stored_keys([fields]))
-        user = User(**self._prepared(dict(fields), self.uow.actor.source, taken))
-        self._flush_unique([user], add=True)
-        audit.record(self.uow.session, self.uow.actor, "user.create", "user", user.id, user.user_name,
-                     audit.diff({}, snapshot(user)))
+        row = self._prepared(dict(fields), self.uow.actor.source, taken)
+        self._insert_one(row)
+        # The object of the stored row, as a query would load it: every column set without
+        # attribute events (the row is what was written, nothing is pending), then given
+        # its identity (make_transient_to_detached) and attached.
+        user = _USER_CLASS.new_instance()
+        instance_dict(user).update(row)
+        make_transient_to_detached(user)
+        session.add(user)
+        audit.record_many(session, self.uow.actor, "user.create", "user",
+                          [(row["id"], row["user_name"], audit.created(row, AUDITED_ORDER))])
         self._names_resolved([user.user_name])
         if user.kind == UserKind.external:
             self.uow.customers.sync_memberships(user)
@@ -216,9 +235,9 @@ class UserService:
         if not prepared:
             return []
         self._insert_unique(prepared)
-        self._names_resolved([row["user_name"] for row in prepared])
         audit.record_many(self.uow.session, self.uow.actor, "user.create", "user",
                           ((row["id"], row["user_name"], audit.created(row, AUDITED_ORDER)) for row in prepared))
+        self._names_resolved([row["user_name"] for row in prepared])  # their events after the creations
         external = [row["id"] for row in prepared if row["kind"] == UserKind.external]
         for user_id in external:  # the customer rules' memberships need the user object
             self.uow.customers.sync_memberships(self.get(user_id))
@@ -423,24 +442,38 @@ class UserService:
         stored: set[str] = set()
         for start in range(0, len(ordered), NAME_QUERY_CHUNK):
             chunk = ordered[start:start + NAME_QUERY_CHUNK]
-            stored.update(self.uow.session.scalars(select(User.user_name_key).where(User.user_name_key.in_(chunk))))
+            stored.update(self.uow.session.scalars(_STORED_NAME_KEYS, {"keys": chunk}))
         return stored
 
-    def _flush_unique(self, users: Sequence[User], *, add: bool = False) -> None:
+    def _flush_unique(self, users: Sequence[User]) -> None:
         """Flush inside a savepoint, turning a lost race on the unique userName of
-        ``users`` into the same clear error, with the transaction still usable. New
-        users (``add``) join the session inside the savepoint: a refused batch leaves
-        nothing behind."""
+        ``users`` into the same clear error, with the transaction still usable."""
         session = self.uow.session
         try:
             with session.begin_nested():  # flushes what was pending before, then SAVEPOINT
-                if add:
-                    session.add_all(users)
                 session.flush()
         except IntegrityError as exc:
             if _lost_user_name(exc):
                 raise UserNameTaken(f"userName {self._lost_names([u.user_name for u in users])} is already "
                                     "taken", field="user_name") from None
+            raise
+
+    def _insert_one(self, row: dict[str, Any]) -> None:
+        """``_insert_unique`` for one row. On SQLite without a savepoint: a write transaction
+        holds the database's write lock from its start (bridge.store.db), so the name looked
+        up before is still free, and a failed statement undoes only itself, the transaction
+        going on as it would after a savepoint's rollback. What was pending is flushed first,
+        as a savepoint would, so that rows reach the database in the order they were written."""
+        session = self.uow.session
+        if not self.uow.sqlite:
+            self._insert_unique([row])
+            return
+        session.flush()
+        try:
+            _INSERT_USERS(session, [row])
+        except IntegrityError as exc:
+            if _lost_user_name(exc):
+                raise UserNameTaken(f"userName {row['user_name']!r} is already taken", field="user_name") from None
             raise
 
     def _insert_unique(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -582,7 +615,7 @@ class UserService:
             .where(User.active.is_(True), User.access_type == AccessType.admin)
             .order_by(User.id)
         )
-        if self.uow.session.get_bind().dialect.name != "sqlite":
+        if not self.uow.sqlite:
             # Lock every active admin row in one order: of two concurrent demotions the
             # second waits, then sees the first one's result (SQLite: BEGIN IMMEDIATE).
             admins = admins.with_for_update()
