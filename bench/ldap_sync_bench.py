@@ -96,15 +96,16 @@ class Phases:
     PHASES = (("bridge.ldap.sync", "SourceSync", ("_sync", "_gone_in_full_scan", "_guard", "_remove")),
               ("bridge.ldap.groups", "GroupWriter", ("stored_groups", "upsert", "sync_members")))
 
-    def __init__(self, trace: int = 0):
+    def __init__(self, trace: int = 0, trace_from: str = ""):
         import importlib
 
         self.trace = trace
+        self.trace_from = trace_from  # tracing starts at the first sync whose label holds this
         self.snapshot: Any = None
         self.users_batches = 0
         #: the process's peak over every mark (resetting VmHWM resets RUSAGE_SELF's maxrss too)
         self.peak_mb = 0.0
-        if trace:
+        if trace and not trace_from:
             import tracemalloc
             tracemalloc.start(1)
         for module, cls_name, names in self.PHASES:
@@ -124,20 +125,22 @@ class Phases:
     def progress(self, phase: str, n: int) -> None:
         if phase == "users":
             self.users_batches += 1
-            if self.users_batches % 100 == 0:
+            if self.users_batches % (10 if self.trace else 100) == 0:
                 self.mark(f"users: {self.users_batches} batches")
 
     def mark(self, label: str) -> None:
+        import tracemalloc
+        if self.trace and self.trace_from and self.trace_from in label and not tracemalloc.is_tracing():
+            tracemalloc.start(1)
+        tracing = self.trace and tracemalloc.is_tracing()
         rss, hwm = _status_kb("VmRSS") / 1024, _status_kb("VmHWM") / 1024
         self.peak_mb = max(self.peak_mb, hwm)
         line = f"    [phase] {label}: RSS {rss:.0f} MB, peak since the last mark {hwm:.0f} MB"
-        if self.trace:
-            import tracemalloc
+        if tracing:
             current, _ = tracemalloc.get_traced_memory()
             line += f", traced {current / 2**20:.0f} MB"
         print(line, flush=True)
-        if self.trace:
-            import tracemalloc
+        if tracing:
             snapshot = tracemalloc.take_snapshot()
             if self.snapshot is not None:
                 for stat in snapshot.compare_to(self.snapshot, "lineno")[:self.trace]:
@@ -275,6 +278,8 @@ def main() -> int:
                         help="print the writer's RSS and its peak at each phase of each sync")
     parser.add_argument("--trace", type=int, default=0, metavar="N",
                         help="with --phases: tracemalloc's N largest growths at each phase (slow)")
+    parser.add_argument("--trace-from", default="", metavar="TEXT",
+                        help="trace from the first sync whose label holds TEXT (\"nothing changed\")")
     args = parser.parse_args()
     readers = [r.strip() for r in args.readers.split(",") if r.strip()]
 
@@ -315,7 +320,7 @@ def run(args: argparse.Namespace, readers: list[str], workdir: Path, process: _S
         print(f"raw ldap3 paged search of all users and groups: {count} entries in {raw:.2f} s")
 
     global PHASES
-    phases = PHASES = Phases(args.trace) if args.phases or args.trace else None
+    phases = PHASES = Phases(args.trace, args.trace_from) if args.phases or args.trace else None
     runs = 0
     summary: list[str] = []
     store = None
