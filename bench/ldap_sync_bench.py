@@ -96,9 +96,12 @@ class Phases:
     PHASES = (("bridge.ldap.sync", "SourceSync", ("_sync", "_gone_in_full_scan", "_guard", "_remove")),
               ("bridge.ldap.groups", "GroupWriter", ("stored_groups", "upsert", "sync_members")))
 
-    def __init__(self, trace: int = 0, trace_from: str = ""):
+    def __init__(self, trace: int = 0, trace_from: str = "", trim: bool = False):
+        import ctypes
         import importlib
 
+        #: --trim: glibc's malloc_trim after every batch, to tell freed memory kept by malloc from memory in use
+        self.trim = ctypes.CDLL("libc.so.6").malloc_trim if trim else None
         self.trace = trace
         self.trace_from = trace_from  # tracing starts at the first sync whose label holds this
         self.snapshot: Any = None
@@ -123,6 +126,8 @@ class Phases:
         return wrapped
 
     def progress(self, phase: str, n: int) -> None:
+        if self.trim is not None:
+            self.trim(0)
         if phase == "users":
             self.users_batches += 1
             if self.users_batches % (10 if self.trace else 100) == 0:
@@ -278,6 +283,8 @@ def main() -> int:
                         help="print the writer's RSS and its peak at each phase of each sync")
     parser.add_argument("--trace", type=int, default=0, metavar="N",
                         help="with --phases: tracemalloc's N largest growths at each phase (slow)")
+    parser.add_argument("--trim", action="store_true",
+                        help="with --phases: glibc's malloc_trim(0) after every batch (what malloc keeps)")
     parser.add_argument("--trace-from", default="", metavar="TEXT",
                         help="trace from the first sync whose label holds TEXT (\"nothing changed\")")
     args = parser.parse_args()
@@ -320,7 +327,7 @@ def run(args: argparse.Namespace, readers: list[str], workdir: Path, process: _S
         print(f"raw ldap3 paged search of all users and groups: {count} entries in {raw:.2f} s")
 
     global PHASES
-    phases = PHASES = Phases(args.trace, args.trace_from) if args.phases or args.trace else None
+    phases = PHASES = Phases(args.trace, args.trace_from, args.trim) if args.phases or args.trace else None
     runs = 0
     summary: list[str] = []
     store = None
