@@ -58,9 +58,15 @@ from tests.fixtures.slapd import (  # noqa: E402
     ssha,
 )
 
+#: set with --phases, which resets the kernel's peak at each mark and keeps the maximum itself
+PHASES: Phases | None = None
+
 
 def peak_mb() -> float:
     """This process's peak RSS (the writer)."""
+    if PHASES is not None:
+        PHASES.mark("peak asked")
+        return PHASES.peak_mb
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -69,6 +75,86 @@ def children_peak_mb() -> float:
     ldapsearch). Linux counts a child's memory at fork (the parent's) into it, so this can
     exceed what the child itself used: its own VmHWM is printed beside it."""
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class Phases:
+    """``--phases``: the writer's memory at each phase of a sync. Wraps the sync's phase
+    methods; at each one's start and end it prints the current RSS and the peak since the
+    previous mark (VmHWM, reset through /proc/self/clear_refs), so a peak is pinned to the
+    phase that made it. With ``--trace N`` it also takes tracemalloc snapshots there and
+    prints the N largest growths by line against the previous snapshot (slow: a few times
+    the CPU, and tracemalloc's own memory counts in the RSS)."""
+
+    PHASES = (("bridge.ldap.sync", "SourceSync", ("_sync", "_gone_in_full_scan", "_guard", "_remove")),
+              ("bridge.ldap.groups", "GroupWriter", ("stored_groups", "upsert", "sync_members")))
+
+    def __init__(self, trace: int = 0, trace_from: str = "", trim: bool = False):
+        import ctypes
+        import importlib
+
+        #: --trim: glibc's malloc_trim after every batch, to tell freed memory kept by malloc from memory in use
+        self.trim = ctypes.CDLL("libc.so.6").malloc_trim if trim else None
+        self.trace = trace
+        self.trace_from = trace_from  # tracing starts at the first sync whose label holds this
+        self.snapshot: Any = None
+        self.users_batches = 0
+        #: the process's peak over every mark (resetting VmHWM resets RUSAGE_SELF's maxrss too)
+        self.peak_mb = 0.0
+        if trace and not trace_from:
+            import tracemalloc
+            tracemalloc.start(1)
+        for module, cls_name, names in self.PHASES:
+            cls = getattr(importlib.import_module(module), cls_name)
+            for name in names:
+                setattr(cls, name, self._wrap(f"{cls_name}.{name}", getattr(cls, name)))
+
+    def _wrap(self, label: str, method: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            self.mark(f"{label} start")
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.mark(f"{label} end")
+        return wrapped
+
+    def progress(self, phase: str, n: int) -> None:
+        if self.trim is not None:
+            self.trim(0)
+        if phase == "users":
+            self.users_batches += 1
+            if self.users_batches % (10 if self.trace else 100) == 0:
+                self.mark(f"users: {self.users_batches} batches")
+
+    def mark(self, label: str) -> None:
+        import tracemalloc
+        if self.trace and self.trace_from and self.trace_from in label and not tracemalloc.is_tracing():
+            tracemalloc.start(1)
+        tracing = self.trace and tracemalloc.is_tracing()
+        rss, hwm = _status_kb("VmRSS") / 1024, _status_kb("VmHWM") / 1024
+        self.peak_mb = max(self.peak_mb, hwm)
+        line = f"    [phase] {label}: RSS {rss:.0f} MB, peak since the last mark {hwm:.0f} MB"
+        if tracing:
+            current, _ = tracemalloc.get_traced_memory()
+            line += f", traced {current / 2**20:.0f} MB"
+        print(line, flush=True)
+        if tracing:
+            snapshot = tracemalloc.take_snapshot()
+            if self.snapshot is not None:
+                for stat in snapshot.compare_to(self.snapshot, "lineno")[:self.trace]:
+                    if abs(stat.size_diff) >= 1 << 20:
+                        print(f"        {stat.size_diff / 2**20:+.1f} MB ({stat.size / 2**20:.1f} MB) "
+                              f"{stat.traceback[0]}", flush=True)
+            self.snapshot = snapshot
+        with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+            refs.write("5")  # resets VmHWM to the current RSS
 
 
 def write_ldif(path: Path, users: int, groups: int) -> None:
@@ -193,6 +279,14 @@ def main() -> int:
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL 15 cluster as the store")
     parser.add_argument("--profile", metavar="PREFIX",
                         help="write a cProfile of each sync to PREFIX-N.prof (slower: compare within one run)")
+    parser.add_argument("--phases", action="store_true",
+                        help="print the writer's RSS and its peak at each phase of each sync")
+    parser.add_argument("--trace", type=int, default=0, metavar="N",
+                        help="with --phases: tracemalloc's N largest growths at each phase (slow)")
+    parser.add_argument("--trim", action="store_true",
+                        help="with --phases: glibc's malloc_trim(0) after every batch (what malloc keeps)")
+    parser.add_argument("--trace-from", default="", metavar="TEXT",
+                        help="trace from the first sync whose label holds TEXT (\"nothing changed\")")
     args = parser.parse_args()
     readers = [r.strip() for r in args.readers.split(",") if r.strip()]
 
@@ -232,6 +326,8 @@ def run(args: argparse.Namespace, readers: list[str], workdir: Path, process: _S
         count, raw = raw_search(process.url, attributes, group_attributes, args.page)
         print(f"raw ldap3 paged search of all users and groups: {count} entries in {raw:.2f} s")
 
+    global PHASES
+    phases = PHASES = Phases(args.trace, args.trace_from, args.trim) if args.phases or args.trace else None
     runs = 0
     summary: list[str] = []
     store = None
@@ -257,7 +353,12 @@ def run(args: argparse.Namespace, readers: list[str], workdir: Path, process: _S
             start, cpu = time.perf_counter(), time.process_time()
             if profiler is not None:
                 profiler.enable()
-            result = run_sync(rt, "bench", **kwargs)
+            if phases is not None:
+                phases.mark(f"{label}: start")
+                kwargs["progress"] = phases.progress
+            result = run_sync(rt, "bench", **kwargs)  # type: ignore[arg-type]
+            if phases is not None:
+                phases.mark(f"{label}: end")
             took, cpu = time.perf_counter() - start, time.process_time() - cpu
             if profiler is not None:
                 profiler.disable()

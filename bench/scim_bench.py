@@ -119,7 +119,8 @@ def line(name: str, result: dict[str, float], baseline: str = "") -> None:
 class Bench:
     """A throwaway `dirbridge serve` on a free loopback port, with a SCIM token and clients."""
 
-    def __init__(self, work_dir: Path, clients: int, database: str | None, fast_path: bool = True):
+    def __init__(self, work_dir: Path, clients: int, database: str | None, fast_path: bool = True,
+                 client: str = "bench"):
         self.port = free_port()
         self.config = work_dir / "dirbridge.toml"
         db = f'[database]\nurl = "{database}"\nauto_migrate = true\n' if database else ""
@@ -130,7 +131,7 @@ class Bench:
         # This checkout's bridge package first, also where the virtualenv installed another one.
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        self.token = subprocess.run([str(self.exe), "token", "create", "bench", "--config", str(self.config)],
+        self.token = subprocess.run([str(self.exe), "token", "create", client, "--config", str(self.config)],
                                     capture_output=True, text=True, check=True, env=self.env).stdout.strip()
         self.size = clients
         self.clients: list[Client] = []

@@ -81,6 +81,26 @@ def test_first_sync_brings_every_user_and_group(store, slapd):
     assert (again.counts.memberships_added, again.counts.memberships_removed) == (0, 0)
 
 
+def test_groups_read_in_packed_chunks_sync_as_read_whole(store, slapd, monkeypatch):
+    """A full scan keeps its groups Packed, GROUP_BATCH at a time (bridge.ldap.compact), and
+    walks them in slices: with chunks of 2 the 5 groups span three chunks, two of them
+    packed, and nested groups point across chunks; the store ends as with one chunk."""
+    monkeypatch.setattr("bridge.ldap.sync.GROUP_BATCH", 2)
+    monkeypatch.setattr("bridge.ldap.groups.GROUP_BATCH", 2)
+    rt = runtime_for(store, **source_settings(slapd))
+    result = run_sync(rt, "corp", full=True)
+    assert result.status == "ok", result.error
+    assert (result.counts.groups_added, result.counts.errors) == (5, 0)
+    groups = groups_by_name(store)
+    assert set(groups) == set(SEED_GROUPS)
+    assert members(store, groups["engineering"]) == {"developers", "operations", "grace"}
+    assert members(store, groups["international"]) == {"jmueller", "jsmith", "heidi"}
+    assert members(store, groups["developers"]) == {"carol", "dave", "jmueller"}
+    again = run_sync(rt, "corp", full=True)
+    assert (again.counts.groups_added, again.counts.groups_updated, again.counts.groups_removed) == (0, 0, 0)
+    assert (again.counts.memberships_added, again.counts.memberships_removed) == (0, 0)
+
+
 def test_changed_renamed_and_moved_entries_update_the_same_user(sqlite_store, ldap_tree):
     tree = ldap_tree
     anna = tree.add_user("anna", departmentNumber="ENG")
