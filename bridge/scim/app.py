@@ -13,6 +13,7 @@ import logging
 import re
 import time
 import uuid
+from contextlib import nullcontext
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
@@ -32,6 +33,7 @@ from scim2_models import (
 from scim2_server.applications.wsgi import WSGIApplication
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
+from scim2_server.routing import Target
 from scim2_server.service import ScimService
 from scim2_server.utils import parametrize
 
@@ -79,6 +81,18 @@ class BoundedService(ScimService):
         super().__init__(provider, secret=secret)  # the secret seals the paging cursors (RFC 9865)
         self.max_request_bytes = max_request_bytes
         self.strict = strict
+
+    def match(self, request: ScimRequest) -> Target:  # type: ignore[override]  # a method, not static
+        """scim2-server's routing of the request, worked out once: its steps (authentication,
+        the body's limit, the hot path, the handler) each ask for it. Kept with the method and
+        path it was worked out for, so a request whose path changes is routed anew."""
+        key = (request.method, request.path)
+        known: tuple[tuple[str, str], Target] | None = getattr(request, "_target", None)
+        if known is not None and known[0] == key:
+            return known[1]
+        target = super().match(request)
+        request._target = (key, target)  # type: ignore[attr-defined]
+        return target
 
     def max_body_size(self, request: ScimRequest) -> int | None:
         limit = super().max_body_size(request)
@@ -197,7 +211,7 @@ class ScimApplication(WSGIApplication):
         if document is not None and lenient.depth(document) > MAX_JSON_DEPTH:
             # No SCIM resource nests that deep; refused alike whether or not it would be left out.
             raise InvalidSyntaxException(detail=f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
-        if self.shapes is not None:
+        if self.shapes is not None and (document is not None or any(key.lower() == "filter" for key in request.query)):
             reader = lenient.Lenient(self.shapes, self._ignored_by(identity.name if identity else ""))
             if document is not None:
                 request.body = json.dumps(reader.body(request.method, request.path, document)).encode()
@@ -215,8 +229,8 @@ class ScimApplication(WSGIApplication):
         atomic = bulk and isinstance(document, dict) and any(
             key.lower() == "failonerrors" and value == 1 for key, value in document.items())
         passwords = (_passwords(request.method, request.path, document, self.rt.config.scim.bulk_max_operations)
-                     if identity and self._may_set_passwords(identity.name) else [])
-        with hashed_ahead(context_for(self.rt), passwords), \
+                     if document is not None and identity and self._may_set_passwords(identity.name) else [])
+        with hashed_ahead(context_for(self.rt), passwords) if passwords else nullcontext(), \
                 self.storage.begin(actor, write=request.method not in READ_METHODS, per_operation=bulk and not atomic):
             response = self.fast.handle(request) if self.fast is not None else None
             return response if response is not None else self.handler.handle(request)

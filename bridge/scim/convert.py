@@ -11,11 +11,12 @@ rules read them. ``User.email`` is the primary (else work, else first) e-mail.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from scim2_models import Meta, Resource
-from sqlalchemy import func, select
+from sqlalchemy import Connection, Row, exists, func, select
 from sqlalchemy.orm import Session
 
 from bridge.scim.schema import ENTERPRISE_SCHEMA, PORTAL_SCHEMA
@@ -47,6 +48,20 @@ GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 # customers must not unlink one) and the SCIM view shows them unassigned.
 UNASSIGNED = "scim.unassigned"
 PORTAL_ATTRIBUTES = {"kind": "kind", "accessType": "access_type"}
+
+
+# What user_document reads a user from: a ``User``, or a row of USER_DOCUMENT_COLUMNS (a page
+# of users loads only these columns, no ORM object per user).
+UserColumns = User | Row[Any]
+
+# Whether the user is directly in a group, where the walk up to the groups it is in through
+# nested ones starts (bridge.services.memberships): a row that says it is not needs no walk.
+IN_GROUPS = exists().where(GroupUserMember.user_id == User.id).label("in_groups")
+USER_DOCUMENT_COLUMNS = (
+    User.id, User.user_name, User.display_name, User.given_name, User.family_name, User.email,
+    User.preferred_language, User.timezone, User.active, User.kind, User.access_type, User.external_id,
+    User.customer_id, User.attributes, User.created_at, User.updated_at, User.version, IN_GROUPS,
+)
 
 
 def etag(version: int) -> str:
@@ -82,9 +97,12 @@ class PageData:
     customer_numbers: dict[str, str]
 
     @classmethod
-    def load(cls, session: Session, users: list[User], *, with_groups: bool = True,
+    def load(cls, session: Session | Connection, users: Sequence[UserColumns], *, with_groups: bool = True,
              visibility: Visibility | None = None) -> PageData:
-        groups = groups_of(session, [u.id for u in users]) if with_groups else {}
+        """``session`` may be a read transaction's connection (no ORM objects are read); users
+        read as rows of USER_DOCUMENT_COLUMNS that are in no group are not walked."""
+        grouped = [u.id for u in users if getattr(u, "in_groups", True)]
+        groups = groups_of(session, grouped) if with_groups and grouped else {}
         if groups and visibility is not None and visibility.sources is not None:
             # The groups the client may see (its own, and the portal's groups of its users).
             found = {m.group_id for memberships in groups.values() for m in memberships}
@@ -99,7 +117,7 @@ class PageData:
         return cls(groups, numbers)
 
 
-def user_document(session: Session, user: User, *, with_groups: bool = True,
+def user_document(session: Session, user: UserColumns, *, with_groups: bool = True,
                   page: PageData | None = None, visibility: Visibility | None = None) -> dict[str, Any]:
     """The SCIM document of a user, as a client reads it (its groups those it may see)."""
     page = page or PageData.load(session, [user], with_groups=with_groups, visibility=visibility)

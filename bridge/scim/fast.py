@@ -30,17 +30,19 @@ here with scim2-server's own on the same data.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from http import HTTPStatus
+from types import SimpleNamespace
 from typing import Any, cast
 
 from pydantic_core import to_jsonable_python
-from scim2_models import Resource, ResourceType, ScimProvider
+from scim2_models import Pagination, Resource, ResourceType, ScimProvider
 from scim2_server.conditions import Conditions
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
-from scim2_server.service import ScimService
+from scim2_server.service import SEARCH_REQUEST_PARAMETERS, ScimService
 
 from bridge.scim.schema import ENTERPRISE_SCHEMA, ScimUser
 from bridge.scim.storage import StoreStorage
@@ -50,6 +52,15 @@ USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 # What scim2-models returns whatever "attributes" and "excludedAttributes" say (returned: always).
 ALWAYS = frozenset({"id", "schemas"})
 PROJECTION = ("attributes", "excludedAttributes")
+# The IdPs' probe as they spell it: ``userName eq "..."`` (or externalId), single spaces, the
+# attribute and the operator in any case of ASCII letters, a quoted value without an escape or
+# a control character. Any other spelling (more spaces, escapes, a URN prefix) is parsed by
+# scim2-models as every other filter.
+LOOKUP = re.compile(r'([A-Za-z]+) ([A-Za-z]+) "([^"\\\x00-\x1f\x7f]*)"')
+LOOKUP_ATTRIBUTES = {"username": "userName", "externalid": "externalId"}
+# The search parameters a lookup may carry; with any other that scim2-server reads, it is a search.
+LOOKUP_PARAMETERS = frozenset({"filter", "startIndex", "count", *PROJECTION})
+LOOKUP_COUNT = re.compile(r"[1-9][0-9]{0,8}")
 
 
 def _aliases(model: type[Resource[Any]]) -> dict[str, str]:
@@ -74,6 +85,12 @@ class FastPath:
         self.core = _aliases(ScimUser)
         self.extensions = {urn.lower(): urn for urn in ScimUser.get_extension_models()}
         self.etags = service.etag_supported
+        index = Pagination.DefaultPaginationMethod.index
+        # Lookups answered without scim2-models' parser when the configuration lets scim2-server
+        # answer them the same way: filters supported, pages by index by default.
+        self.lookups = bool(service.config.filter and service.config.filter.supported
+                            and service._pages_by(index) and service._default_pagination() == index)
+        self.not_lookup = [key for key in SEARCH_REQUEST_PARAMETERS if key not in LOOKUP_PARAMETERS]
 
     # -- routing ---------------------------------------------------------------------
 
@@ -122,6 +139,9 @@ class FastPath:
     # -- reads -----------------------------------------------------------------------
 
     def _search(self, request: ScimRequest, projection: tuple[bool, frozenset[str]]) -> ScimResponse:
+        looked_up = self._lookup(request, projection)
+        if looked_up is not None:
+            return looked_up
         service, types = self.service, [self.resource_type]
         search_request, position = service.read_search_query(types, request.query)
         with self.storage.operation():
@@ -146,9 +166,39 @@ class FastPath:
             del body["totalResults"]
         return ScimResponse(HTTPStatus.OK, body)
 
+    def _lookup(self, request: ScimRequest, projection: tuple[bool, frozenset[str]]) -> ScimResponse | None:
+        """The answer to the IdPs' probe, ``GET /Users?filter=userName eq "x"`` (or externalId),
+        spelt as LOOKUP reads it, on the first page (startIndex 1 or none, count a plain number
+        or none), without sortBy or a cursor; None for any other search. The answer is what
+        _search gives for the parsed filter: the same WHERE clause and page
+        (StoreStorage.lookup_documents), the count bounded by scim2-server's own rule."""
+        query = request.query
+        if not self.lookups or any(key in query for key in self.not_lookup):
+            return None
+        found = LOOKUP.fullmatch(query.get("filter") or "")
+        attribute = LOOKUP_ATTRIBUTES.get(found[1].lower()) if found and found[2].lower() == "eq" else None
+        asked = query.get("count")
+        if attribute is None or query.get("startIndex", "1") != "1" or (
+                asked is not None and not LOOKUP_COUNT.fullmatch(asked)):
+            return None
+        bounded = SimpleNamespace(count=None if asked is None else int(asked))
+        self.service._bound_count(cast(Any, bounded))
+        count = cast("int | None", bounded.count)
+        if count is None:
+            return None
+        if projection[1]:
+            self.service.read_response_parameters(self.resource_type, query)  # refuses what it refuses
+        assert found is not None
+        with self.storage.operation():
+            page = self.storage.lookup_documents(attribute, found[3], count, skip=self._skipped(projection))
+        resources = [self._project(self._publish(request.base_url, doc), projection) for doc in page.documents]
+        return ScimResponse(HTTPStatus.OK, {"schemas": [LIST_RESPONSE], "totalResults": page.total, "startIndex": 1,
+                                            "itemsPerPage": len(resources), "Resources": resources})
+
     def _query(self, request: ScimRequest, resource_id: str,
                projection: tuple[bool, frozenset[str]]) -> ScimResponse:
-        self.service.read_response_parameters(self.resource_type, request.query)  # refuses what it refuses
+        if projection[1]:  # without attributes and excludedAttributes there is nothing to refuse
+            self.service.read_response_parameters(self.resource_type, request.query)
         with self.storage.operation():
             doc = self.storage.get_document(self.resource_type, resource_id, skip=self._skipped(projection))
         published = self._publish(request.base_url, doc)

@@ -29,14 +29,15 @@ from scim2_models import (
     UniquenessException,
 )
 from scim2_server.storage import ScimStorage, SearchPage
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Connection, Integer, Select, String, and_, bindparam, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from bridge.accounts.context import AccountsContext
 from bridge.accounts.credentials import set_password_from_source
+from bridge.names import identity_key
 from bridge.scim import convert, keyset
-from bridge.scim.filters import SqlDialect, order_by, where_clause
+from bridge.scim.filters import SqlDialect, order_by, scim_key, where_clause
 from bridge.scim.writeback import Writeback
 from bridge.services import Actor, Services
 from bridge.services.customers import PENDING_NUMBER
@@ -49,6 +50,7 @@ from bridge.services.errors import (
     UserNameTaken,
     VersionMismatch,
 )
+from bridge.services.memberships import ID_CHUNK
 from bridge.services.unit import UnitOfWork
 from bridge.services.visibility import Visibility
 from bridge.store.models import Group, User
@@ -89,6 +91,9 @@ class DocumentPage:
     previous: Any = None
 
 
+# A user by id, as get_document reads it outside a write: its document's columns and its source.
+_USER_BY_ID = select(*convert.USER_DOCUMENT_COLUMNS, User.source).where(User.id == bindparam("id", type_=String))
+
 _current: contextvars.ContextVar[_Context | None] = contextvars.ContextVar("scim_request", default=None)
 
 
@@ -120,6 +125,8 @@ class StoreStorage(ScimStorage):
         self.writeback = writeback
         self.accounts = accounts  # the password policy and clock, per request; without it passwords are left out
         self.ignored = ignored or (lambda client: None)
+        # lookup_documents' statements by (attribute, the client's visible sources)
+        self._lookups: dict[tuple[str, frozenset[str] | None], tuple[Select[Any], Select[Any]]] = {}
 
     # -- transactions ----------------------------------------------------------------
 
@@ -251,8 +258,17 @@ class StoreStorage(ScimStorage):
 
     def get_document(self, resource_type: ResourceType, resource_id: str, *,
                      skip: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
-        """What ``get`` returns, as the document (bridge.scim.fast serializes it without a model)."""
+        """What ``get`` returns, as the document (bridge.scim.fast serializes it without a model).
+        A user read outside a write is read as its columns (USER_DOCUMENT_COLUMNS), no ORM object."""
         with self._context(write=False) as ctx:
+            if ctx.uow is None and self._is_user(resource_type):
+                reader = ctx.session.connection()  # a read: no ORM object, nothing to flush
+                found = reader.execute(_USER_BY_ID, {"id": resource_id}).first() if resource_id else None
+                if found is None or not ctx.visibility.sees_source(found.source):
+                    raise NotFoundException(detail=f"{resource_type.name} {resource_id!r} not found")
+                data = convert.PageData.load(reader, [found], with_groups="groups" not in skip,
+                                             visibility=ctx.visibility)
+                return convert.user_document(ctx.session, found, with_groups="groups" not in skip, page=data)
             row = self._row(ctx.session, resource_type, resource_id, lock=ctx.uow is not None)
             if ctx.uow is not None:
                 ctx.held.append(row)
@@ -279,29 +295,92 @@ class StoreStorage(ScimStorage):
         (resource_type,) = resource_types
         model = self._model(resource_type)
         table: type[User] | type[Group] = User if self._is_user(resource_type) else Group
-        query: Select[Any] = select(table).where(_visible(table))
+        where: list[Any] = [_visible(table)]
         if search_request.filter is not None:
-            query = query.where(where_clause(self.dialect, model, search_request.filter.ast))
+            where.append(where_clause(self.dialect, model, search_request.filter.ast))
+        query: Select[Any] = select(table).where(*where)
         with self._context(write=False) as ctx:
             count, offset = search_request.count, search_request.start_index_0 or 0
             if count == 0:
                 return DocumentPage(self._count(ctx.session, query), [])
-            page_query = query.order_by(*order_by(self.dialect, model, search_request)).offset(offset)
-            if count is not None:
-                page_query = page_query.limit(count)
-            rows: list[User | Group] = list(ctx.session.scalars(page_query).all())
-            if (count is None or len(rows) < count) and (rows or not offset):
-                total = offset + len(rows)
-            else:
-                total = self._count(ctx.session, query)
-            users = [row for row in rows if isinstance(row, User)]
+            ordering = order_by(self.dialect, model, search_request)
             if table is User:
-                page = convert.PageData.load(ctx.session, users, with_groups="groups" not in skip,
+                reader = _reader(ctx)
+                users = self._user_page(reader, where, ordering, offset, count)
+                total = self._total(ctx.session, query, offset, count, len(users))
+                page = convert.PageData.load(reader, users, with_groups="groups" not in skip,
                                              visibility=ctx.visibility)
                 return DocumentPage(total, [convert.user_document(ctx.session, row, page=page,
                                                                   with_groups="groups" not in skip)
                                             for row in users])
+            page_query = query.order_by(*ordering).offset(offset)
+            if count is not None:
+                page_query = page_query.limit(count)
+            rows: list[User | Group] = list(ctx.session.scalars(page_query).all())
+            total = self._total(ctx.session, query, offset, count, len(rows))
             return DocumentPage(total, [self._document(ctx.session, row, skip) for row in rows])
+
+    def _total(self, session: Session, query: Select[Any], offset: int, count: int | None, found: int) -> int:
+        """The collection's size: told by a page shorter than asked for (from the first
+        position, or holding rows), else counted."""
+        if (count is None or found < count) and (found or not offset):
+            return offset + found
+        return self._count(session, query)
+
+    def _user_page(self, session: Session | Connection, where: list[Any], ordering: list[Any], offset: int,
+                   count: int | None) -> list[convert.UserColumns]:
+        """The rows (USER_DOCUMENT_COLUMNS) of a page of users, in order, in one statement that
+        orders and cuts the ids alone and then reads the page's rows: ordering whole rows, SQLite
+        sorts every visible user's row, its JSON included, whatever the page's size."""
+        keys = select(User.id).where(*where).order_by(*ordering).offset(offset)
+        if count is not None:
+            keys = keys.limit(count)
+        page = select(*convert.USER_DOCUMENT_COLUMNS).where(User.id.in_(keys.correlate(None))).order_by(*ordering)
+        return list(session.execute(page).all())
+
+    @staticmethod
+    def _user_rows(session: Session | Connection, ids: list[str]) -> list[convert.UserColumns]:
+        """The rows (USER_DOCUMENT_COLUMNS) of these users, in the order of ``ids``; an id
+        another transaction deleted meanwhile has none."""
+        rows: dict[str, convert.UserColumns] = {}
+        for start in range(0, len(ids), ID_CHUNK):
+            rows.update((row.id, row) for row in session.execute(
+                select(*convert.USER_DOCUMENT_COLUMNS).where(User.id.in_(ids[start:start + ID_CHUNK]))))
+        return [rows[uid] for uid in ids if uid in rows]
+
+    def lookup_documents(self, attribute: str, value: str, count: int, *,
+                         skip: frozenset[str] | set[str] = frozenset()) -> DocumentPage:
+        """The first page (``count`` users) of ``userName eq value`` or ``externalId eq value``
+        (``attribute``), as search_documents answers the parsed filter with the same WHERE
+        clause (bridge.scim.filters: the indexed identity key and the NFC-lowercase comparison
+        for userName, the exact value for externalId; the client's visibility), from
+        statements built once per client instead of per request."""
+        with self._context(write=False) as ctx:
+            page, counted = self._lookup_statements(attribute, ctx.visibility)
+            if attribute == "userName":
+                params: dict[str, Any] = {"key": identity_key(value), "value": scim_key(value)}
+            else:
+                params = {"value": value}
+            reader = _reader(ctx)
+            users: list[convert.UserColumns] = list(reader.execute(page, {**params, "count": count}).all())
+            total = len(users) if len(users) < count else (reader.scalar(counted, params) or 0)
+            data = convert.PageData.load(reader, users, with_groups="groups" not in skip,
+                                         visibility=ctx.visibility)
+            return DocumentPage(total, [convert.user_document(ctx.session, row, page=data,
+                                                              with_groups="groups" not in skip)
+                                        for row in users])
+
+    def _lookup_statements(self, attribute: str, visibility: Visibility) -> tuple[Select[Any], Select[Any]]:
+        """(the page, the count) of a lookup, built once per attribute and client visibility."""
+        key = (attribute, visibility.sources)
+        found = self._lookups.get(key)
+        if found is None:
+            where = lookup_where(self.dialect, attribute, visibility)
+            page = (select(*convert.USER_DOCUMENT_COLUMNS).where(*where).order_by(User.id)
+                    .limit(bindparam("count", type_=Integer)))
+            found = (page, select(func.count()).select_from(select(User).where(*where).subquery()))
+            self._lookups[key] = found
+        return found
 
     @staticmethod
     def _count(session: Session, query: Select[Any]) -> int:
@@ -327,7 +406,7 @@ class StoreStorage(ScimStorage):
             if not by_cursor:
                 first = list(ctx.session.execute(collection.page_query(
                     None, offset=search_request.start_index_0 or 0, limit=count)).all())
-                return DocumentPage(total, self._render_keys(ctx.session, types, first, skip))
+                return DocumentPage(total, self._render_keys(ctx, types, first, skip))
             # One key more than the page tells whether another page follows in this direction.
             keys = list(ctx.session.execute(collection.page_query(
                 anchor, limit=None if count is None else count + 1)).all())
@@ -337,36 +416,41 @@ class StoreStorage(ScimStorage):
             forward = anchor is None or anchor.forward
             if not forward:
                 keys.reverse()
-            page = DocumentPage(total, self._render_keys(ctx.session, types, keys, skip))
+            page = DocumentPage(total, self._render_keys(ctx, types, keys, skip))
             if keys and (further if forward else behind):
                 page.next = collection.position(keyset.NEXT, keys[-1])
             if keys and (behind if forward else further):
                 page.previous = collection.position(keyset.PREVIOUS, keys[0])
             return page
 
-    def _render_keys(self, session: Session, types: dict[str, ResourceType], keys: list[Any],
+    def _render_keys(self, ctx: _Context, types: dict[str, ResourceType], keys: list[Any],
                      skip: frozenset[str] | set[str] = frozenset()) -> list[dict[str, Any]]:
         """The documents of a page's keys, in order; users as one page (convert.PageData)."""
+        session, reader = ctx.session, _reader(ctx)
         wanted: dict[str, list[str]] = {}
         for key in keys:
             wanted.setdefault(key.type, []).append(key.id)
-        rows: dict[tuple[str, str], User | Group] = {}
+        rows: dict[tuple[str, str], convert.UserColumns | Group] = {}
+        users: list[convert.UserColumns] = []
         for name, ids in wanted.items():
-            table: type[User] | type[Group] = User if self._is_user(types[name]) else Group
-            found: list[User | Group] = list(session.scalars(select(table).where(table.id.in_(ids))))
-            rows.update(((name, row.id), row) for row in found)
-        users = [row for row in rows.values() if isinstance(row, User)]
-        page = convert.PageData.load(session, users, with_groups="groups" not in skip,
-                                     visibility=_visibility()) if users else None
+            if self._is_user(types[name]):
+                users = self._user_rows(reader, ids)
+                rows.update(((name, row.id), row) for row in users)
+            else:
+                for start in range(0, len(ids), ID_CHUNK):
+                    rows.update(((name, row.id), row) for row in session.scalars(
+                        select(Group).where(Group.id.in_(ids[start:start + ID_CHUNK]))))
+        page = convert.PageData.load(reader, users, with_groups="groups" not in skip,
+                                     visibility=ctx.visibility) if users else None
         documents = []
         for key in keys:
             row = rows.get((key.type, key.id))
             if row is None:  # deleted by another transaction between the two statements
                 continue
-            if isinstance(row, User):
-                documents.append(convert.user_document(session, row, page=page, with_groups="groups" not in skip))
-            else:
+            if isinstance(row, Group):
                 documents.append(self._document(session, row, skip))
+            else:
+                documents.append(convert.user_document(session, row, page=page, with_groups="groups" not in skip))
         return documents
 
     # -- writes ----------------------------------------------------------------------
@@ -501,6 +585,25 @@ class StoreStorage(ScimStorage):
         writeback = self.writeback
         name = row.user_name if isinstance(row, User) else row.display_name
         ctx.defer(lambda: writeback.apply(what, row, name, previous, members))
+
+
+def lookup_where(dialect: SqlDialect, attribute: str, visibility: Visibility) -> list[ColumnElement[bool]]:
+    """The WHERE clause of StoreStorage.lookup_documents, with bound parameters ``key``
+    (userName only) and ``value``: what search_documents builds for the parsed filter
+    ``userName eq`` / ``externalId eq`` (bridge.scim.filters; a test compares them)."""
+    if attribute == "userName":
+        compared = and_(User.user_name.is_not(None), dialect.key(User.user_name) == bindparam("value", type_=String))
+        return [visibility.users(), and_(User.user_name_key == bindparam("key", type_=String), compared)]
+    if attribute == "externalId":
+        return [visibility.users(), and_(User.external_id.is_not(None),
+                                         dialect.exact(User.external_id) == bindparam("value", type_=String))]
+    raise ValueError(f"no lookup by {attribute!r}")
+
+
+def _reader(ctx: _Context) -> Session | Connection:
+    """What a request's reads of rows go through: the session in a write (its pending changes
+    are flushed first), else the read transaction's connection (no ORM work per statement)."""
+    return ctx.session if ctx.uow is not None else ctx.session.connection()
 
 
 def _visibility() -> Visibility:

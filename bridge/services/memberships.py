@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import CTE, Select, bindparam, exists, func, literal, select
+from sqlalchemy import CTE, Connection, Select, bindparam, exists, func, literal, select
 from sqlalchemy.orm import Session, aliased
 
 from bridge.store.models import Group, GroupGroupMember, GroupUserMember
@@ -90,7 +90,7 @@ def _groups_of_users() -> Select[Any]:
             .group_by(walk.c.user_id, walk.c.group_id, Group.display_name))
 
 
-def groups_of(session: Session, user_ids: Iterable[str]) -> dict[str, list[Membership]]:
+def groups_of(session: Session | Connection, user_ids: Iterable[str]) -> dict[str, list[Membership]]:
     """Every user's groups, direct first, then by display name: one statement per ID_CHUNK users."""
     ordered = sorted(set(user_ids))
     found: dict[str, list[Membership]] = {uid: [] for uid in ordered}

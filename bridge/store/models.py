@@ -136,6 +136,8 @@ class User(Base):
         Index("ix_users_access_active", "access_type", "active"),
         Index("ix_users_access_type_rule", "access_type_rule"),  # what the access-type rules set
         Index("ix_users_external_id", "external_id"),  # SCIM clients look users up by externalId
+        # A SCIM client's users in id order (its pages of /Users): read from the index, not sorted
+        Index("ix_users_source_id", "source", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -217,6 +217,101 @@ def test_lookups_and_lists_are_scim2_servers(filled):
     both.same("GET", "/?filter=" + quote('userName sw "t"'), fast_path=False)
 
 
+class Lookups:
+    """Counts the searches the hot path answers as a lookup (StoreStorage.lookup_documents)."""
+
+    def __init__(self, both: Both):
+        self.storage = both.app.storage
+        self.calls = 0
+        original = self.storage.lookup_documents
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+        self.storage.lookup_documents = counted  # type: ignore[method-assign]
+
+    def same(self, both: Both, query: str, *, looked_up: bool, fast_path: bool = True):
+        """GET /Users?query on both paths, the same; ``looked_up``: whether the hot path
+        answered it as a lookup (else as any other search, through scim2-models' parser)."""
+        before = self.calls
+        answer = both.same("GET", f"/Users?{query}", fast_path=fast_path)
+        assert (self.calls > before) == looked_up, query
+        return answer.json
+
+
+def test_lookups_are_scim2_servers(filled, client, runtime):
+    """The IdPs' probe (``userName eq "x"``, ``externalId eq "x"``) answered without the filter
+    parser, and every spelling next to it that it must leave to scim2-models."""
+    both, users, _ = filled
+    entra = both.scim
+    other = scim_for(client, runtime, "other")  # a client whose users Entra may not see
+    hidden = other.post("/Users", {"schemas": [CORE], "userName": "hidden.user", "externalId": "shared"})
+    assert hidden.status_code == 201
+    for i in range(3):  # several users with one externalId: pages and counts of a lookup
+        assert entra.post("/Users", {"schemas": [CORE], "userName": f"shared{i}", "externalId": "shared"}
+                          ).status_code == 201
+    lookups = Lookups(both)
+
+    def q(text: str) -> str:
+        return "filter=" + quote(text)
+
+    found = {
+        'userName eq "Test_User_1"': 1, 'userName eq "TEST_USER_1"': 1, 'USERNAME Eq "test_user_1"': 1,
+        'username EQ "Test_User_0"': 1,  # in nested groups: its groups come with it
+        'userName eq "zoë.ångström"': 1, 'userName eq "ZOË.ÅNGSTRÖM"': 1,
+        'userName eq "zoe\u0308.ångström"': 1,  # NFD: the same name
+        'userName eq "ｔｅｓｔ_ｕｓｅｒ_１"': 0,  # width variant: the same identity key, not the same name
+        'userName eq "okta.user0@okta.local"': 1, 'userName eq "jdoe"': 1,  # users Entra may take over
+        'userName eq "hidden.user"': 0,  # another client's
+        'userName eq "bare"': 1, 'userName eq "boss@example.com"': 1, 'userName eq "phones"': 1,
+        'userName eq "nobody"': 0, 'userName eq ""': 0, 'userName eq "Test%User_1"': 0,
+        'userName eq "İ"': 0, 'userName eq "test_user_1 "': 0,
+        'externalId eq "ext-3"': 1, 'EXTERNALID eq "ext-3"': 1, 'externalId eq "EXT-3"': 0,  # caseExact
+        'externalId eq "shared"': 3, 'externalId eq ""': 0,
+    }
+    for text, total in found.items():
+        assert lookups.same(both, q(text), looked_up=True)["totalResults"] == total, text
+    # Paging and projection beside the filter.
+    for extra in ("&startIndex=1", "&count=1", "&count=2", "&count=3", "&startIndex=1&count=100", "&count=100000",
+                  "&attributes=userName", "&attributes=userName,groups", "&excludedAttributes=groups",
+                  f"&excludedAttributes={ENTERPRISE}", "&attributes=id", "&unknown=1", "&Filter=ignored"):
+        for text in ('externalId eq "shared"', 'userName eq "Test_User_0"', 'userName eq "nobody"'):
+            lookups.same(both, q(text) + extra, looked_up=True)
+    page = lookups.same(both, q('externalId eq "shared"') + "&count=2", looked_up=True)
+    assert page["totalResults"] == 3 and page["itemsPerPage"] == 2
+    # What goes through scim2-models' parser as any other search: other spellings (more spaces,
+    # escapes, a URN prefix, another operator or attribute, more terms), other pages, sorting.
+    for text in ('userName  eq "Test_User_1"', ' userName eq "Test_User_1"', 'userName eq "Test_User_1" ',
+                 'userName\teq "Test_User_1"', r'userName eq "Test\u005fUser_1"', r'userName eq "a\"b"',
+                 r'userName eq "Test_User_1\\"', 'userName eq "Test_User_1\\"', f'{CORE}:userName eq "Test_User_1"',
+                 'userName ne "Test_User_1"', 'userName co "Test_User_1"', 'displayName eq "Die Chefin"',
+                 'userName eq "Test_User_1" and active eq true', '(userName eq "Test_User_1")', 'userName eq true',
+                 'userName eq null', 'userName eq "x\u0000"', r'userName eq "x\u0000"', 'userName eq "x\x7f"',
+                 'userName pr', 'name.givenName eq "Jürgen"'):
+        lookups.same(both, q(text), looked_up=False)
+    for extra in ("&startIndex=2", "&count=0", "&count=01", "&count=-1", "&count=1.0", "&startIndex=01",
+                  "&sortBy=userName", "&sortOrder=descending", "&cursor="):
+        lookups.same(both, q('externalId eq "shared"') + extra, looked_up=False)
+    for extra in ("&attributes=name.givenName", "&attributes=nosuch", "&attributes=userName&excludedAttributes=emails"):
+        lookups.same(both, q('externalId eq "shared"') + extra, looked_up=False, fast_path=False)
+    # An unquoted value is quoted first (scim.strict = false), then looked up.
+    assert lookups.same(both, "filter=" + quote("userName eq Test_User_1"), looked_up=True)["totalResults"] == 1
+
+
+def test_read_documents_are_the_written_ones(filled):
+    """A user read as columns (a page, a lookup, GET by id) is the document a write answers,
+    which is rendered from the ORM object: a PATCH that changes nothing answers the user."""
+    both, users, _ = filled
+    listed = {r["id"]: r for r in both.same("GET", "/Users?count=100").json["Resources"]}
+    for uid in users.values():
+        written, served = both.send(True, "PATCH", f"/Users/{uid}", {"schemas": [PATCH], "Operations": []})
+        assert served and written.status_code == 200, written.json
+        read = both.same("GET", f"/Users/{uid}").json
+        assert written.json == read == listed[uid]
+        looked_up = both.same("GET", "/Users?filter=" + quote(f'userName eq "{read["userName"]}"')).json
+        assert looked_up["Resources"] == [read]
+
+
 def test_errors_are_scim2_servers(filled):
     both, _, _ = filled
     for query in ("filter=" + quote("userName eq"), "filter=" + quote('nosuch eq "x"'), "count=-1",
