@@ -124,9 +124,9 @@ def test_explain_work_is_bounded_for_a_diamond_of_nested_groups(runtime, client,
     diamond(runtime, 15)
     ask = {"user": "mallory.deep", "right": "orders.read", "scope": "pool:north-1"}
     assert post(client, admin_headers, "/api/v1/check", ask).json == {"allowed": True}
-    started = time.perf_counter()
+    started = time.thread_time()  # this thread's CPU (the test client answers in it): other load adds none
     answer = post(client, admin_headers, "/api/v1/check", {"items": [ask], "explain": True})
-    took = time.perf_counter() - started
+    took = time.thread_time() - started
     assert answer.status_code == 200
     chains = answer.json["results"][0]["because"]
     assert answer.json["results"][0]["truncated"] is True  # said, not silently cut
@@ -149,10 +149,10 @@ def test_the_scopes_of_a_user_granted_at_many_nodes_are_not_quadratic():
     parents.update({f"pool:{i}": f"company_group:{i % 100}" for i in range(10_000)})
     model = Model(parents=parents, role_names={}, role_rights={}, role_includes={}, rights=frozenset({"r"}))
     user = Compiled("u", "u", True, "backend", {f"pool:{i}": frozenset({"r"}) for i in range(10_000)}, frozenset())
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU, not wall time: a busy machine does not make it fail
     assert len(granted_at(model, user, "r")) == 10_000
     assert len(scopes_allowed(model, granted_at(model, user, "r"))) == 10_000
-    assert time.perf_counter() - started < 1.0
+    assert time.thread_time() - started < 1.0
 
 
 def test_many_checks_are_answered_from_one_state_of_the_store(runtime, client, admin_headers):
