@@ -391,7 +391,8 @@ class SourceSync:
             for chunk in chunks(gone):
                 named.update((uid, (name, dn)) for uid, name, dn in connection.execute(
                     select(users.c.id, users.c.user_name, users.c.ldap_dn).where(users.c.id.in_(chunk))))
-        removals.users = [{"id": uid, "user_name": named[uid][0], "dn": named[uid][1]} for uid in gone]
+        # (one deleted meanwhile is not there to remove any more)
+        removals.users = [{"id": uid, "user_name": named[uid][0], "dn": named[uid][1]} for uid in gone if uid in named]
         removals.groups = [{"id": gid, "name": name, "dn": dn} for gid, sid, dn, name in stored_groups
                            if sid not in seen_groups]
         return removals
