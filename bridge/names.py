@@ -31,6 +31,8 @@ _INVISIBLE = re.compile(
 def cleaned(name: str) -> str:
     """``name`` as the key sees it, case kept: NFKC, the invisible characters removed,
     white-space runs as one space, trimmed."""
+    if name.isascii():  # NFKC leaves ASCII as it is, and no ASCII character is Cf or invisible
+        return _SPACES.sub(" ", name).strip()
     text = unicodedata.normalize("NFKC", name)
     text = _INVISIBLE.sub("", "".join(ch for ch in text if unicodedata.category(ch) != "Cf"))
     return _SPACES.sub(" ", text).strip()
@@ -40,6 +42,8 @@ def identity_key(name: str) -> str:
     """``cleaned``, case-folded (the dotted capital I folded to a plain i, as directories
     do), NFKC again because case folding can leave a string unnormalised. Idempotent:
     ``identity_key(identity_key(x)) == identity_key(x)``."""
+    if name.isascii():  # the common name, without the Unicode steps that leave ASCII as it is
+        return _SPACES.sub(" ", name).strip().lower()
     text = cleaned(name).casefold().replace("i\u0307", "i")
     return unicodedata.normalize("NFKC", text)
 

@@ -228,14 +228,17 @@ class GroupWriter:
             if gid is None:
                 continue
             want_users, want_groups = set(), set()
+            unresolved = 0
             for member in entry.member_dns:
                 key = dn_key(member)
-                if key in user_ids:
-                    want_users.add(user_ids[key])
-                elif key in all_group_ids and all_group_ids[key] != gid:
-                    want_groups.add(all_group_ids[key])
+                user_id = user_ids.get(key)  # one lookup (a flat IdMap hashes the key for each)
+                if user_id is not None:
+                    want_users.add(user_id)
+                elif (child := all_group_ids.get(key)) is not None and child != gid:
+                    want_groups.add(child)
                 else:
-                    self.outcome.counts.unresolved_members += 1
+                    unresolved += 1
+            self.outcome.counts.unresolved_members += unresolved
             change = MemberChange(
                 gid, (entry.name or entry.dn),
                 add_users=want_users - current_users[gid],

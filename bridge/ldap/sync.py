@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.config import LdapSourceConfig
@@ -377,10 +377,23 @@ class SourceSync:
     def _gone_in_full_scan(self, seen_users: IdSet, seen_groups: set[str],
                            stored_groups: Sequence[tuple[str, str | None, str | None, str]]) -> Removals:
         removals = Removals()
+        users: Table = User.__table__  # type: ignore[assignment]
+        query = select(users.c.id, users.c.source_id).where(users.c.source == self.actor.source)
+        if self.source.deletion == "deactivate":
+            query = query.where(users.c.active.is_(True))
+        query = query.execution_options(yield_per=5000)
         with self.rt.store.read() as session:
-            for uid, sid, name, dn in session.execute(self._removable_users()):
-                if sid not in seen_users:
-                    removals.users.append({"id": uid, "user_name": name, "dn": dn})
+            # Every stored user of the source is matched against the scan: two plain columns,
+            # streamed (1,000,000 rows), and the names of only those that are gone.
+            connection = session.connection()
+            gone = [uid for uid, sid in connection.execute(query)
+                    if sid not in seen_users]
+            named: dict[str, tuple[str, str | None]] = {}
+            for chunk in chunks(gone):
+                named.update((uid, (name, dn)) for uid, name, dn in connection.execute(
+                    select(users.c.id, users.c.user_name, users.c.ldap_dn).where(users.c.id.in_(chunk))))
+        # (one deleted meanwhile is not there to remove any more)
+        removals.users = [{"id": uid, "user_name": named[uid][0], "dn": named[uid][1]} for uid in gone if uid in named]
         removals.groups = [{"id": gid, "name": name, "dn": dn} for gid, sid, dn, name in stored_groups
                            if sid not in seen_groups]
         return removals

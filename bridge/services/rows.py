@@ -42,6 +42,9 @@ class RowDefaults:
         return row
 
 
+_UNSET = object()
+
+
 class _InsertPlan:
     """An INSERT of a fixed set of columns compiled for one dialect, with each column's
     bind processor (JSON, timestamps, enums, booleans) looked up once."""
@@ -58,14 +61,23 @@ class _InsertPlan:
 
     def parameters(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """The DBAPI parameters of ``rows``: all values taken at once, then the processed
-        columns replaced (None too, as SQLAlchemy does: a JSON column may store 'null')."""
+        columns replaced (None too, as SQLAlchemy does: a JSON column may store 'null').
+        A column's processor does not run again for the same object as the row before's
+        (None in most of a new row's columns, a batch's one timestamp): its answer depends
+        on the value alone."""
         take = itemgetter(*self.names)
-        processed = [(i, process) for i, process in enumerate(self.processors) if process is not None]
+        # per processed column: its index, its processor, and the last value and answer
+        processed: list[list[Any]] = [[i, process, _UNSET, None]
+                                      for i, process in enumerate(self.processors) if process is not None]
         out: list[Any] = []
         for row in rows:
             values = list(take(row)) if len(self.names) > 1 else [take(row)]
-            for i, process in processed:
-                values[i] = process(values[i])
+            for column in processed:
+                i = column[0]
+                value = values[i]
+                if value is not column[2]:
+                    column[2], column[3] = value, column[1](value)
+                values[i] = column[3]
             out.append(tuple(values) if self.positional else dict(zip(self.names, values, strict=True)))
         return out
 

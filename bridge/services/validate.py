@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
 from bridge.services.errors import InvalidValue
@@ -87,8 +87,15 @@ def language(value: Any) -> str | None:
 def fits_columns(table: FromClause, values: Mapping[str, Any]) -> None:
     """Refuse a text longer than its column, naming the field: every channel gets a clear
     400 instead of what PostgreSQL would answer (an error, a 500) or SQLite would keep."""
+    lengths = _column_lengths(table)
     for key, value in values.items():
-        column = table.columns.get(key)
-        length = getattr(column.type, "length", None) if column is not None else None
+        length = lengths.get(key)
         if length and isinstance(value, str) and len(value) > length:
             raise InvalidValue(f"{key}: longer than {length} characters", field=key)
+
+
+@cache
+def _column_lengths(table: FromClause) -> dict[str, int | None]:
+    """Column key -> its declared length (None: unbounded), read from the table once: a
+    batched write checks 100,000s of rows against it."""
+    return {column.key: getattr(column.type, "length", None) for column in table.columns}

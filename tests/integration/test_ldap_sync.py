@@ -130,6 +130,42 @@ def test_changed_renamed_and_moved_entries_update_the_same_user(sqlite_store, ld
     assert team
 
 
+def test_one_attribute_or_one_member_changed_in_an_unchanged_directory_is_applied(store, ldap_tree):
+    """A full sync tells most entries unchanged from their stored rows alone: a change in a
+    single attribute (or a managed attribute gone) and a single membership still go through,
+    through the service layer (audited), and nothing else is written."""
+    tree = ldap_tree
+    dns = [tree.add_user(f"same{i}", departmentNumber=f"D{i}", employeeNumber=str(i)) for i in range(6)]
+    tree.add_group("left", dns[:3])
+    right = tree.add_group("right", dns[3:])
+    rt = runtime_for(store, **source_settings(tree.server, tree))
+    assert run_sync(rt, "corp").counts.added == 6
+    assert run_sync(rt, "corp", full=True).counts.unchanged == 6
+    before = users_by_name(store)
+
+    tree.modify(dns[1], departmentNumber="D99")  # one attribute of one user
+    tree.modify(dns[4], employeeNumber=[])  # a managed attribute gone
+    tree.modify(right, member=[dns[3], dns[5], dns[0]])  # one member out, one in
+    result = run_sync(rt, "corp", full=True)
+    counts = result.counts
+    assert result.status == "ok", result.error
+    assert (counts.added, counts.updated, counts.unchanged) == (0, 2, 4)
+    assert (counts.memberships_added, counts.memberships_removed) == (1, 1)
+    after = users_by_name(store)
+    assert after["same1"].attributes["department"] == "D99" and after["same1"].version == before["same1"].version + 1
+    assert "employeeNumber" not in after["same4"].attributes
+    assert all(after[n].version == before[n].version for n in ("same0", "same2", "same3", "same5"))
+    assert members(store, groups_by_name(store)["right"]) == {"same0", "same3", "same5"}
+    assert members(store, groups_by_name(store)["left"]) == {"same0", "same1", "same2"}
+    with store.read() as session:
+        events = session.execute(select(AuditEvent.action, AuditEvent.target_name).where(
+            AuditEvent.source == "ldap:corp", AuditEvent.at >= after["same1"].updated_at)).all()
+    assert sorted(events) == [("group.members", "right"), ("user.update", "same1"), ("user.update", "same4")]
+
+    again = run_sync(rt, "corp", full=True).counts  # and then nothing more
+    assert (again.updated, again.unchanged, again.memberships_added, again.memberships_removed) == (0, 6, 0, 0)
+
+
 def test_deleted_entries_are_deactivated_then_reactivated(sqlite_store, ldap_tree):
     tree = ldap_tree
     dns = [tree.add_user(f"user{i}") for i in range(5)]
