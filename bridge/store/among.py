@@ -5,6 +5,7 @@ carry at most 65,535 on PostgreSQL (psycopg refuses it before the server sees it
 SQLITE_MAX_VARIABLE_NUMBER on SQLite (32,766 in a default build). The sets of group ids a
 walk of nested groups carries grow with the directory, so they go as one parameter: an
 array compared with ``= ANY`` on PostgreSQL, a JSON array read by ``json_each`` on SQLite.
+The statement's compiled form is cached like any other (the values are its parameter).
 """
 
 from __future__ import annotations
@@ -15,20 +16,42 @@ from typing import Any
 
 from sqlalchemy import Boolean, Select, String, any_, bindparam, func, literal_column, select
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+
+class StringList(TypeDecorator[list[str]]):
+    """A list of strings as one parameter: an array on PostgreSQL, JSON text elsewhere."""
+
+    impl = String
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(ARRAY(String()))
+        return dialect.type_descriptor(String())
+
+    def process_bind_param(self, value: list[str] | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name == "postgresql":
+            return value
+        return json.dumps(value)
 
 
 class Among(ColumnElement[bool]):
     """True where ``column`` is one of ``values`` (strings); rendered per dialect below."""
 
     type = Boolean()
-    inherit_cache = False  # the values are the statement's; a cached form would not be reused
+    inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement),
+                           ("values", InternalTraversal.dp_clauseelement)]
 
     def __init__(self, column: ColumnElement[Any], values: Iterable[str]):
         self.column = column
-        self.values = [str(value) for value in values]
+        self.values: BindParameter[list[str]] = bindparam(None, [str(v) for v in values], type_=StringList())
 
 
 def among(column: Any, values: Iterable[str]) -> ColumnElement[bool]:
@@ -38,12 +61,10 @@ def among(column: Any, values: Iterable[str]) -> ColumnElement[bool]:
 
 @compiles(Among)
 def _json_each(element: Among, compiler: SQLCompiler, **kw: Any) -> str:
-    values = bindparam(None, json.dumps(element.values), type_=String())
-    listed: Select[tuple[Any]] = select(literal_column("value")).select_from(func.json_each(values))
+    listed: Select[tuple[Any]] = select(literal_column("value")).select_from(func.json_each(element.values))
     return compiler.process(element.column.in_(listed), **kw)
 
 
 @compiles(Among, "postgresql")
 def _any_array(element: Among, compiler: SQLCompiler, **kw: Any) -> str:
-    values = bindparam(None, element.values, type_=ARRAY(String()))
-    return compiler.process(element.column == any_(values), **kw)
+    return compiler.process(element.column == any_(element.values), **kw)

@@ -136,4 +136,7 @@ def test_among_takes_any_number_of_values_in_one_parameter(store, size):
     values = wanted + [f"absent {n}" for n in range(max(0, size - len(wanted)))]
     with store.read() as session:
         found = set(session.scalars(select(Group.id).where(among(Group.id, values))))
+        # the same statement again with other values: its cached compiled form takes the new ones
+        again = set(session.scalars(select(Group.id).where(among(Group.id, ["id-group 7", "absent"]))))
     assert found == set(wanted) and len(values) == size
+    assert again == {"id-group 7"}
