@@ -77,8 +77,17 @@ class Client:
         raise AssertionError("unreachable")
 
 
-def run(clients: list[Client], jobs: list[Any], work: Callable[[Client, Any], int]) -> dict[str, float]:
-    """Spread ``jobs`` over the clients; the latencies (ms), rate and errors."""
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(clients: list[Client], jobs: list[Any], work: Callable[[Client, Any], int],
+        server: int | None = None) -> dict[str, float]:
+    """Spread ``jobs`` over the clients; the latencies (ms), rate and errors, and with the
+    ``server``'s pid the CPU time it spent per request (ms): what the request costs the
+    server, whatever the clients on the same machine take."""
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
@@ -99,7 +108,7 @@ def run(clients: list[Client], jobs: list[Any], work: Callable[[Client, Any], in
             latencies.extend(mine)
             errors += bad
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds(server) if server else 0.0
     threads = [threading.Thread(target=worker, args=(c, ch)) for c, ch in zip(clients, chunks, strict=True)]
     for t in threads:
         t.start()
@@ -107,13 +116,17 @@ def run(clients: list[Client], jobs: list[Any], work: Callable[[Client, Any], in
         t.join()
     elapsed = time.perf_counter() - started
     latencies.sort()
-    return {"n": len(jobs), "rate": len(jobs) / elapsed, "p50": statistics.median(latencies),
-            "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], "errors": errors}
+    result = {"n": len(jobs), "rate": len(jobs) / elapsed, "p50": statistics.median(latencies),
+              "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], "errors": errors}
+    if server:
+        result["cpu"] = (cpu_seconds(server) - cpu) / len(jobs) * 1000
+    return result
 
 
 def line(name: str, result: dict[str, float], baseline: str = "") -> None:
+    cpu = f"   server CPU {result['cpu']:5.2f} ms" if "cpu" in result else ""
     print(f"  {name:<34} {result['rate']:>8.0f} req/s   p50 {result['p50']:6.2f} ms   p99 {result['p99']:7.2f} ms"
-          f"   errors {int(result['errors'])}   {baseline}", flush=True)
+          f"   errors {int(result['errors'])}{cpu}   {baseline}", flush=True)
 
 
 class Bench:
@@ -135,11 +148,13 @@ class Bench:
                                     capture_output=True, text=True, check=True, env=self.env).stdout.strip()
         self.size = clients
         self.clients: list[Client] = []
+        self.pid: int | None = None
 
     @contextmanager
     def serving(self) -> Iterator[None]:
         server = subprocess.Popen([str(self.exe), "serve", "--config", str(self.config)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.env)
+        self.pid = server.pid
         try:
             wait_for_port("127.0.0.1", self.port, timeout=30)
             self.clients = [Client(self.port, self.token) for _ in range(self.size)]
@@ -181,11 +196,14 @@ def measure(args: argparse.Namespace, fast_path: bool) -> dict[str, dict[str, fl
     results: dict[str, dict[str, float]] = {}
     with bench.serving():
         clients = bench.clients
+
+        def timed(jobs: list[Any], work: Callable[[Client, Any], int]) -> dict[str, float]:
+            return run(clients, jobs, work, bench.pid)
         mode = "hot path (bridge.scim.fast)" if fast_path else "scim2-server for every request (--no-fast-path)"
         print(f"dirbridge SCIM bench: {args.users} users, {args.clients} clients, "
               f"{'PostgreSQL' if args.database else 'SQLite'}, {os.cpu_count()} CPUs, {mode}")
 
-        floor = run(clients, list(range(5000)), lambda c, _: c.call("GET", "/healthz")[0])
+        floor = timed(list(range(5000)), lambda c, _: c.call("GET", "/healthz")[0])
         line("baseline: GET /healthz", floor, "(HTTP floor)")
         results["healthz"] = floor
 
@@ -200,29 +218,30 @@ def measure(args: argparse.Namespace, fast_path: bool) -> dict[str, dict[str, fl
             return status if body and body.get("totalResults") == 1 else 599
 
         small = min(1000, args.users)
-        first = run(clients, list(range(small)), create)
-        lookup_small = run(clients, [i % small for i in range(3000)], lookup)
+        first = timed(list(range(small)), create)
+        lookup_small = timed([i % small for i in range(3000)], lookup)
         created = first
         if args.users > small:
-            rest = run(clients, list(range(small, args.users)), create)
+            rest = timed(list(range(small, args.users)), create)
             created = {"n": first["n"] + rest["n"],
                        "rate": (first["n"] + rest["n"]) / (first["n"] / first["rate"] + rest["n"] / rest["rate"]),
-                       "p50": rest["p50"], "p99": rest["p99"], "errors": first["errors"] + rest["errors"]}
+                       "p50": rest["p50"], "p99": rest["p99"], "errors": first["errors"] + rest["errors"],
+                       "cpu": (first["cpu"] * first["n"] + rest["cpu"] * rest["n"]) / (first["n"] + rest["n"])}
         ids: list[str] = []
         status, body = clients[0].call("GET", "/scim/v2/Users?count=1000&attributes=id")
         ids = [r["id"] for r in body["Resources"]]
 
-        lookup_big = run(clients, [(i * 7919) % args.users for i in range(3000)], lookup)
-        read = run(clients, list(range(3000)), lambda c, i: c.call("GET", f"/scim/v2/Users/{ids[i % len(ids)]}")[0])
+        lookup_big = timed([(i * 7919) % args.users for i in range(3000)], lookup)
+        read = timed(list(range(3000)), lambda c, i: c.call("GET", f"/scim/v2/Users/{ids[i % len(ids)]}")[0])
 
         def patch(c: Client, i: int) -> int:
             return c.call("PATCH", f"/scim/v2/Users/{ids[i % len(ids)]}", {"schemas": [PATCH], "Operations": [
                 {"op": "replace", "path": "displayName", "value": f"Patched {i}"},
                 {"op": "replace", "path": "active", "value": i % 2 == 0}]})[0]
 
-        patched = run(clients, list(range(3000)), patch)
+        patched = timed(list(range(3000)), patch)
         pages = max(1, min(200, args.users // 100))
-        listed = run(clients, [1 + (i * 100) % args.users for i in range(pages * 5)],
+        listed = timed([1 + (i * 100) % args.users for i in range(pages * 5)],
                      lambda c, start: c.call("GET", f"/scim/v2/Users?startIndex={start}&count=100")[0])
 
         print("SCIM over HTTP (dirbridge serve):")

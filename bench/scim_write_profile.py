@@ -71,7 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--database", help="SQLAlchemy URL (default: SQLite in a temp dir)")
-    parser.add_argument("--profile", choices=["create", "patch", "service"])
+    parser.add_argument("--profile", choices=["healthz", "create", "patch", "lookup", "get", "page", "service"])
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--echo", action="store_true")
     args = parser.parse_args()
@@ -108,6 +108,22 @@ def main() -> None:
                                                 {"op": "replace", "path": "active", "value": i % 2 == 0}]}))
         assert response.status_code == 200, response.get_data(as_text=True)
 
+    def healthz() -> None:
+        assert client.get("/healthz").status_code == 200
+
+    def lookup(i: int) -> None:
+        response = client.get("/scim/v2/Users", headers=headers,
+                              query_string={"filter": f'userName eq "user{i}@example.com"'})
+        assert response.status_code == 200 and response.get_json()["totalResults"] == 1
+
+    def get(user_id: str) -> None:
+        assert client.get(f"/scim/v2/Users/{user_id}", headers=headers).status_code == 200
+
+    def page(i: int) -> None:
+        start = 1 + (i * 100) % max(1, args.users - 100)
+        response = client.get("/scim/v2/Users", headers=headers, query_string={"startIndex": start, "count": 100})
+        assert response.status_code == 200 and len(response.get_json()["Resources"]) == 100
+
     ids = [post(i) for i in range(20)]  # warm up: caches, the first statements compiled
     patch(ids[0], 1)
 
@@ -141,6 +157,10 @@ def main() -> None:
     created: list[str] = []
     measured("create", list(range(base, base + args.users)), lambda i: created.append(post(i)))
     measured("patch", list(enumerate(created)), lambda pair: patch(pair[1], pair[0]))
+    measured("healthz", list(range(args.users)), lambda _i: healthz())
+    measured("lookup", list(range(base, base + args.users)), lookup)
+    measured("get", created, get)
+    measured("page", list(range(max(1, args.users // 20))), page)
     actor = Actor.scim_client("bench")
 
     def service_create(i: int) -> None:

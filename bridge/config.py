@@ -113,6 +113,8 @@ Schedule = Annotated[str, Field(min_length=1)]
 class ServerConfig(Strict):
     listen: str = DEFAULT_LISTEN
     workers: int = Field(default=8, ge=1, le=256, description="request threads")
+    hot_path_threads: int = Field(default=1, ge=0, le=256, description="request threads that serve SCIM and "
+                                  "the check API at once (bridge.gate); 0: as many as there are workers")
     public_url: str | None = None
     shutdown_timeout: float = Field(default=30.0, gt=0, le=600)
     max_connections: int = Field(default=1000, ge=10, le=100000, description="open connections served at once; "

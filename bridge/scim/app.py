@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import uuid
-from contextlib import nullcontext
+from contextlib import ExitStack
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
@@ -37,6 +37,7 @@ from scim2_server.routing import Target
 from scim2_server.service import ScimService
 from scim2_server.utils import parametrize
 
+from bridge import jsonio
 from bridge.accounts.context import context_for
 from bridge.accounts.credentials import hashed_ahead
 from bridge.runtime import Runtime
@@ -178,6 +179,13 @@ class ScimApplication(WSGIApplication):
         # The hot path for the commonest User requests (bridge.scim.fast); the rest is scim2-server's.
         self.fast = FastPath(service, self.storage, provider) if rt.config.scim.fast_path else None
 
+    def __call__(self, environ: Any, start_response: Any) -> list[bytes]:
+        """scim2-server's ``send_response``, with the body encoded by bridge.jsonio (orjson)."""
+        response = self.serve(self.read_request(environ))
+        body = b"" if response.body is None else jsonio.dumps(response.body)
+        start_response(f"{response.status.value} {response.status.phrase}", list(response.headers.items()))
+        return [body]
+
     def get_base_url(self, environ: Any) -> str:  # type: ignore[override]
         """The SCIM root as clients reach it: from ``server.public_url`` when it is set,
         never from the request's Host header (which a client chooses, and which would then
@@ -230,8 +238,12 @@ class ScimApplication(WSGIApplication):
             key.lower() == "failonerrors" and value == 1 for key, value in document.items())
         passwords = (_passwords(request.method, request.path, document, self.rt.config.scim.bulk_max_operations)
                      if document is not None and identity and self._may_set_passwords(identity.name) else [])
-        with hashed_ahead(context_for(self.rt), passwords) if passwords else nullcontext(), \
-                self.storage.begin(actor, write=request.method not in READ_METHODS, per_operation=bulk and not atomic):
+        with ExitStack() as stack:
+            if passwords:
+                with self.rt.store.gate.released():  # the hashes take the CPU of argon2, not of Python
+                    stack.enter_context(hashed_ahead(context_for(self.rt), passwords))
+            stack.enter_context(self.storage.begin(actor, write=request.method not in READ_METHODS,
+                                                   per_operation=bulk and not atomic))
             response = self.fast.handle(request) if self.fast is not None else None
             return response if response is not None else self.handler.handle(request)
 

@@ -154,8 +154,10 @@ class StoreStorage(ScimStorage):
                     yield
                 finally:
                     _current.reset(token)
-            for action in context.after_commit[0]:
-                action()
+            if context.after_commit[0]:
+                with self.services.store.gate.released():  # a write-back waits on a directory
+                    for action in context.after_commit[0]:
+                        action()
         else:
             with self.services.store.read() as session:
                 token = _current.set(_Context(session, None, visibility))

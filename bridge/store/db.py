@@ -20,7 +20,9 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from bridge import jsonio
 from bridge.files import private_dir, private_file
+from bridge.gate import Gate
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -81,19 +83,24 @@ def create_store_engine(url: str, pool_size: int = 10) -> Engine:
         if database and database != ":memory:":
             private_dir(Path(database).parent)
         engine = create_engine(url, connect_args={"check_same_thread": False,
-                                                  "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+                                                  "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                               json_deserializer=jsonio.loads)
         _setup_sqlite(engine)
         if database and database != ":memory:":
             _keep_private(engine, Path(database))
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                         json_deserializer=jsonio.loads)
 
 
 class Store:
     """The database of one dirbridge process."""
 
-    def __init__(self, url: str, pool_size: int = 10):
+    def __init__(self, url: str, pool_size: int = 10, gate: Gate | None = None):
         self.url = url
+        # The hot-path gate of the process (bridge.gate): a writer that waits for the write lock
+        # lets go of its slot meanwhile.
+        self.gate = gate or Gate()
         self.engine = create_store_engine(url, pool_size)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         write_bind = self.engine.execution_options(sqlite_begin="IMMEDIATE") if self.is_sqlite else self.engine
@@ -122,7 +129,10 @@ class Store:
                 yield session
             return
         # Past the busy timeout SQLite itself answers (busy), as it would without this lock.
-        queued = self._writer.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        queued = self._writer.acquire(blocking=False)
+        if not queued:
+            with self.gate.released():
+                queued = self._writer.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
         try:
             with self._write() as session, session.begin():
                 yield session

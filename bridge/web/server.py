@@ -12,6 +12,12 @@ trickles its headers is disconnected then, so slow clients hold a socket for at 
 that long, and ``server.max_connections`` of them at once are what it takes to keep
 new connections waiting (a reverse proxy in front is the tool beyond that).
 
+Requests on the hot paths (SCIM, the check API: ``HOT_PATHS``) are served under the
+process's hot-path gate (bridge.gate, ``server.hot_path_threads`` of them at once): the
+whole of waitress's task, reading the environment and writing the answer included. The
+rest (health, pages, logins that may wait seconds on a directory, the admin API) runs
+beside them on the other threads, as before.
+
 ``stop()`` is graceful: the listener closes at once, requests already received are
 answered (up to ``server.shutdown_timeout``), then every connection closes.
 """
@@ -28,8 +34,13 @@ from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import create_server
 
+from bridge.gate import Gate
+
 log = logging.getLogger("bridge.http")
 WsgiApp = Callable[..., Any]
+# The path prefixes served under the hot-path gate: short requests that only compute and read
+# or write the store, where the portal and the IdPs wait for the answer.
+HOT_PATHS = ("/scim/", "/api/v1/check")
 
 
 class _Channel(HTTPChannel):  # type: ignore[misc]
@@ -46,12 +57,22 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
             self.request_started = time.time()
         return result
 
+    def service(self) -> None:
+        """One request, under the hot-path gate when its path is a hot one."""
+        gate: Gate = self.server.hot_path_gate
+        if gate.enabled and (self.requests[0].path or "").startswith(HOT_PATHS):
+            with gate.held():
+                super().service()
+            return
+        super().service()
+
 
 class HttpServer:
     def __init__(self, app: WsgiApp, *, host: str, port: int, threads: int, max_connections: int,
                  idle_timeout: float, max_body_bytes: int, shutdown_timeout: float, ident: str,
-                 request_timeout: float = 30.0):
+                 request_timeout: float = 30.0, gate: Gate | None = None):
         self.app = app
+        self.gate = gate or Gate()
         self.options: dict[str, Any] = {
             "host": host, "port": port, "threads": threads,
             "connection_limit": max_connections,  # beyond: new connections wait in the backlog
@@ -71,6 +92,7 @@ class HttpServer:
         """Bind (raising OSError at once if the address is taken), then serve in a thread."""
         self._server = create_server(self.app, **self.options)
         self._server.channel_class = _Channel
+        self._server.hot_path_gate = self.gate
         tidy = self._server.maintenance
 
         def maintenance(now: float) -> None:

@@ -1,0 +1,131 @@
+"""The hot-path gate in the HTTP server (bridge.gate, bridge.web.server): SCIM and check
+requests run ``server.hot_path_threads`` at a time, the rest beside them, and a SCIM
+write that waits for SQLite's write lock does not hold up the reads behind it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.config import load_config_data
+from bridge.gate import Gate
+from bridge.runtime import build_runtime
+from bridge.services import Actor
+from bridge.store import Store, migrate
+from bridge.web import create_app
+from bridge.web.server import HttpServer
+
+CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
+
+
+@contextmanager
+def served(tmp_path: Path, slots: int, wrap: Any = None) -> Iterator[tuple[Any, int, str]]:
+    """A runtime on SQLite with a gate of ``slots``, served as `dirbridge serve` serves it."""
+    store = Store(f"sqlite:///{tmp_path / 'store.sqlite3'}", gate=Gate(slots))
+    migrate.upgrade(store.engine)
+    rt = build_runtime(load_config_data({"data_dir": str(tmp_path)}), store=store)
+    with rt.services.unit(Actor(name="test")) as uow:
+        token = uow.tokens.create("entra", "scim")[1]
+    app = create_app(rt)
+    server = HttpServer(wrap(app) if wrap else app, host="127.0.0.1", port=0, threads=8, max_connections=100,
+                        idle_timeout=30, max_body_bytes=1 << 20, shutdown_timeout=5, ident="test", gate=store.gate)
+    server.start()
+    try:
+        yield rt, server.bound_port, token
+    finally:
+        server.stop()
+        store.dispose()
+
+
+def call(port: int, method: str, path: str, token: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, None if body is None else json.dumps(body),
+                     {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"})
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, json.loads(data) if data else None
+    finally:
+        conn.close()
+
+
+def user(name: str) -> dict[str, Any]:
+    return {"schemas": [CORE], "userName": name}
+
+
+def test_a_read_is_answered_while_a_write_waits_for_the_write_lock(tmp_path):
+    """The write lock held elsewhere in the process (a sync batch, an admin request): the
+    SCIM POST that waits for it lets go of the only slot, and a SCIM read goes through."""
+    with served(tmp_path, slots=1) as (rt, port, token):
+        assert call(port, "POST", "/scim/v2/Users", token, user("first@example.org"))[0] == 201
+        posted: list[int] = []
+        with rt.store.write():  # this thread (no slot) holds the process's write lock
+            writer = threading.Thread(target=lambda: posted.append(
+                call(port, "POST", "/scim/v2/Users", token, user("second@example.org"))[0]))
+            writer.start()
+            time.sleep(0.5)  # the POST is in, waiting for the lock
+            started = time.monotonic()
+            status, body = call(port, "GET", '/scim/v2/Users?filter=userName%20eq%20%22first@example.org%22',
+                                token, timeout=10)
+            waited = time.monotonic() - started
+            assert status == 200 and body["totalResults"] == 1
+            assert waited < 5
+            assert posted == []  # still waiting: the read did not wait for it
+        writer.join(timeout=30)
+        assert posted == [201]
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_hot_path_requests_run_slots_at_a_time_and_the_rest_beside_them(tmp_path, slots):
+    inside = {"hot": 0, "hot_most": 0, "other_during_hot": 0}
+    lock = threading.Lock()
+
+    def wrap(app: Any) -> Any:
+        def counting(environ: Any, start_response: Any) -> Any:
+            hot = environ["PATH_INFO"].startswith(("/scim/", "/api/v1/check"))
+            with lock:
+                if hot:
+                    inside["hot"] += 1
+                    inside["hot_most"] = max(inside["hot_most"], inside["hot"])
+                elif inside["hot"]:
+                    inside["other_during_hot"] += 1
+            try:
+                if hot:
+                    time.sleep(0.02)  # long enough for the others to pile up at the gate
+                return app(environ, start_response)
+            finally:
+                if hot:
+                    with lock:
+                        inside["hot"] -= 1
+        return counting
+
+    with served(tmp_path, slots=slots, wrap=wrap) as (_rt, port, token):
+        # The token's first use writes its last_used_at, and a writer waiting for the write lock
+        # gives its slot up: counted here, that would be a third request inside. Only reads follow.
+        assert call(port, "GET", "/scim/v2/Users?count=1", token)[0] == 200
+        inside["hot_most"] = 0
+
+        def client(i: int) -> None:
+            for _ in range(5):
+                if i % 4 == 3:
+                    assert call(port, "GET", "/healthz", token)[0] == 200
+                else:
+                    assert call(port, "GET", "/scim/v2/Users?count=1", token)[0] == 200
+                    assert call(port, "POST", "/api/v1/check", token, {"user": "nobody", "right": "x",
+                                                                          "scope": "instance"})[0] in (401, 403)
+
+        clients = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(timeout=60)
+    assert inside["hot_most"] == slots
+    assert inside["other_during_hot"] > 0  # /healthz went through while the slot was taken

@@ -1,0 +1,115 @@
+"""The hot-path gate (bridge.gate): at most ``slots`` threads inside, a waiter lets go."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from bridge.gate import Gate
+
+
+def _inside_at_once(gate: Gate, threads: int = 6, rounds: int = 30) -> int:
+    """The most threads seen inside ``gate.held()`` at the same time."""
+    inside = most = 0
+    lock = threading.Lock()
+    start = threading.Barrier(threads)
+
+    def work() -> None:
+        nonlocal inside, most
+        start.wait()
+        for _ in range(rounds):
+            with gate.held():
+                with lock:
+                    inside += 1
+                    most = max(most, inside)
+                time.sleep(0.001)
+                with lock:
+                    inside -= 1
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    return most
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3])
+def test_no_more_threads_than_slots_are_inside(slots):
+    most = _inside_at_once(Gate(slots))
+    assert most == slots  # never more; and with six threads queueing, every slot gets used
+
+
+def test_without_slots_every_thread_goes_through():
+    assert _inside_at_once(Gate(0)) > 1
+
+
+def test_held_is_reentrant_and_knows_its_thread():
+    gate = Gate(1)
+    assert not gate.holds()
+    with gate.held():
+        assert gate.holds()
+        with gate.held():  # a nested hot-path call does not wait for itself
+            assert gate.holds()
+        assert gate.holds()
+        seen_elsewhere: list[bool] = []
+        other = threading.Thread(target=lambda: seen_elsewhere.append(gate.holds()))
+        other.start()
+        other.join()
+        assert seen_elsewhere == [False]
+    assert not gate.holds()
+
+
+def test_released_lets_a_waiting_thread_in_and_takes_the_slot_back():
+    gate = Gate(1)
+    entered = threading.Event()
+
+    def waiter() -> None:
+        with gate.held():
+            entered.set()
+
+    with gate.held():
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        assert not entered.wait(0.2)  # the slot is taken
+        with gate.released():
+            assert not gate.holds()
+            assert entered.wait(5)  # while this thread waits elsewhere, the other one runs
+            thread.join(timeout=5)
+        assert gate.holds()  # taken back before the block goes on
+    assert not gate.holds()
+
+
+def test_released_is_nothing_for_a_thread_without_a_slot():
+    gate = Gate(1)
+    taken = threading.Event()
+    done = threading.Event()
+
+    def holder() -> None:
+        with gate.held():
+            taken.set()
+            done.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert taken.wait(5)
+    with gate.released():  # a job's thread: holds nothing, gives nothing back, takes nothing
+        assert not gate.holds()
+    done.set()
+    thread.join(timeout=5)
+
+
+def test_an_error_inside_gives_the_slot_back():
+    gate = Gate(1)
+    with pytest.raises(RuntimeError), gate.held():
+        raise RuntimeError("boom")
+    assert not gate.holds()
+    with gate.held():  # not left taken
+        pass
+
+
+def test_negative_slots_are_refused():
+    with pytest.raises(ValueError):
+        Gate(-1)
