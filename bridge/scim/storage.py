@@ -309,7 +309,7 @@ class StoreStorage(ScimStorage):
             if table is User:
                 reader = _reader(ctx)
                 users = self._user_page(reader, where, ordering, offset, count)
-                total = self._total(ctx.session, query, offset, count, len(users))
+                total = self._user_total(reader, where, offset, count, len(users))
                 page = convert.PageData.load(reader, users, with_groups="groups" not in skip,
                                              visibility=ctx.visibility)
                 return DocumentPage(total, [convert.user_document(ctx.session, row, page=page,
@@ -328,6 +328,16 @@ class StoreStorage(ScimStorage):
         if (count is None or found < count) and (found or not offset):
             return offset + found
         return self._count(session, query)
+
+    @staticmethod
+    def _user_total(reader: Session | Connection, where: list[Any], offset: int, count: int | None,
+                    found: int) -> int:
+        """_total of a page of users, counted without a subquery, on the read transaction's
+        connection: ``SELECT count(*) FROM users WHERE ...`` (the WHERE reads no other table
+        than through its own subqueries, so the rows counted are those the page is cut from)."""
+        if (count is None or found < count) and (found or not offset):
+            return offset + found
+        return reader.scalar(select(func.count()).select_from(User).where(*where)) or 0
 
     def _user_page(self, session: Session | Connection, where: list[Any], ordering: list[Any], offset: int,
                    count: int | None) -> list[convert.UserColumns]:

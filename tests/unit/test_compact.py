@@ -27,6 +27,20 @@ def test_id_map_keeps_uuids_flat_and_other_values_as_they_are():
     assert len(user_ids) == 1002
 
 
+def test_id_map_gives_back_every_value_as_it_was_set():
+    """Only a UUID's canonical text is kept as 16 bytes; anything that reads as a UUID but
+    is spelt otherwise (upper case, braces, no hyphens, spaces, a URN) comes back as set."""
+    canonical = str(uuid.uuid4())
+    spellings = [canonical, canonical.upper(), "{" + canonical + "}", canonical.replace("-", ""),
+                 " " + canonical[1:], canonical[:8] + " " + canonical[9:], "urn:uuid:" + canonical,
+                 canonical[:35] + "g", canonical[:35] + "\u0660", "", "new:1"]
+    user_ids = IdMap()
+    for i, value in enumerate(spellings):
+        user_ids[f"uid=u{i}"] = value
+    assert [user_ids[f"uid=u{i}"] for i in range(len(spellings))] == spellings
+    assert len(user_ids._values) == 16  # the canonical one only
+
+
 def test_a_key_matches_only_when_both_hashes_do(monkeypatch):
     """Two keys whose first hashes collide (forced here) stay two keys: a user who left the
     directory is not kept for another's id, a member DN does not resolve to another user."""
