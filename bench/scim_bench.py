@@ -1,6 +1,7 @@
 """SCIM throughput and latency of `dirbridge serve`, beside its baselines, in one run.
 
     .venv/bin/python bench/scim_bench.py [--users 100000] [--clients 8] [--database URL | --postgres]
+                                         [--hot-path-threads N]
                                          [--no-fast-path | --compare]
 
 Starts `dirbridge serve` on a free loopback port with a throwaway data dir
@@ -133,12 +134,14 @@ class Bench:
     """A throwaway `dirbridge serve` on a free loopback port, with a SCIM token and clients."""
 
     def __init__(self, work_dir: Path, clients: int, database: str | None, fast_path: bool = True,
-                 client: str = "bench"):
+                 client: str = "bench", hot_path_threads: int | None = None):
         self.port = free_port()
         self.config = work_dir / "dirbridge.toml"
         db = f'[database]\nurl = "{database}"\nauto_migrate = true\n' if database else ""
         self.config.write_text(f'data_dir = "{work_dir / "data"}"\n[server]\nlisten = "127.0.0.1:{self.port}"\n'
-                               f'workers = {clients * 2}\n[logging]\nlevel = "warning"\n'
+                               f'workers = {clients * 2}\n'
+                               + ("" if hot_path_threads is None else f"hot_path_threads = {hot_path_threads}\n")
+                               + '[logging]\nlevel = "warning"\n'
                                f'[scim]\nfast_path = {str(fast_path).lower()}\n{db}')
         self.exe = Path(os.environ.get("DIRBRIDGE_EXE") or Path(sys.executable).parent / "dirbridge")
         # This checkout's bridge package first, also where the virtualenv installed another one.
@@ -192,7 +195,7 @@ def in_process(data_dir: Path, database: str | None, users: int) -> dict[str, fl
 def measure(args: argparse.Namespace, fast_path: bool) -> dict[str, dict[str, float]]:
     """The bench on a server of its own; each figure printed as it comes, and returned."""
     work_dir = Path(tempfile.mkdtemp(prefix="scim-bench-"))
-    bench = Bench(work_dir, args.clients, args.database, fast_path)
+    bench = Bench(work_dir, args.clients, args.database, fast_path, hot_path_threads=args.hot_path_threads)
     results: dict[str, dict[str, float]] = {}
     with bench.serving():
         clients = bench.clients
@@ -267,6 +270,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--hot-path-threads", type=int, metavar="N",
+                        help="the server's server.hot_path_threads (default: its own default, 1; 0: no gate)")
     stores = parser.add_mutually_exclusive_group()
     stores.add_argument("--database", help="SQLAlchemy URL (default: SQLite in a temp dir)")
     stores.add_argument("--postgres", action="store_true",

@@ -154,7 +154,7 @@ class NotMigrated(Exception):
 def open_store(config: Config, *, migrate_if_allowed: bool = True) -> Store:
     """Open the configured database; on the embedded default (or with auto_migrate)
     apply pending migrations, otherwise refuse to work on an old schema."""
-    store = Store(config.database_url, config.database.pool_size, Gate(config.server.hot_path_threads))
+    store = Store(config.database_url, config.database.pool_size, Gate(config.hot_path_slots))
     if migrate.is_up_to_date(store.engine):
         return store
     current = migrate.current_revision(store.engine)

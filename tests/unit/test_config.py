@@ -158,3 +158,18 @@ def test_the_example_documents_every_key():
         if not re.search(rf"^\s*(\[+(\w+\.)*{leaf}(\.\w+)*\]+|{leaf}(_file|_env|_credential)?\s*=)", text, re.M):
             missing.append(dotted)
     assert missing == []
+
+
+@pytest.mark.parametrize(("tables", "slots"), [
+    ({}, 1),  # the embedded SQLite: one hot request at a time
+    ({"database": {"url": "postgresql+psycopg://dirbridge@db/dirbridge"}}, 2),  # one computes while one waits
+    ({"database": {"url": "postgresql+psycopg://dirbridge@db/dirbridge"}, "server": {"hot_path_threads": 1}}, 1),
+    ({"server": {"hot_path_threads": 0}}, 0),  # no gate
+])
+def test_hot_path_slots_follow_the_store_unless_set(tables, slots):
+    assert load_config_data(tables).hot_path_slots == slots
+
+
+def test_a_negative_hot_path_thread_count_names_the_key():
+    with pytest.raises(ConfigError, match="server.hot_path_threads"):
+        load_config_data({"server": {"hot_path_threads": -1}})
