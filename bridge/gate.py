@@ -8,8 +8,9 @@ threads, SQLite) a ``userName eq`` lookup cost the server 1.49 ms of CPU, 0.94 m
 one request thread; a page of 100 users 10-13 ms, 4.9 ms with one. The gate keeps the
 threads (a slow client or a login that binds to a directory still holds one thread,
 not the server) and lets ``slots`` of them at a time serve a hot-path request
-(``server.hot_path_threads``; bridge.web.server decides which requests are hot); the
-others wait on a lock, asleep, instead of competing for the interpreter.
+(``server.hot_path_threads``; bridge.web.server decides which requests are hot, and
+gives SCIM and the check API a gate each); the others wait on a lock, asleep, instead of
+competing for the interpreter.
 
 A gated request lets go of its slot while it waits on something other than the CPU,
 wherever dirbridge itself waits: for SQLite's write lock (bridge.store.db), for a

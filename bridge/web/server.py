@@ -12,11 +12,12 @@ trickles its headers is disconnected then, so slow clients hold a socket for at 
 that long, and ``server.max_connections`` of them at once are what it takes to keep
 new connections waiting (a reverse proxy in front is the tool beyond that).
 
-Requests on the hot paths (SCIM, the check API: ``HOT_PATHS``) are served under the
-process's hot-path gate (bridge.gate, ``server.hot_path_threads`` of them at once): the
-whole of waitress's task, reading the environment and writing the answer included. The
-rest (health, pages, logins that may wait seconds on a directory, the admin API) runs
-beside them on the other threads, as before.
+Requests on the hot paths are served under a hot-path gate (bridge.gate,
+``server.hot_path_threads`` of them at once; ``hot_path_gates``): the whole of waitress's
+task, reading the environment and writing the answer included. SCIM and the check API
+have a gate each, so a SCIM Bulk of a thousand operations does not hold up the portal's
+checks. The rest (health, pages, logins that may wait seconds on a directory, the admin
+API) runs beside them on the other threads, as before.
 
 ``stop()`` is graceful: the listener closes at once, requests already received are
 answered (up to ``server.shutdown_timeout``), then every connection closes.
@@ -38,9 +39,16 @@ from bridge.gate import Gate
 
 log = logging.getLogger("bridge.http")
 WsgiApp = Callable[..., Any]
-# The path prefixes served under the hot-path gate: short requests that only compute and read
-# or write the store, where the portal and the IdPs wait for the answer.
-HOT_PATHS = ("/scim/", "/api/v1/check")
+SCIM_PATHS = "/scim/"
+CHECK_PATHS = "/api/v1/check"
+
+
+def hot_path_gates(scim: Gate, slots: int) -> dict[str, Gate]:
+    """The gates of the hot paths by path prefix: short requests that only compute and read
+    or write the store, where the IdPs and the portal wait for the answer. SCIM's is the
+    store's (a SCIM write lets its slot go while it waits for the write lock); the check
+    API gets one of its own with as many slots."""
+    return {SCIM_PATHS: scim, CHECK_PATHS: Gate(slots)}
 
 
 class _Channel(HTTPChannel):  # type: ignore[misc]
@@ -58,21 +66,23 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
         return result
 
     def service(self) -> None:
-        """One request, under the hot-path gate when its path is a hot one."""
-        gate: Gate = self.server.hot_path_gate
-        if gate.enabled and (self.requests[0].path or "").startswith(HOT_PATHS):
-            with gate.held():
-                super().service()
-            return
+        """One request, under its hot path's gate when it has one."""
+        path = self.requests[0].path or ""
+        gates: dict[str, Gate] = self.server.hot_path_gates
+        for prefix, gate in gates.items():
+            if gate.enabled and path.startswith(prefix):
+                with gate.held():
+                    super().service()
+                return
         super().service()
 
 
 class HttpServer:
     def __init__(self, app: WsgiApp, *, host: str, port: int, threads: int, max_connections: int,
                  idle_timeout: float, max_body_bytes: int, shutdown_timeout: float, ident: str,
-                 request_timeout: float = 30.0, gate: Gate | None = None):
+                 request_timeout: float = 30.0, gates: dict[str, Gate] | None = None):
         self.app = app
-        self.gate = gate or Gate()
+        self.gates = gates or {}
         self.options: dict[str, Any] = {
             "host": host, "port": port, "threads": threads,
             "connection_limit": max_connections,  # beyond: new connections wait in the backlog
@@ -92,7 +102,7 @@ class HttpServer:
         """Bind (raising OSError at once if the address is taken), then serve in a thread."""
         self._server = create_server(self.app, **self.options)
         self._server.channel_class = _Channel
-        self._server.hot_path_gate = self.gate
+        self._server.hot_path_gates = self.gates
         tidy = self._server.maintenance
 
         def maintenance(now: float) -> None:

@@ -1,6 +1,7 @@
-"""The hot-path gate in the HTTP server (bridge.gate, bridge.web.server): SCIM and check
-requests run ``server.hot_path_threads`` at a time, the rest beside them, and a SCIM
-write that waits for SQLite's write lock does not hold up the reads behind it."""
+"""The hot-path gates in the HTTP server (bridge.gate, bridge.web.server): SCIM requests
+run ``server.hot_path_threads`` at a time, check requests as many under a gate of their
+own, the rest beside them; a SCIM write that waits for SQLite's write lock does not hold
+up the reads behind it, and a long SCIM request does not hold up the checks."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from bridge.runtime import build_runtime
 from bridge.services import Actor
 from bridge.store import Store, migrate
 from bridge.web import create_app
-from bridge.web.server import HttpServer
+from bridge.web.server import HttpServer, hot_path_gates
 
 CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
 
@@ -36,7 +37,8 @@ def served(tmp_path: Path, slots: int, wrap: Any = None) -> Iterator[tuple[Any, 
         token = uow.tokens.create("entra", "scim")[1]
     app = create_app(rt)
     server = HttpServer(wrap(app) if wrap else app, host="127.0.0.1", port=0, threads=8, max_connections=100,
-                        idle_timeout=30, max_body_bytes=1 << 20, shutdown_timeout=5, ident="test", gate=store.gate)
+                        idle_timeout=30, max_body_bytes=1 << 20, shutdown_timeout=5, ident="test",
+                        gates=hot_path_gates(store.gate, slots))
     server.start()
     try:
         yield rt, server.bound_port, token
@@ -83,35 +85,38 @@ def test_a_read_is_answered_while_a_write_waits_for_the_write_lock(tmp_path):
         assert posted == [201]
 
 
-@pytest.mark.parametrize("slots", [1, 2])
-def test_hot_path_requests_run_slots_at_a_time_and_the_rest_beside_them(tmp_path, slots):
-    inside = {"hot": 0, "hot_most": 0, "other_during_hot": 0}
+def counting(app: Any, inside: dict[str, int], slow_scim: float = 0.02) -> Any:
+    """``app`` counting the requests inside it by kind, and the most at once of each."""
     lock = threading.Lock()
 
-    def wrap(app: Any) -> Any:
-        def counting(environ: Any, start_response: Any) -> Any:
-            hot = environ["PATH_INFO"].startswith(("/scim/", "/api/v1/check"))
-            with lock:
-                if hot:
-                    inside["hot"] += 1
-                    inside["hot_most"] = max(inside["hot_most"], inside["hot"])
-                elif inside["hot"]:
-                    inside["other_during_hot"] += 1
-            try:
-                if hot:
-                    time.sleep(0.02)  # long enough for the others to pile up at the gate
-                return app(environ, start_response)
-            finally:
-                if hot:
-                    with lock:
-                        inside["hot"] -= 1
-        return counting
+    def kind_of(path: str) -> str:
+        return "scim" if path.startswith("/scim/") else "check" if path.startswith("/api/v1/check") else "other"
 
-    with served(tmp_path, slots=slots, wrap=wrap) as (_rt, port, token):
+    def wrapped(environ: Any, start_response: Any) -> Any:
+        kind = kind_of(environ.get("SCRIPT_NAME", "") + environ["PATH_INFO"])
+        with lock:
+            inside[kind] = inside.get(kind, 0) + 1
+            inside[f"{kind}_most"] = max(inside.get(f"{kind}_most", 0), inside[kind])
+            if kind == "other" and inside.get("scim", 0):
+                inside["other_during_scim"] = inside.get("other_during_scim", 0) + 1
+        try:
+            if kind == "scim":
+                time.sleep(slow_scim)  # long enough for the others to pile up at the gate
+            return app(environ, start_response)
+        finally:
+            with lock:
+                inside[kind] -= 1
+    return wrapped
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_hot_path_requests_run_slots_at_a_time_and_the_rest_beside_them(tmp_path, slots):
+    inside: dict[str, int] = {}
+    with served(tmp_path, slots=slots, wrap=lambda app: counting(app, inside)) as (_rt, port, token):
         # The token's first use writes its last_used_at, and a writer waiting for the write lock
         # gives its slot up: counted here, that would be a third request inside. Only reads follow.
         assert call(port, "GET", "/scim/v2/Users?count=1", token)[0] == 200
-        inside["hot_most"] = 0
+        inside.clear()
 
         def client(i: int) -> None:
             for _ in range(5):
@@ -127,5 +132,24 @@ def test_hot_path_requests_run_slots_at_a_time_and_the_rest_beside_them(tmp_path
             thread.start()
         for thread in clients:
             thread.join(timeout=60)
-    assert inside["hot_most"] == slots
-    assert inside["other_during_hot"] > 0  # /healthz went through while the slot was taken
+    assert inside["scim_most"] == slots
+    assert inside["check_most"] <= slots
+    assert inside.get("other_during_scim", 0) > 0  # /healthz went through while SCIM's slot was taken
+
+
+def test_a_long_scim_request_does_not_hold_up_the_checks(tmp_path):
+    """A SCIM request that takes 2 s (a Bulk of a thousand operations, say) holds SCIM's one
+    slot; the portal's checks have a gate of their own and are answered meanwhile."""
+    inside: dict[str, int] = {}
+    with served(tmp_path, slots=1, wrap=lambda app: counting(app, inside, slow_scim=2.0)) as (_rt, port, token):
+        assert call(port, "GET", "/healthz", token)[0] == 200
+        slow = threading.Thread(target=lambda: call(port, "GET", "/scim/v2/Users?count=1", token))
+        slow.start()
+        time.sleep(0.3)  # the SCIM request is inside, holding the slot
+        started = time.monotonic()
+        status = call(port, "POST", "/api/v1/check", token, {"user": "nobody", "right": "x", "scope": "instance"})[0]
+        waited = time.monotonic() - started
+        assert inside.get("scim") == 1  # still there
+        slow.join(timeout=30)
+    assert status in (401, 403)
+    assert waited < 1.0
