@@ -271,7 +271,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--hot-path-threads", type=int, metavar="N",
-                        help="the server's server.hot_path_threads (default: its own default, 1; 0: no gate)")
+                        help="the server's server.hot_path_threads (default: its own, 0: no gate; 1, 2: gates)")
     stores = parser.add_mutually_exclusive_group()
     stores.add_argument("--database", help="SQLAlchemy URL (default: SQLite in a temp dir)")
     stores.add_argument("--postgres", action="store_true",

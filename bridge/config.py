@@ -113,9 +113,9 @@ Schedule = Annotated[str, Field(min_length=1)]
 class ServerConfig(Strict):
     listen: str = DEFAULT_LISTEN
     workers: int = Field(default=8, ge=1, le=256, description="request threads")
-    hot_path_threads: int | None = Field(default=None, ge=0, le=256, description="request threads that serve "
-                                         "SCIM and the check API at once (bridge.gate); 0: as many as there are "
-                                         "workers; unset: 1 on SQLite, 2 on PostgreSQL (hot_path_slots)")
+    hot_path_threads: int = Field(default=0, ge=0, le=256, description="request threads that serve SCIM, and "
+                                  "as many the check API, at once (bridge.gate); 0: no gate (every worker serves "
+                                  "any request). Opt-in: see docs/operators.md for what it costs")
     public_url: str | None = None
     shutdown_timeout: float = Field(default=30.0, gt=0, le=600)
     max_connections: int = Field(default=1000, ge=10, le=100000, description="open connections served at once; "
@@ -764,12 +764,8 @@ class Config(Strict):
 
     @property
     def hot_path_slots(self) -> int:
-        """``server.hot_path_threads``, or where it is unset 1 on SQLite and 2 elsewhere: on
-        PostgreSQL each statement waits for the database, and a second request computes
-        meanwhile (bench/scim_bench.py --postgres: lookups 202-391/s with 1 and 2, POST alike)."""
-        if self.server.hot_path_threads is not None:
-            return self.server.hot_path_threads
-        return 1 if self.database_url.startswith("sqlite") else 2
+        """``server.hot_path_threads``: the slots of each hot-path gate (0: none)."""
+        return self.server.hot_path_threads
 
     def secret_values(self) -> list[str]:
         """Every secret in the config, for the log redactor."""

@@ -13,8 +13,9 @@ gives SCIM and the check API a gate each); the others wait on a lock, asleep, in
 competing for the interpreter.
 
 A gated request lets go of its slot while it waits on something other than the CPU,
-wherever dirbridge itself waits: for SQLite's write lock (bridge.store.db), for a
-password hash, for a write-back to a directory. Its slot is taken back before it runs
+wherever dirbridge itself waits: for SQLite's write lock (bridge.store.db, of whichever
+gate: a check's token write waits there too), for a password hash, for a write-back to a
+directory. Its slot is taken back before it runs
 on; a thread that holds no slot (a job, an ungated request) lets go of nothing.
 
 Lock order: the gate is taken first (the request starts with it), and a thread that
@@ -28,6 +29,22 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+# The gate each thread holds a slot of, if any: what a wait in the store lets go of, whichever
+# hot path the thread serves (a check's token write waits for the write lock too).
+_HOLDING = threading.local()
+
+
+@contextmanager
+def slot_released() -> Iterator[None]:
+    """The slot this thread holds, of whichever gate, let go for the block (a wait on
+    something else than the CPU); nothing happens where the thread holds none."""
+    gate: Gate | None = getattr(_HOLDING, "gate", None)
+    if gate is None:
+        yield
+        return
+    with gate.released():
+        yield
 
 
 class Gate:
@@ -60,9 +77,12 @@ class Gate:
             return
         self._lock.acquire()
         self._mine.held = True
+        outer = getattr(_HOLDING, "gate", None)
+        _HOLDING.gate = self
         try:
             yield
         finally:
+            _HOLDING.gate = outer
             self._mine.held = False
             self._lock.release()
 

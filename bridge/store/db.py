@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bridge import jsonio
 from bridge.files import private_dir, private_file
-from bridge.gate import Gate
+from bridge.gate import Gate, slot_released
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -131,7 +131,7 @@ class Store:
         # Past the busy timeout SQLite itself answers (busy), as it would without this lock.
         queued = self._writer.acquire(blocking=False)
         if not queued:
-            with self.gate.released():
+            with slot_released():
                 queued = self._writer.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
         try:
             with self._write() as session, session.begin():

@@ -12,10 +12,10 @@ trickles its headers is disconnected then, so slow clients hold a socket for at 
 that long, and ``server.max_connections`` of them at once are what it takes to keep
 new connections waiting (a reverse proxy in front is the tool beyond that).
 
-Requests on the hot paths are served under a hot-path gate (bridge.gate,
-``server.hot_path_threads`` of them at once; ``hot_path_gates``): the whole of waitress's
-task, reading the environment and writing the answer included. SCIM and the check API
-have a gate each, so a SCIM Bulk of a thousand operations does not hold up the portal's
+With ``server.hot_path_threads`` set (opt-in), requests on the hot paths are served
+under a hot-path gate (bridge.gate, that many of them at once; ``hot_path_gates``): the
+application's call, not waitress's writing of the answer. SCIM and the check API have a
+gate each, so a SCIM Bulk of a thousand operations does not hold up the portal's
 checks. The rest (health, pages, logins that may wait seconds on a directory, the admin
 API) runs beside them on the other threads, as before.
 
@@ -43,6 +43,32 @@ SCIM_PATHS = "/scim/"
 CHECK_PATHS = "/api/v1/check"
 
 
+class _Gated:
+    """The application, each request on a hot path called under its path's gate. The gate
+    covers the application's call and its body made whole, not waitress's writing of the
+    answer: a client that pipelines requests and reads no answer fills its connection's
+    buffer, and waitress then waits for it to drain (the thread it holds is one of
+    ``server.workers``; a slot held meanwhile would be every request of the path)."""
+
+    def __init__(self, app: WsgiApp, gates: dict[str, Gate]):
+        self.app = app
+        self.gates = [(prefix, gate) for prefix, gate in gates.items() if gate.enabled]
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO") or ""
+        for prefix, gate in self.gates:
+            if path.startswith(prefix):
+                with gate.held():
+                    result = self.app(environ, start_response)
+                    try:
+                        return [b"".join(result)]
+                    finally:
+                        close = getattr(result, "close", None)
+                        if close is not None:
+                            close()
+        return self.app(environ, start_response)
+
+
 def hot_path_gates(scim: Gate, slots: int) -> dict[str, Gate]:
     """The gates of the hot paths by path prefix: short requests that only compute and read
     or write the store, where the IdPs and the portal wait for the answer. SCIM's is the
@@ -64,17 +90,6 @@ class _Channel(HTTPChannel):  # type: ignore[misc]
         elif self.request is not before or self.request_started is None:
             self.request_started = time.time()
         return result
-
-    def service(self) -> None:
-        """One request, under its hot path's gate when it has one."""
-        path = self.requests[0].path or ""
-        gates: dict[str, Gate] = self.server.hot_path_gates
-        for prefix, gate in gates.items():
-            if gate.enabled and path.startswith(prefix):
-                with gate.held():
-                    super().service()
-                return
-        super().service()
 
 
 class HttpServer:
@@ -100,9 +115,9 @@ class HttpServer:
 
     def start(self) -> None:
         """Bind (raising OSError at once if the address is taken), then serve in a thread."""
-        self._server = create_server(self.app, **self.options)
+        app = _Gated(self.app, self.gates) if any(g.enabled for g in self.gates.values()) else self.app
+        self._server = create_server(app, **self.options)
         self._server.channel_class = _Channel
-        self._server.hot_path_gates = self.gates
         tidy = self._server.maintenance
 
         def maintenance(now: float) -> None:

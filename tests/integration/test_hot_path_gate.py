@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from bridge.config import load_config_data
 from bridge.gate import Gate
@@ -152,4 +154,65 @@ def test_a_long_scim_request_does_not_hold_up_the_checks(tmp_path):
         assert inside.get("scim") == 1  # still there
         slow.join(timeout=30)
     assert status in (401, 403)
+    assert waited < 1.0
+
+
+def test_a_client_that_pipelines_and_reads_nothing_holds_no_slot(tmp_path):
+    """One connection pipelines pages of 1,000 users and never reads: waitress fills the
+    connection's buffer and waits for it to drain. The gate covers the application's call,
+    not that wait, so another client's SCIM request is answered (with the gate around
+    waitress's whole task it timed out, past both 30 s timeouts)."""
+    with served(tmp_path, slots=1) as (_rt, port, token):
+        bulk = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": [
+            {"method": "POST", "path": "/Users", "bulkId": f"b{i}",
+             "data": {"schemas": [CORE], "userName": f"user{i:05d}@example.org", "displayName": "D" * 200,
+                      "name": {"givenName": "G" * 100, "familyName": "F" * 100}}}
+            for i in range(1000)]}
+        assert call(port, "POST", "/scim/v2/Bulk", token, bulk, timeout=300)[0] == 200
+        attacker = socket.socket()
+        attacker.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        attacker.connect(("127.0.0.1", port))
+        one = f"GET /scim/v2/Users?count=1000 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+        attacker.sendall(one * (8000 // len(one)))  # some 60 answers of 0.5 MB, never read
+        try:
+            time.sleep(5)
+            started = time.monotonic()
+            status = call(port, "GET", "/scim/v2/Users?count=1", token, timeout=10)[0]
+            waited = time.monotonic() - started
+        finally:
+            attacker.close()
+    assert status == 200
+    assert waited < 2
+
+
+def test_a_check_waiting_for_the_write_lock_lets_the_other_checks_through(tmp_path):
+    """A check whose token is used for the first time writes its last_used_at and waits for
+    the write lock (held here by a job's thread for 3 s): it lets go of the check API's slot
+    meanwhile, and a check with a token already seen is answered at once."""
+    with served(tmp_path, slots=1) as (rt, port, _scim):
+        with rt.services.unit(Actor(name="test")) as uow:
+            seen = uow.tokens.create("portal", "admin")[1]
+            fresh = uow.tokens.create("portal2", "admin")[1]
+        ask = {"user": "nobody", "right": "x", "scope": "instance"}
+        assert call(port, "POST", "/api/v1/check", seen, ask)[0] < 500  # its last_used_at is written now
+        taken, done = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with rt.store.write() as session:
+                session.execute(text("UPDATE api_tokens SET name = name WHERE 0"))
+                taken.set()
+                done.wait(10)
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert taken.wait(5)
+        first = threading.Thread(target=call, args=(port, "POST", "/api/v1/check", fresh, ask))
+        first.start()
+        time.sleep(0.3)  # the fresh token's check waits for the write lock
+        started = time.monotonic()
+        status = call(port, "POST", "/api/v1/check", seen, ask, timeout=10)[0]
+        waited = time.monotonic() - started
+        done.set()
+        holder.join(timeout=10)
+        first.join(timeout=30)
+    assert status < 500
     assert waited < 1.0

@@ -161,12 +161,12 @@ def test_the_example_documents_every_key():
 
 
 @pytest.mark.parametrize(("tables", "slots"), [
-    ({}, 1),  # the embedded SQLite: one hot request at a time
-    ({"database": {"url": "postgresql+psycopg://dirbridge@db/dirbridge"}}, 2),  # one computes while one waits
-    ({"database": {"url": "postgresql+psycopg://dirbridge@db/dirbridge"}, "server": {"hot_path_threads": 1}}, 1),
-    ({"server": {"hot_path_threads": 0}}, 0),  # no gate
+    ({}, 0),  # no gate unless asked for (docs/operators.md: what it costs)
+    ({"database": {"url": "postgresql+psycopg://dirbridge@db/dirbridge"}}, 0),
+    ({"server": {"hot_path_threads": 1}}, 1),
+    ({"database": {"url": "postgresql+psycopg://dirbridge@db/dirbridge"}, "server": {"hot_path_threads": 2}}, 2),
 ])
-def test_hot_path_slots_follow_the_store_unless_set(tables, slots):
+def test_hot_path_gates_are_off_unless_set(tables, slots):
     assert load_config_data(tables).hot_path_slots == slots
 
 

@@ -44,6 +44,13 @@ def test_nan_the_standard_library_wrote_is_read():
     assert math.isnan(jsonio.loads('{"x": NaN}')["x"])
 
 
+def test_nan_and_infinity_are_written_as_null():
+    """JSON has no NaN: the standard library wrote the invalid ``NaN``, orjson writes null,
+    which every client reads."""
+    assert json.loads(jsonio.dumps({"x": float("nan"), "y": float("inf"), "z": -float("inf")})) == {
+        "x": None, "y": None, "z": None}
+
+
 def test_keys_that_are_not_strings_are_written_as_json_writes_them():
     assert json.loads(jsonio.dumps({1: "one", "2": "two"})) == {"1": "one", "2": "two"}
 
