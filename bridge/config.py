@@ -762,11 +762,6 @@ class Config(Strict):
     def database_url(self) -> str:
         return self.database.resolved_url(self.data_dir)
 
-    @property
-    def hot_path_slots(self) -> int:
-        """``server.hot_path_threads``: the slots of each hot-path gate (0: none)."""
-        return self.server.hot_path_threads
-
     def secret_values(self) -> list[str]:
         """Every secret in the config, for the log redactor."""
         found: list[str] = []

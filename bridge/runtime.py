@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 
 from bridge.clock import Clock, utcnow
 from bridge.config import Config
-from bridge.gate import Gate
 from bridge.services import Services
 from bridge.store import Store, migrate
 
@@ -154,7 +153,7 @@ class NotMigrated(Exception):
 def open_store(config: Config, *, migrate_if_allowed: bool = True) -> Store:
     """Open the configured database; on the embedded default (or with auto_migrate)
     apply pending migrations, otherwise refuse to work on an old schema."""
-    store = Store(config.database_url, config.database.pool_size, Gate(config.hot_path_slots))
+    store = Store(config.database_url, config.database.pool_size)
     if migrate.is_up_to_date(store.engine):
         return store
     current = migrate.current_revision(store.engine)

@@ -40,6 +40,7 @@ from scim2_server.utils import parametrize
 from bridge import jsonio
 from bridge.accounts.context import context_for
 from bridge.accounts.credentials import hashed_ahead
+from bridge.gate import slot_released
 from bridge.runtime import Runtime
 from bridge.scim import lenient, limits, quirks
 from bridge.scim.fast import FastPath
@@ -240,7 +241,7 @@ class ScimApplication(WSGIApplication):
                      if document is not None and identity and self._may_set_passwords(identity.name) else [])
         with ExitStack() as stack:
             if passwords:
-                with self.rt.store.gate.released():  # the hashes take the CPU of argon2, not of Python
+                with slot_released():  # the hashes take the CPU of argon2, not of Python
                     stack.enter_context(hashed_ahead(context_for(self.rt), passwords))
             stack.enter_context(self.storage.begin(actor, write=request.method not in READ_METHODS,
                                                    per_operation=bulk and not atomic))

@@ -35,6 +35,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from bridge.accounts.context import AccountsContext
 from bridge.accounts.credentials import set_password_from_source
+from bridge.gate import slot_released
 from bridge.names import identity_key
 from bridge.scim import convert, keyset
 from bridge.scim.filters import SqlDialect, order_by, scim_key, where_clause
@@ -155,7 +156,7 @@ class StoreStorage(ScimStorage):
                 finally:
                     _current.reset(token)
             if context.after_commit[0]:
-                with self.services.store.gate.released():  # a write-back waits on a directory
+                with slot_released():  # a write-back waits on a directory
                     for action in context.after_commit[0]:
                         action()
         else:

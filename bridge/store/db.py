@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bridge import jsonio
 from bridge.files import private_dir, private_file
-from bridge.gate import Gate, slot_released
+from bridge.gate import slot_released
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -96,11 +96,8 @@ def create_store_engine(url: str, pool_size: int = 10) -> Engine:
 class Store:
     """The database of one dirbridge process."""
 
-    def __init__(self, url: str, pool_size: int = 10, gate: Gate | None = None):
+    def __init__(self, url: str, pool_size: int = 10):
         self.url = url
-        # The hot-path gate of the process (bridge.gate): a writer that waits for the write lock
-        # lets go of its slot meanwhile.
-        self.gate = gate or Gate()
         self.engine = create_store_engine(url, pool_size)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         write_bind = self.engine.execution_options(sqlite_begin="IMMEDIATE") if self.is_sqlite else self.engine
@@ -131,7 +128,7 @@ class Store:
         # Past the busy timeout SQLite itself answers (busy), as it would without this lock.
         queued = self._writer.acquire(blocking=False)
         if not queued:
-            with slot_released():
+            with slot_released():  # a hot-path request lets go of its slot meanwhile (bridge.gate)
                 queued = self._writer.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
         try:
             with self._write() as session, session.begin():

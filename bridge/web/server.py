@@ -69,12 +69,11 @@ class _Gated:
         return self.app(environ, start_response)
 
 
-def hot_path_gates(scim: Gate, slots: int) -> dict[str, Gate]:
-    """The gates of the hot paths by path prefix: short requests that only compute and read
-    or write the store, where the IdPs and the portal wait for the answer. SCIM's is the
-    store's (a SCIM write lets its slot go while it waits for the write lock); the check
-    API gets one of its own with as many slots."""
-    return {SCIM_PATHS: scim, CHECK_PATHS: Gate(slots)}
+def hot_path_gates(slots: int) -> dict[str, Gate]:
+    """The gates of the hot paths by path prefix, ``slots`` each: short requests that only
+    compute and read or write the store, where the IdPs and the portal wait for the answer.
+    A request waiting elsewhere lets go of its slot (bridge.gate.slot_released)."""
+    return {SCIM_PATHS: Gate(slots), CHECK_PATHS: Gate(slots)}
 
 
 class _Channel(HTTPChannel):  # type: ignore[misc]

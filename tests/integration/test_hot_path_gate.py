@@ -19,7 +19,6 @@ import pytest
 from sqlalchemy import text
 
 from bridge.config import load_config_data
-from bridge.gate import Gate
 from bridge.runtime import build_runtime
 from bridge.services import Actor
 from bridge.store import Store, migrate
@@ -32,7 +31,7 @@ CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
 @contextmanager
 def served(tmp_path: Path, slots: int, wrap: Any = None) -> Iterator[tuple[Any, int, str]]:
     """A runtime on SQLite with a gate of ``slots``, served as `dirbridge serve` serves it."""
-    store = Store(f"sqlite:///{tmp_path / 'store.sqlite3'}", gate=Gate(slots))
+    store = Store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
     migrate.upgrade(store.engine)
     rt = build_runtime(load_config_data({"data_dir": str(tmp_path)}), store=store)
     with rt.services.unit(Actor(name="test")) as uow:
@@ -40,7 +39,7 @@ def served(tmp_path: Path, slots: int, wrap: Any = None) -> Iterator[tuple[Any, 
     app = create_app(rt)
     server = HttpServer(wrap(app) if wrap else app, host="127.0.0.1", port=0, threads=8, max_connections=100,
                         idle_timeout=30, max_body_bytes=1 << 20, shutdown_timeout=5, ident="test",
-                        gates=hot_path_gates(store.gate, slots))
+                        gates=hot_path_gates(slots))
     server.start()
     try:
         yield rt, server.bound_port, token

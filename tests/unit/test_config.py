@@ -167,7 +167,7 @@ def test_the_example_documents_every_key():
     ({"database": {"url": "postgresql+psycopg://dirbridge@db/dirbridge"}, "server": {"hot_path_threads": 2}}, 2),
 ])
 def test_hot_path_gates_are_off_unless_set(tables, slots):
-    assert load_config_data(tables).hot_path_slots == slots
+    assert load_config_data(tables).server.hot_path_threads == slots
 
 
 def test_a_negative_hot_path_thread_count_names_the_key():
