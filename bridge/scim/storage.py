@@ -310,7 +310,10 @@ class StoreStorage(ScimStorage):
             if table is User:
                 reader = _reader(ctx)
                 users = self._user_page(reader, where, ordering, offset, count)
-                total = self._user_total(reader, where, offset, count, len(users))
+                # counted without a subquery (the WHERE reads no other table than through its own
+                # subqueries, so the rows counted are those the page is cut from)
+                total = self._total(reader, select(func.count()).select_from(User).where(*where),
+                                    offset, count, len(users))
                 page = convert.PageData.load(reader, users, with_groups="groups" not in skip,
                                              visibility=ctx.visibility)
                 return DocumentPage(total, [convert.user_document(ctx.session, row, page=page,
@@ -320,25 +323,17 @@ class StoreStorage(ScimStorage):
             if count is not None:
                 page_query = page_query.limit(count)
             rows: list[User | Group] = list(ctx.session.scalars(page_query).all())
-            total = self._total(ctx.session, query, offset, count, len(rows))
+            total = self._total(ctx.session, self._counted(query), offset, count, len(rows))
             return DocumentPage(total, [self._document(ctx.session, row, skip) for row in rows])
 
-    def _total(self, session: Session, query: Select[Any], offset: int, count: int | None, found: int) -> int:
-        """The collection's size: told by a page shorter than asked for (from the first
-        position, or holding rows), else counted."""
-        if (count is None or found < count) and (found or not offset):
-            return offset + found
-        return self._count(session, query)
-
     @staticmethod
-    def _user_total(reader: Session | Connection, where: list[Any], offset: int, count: int | None,
-                    found: int) -> int:
-        """_total of a page of users, counted without a subquery, on the read transaction's
-        connection: ``SELECT count(*) FROM users WHERE ...`` (the WHERE reads no other table
-        than through its own subqueries, so the rows counted are those the page is cut from)."""
+    def _total(reader: Session | Connection, counted: Select[Any], offset: int, count: int | None,
+               found: int) -> int:
+        """The collection's size: told by a page shorter than asked for (from the first
+        position, or holding rows), else ``counted`` (a count statement) is run."""
         if (count is None or found < count) and (found or not offset):
             return offset + found
-        return reader.scalar(select(func.count()).select_from(User).where(*where)) or 0
+        return reader.scalar(counted) or 0
 
     def _user_page(self, session: Session | Connection, where: list[Any], ordering: list[Any], offset: int,
                    count: int | None) -> list[convert.UserColumns]:
@@ -391,13 +386,17 @@ class StoreStorage(ScimStorage):
             where = lookup_where(self.dialect, attribute, visibility)
             page = (select(*convert.USER_DOCUMENT_COLUMNS).where(*where).order_by(User.id)
                     .limit(bindparam("count", type_=Integer)))
-            found = (page, select(func.count()).select_from(select(User).where(*where).subquery()))
+            found = (page, self._counted(select(User).where(*where)))
             self._lookups[key] = found
         return found
 
     @staticmethod
-    def _count(session: Session, query: Select[Any]) -> int:
-        return session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    def _counted(query: Select[Any]) -> Select[Any]:
+        """The statement that counts ``query``'s rows."""
+        return select(func.count()).select_from(query.subquery())
+
+    def _count(self, session: Session, query: Select[Any]) -> int:
+        return session.scalar(self._counted(query)) or 0
 
     def _search_keyed(self, resource_types: list[ResourceType], search_request: SearchRequest[Any],
                       position: Any, skip: frozenset[str] | set[str] = frozenset()) -> DocumentPage:
