@@ -84,13 +84,13 @@ def create_store_engine(url: str, pool_size: int = 10) -> Engine:
             private_dir(Path(database).parent)
         engine = create_engine(url, connect_args={"check_same_thread": False,
                                                   "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-                               json_deserializer=jsonio.loads)
+                               json_serializer=jsonio.dumps_text, json_deserializer=jsonio.loads)
         _setup_sqlite(engine)
         if database and database != ":memory:":
             _keep_private(engine, Path(database))
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                         json_deserializer=jsonio.loads)
+                         json_serializer=jsonio.dumps_text, json_deserializer=jsonio.loads)
 
 
 class Store:
