@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--database", help="SQLAlchemy URL (default: SQLite in a temp dir)")
     parser.add_argument("--profile", choices=["healthz", "create", "patch", "lookup", "get", "page", "service"])
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--dump", metavar="PATH", help="with --profile: also write the profile to PATH (for pstats, "
+                        "snakeviz: callers and callees)")
     parser.add_argument("--echo", action="store_true")
     args = parser.parse_args()
 
@@ -173,6 +175,8 @@ def main() -> None:
         stats.sort_stats("cumulative").print_stats(args.top)
         stats.sort_stats("cumulative").print_stats("bridge/", args.top)  # this project's own steps
         stats.sort_stats("tottime").print_stats(args.top)
+        if args.dump:
+            stats.dump_stats(args.dump)
 
 
 if __name__ == "__main__":

@@ -112,10 +112,12 @@ Schedule = Annotated[str, Field(min_length=1)]
 
 class ServerConfig(Strict):
     listen: str = DEFAULT_LISTEN
-    workers: int = Field(default=8, ge=1, le=256, description="request threads")
-    hot_path_threads: int = Field(default=0, ge=0, le=256, description="request threads that serve SCIM, and "
-                                  "as many the check API, at once (bridge.gate); 0: no gate (every worker serves "
-                                  "any request). Opt-in: see docs/operators.md for what it costs")
+    workers: int = Field(default=8, ge=1, le=256, description="request threads of each pool: SCIM's, the check "
+                         "API's and the rest's (bridge.web.server)")
+    hot_path_threads: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = Field(
+        default="auto", description="requests SCIM serves at once, and as many the check API (bridge.gate); "
+        '"auto": 1 on SQLite, 2 on PostgreSQL (where each statement waits for the database); 0: no gate. '
+        "docs/operators.md says what a gate gains and costs")
     public_url: str | None = None
     shutdown_timeout: float = Field(default=30.0, gt=0, le=600)
     max_connections: int = Field(default=1000, ge=10, le=100000, description="open connections served at once; "
@@ -761,6 +763,15 @@ class Config(Strict):
     @property
     def database_url(self) -> str:
         return self.database.resolved_url(self.data_dir)
+
+    @property
+    def hot_path_slots(self) -> int:
+        """``server.hot_path_threads``, "auto" by the store: 1 on SQLite, where a request
+        only waits for the CPU, 2 on PostgreSQL, where each statement waits for the
+        database (bench/scim_bench.py, docs/operators.md)."""
+        if self.server.hot_path_threads != "auto":
+            return self.server.hot_path_threads
+        return 1 if self.database_url.startswith("sqlite") else 2
 
     def secret_values(self) -> list[str]:
         """Every secret in the config, for the log redactor."""

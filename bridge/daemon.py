@@ -43,7 +43,7 @@ class Daemon:
             max_connections=config.max_connections, idle_timeout=config.idle_timeout,
             max_body_bytes=rt.config.scim.bulk_max_payload_bytes * 2 + 65536,
             shutdown_timeout=config.shutdown_timeout, ident=f"dirbridge/{__version__}",
-            request_timeout=config.request_timeout, gates=hot_path_gates(config.hot_path_threads),
+            request_timeout=config.request_timeout, gates=hot_path_gates(rt.config.hot_path_slots),
         )
         self.scheduler = build_scheduler(rt) if rt.config.jobs.enabled else None
         rt.scheduler = self.scheduler

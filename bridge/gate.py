@@ -6,22 +6,23 @@ busy on short SCIM or check requests, each of those hand-overs wakes a thread th
 must win the interpreter back: measured with bench/scim_bench.py (8 clients, 16
 threads, SQLite) a ``userName eq`` lookup cost the server 1.49 ms of CPU, 0.94 ms with
 one request thread; a page of 100 users 10-13 ms, 4.9 ms with one. The gate keeps the
-threads (a slow client or a login that binds to a directory still holds one thread,
-not the server) and lets ``slots`` of them at a time serve a hot-path request
-(``server.hot_path_threads``; bridge.web.server decides which requests are hot, and
-gives SCIM and the check API a gate each); the others wait on a lock, asleep, instead of
-competing for the interpreter.
+threads and lets ``slots`` of them at a time serve a hot-path request
+(``server.hot_path_threads``, "auto": 1 on SQLite, 2 on PostgreSQL; bridge.web.server
+gives SCIM and the check API a gate each, within their own pools of threads); the others
+wait on a lock, asleep, instead of competing for the interpreter.
 
 A gated request lets go of its slot while it waits on something other than the CPU,
 wherever dirbridge itself waits: for SQLite's write lock (bridge.store.db, of whichever
-gate: a check's token write waits there too), for a password hash, for a write-back to a
-directory. Its slot is taken back before it runs
-on; a thread that holds no slot (a job, an ungated request) lets go of nothing.
+gate: a check's token write waits there too) or its busy timeout, for a password hash
+or a check against the password history, for a write-back to a directory. A thread
+that holds no slot (a job, an ungated request) lets go of nothing.
 
-Lock order: the gate is taken first (the request starts with it), and a thread that
-waits for the write lock lets go of it; so a thread holding the write lock and
-waiting for a slot always gets one (whoever has the slot either runs to the end of
-its request or waits for the write lock, letting go).
+Coming back, it takes its slot if one is free and otherwise runs on beside the slots
+(until its request ends): it never waits to come back. It may hold what a slot holder
+waits for (a row lock on PostgreSQL, SQLite's write lock), and waiting would then be
+waiting for itself. So at most ``slots`` requests enter at a time, and those that come
+back from a wait may briefly add to them; the gate is only ever waited for at a
+request's start, holding nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def slot_released() -> Iterator[None]:
         yield
 
 
+def holding_slot() -> bool:
+    """Whether this thread holds a slot of any gate (what ``slot_released`` would let go)."""
+    gate: Gate | None = getattr(_HOLDING, "gate", None)
+    return gate is not None and gate.holds()
+
+
 class Gate:
     """``slots`` threads at a time; 0 lets every thread through (no gate)."""
 
@@ -68,28 +75,36 @@ class Gate:
         """Whether this thread holds a slot."""
         return bool(getattr(self._mine, "held", False))
 
+    def _inside(self) -> bool:
+        """Whether this thread is inside ``held()`` (with a slot, or beside them after a wait)."""
+        return bool(getattr(self._mine, "inside", False))
+
     @contextmanager
     def held(self) -> Iterator[None]:
         """A slot for this thread for the block (a request on a hot path). Re-entrant: a
-        thread that holds one already keeps it."""
-        if self._lock is None or self.holds():
+        thread inside already does not wait again."""
+        if self._lock is None or self._inside():
             yield
             return
         self._lock.acquire()
-        self._mine.held = True
+        self._mine.held = self._mine.inside = True
         outer = getattr(_HOLDING, "gate", None)
         _HOLDING.gate = self
         try:
             yield
         finally:
             _HOLDING.gate = outer
-            self._mine.held = False
-            self._lock.release()
+            self._mine.inside = False
+            if self._mine.held:
+                self._mine.held = False
+                self._lock.release()
 
     @contextmanager
     def released(self) -> Iterator[None]:
         """This thread's slot let go for the block (a wait on something else than the CPU),
-        taken back after it; nothing happens where the thread holds none."""
+        taken back after it if it is free, else the thread goes on beside the slots (it
+        must not wait for a slot holder that may wait for what this thread holds);
+        nothing happens where the thread holds none."""
         if self._lock is None or not self.holds():
             yield
             return
@@ -98,5 +113,4 @@ class Gate:
         try:
             yield
         finally:
-            self._lock.acquire()
-            self._mine.held = True
+            self._mine.held = self._lock.acquire(blocking=False)

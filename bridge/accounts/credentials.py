@@ -18,6 +18,7 @@ from bridge.accounts.passwords import (
     temporary_password,
     verify_hash,
 )
+from bridge.gate import slot_released
 from bridge.services import UnitOfWork
 from bridge.store.models import User
 
@@ -56,7 +57,8 @@ def reused(ctx: AccountsContext, uow: UnitOfWork, user: User, password: str) -> 
     hashes = uow.accounts.recent_hashes(user, policy.history)
     if user.password_hash and user.password_hash not in hashes:
         hashes = [user.password_hash, *hashes[: policy.history - 1]]
-    return any(verify_hash(policy, h, password) for h in hashes)
+    with slot_released():  # argon2's CPU, not the interpreter's: a hot-path slot is not needed (bridge.gate)
+        return any(verify_hash(policy, h, password) for h in hashes)
 
 
 def set_new_password(ctx: AccountsContext, uow: UnitOfWork, user: User, password: str) -> None:

@@ -9,6 +9,7 @@ rows it checks with ``SELECT ... FOR UPDATE``.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import unicodedata
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bridge import jsonio
 from bridge.files import private_dir, private_file
-from bridge.gate import slot_released
+from bridge.gate import holding_slot, slot_released
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -50,7 +51,30 @@ def _setup_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        if mode == "IMMEDIATE" and holding_slot():
+            # Another process (the CLI) may hold SQLite's write lock: a hot-path request
+            # waits out the busy timeout without its slot (bridge.gate).
+            if _begin_without_waiting(conn.connection.dbapi_connection):
+                return
+            with slot_released():
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _begin_without_waiting(raw: sqlite3.Connection) -> bool:
+    """BEGIN IMMEDIATE at once if SQLite's write lock is free; False if another connection
+    holds it (nothing begun)."""
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+        return True
+    except sqlite3.OperationalError as exc:
+        if raw.in_transaction or "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        return False
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def _keep_private(engine: Engine, database: Path) -> None:

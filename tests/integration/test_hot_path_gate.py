@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -29,15 +30,17 @@ CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 
 @contextmanager
-def served(tmp_path: Path, slots: int, wrap: Any = None) -> Iterator[tuple[Any, int, str]]:
-    """A runtime on SQLite with a gate of ``slots``, served as `dirbridge serve` serves it."""
+def served(tmp_path: Path, slots: int, wrap: Any = None, threads: int = 8,
+           config: dict[str, Any] | None = None) -> Iterator[tuple[Any, int, str]]:
+    """A runtime on SQLite with a gate of ``slots``, served as `dirbridge serve` serves it
+    (``threads`` per pool: SCIM, the check API, the rest)."""
     store = Store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
     migrate.upgrade(store.engine)
-    rt = build_runtime(load_config_data({"data_dir": str(tmp_path)}), store=store)
+    rt = build_runtime(load_config_data({"data_dir": str(tmp_path), **(config or {})}), store=store)
     with rt.services.unit(Actor(name="test")) as uow:
         token = uow.tokens.create("entra", "scim")[1]
     app = create_app(rt)
-    server = HttpServer(wrap(app) if wrap else app, host="127.0.0.1", port=0, threads=8, max_connections=100,
+    server = HttpServer(wrap(app) if wrap else app, host="127.0.0.1", port=0, threads=threads, max_connections=100,
                         idle_timeout=30, max_body_bytes=1 << 20, shutdown_timeout=5, ident="test",
                         gates=hot_path_gates(slots))
     server.start()
@@ -84,6 +87,68 @@ def test_a_read_is_answered_while_a_write_waits_for_the_write_lock(tmp_path):
             assert posted == []  # still waiting: the read did not wait for it
         writer.join(timeout=30)
         assert posted == [201]
+
+
+def test_a_read_is_answered_while_a_write_waits_for_another_process(tmp_path):
+    """Another process (the CLI, here a connection of its own) holds SQLite's write lock:
+    the SCIM POST waits out the busy timeout without the only slot, and a read goes through."""
+    with served(tmp_path, slots=1) as (_rt, port, token):
+        assert call(port, "POST", "/scim/v2/Users", token, user("first@example.org"))[0] == 201
+        posted: list[int] = []
+        other = sqlite3.connect(tmp_path / "store.sqlite3", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            writer = threading.Thread(target=lambda: posted.append(
+                call(port, "POST", "/scim/v2/Users", token, user("second@example.org"))[0]))
+            writer.start()
+            time.sleep(0.5)  # the POST is in, waiting on SQLite
+            started = time.monotonic()
+            status, body = call(port, "GET", '/scim/v2/Users?filter=userName%20eq%20%22first@example.org%22',
+                                token, timeout=10)
+            waited = time.monotonic() - started
+            assert posted == []  # still waiting
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        writer.join(timeout=30)
+    assert status == 200 and body["totalResults"] == 1
+    assert waited < 2
+    assert posted == [201]  # and written once the other process let go
+
+
+def test_a_read_is_answered_while_a_write_checks_the_password_history(tmp_path):
+    """A SCIM PATCH of a password checks it against the user's last ones (argon2, made
+    costly here), inside its transaction: it does so without the only slot, and a read
+    goes through meanwhile."""
+    config = {"scim": {"clients": {"entra": {"passwords": True}}},
+              "policy": {"password": {"history": 5, "hash_time_cost": 12, "hash_parallelism": 1}}}
+    with served(tmp_path, slots=1, config=config) as (_rt, port, token):
+        status, created = call(port, "POST", "/scim/v2/Users", token,
+                               {**user("first@example.org"), "password": "Correct-Horse-Battery-0"})
+        assert status == 201
+        path = f"/scim/v2/Users/{created['id']}"
+
+        def patch(n: int) -> int:
+            return call(port, "PATCH", path, token, {
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "password", "value": f"Correct-Horse-Battery-{n}"}]})[0]
+        assert [patch(n) for n in (1, 2)] == [200, 200]
+        started = time.monotonic()
+        assert patch(3) == 200
+        one_patch = time.monotonic() - started  # hashing ahead, then three hashes of the history checked
+        patched: list[int] = []
+        writer = threading.Thread(target=lambda: patched.append(patch(4)))
+        writer.start()
+        time.sleep(one_patch / 2)  # the PATCH is checking the history
+        started = time.monotonic()
+        status, body = call(port, "GET", '/scim/v2/Users?filter=userName%20eq%20%22first@example.org%22',
+                            token, timeout=30)
+        waited = time.monotonic() - started
+        writer.join(timeout=60)
+    assert status == 200 and body["totalResults"] == 1
+    assert patched == [200]
+    assert one_patch > 1.0  # costly enough that a read waiting for it would show
+    assert waited < one_patch / 4
 
 
 def counting(app: Any, inside: dict[str, int], slow_scim: float = 0.02) -> Any:
@@ -154,6 +219,35 @@ def test_a_long_scim_request_does_not_hold_up_the_checks(tmp_path):
         slow.join(timeout=30)
     assert status in (401, 403)
     assert waited < 1.0
+
+
+@pytest.mark.parametrize("slots", [0, 1])
+def test_a_scim_flood_does_not_hold_up_the_checks_or_the_health_check(tmp_path, slots):
+    """Three times more slow SCIM requests at once than there are threads (an IdP's burst,
+    a flood of unauthenticated requests): they queue in SCIM's own threads, gate or none,
+    and the checks and /healthz are answered at once. With one pool for every path the
+    flood held every thread (and with a gate, the requests waiting at it did), and a check
+    waited for the SCIM requests ahead of it."""
+    inside: dict[str, int] = {}
+    with served(tmp_path, slots=slots, threads=2,
+                wrap=lambda app: counting(app, inside, slow_scim=1.5)) as (_rt, port, token):
+        flood = [threading.Thread(target=call, args=(port, "GET", "/scim/v2/Users?count=1", "not-a-token"))
+                 for _ in range(6)]
+        for thread in flood:
+            thread.start()
+        time.sleep(0.3)  # SCIM's threads are taken, the rest of the flood queued
+        started = time.monotonic()
+        check = call(port, "POST", "/api/v1/check", token, {"user": "nobody", "right": "x", "scope": "instance"})[0]
+        check_waited = time.monotonic() - started
+        started = time.monotonic()
+        health = call(port, "GET", "/healthz", token)[0]
+        health_waited = time.monotonic() - started
+        scim_during = inside.get("scim", 0)
+        for thread in flood:
+            thread.join(timeout=30)
+    assert scim_during == (slots or 2)  # the flood was inside meanwhile, a gate's worth or a pool's
+    assert check in (401, 403) and health == 200
+    assert check_waited < 1.0 and health_waited < 1.0
 
 
 def test_a_client_that_pipelines_and_reads_nothing_holds_no_slot(tmp_path):

@@ -161,15 +161,18 @@ def test_the_example_documents_every_key():
 
 
 @pytest.mark.parametrize(("tables", "slots"), [
-    ({}, 0),  # no gate unless asked for (docs/operators.md: what it costs)
-    ({"database": {"url": "postgresql+psycopg://dirbridge@db/dirbridge"}}, 0),
-    ({"server": {"hot_path_threads": 1}}, 1),
-    ({"database": {"url": "postgresql+psycopg://dirbridge@db/dirbridge"}, "server": {"hot_path_threads": 2}}, 2),
+    ({}, 1),  # SQLite: a request waits only for the CPU
+    ({"database": {"url": "postgresql+psycopg://dirbridge@db/dirbridge"}}, 2),  # each statement waits for the database
+    ({"server": {"hot_path_threads": 0}}, 0),  # no gate
+    ({"database": {"url": "postgresql+psycopg://dirbridge@db/dirbridge"}, "server": {"hot_path_threads": 1}}, 1),
+    ({"server": {"hot_path_threads": 3}}, 3),
+    ({"database": {"url": "postgresql+psycopg://dirbridge@db/dirbridge"}, "server": {"hot_path_threads": "auto"}}, 2),
 ])
-def test_hot_path_gates_are_off_unless_set(tables, slots):
-    assert load_config_data(tables).server.hot_path_threads == slots
+def test_hot_path_gates_default_by_store_and_follow_the_key(tables, slots):
+    assert load_config_data(tables).hot_path_slots == slots
 
 
-def test_a_negative_hot_path_thread_count_names_the_key():
+@pytest.mark.parametrize("value", [-1, 257, "two", "AUTO", 1.5])
+def test_a_wrong_hot_path_thread_count_names_the_key(value):
     with pytest.raises(ConfigError, match="server.hot_path_threads"):
-        load_config_data({"server": {"hot_path_threads": -1}})
+        load_config_data({"server": {"hot_path_threads": value}})

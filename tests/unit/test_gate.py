@@ -113,3 +113,57 @@ def test_an_error_inside_gives_the_slot_back():
 def test_negative_slots_are_refused():
     with pytest.raises(ValueError):
         Gate(-1)
+
+
+def test_coming_back_never_waits_for_a_holder_that_waits_for_this_thread():
+    """A request lets go of its slot for a wait while it holds a lock (a PostgreSQL row
+    lock, say); the request that takes the slot waits for that lock. Coming back, the first
+    must not wait for the slot: it runs on beside the slots, and both finish (waiting would
+    be a deadlock, with no timeout to end it)."""
+    gate = Gate(1)
+    row_lock = threading.Lock()
+    entered, finished = threading.Event(), threading.Event()
+
+    def second() -> None:
+        with gate.held():
+            entered.set()
+            with row_lock:  # waits for the first request's lock, holding the slot
+                finished.set()
+
+    first_done = threading.Event()
+
+    def first() -> None:
+        with gate.held(), row_lock:
+            with gate.released():  # a write-back, a password history check ...
+                threading.Thread(target=second, daemon=True).start()  # daemon: a deadlock fails, not hangs
+                assert entered.wait(5)
+            assert not gate.holds()  # the slot was taken: it runs on beside it
+        first_done.set()
+
+    threading.Thread(target=first, daemon=True).start()
+    assert first_done.wait(5)
+    assert finished.wait(5)
+
+
+def test_a_thread_beside_the_slots_gives_back_no_slot_it_did_not_take():
+    gate = Gate(1)
+    holder_in, holder_go, third_in = threading.Event(), threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with gate.held():
+            holder_in.set()
+            holder_go.wait(5)
+
+    def third() -> None:
+        with gate.held():
+            third_in.set()
+
+    with gate.held():
+        with gate.released():
+            threading.Thread(target=holder).start()
+            assert holder_in.wait(5)
+    # this thread ran beside the slots and has left: the holder's slot is still the holder's
+    threading.Thread(target=third).start()
+    assert not third_in.wait(0.3)
+    holder_go.set()
+    assert third_in.wait(5)
