@@ -30,11 +30,14 @@ from typing import TypeVar, overload
 T = TypeVar("T")
 
 
+_LOW_64 = (1 << 64) - 1
+
+
 def key_hashes(key: str) -> tuple[int, int]:
     """Two independent 64-bit hashes of ``key`` (one 128-bit digest split), the same in
     every process and run (``hash`` is salted)."""
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-    return int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:], "big")
+    digest = int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest(), "big")
+    return digest >> 64, digest & _LOW_64
 
 
 class _Keys:
@@ -162,6 +165,19 @@ class IdMap(Mapping[str, str]):
         if slot is None:
             raise KeyError(key)
         return _uuid_text(self._values[slot * 16:slot * 16 + 16].hex())
+
+    @overload
+    def get(self, key: str, /) -> str | None: ...
+
+    @overload
+    def get(self, key: str, default: str | T, /) -> str | T: ...
+
+    def get(self, key: str, default: object = None, /) -> object:
+        """``self[key]``, or ``default``: one hash of the key (Mapping.get would raise and catch)."""
+        if key in self._other:
+            return self._other[key]
+        slot = self._slot(key)
+        return default if slot is None else _uuid_text(self._values[slot * 16:slot * 16 + 16].hex())
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and (key in self._other or self._slot(key) is not None)

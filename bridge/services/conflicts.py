@@ -46,6 +46,10 @@ _OPEN = select(SourceConflict.id, SourceConflict.subject).where(
     SourceConflict.kind == bindparam("kind"), SourceConflict.resolved_at.is_(None),
     SourceConflict.subject_key.in_(bindparam("keys", expanding=True)))
 _OPEN_OF_SOURCE = _OPEN.where(SourceConflict.source == bindparam("source"))
+# Whether any conflict of a kind is open (by ix_source_conflicts_open): a batch of thousands
+# of names asks this first, and most stores have none open
+_ANY_OPEN = select(SourceConflict.id).where(SourceConflict.resolved_at.is_(None),
+                                            SourceConflict.kind == bindparam("kind")).limit(1)
 
 
 def record(session: Session, actor: Actor, notes: Iterable[ConflictNote], *, now: datetime | None = None) -> None:
@@ -77,6 +81,8 @@ def resolve(session: Session, actor: Actor, kind: str, source: str | None, subje
     """Close the open conflicts of ``source`` (None: of any source) about ``subjects``:
     their write went through (``why="written"``), or the holder gave the name up
     (``"released"``)."""
+    if len(subjects) > 1 and session.execute(_ANY_OPEN, {"kind": kind}).first() is None:
+        return 0  # nothing open to close: no keys made, no statement with a parameter per name
     keys = {identity_key(s)[:MAX_KEY_LENGTH] for s in subjects}
     if not keys:
         return 0

@@ -9,7 +9,8 @@ ORM fills it: the column's default when the caller gives no value.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from operator import itemgetter
+from itertools import repeat
+from operator import is_, itemgetter
 from typing import Any
 
 from sqlalchemy import Dialect, Table, insert
@@ -60,26 +61,39 @@ class _InsertPlan:
                            for name in names]
 
     def parameters(self, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
-        """The DBAPI parameters of ``rows``: all values taken at once, then the processed
-        columns replaced (None too, as SQLAlchemy does: a JSON column may store 'null').
-        A column's processor does not run again for the same object as the row before's
-        (None in most of a new row's columns, a batch's one timestamp): its answer depends
+        """The DBAPI parameters of ``rows``, made a column at a time: the values taken and
+        turned into columns in C (itemgetter, zip), each processed column run through its
+        processor (None too, as SQLAlchemy does: a JSON column may store 'null'), and the
+        rows put back together (zip). A processor runs once for a column that holds one
+        object in every row (None in most of a new row's columns, a batch's one timestamp,
+        True) and not again for the same object as the row before's: its answer depends
         on the value alone."""
         take = itemgetter(*self.names)
-        # per processed column: its index, its processor, and the last value and answer
-        processed: list[list[Any]] = [[i, process, _UNSET, None]
-                                      for i, process in enumerate(self.processors) if process is not None]
-        out: list[Any] = []
-        for row in rows:
-            values = list(take(row)) if len(self.names) > 1 else [take(row)]
-            for column in processed:
-                i = column[0]
-                value = values[i]
-                if value is not column[2]:
-                    column[2], column[3] = value, column[1](value)
-                values[i] = column[3]
-            out.append(tuple(values) if self.positional else dict(zip(self.names, values, strict=True)))
-        return out
+        if len(self.names) > 1:
+            columns: list[Sequence[Any]] = list(zip(*map(take, rows), strict=True))
+        else:
+            columns = [list(map(take, rows))]
+        for i, process in enumerate(self.processors):
+            if process is not None:
+                columns[i] = _processed(columns[i], process)
+        if self.positional:
+            return list(zip(*columns, strict=True))
+        names = self.names
+        return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
+def _processed(values: Sequence[Any], process: Callable[[Any], Any]) -> list[Any]:
+    """``[process(v) for v in values]``, asking ``process`` once per run of one object."""
+    first = values[0]
+    if all(map(is_, values, repeat(first))):  # one object in the whole column
+        return [process(first)] * len(values)
+    out: list[Any] = []
+    last, answer = _UNSET, None
+    for value in values:
+        if value is not last:
+            last, answer = value, process(value)
+        out.append(answer)
+    return out
 
 
 class BulkInsert:

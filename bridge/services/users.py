@@ -24,6 +24,7 @@ import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Unpack
 
 from sqlalchemy import ColumnElement, bindparam, func, or_, select
@@ -229,9 +230,9 @@ class UserService:
         A userName taken in the store, or by an earlier row of the batch, refuses the
         whole batch with UserNameTaken; callers that want the other rows (the LDAP
         sync) redo the batch one ``create`` at a time."""
-        source = self.uow.actor.source
+        source, now = self.uow.actor.source, self.uow.now()  # one time for the batch: one to format for the INSERT
         taken = _TakenNames(self._stored_keys(rows))
-        prepared = [self._prepared(dict(fields), source, taken, note=False) for fields in rows]
+        prepared = [self._prepared(dict(fields), source, taken, note=False, now=now) for fields in rows]
         if not prepared:
             return []
         self._insert_unique(prepared)
@@ -399,7 +400,7 @@ class UserService:
                              "spacing or invisible characters are the same)", field="user_name")
 
     def _prepared(self, fields: dict[str, Any], source: str, taken: _TakenNames, *,
-                  note: bool = True) -> dict[str, Any]:
+                  note: bool = True, now: datetime | None = None) -> dict[str, Any]:
         """A new, validated user of ``source`` as a complete row of the users table (every
         column, defaults filled in): the one place where the rules of a creation live
         (``create`` makes an ORM object of it, ``create_many`` inserts it as it is).
@@ -423,7 +424,7 @@ class UserService:
                                field="email")
         if fields.get("access_type") == AccessType.admin:
             self._check_may_grant_admin(None, user_name)
-        now = self.uow.now()
+        now = now or self.uow.now()
         row = _USER_ROWS.new_row()
         row.update(fields)
         # the id is known before the INSERT, so a batch is one executemany

@@ -250,3 +250,22 @@ def test_change_members_many_refuses_the_whole_batch(services):
         uow.groups.change_members_many([MemberDelta(one, add_users={users[1]}),
                                         MemberDelta(scim_group, add_users={users[1]})])
     assert [memberships(services, g) for g in (one, two, three)] == before
+
+
+def test_a_batch_closes_its_sources_open_conflicts_over_the_names_it_takes(services):
+    """entra was refused 'Anna.Berg' while another source held it (an open conflict); the name
+    is free again and entra's next batch takes it: that conflict closes, and neither another
+    source's conflict over the same name nor entra's over a name it did not take."""
+    from bridge.services.conflicts import USER_NAME, ConflictNote, open_conflicts, record
+
+    with services.unit(OPERATOR) as uow:
+        record(uow.session, OPERATOR, [
+            ConflictNote(USER_NAME, "scim:entra", "ANNA.berg", "scim:okta", "held by okta"),
+            ConflictNote(USER_NAME, "scim:okta", "Anna.Berg", "scim:entra", "held by entra"),
+            ConflictNote(USER_NAME, "scim:entra", "Zoe.Yuen", "scim:okta", "held by okta"),
+        ])
+    with services.unit(ENTRA) as uow:
+        uow.users.create_many([row("Anna.Berg"), row("bert.cole")])
+    with services.store.read() as session:
+        still_open = sorted((c.source, c.subject) for c in open_conflicts(session))
+    assert still_open == [("scim:entra", "Zoe.Yuen"), ("scim:okta", "Anna.Berg")]

@@ -21,7 +21,9 @@ def test_id_map_keeps_uuids_flat_and_other_values_as_they_are():
         user_ids[key] = value
     user_ids["uid=dry"] = "new:abc"  # a dry run's placeholder
     assert all(user_ids[key] == value for key, value in ids.items())
+    assert all(user_ids.get(key) == value for key, value in ids.items())  # get answers as [] does
     assert user_ids["uid=dry"] == "new:abc" and "uid=nobody" not in user_ids and user_ids.get("uid=x") is None
+    assert user_ids.get("uid=dry", "-") == "new:abc" and user_ids.get("uid=x", "-") == "-"
     user_ids["uid=u1,ou=people"] = ids["uid=u2,ou=people"]  # set again: the last value wins
     assert user_ids["uid=u1,ou=people"] == ids["uid=u2,ou=people"]
     assert len(user_ids) == 1002
