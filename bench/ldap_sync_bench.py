@@ -272,6 +272,8 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--groups", type=int, default=1_000)
     parser.add_argument("--page", type=int, default=1000)
+    parser.add_argument("--write-batch", type=int, default=None,
+                        help="the source's write_batch: entries per write transaction (default: its own, 5000)")
     parser.add_argument("--readers", default="libldap,ldap3",
                         help="the readers of the full syncs, in order (libldap, ldap3)")
     parser.add_argument("--no-incremental", action="store_true", help="skip the incremental syncs")
@@ -311,6 +313,7 @@ def run(args: argparse.Namespace, readers: list[str], workdir: Path, process: _S
         "name": "bench", "url": process.url, "bind_dn": ADMIN_DN, "bind_password": ADMIN_PASSWORD,
         "users_base": USERS_BASE, "groups_base": GROUPS_BASE, "tls": {"mode": "none"},
         "page_size": args.page, "incremental_overlap": 5,
+        **({"write_batch": args.write_batch} if args.write_batch else {}),
         "deletion_guard": {"max_percent": 10, "max_count": 50, "min_entries": 1},
     }
     amap = attribute_map(load_config_data({"ldap": {"sources": [source]}}).ldap.sources[0])

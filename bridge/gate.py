@@ -17,12 +17,13 @@ gate: a check's token write waits there too) or its busy timeout, for a password
 or a check against the password history, for a write-back to a directory. A thread
 that holds no slot (a job, an ungated request) lets go of nothing.
 
-Coming back, it takes its slot if one is free and otherwise runs on beside the slots
-(until its request ends): it never waits to come back. It may hold what a slot holder
-waits for (a row lock on PostgreSQL, SQLite's write lock), and waiting would then be
-waiting for itself. So at most ``slots`` requests enter at a time, and those that come
-back from a wait may briefly add to them; the gate is only ever waited for at a
-request's start, holding nothing.
+Coming back, it takes its slot if one is free and otherwise runs on beside the slots,
+owed one: it never waits to come back. It may hold what a slot holder waits for (a row
+lock on PostgreSQL, SQLite's write lock), and waiting would then be waiting for itself.
+A holder that leaves hands its slot to a thread beside instead of giving it back, so
+no new request enters while any runs beside: at most ``slots`` requests run, plus those
+that came back from a wait at the same moment, until the first holders leave. The gate
+is only ever waited for at a request's start, holding nothing.
 """
 
 from __future__ import annotations
@@ -54,8 +55,24 @@ def holding_slot() -> bool:
     return gate is not None and gate.holds()
 
 
+class _Place:
+    """Where one thread stands at one gate: inside (a request under way), holding a slot."""
+
+    __slots__ = ("held", "inside")
+
+    def __init__(self) -> None:
+        self.held = False
+        self.inside = False
+
+
 class Gate:
-    """``slots`` threads at a time; 0 lets every thread through (no gate)."""
+    """``slots`` threads at a time; 0 lets every thread through (no gate).
+
+    A thread that comes back from a wait to a taken slot runs on beside the slots and is
+    owed one: a holder that leaves (or waits) hands its slot to a thread beside instead
+    of giving it back, so no new request enters while any runs beside. At most ``slots``
+    requests run with new ones waiting, plus those that came back from a wait at the
+    same time, and the surplus ends as they get slots or leave."""
 
     def __init__(self, slots: int = 0):
         if slots < 0:
@@ -66,51 +83,81 @@ class Gate:
         self._lock: threading.Lock | threading.Semaphore | None = (
             None if slots == 0 else threading.Lock() if slots == 1 else threading.Semaphore(slots))
         self._mine = threading.local()
+        self._beside: list[_Place] = []  # threads owed a slot, in the order they came back
+        self._handing = threading.Lock()  # guards _beside and every slot given up or taken back
 
     @property
     def enabled(self) -> bool:
         return self._lock is not None
 
+    def _place(self) -> _Place:
+        place: _Place | None = getattr(self._mine, "place", None)
+        if place is None:
+            place = self._mine.place = _Place()
+        return place
+
     def holds(self) -> bool:
         """Whether this thread holds a slot."""
-        return bool(getattr(self._mine, "held", False))
+        return self._place().held
 
-    def _inside(self) -> bool:
-        """Whether this thread is inside ``held()`` (with a slot, or beside them after a wait)."""
-        return bool(getattr(self._mine, "inside", False))
+    def beside(self) -> int:
+        """How many threads run beside the slots now (owed one)."""
+        return len(self._beside)
 
     @contextmanager
     def held(self) -> Iterator[None]:
         """A slot for this thread for the block (a request on a hot path). Re-entrant: a
         thread inside already does not wait again."""
-        if self._lock is None or self._inside():
+        place = self._place()
+        if self._lock is None or place.inside:
             yield
             return
-        self._lock.acquire()
-        self._mine.held = self._mine.inside = True
+        self._lock.acquire()  # the only wait for a slot: at a request's start, holding nothing
+        place.held = place.inside = True
         outer = getattr(_HOLDING, "gate", None)
         _HOLDING.gate = self
         try:
             yield
         finally:
             _HOLDING.gate = outer
-            self._mine.inside = False
-            if self._mine.held:
-                self._mine.held = False
-                self._lock.release()
+            place.inside = False
+            self._give_up(place)
 
     @contextmanager
     def released(self) -> Iterator[None]:
         """This thread's slot let go for the block (a wait on something else than the CPU),
         taken back after it if it is free, else the thread goes on beside the slots (it
-        must not wait for a slot holder that may wait for what this thread holds);
-        nothing happens where the thread holds none."""
-        if self._lock is None or not self.holds():
+        must not wait for a slot holder that may wait for what this thread holds) until
+        a holder hands it one; nothing happens where the thread is not inside."""
+        place = self._place()
+        if self._lock is None or not place.inside:
             yield
             return
-        self._mine.held = False
-        self._lock.release()
+        self._give_up(place)
         try:
             yield
         finally:
-            self._mine.held = self._lock.acquire(blocking=False)
+            self._come_back(place)
+
+    def _give_up(self, place: _Place) -> None:
+        """The slot ``place`` holds goes to the first thread beside, or back to the gate;
+        a thread beside (holding none) is no longer owed one."""
+        assert self._lock is not None
+        with self._handing:
+            if place.held:
+                place.held = False
+                if self._beside:
+                    self._beside.pop(0).held = True
+                else:
+                    self._lock.release()
+            elif place in self._beside:
+                self._beside.remove(place)
+
+    def _come_back(self, place: _Place) -> None:
+        """A free slot taken at once, or a place beside the slots: never a wait."""
+        assert self._lock is not None
+        with self._handing:
+            if self._lock.acquire(blocking=False):
+                place.held = True
+            else:
+                self._beside.append(place)

@@ -42,10 +42,23 @@ from bridge.gate import Gate
 
 log = logging.getLogger("bridge.http")
 WsgiApp = Callable[..., Any]
-SCIM_PATHS = "/scim/"
+SCIM_PATHS = "/scim"  # SCIM's application, where bridge.web mounts it
 CHECK_PATHS = "/api/v1/check"
-#: the paths served by threads of their own, each (and, with ``server.hot_path_threads``, under a gate)
+#: the paths served by threads of their own, each under a gate of its own: a mount and what is under it
 HOT_PATHS = (SCIM_PATHS, CHECK_PATHS)
+
+
+def hot_path_of(path: str) -> str | None:
+    """The hot path (of HOT_PATHS) a request's path is on, or None: the path as the
+    application sees it (waitress folds leading slashes into one for PATH_INFO, so
+    ``//scim/v2/Users`` is SCIM's), the mount itself (``/scim``, SCIM's root query) or
+    anything under it. The pool and the gate of a request are both chosen by this."""
+    if path.startswith("//"):
+        path = "/" + path.lstrip("/")
+    for prefix in HOT_PATHS:
+        if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+            return prefix
+    return None
 
 
 class _Gated:
@@ -57,21 +70,21 @@ class _Gated:
 
     def __init__(self, app: WsgiApp, gates: dict[str, Gate]):
         self.app = app
-        self.gates = [(prefix, gate) for prefix, gate in gates.items() if gate.enabled]
+        self.gates = {prefix: gate for prefix, gate in gates.items() if gate.enabled}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        path = environ.get("PATH_INFO") or ""
-        for prefix, gate in self.gates:
-            if path.startswith(prefix):
-                with gate.held():
-                    result = self.app(environ, start_response)
-                    try:
-                        return [b"".join(result)]
-                    finally:
-                        close = getattr(result, "close", None)
-                        if close is not None:
-                            close()
-        return self.app(environ, start_response)
+        hot = hot_path_of(environ.get("PATH_INFO") or "")
+        gate = self.gates.get(hot) if hot is not None else None
+        if gate is None:
+            return self.app(environ, start_response)
+        with gate.held():
+            result = self.app(environ, start_response)
+            try:
+                return [b"".join(result)]
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
 
 
 def hot_path_gates(slots: int) -> dict[str, Gate]:
@@ -98,14 +111,11 @@ class _PathDispatcher:
             pool = ThreadedTaskDispatcher()
             pool.set_thread_count(threads)
             self.pools[prefix] = pool
-        self._routes = [(prefix, pool) for prefix, pool in self.pools.items() if prefix]
         self._rest = self.pools[""]
 
     def pool_of(self, path: str) -> ThreadedTaskDispatcher:
-        for prefix, pool in self._routes:
-            if path.startswith(prefix):
-                return pool
-        return self._rest
+        hot = hot_path_of(path)
+        return self._rest if hot is None else self.pools[hot]
 
     def add_task(self, task: Any) -> None:
         """``task`` is a connection (its next request first in ``requests``) or an error
@@ -170,7 +180,12 @@ class HttpServer:
         """Bind (raising OSError at once if the address is taken), then serve in a thread."""
         app = _Gated(self.app, self.gates) if any(g.enabled for g in self.gates.values()) else self.app
         self._dispatcher = _PathDispatcher(HOT_PATHS, self.options["threads"])
-        self._server = create_server(app, _dispatcher=self._dispatcher, **self.options)
+        try:
+            self._server = create_server(app, _dispatcher=self._dispatcher, **self.options)
+        except BaseException:  # the address is taken, say: no pool threads left behind
+            self._dispatcher.shutdown(cancel_pending=True, timeout=1)
+            self._dispatcher = None
+            raise
         self._server.channel_class = _Channel
         tidy = self._server.maintenance
 

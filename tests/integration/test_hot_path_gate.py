@@ -24,7 +24,7 @@ from bridge.runtime import build_runtime
 from bridge.services import Actor
 from bridge.store import Store, migrate
 from bridge.web import create_app
-from bridge.web.server import HttpServer, hot_path_gates
+from bridge.web.server import HttpServer, hot_path_gates, hot_path_of
 
 CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
 
@@ -156,7 +156,8 @@ def counting(app: Any, inside: dict[str, int], slow_scim: float = 0.02) -> Any:
     lock = threading.Lock()
 
     def kind_of(path: str) -> str:
-        return "scim" if path.startswith("/scim/") else "check" if path.startswith("/api/v1/check") else "other"
+        scim = path == "/scim" or path.startswith("/scim/")  # the mount, as DispatcherMiddleware matches it
+        return "scim" if scim else "check" if path.startswith("/api/v1/check") else "other"
 
     def wrapped(environ: Any, start_response: Any) -> Any:
         kind = kind_of(environ.get("SCRIPT_NAME", "") + environ["PATH_INFO"])
@@ -221,8 +222,13 @@ def test_a_long_scim_request_does_not_hold_up_the_checks(tmp_path):
     assert waited < 1.0
 
 
-@pytest.mark.parametrize("slots", [0, 1])
-def test_a_scim_flood_does_not_hold_up_the_checks_or_the_health_check(tmp_path, slots):
+@pytest.mark.parametrize(("slots", "path"), [
+    (0, "/scim/v2/Users?count=1"),
+    (1, "/scim/v2/Users?count=1"),
+    (1, "//scim/v2/Users?count=1"),  # an IdP whose base URL ends in a slash: PATH_INFO folds the slashes
+    (1, "/scim?count=1"),  # SCIM's root query, at the mount itself
+])
+def test_a_scim_flood_does_not_hold_up_the_checks_or_the_health_check(tmp_path, slots, path):
     """Three times more slow SCIM requests at once than there are threads (an IdP's burst,
     a flood of unauthenticated requests): they queue in SCIM's own threads, gate or none,
     and the checks and /healthz are answered at once. With one pool for every path the
@@ -231,8 +237,7 @@ def test_a_scim_flood_does_not_hold_up_the_checks_or_the_health_check(tmp_path, 
     inside: dict[str, int] = {}
     with served(tmp_path, slots=slots, threads=2,
                 wrap=lambda app: counting(app, inside, slow_scim=1.5)) as (_rt, port, token):
-        flood = [threading.Thread(target=call, args=(port, "GET", "/scim/v2/Users?count=1", "not-a-token"))
-                 for _ in range(6)]
+        flood = [threading.Thread(target=call, args=(port, "GET", path, "not-a-token")) for _ in range(6)]
         for thread in flood:
             thread.start()
         time.sleep(0.3)  # SCIM's threads are taken, the rest of the flood queued
@@ -248,6 +253,18 @@ def test_a_scim_flood_does_not_hold_up_the_checks_or_the_health_check(tmp_path, 
     assert scim_during == (slots or 2)  # the flood was inside meanwhile, a gate's worth or a pool's
     assert check in (401, 403) and health == 200
     assert check_waited < 1.0 and health_waited < 1.0
+
+
+@pytest.mark.parametrize(("path", "hot"), [
+    ("/scim/v2/Users", "/scim"), ("/scim", "/scim"), ("//scim/v2/Users", "/scim"), ("///scim", "/scim"),
+    ("/api/v1/check", "/api/v1/check"), ("/api/v1/check/scopes", "/api/v1/check"), ("//api/v1/check", "/api/v1/check"),
+    ("/scimx", None), ("/SCIM/v2/Users", None), ("/healthz", None), ("/api/v1/checks", None), ("", None),
+    ("scim/v2/Users", None), ("/x//scim/v2", None),
+])
+def test_the_pool_and_the_gate_see_the_path_the_application_sees(path, hot):
+    """Both are chosen by hot_path_of, on the path as waitress gives it to the application
+    (leading slashes folded): a spelling that reaches SCIM or the check API is theirs."""
+    assert hot_path_of(path) == hot
 
 
 def test_a_client_that_pipelines_and_reads_nothing_holds_no_slot(tmp_path):
@@ -309,3 +326,25 @@ def test_a_check_waiting_for_the_write_lock_lets_the_other_checks_through(tmp_pa
         first.join(timeout=30)
     assert status < 500
     assert waited < 1.0
+
+
+def test_a_failed_bind_leaves_no_request_threads():
+    """The address is taken: start() raises, and the pools it made for the requests are gone
+    (24 threads per attempt were left behind)."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        before = threading.active_count()
+        for _ in range(3):
+            server = HttpServer(lambda environ, start_response: [], host="127.0.0.1", port=taken.getsockname()[1],
+                                threads=8, max_connections=100, idle_timeout=30, max_body_bytes=1 << 20,
+                                shutdown_timeout=5, ident="test", gates=hot_path_gates(1))
+            with pytest.raises(OSError):
+                server.start()
+        deadline = time.monotonic() + 5
+        while threading.active_count() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert threading.active_count() <= before
+    finally:
+        taken.close()

@@ -167,3 +167,44 @@ def test_a_thread_beside_the_slots_gives_back_no_slot_it_did_not_take():
     assert not third_in.wait(0.3)
     holder_go.set()
     assert third_in.wait(5)
+
+
+def test_a_holder_hands_its_slot_to_a_thread_beside_and_new_requests_wait_meanwhile():
+    """One slot: A waits (slot let go), B takes the slot, A comes back beside it. No new
+    request C enters while A runs beside; when B leaves, its slot goes to A (not to C),
+    and C enters only once A leaves: the gate's bound holds again as soon as it can."""
+    gate = Gate(1)
+    b_in, b_go, a_back, a_go, c_in = (threading.Event() for _ in range(5))
+    seen: dict[str, object] = {}
+
+    def b() -> None:
+        with gate.held():
+            b_in.set()
+            b_go.wait(5)
+
+    def c() -> None:
+        with gate.held():
+            c_in.set()
+
+    def a() -> None:
+        with gate.held():
+            with gate.released():
+                threading.Thread(target=b, daemon=True).start()
+                assert b_in.wait(5)
+            seen["beside"] = (gate.holds(), gate.beside())
+            a_back.set()
+            a_go.wait(5)
+            seen["handed"] = gate.holds()
+
+    threading.Thread(target=a, daemon=True).start()
+    assert a_back.wait(5)
+    assert seen["beside"] == (False, 1)
+    threading.Thread(target=c, daemon=True).start()
+    assert not c_in.wait(0.3)  # A runs beside B: no third request
+    b_go.set()  # B leaves: its slot is A's
+    time.sleep(0.2)
+    assert not c_in.is_set()
+    a_go.set()
+    assert c_in.wait(5)  # A leaves with the slot B handed it, and C enters
+    assert seen["handed"] is True
+    assert gate.beside() == 0 and not gate.holds()
