@@ -48,10 +48,11 @@ def identity_key(name: str) -> str:
     return unicodedata.normalize("NFKC", text)
 
 
-def key_problem(name: str, what: str) -> str | None:
+def key_problem(name: str, what: str, key: str | None = None) -> str | None:
     """Why ``name`` cannot be an identity (its key is empty, or longer than the stored
-    keys), in words naming ``what`` it is; None when it can."""
-    key = identity_key(name)
+    keys), in words naming ``what`` it is; None when it can. ``key``: its identity key,
+    when the caller has it already."""
+    key = identity_key(name) if key is None else key
     if not key:
         return f"{what} {name!r} has no visible characters"
     if len(key) > MAX_KEY_LENGTH:

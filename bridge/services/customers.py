@@ -350,9 +350,11 @@ class CustomerService:
     def rule_effects(self, source: str, state: dict[str, Any]) -> dict[str, Any]:
         """The portal fields that the attribute rules and the remote-access rule set for
         a user in ``state`` (the fields after the write); the first matching rule wins."""
-        attributes = rule_attributes(state)
+        rules = compiled_rules(self.uow.config.mapping)
         out: dict[str, Any] = {}
-        for effect in compiled_rules(self.uow.config.mapping).for_user(source, attributes):
+        # (no attribute rules: nothing to read the user's attributes for, 100,000 times in a sync)
+        effects = rules.for_user(source, rule_attributes(state)) if rules.attribute_rules else ()
+        for effect in effects:
             if effect.kind is not None and "kind" not in out:
                 out["kind"] = UserKind(effect.kind)
             if effect.customer_missing is not None and "customer_id" not in out:
@@ -367,9 +369,9 @@ class CustomerService:
                     raise InvalidValue(f"mapping rule #{effect.index}: no customer with number "
                                        f"{effect.customer_number!r}", field="customer_id")
                 out["customer_id"] = customer.id
-        merged = {**state, **out}
-        if merged.get("active") and merged.get("kind") == UserKind.external and merged.get("customer_id"):
-            customer = self.uow.session.get(Customer, merged["customer_id"])
+        customer_id = out.get("customer_id", state.get("customer_id"))  # the fields after the rules
+        if state.get("active") and out.get("kind", state.get("kind")) == UserKind.external and customer_id:
+            customer = self.uow.session.get(Customer, customer_id)
             if customer is not None and not customer.remote_access:
                 out["active"] = False
         return out

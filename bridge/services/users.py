@@ -106,12 +106,19 @@ def name_prefix(text: str) -> ColumnElement[bool]:
 UUID_SHAPE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
-@functools.lru_cache(maxsize=4096)
+# The identity keys of recent userNames: more than a sync's write batch (5,000) holds, since a
+# batch asks for every name once before it asks again (a cache smaller than the batch missed
+# every time); names longer than a stored one could be are not kept (a client's megabyte of
+# "userName" would otherwise stay, 16,384 times over).
+_cached_key = functools.lru_cache(maxsize=16384)(identity_key)
+CACHED_NAME_LENGTH = 300
+
+
 def user_name_key(user_name: str) -> str:
     """The identity of a userName: equal for names that differ only in case, width, spacing
     or invisible characters (bridge.names). A function of the name alone, asked several
-    times per write (the lookup, the row, the conflicts): the latest answers are kept."""
-    return identity_key(user_name)
+    times per write (the lookup, the checks, the row): the latest answers are kept."""
+    return _cached_key(user_name) if len(user_name) <= CACHED_NAME_LENGTH else identity_key(user_name)
 
 
 def with_email(attributes: dict[str, Any] | None, email: str | None) -> dict[str, Any]:
@@ -353,7 +360,7 @@ class UserService:
     def _check_user_name(self, user_name: Any, source: str) -> str:
         if not isinstance(user_name, str) or not user_name.strip():
             raise InvalidValue("userName is required", field="user_name")
-        problem = key_problem(user_name, "userName")
+        problem = key_problem(user_name, "userName", user_name_key(user_name))
         if problem is not None:
             raise InvalidValue(problem, field="user_name")
         user_name = str(user_name).strip()

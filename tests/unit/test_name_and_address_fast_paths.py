@@ -81,3 +81,20 @@ _ADDRESS_PARTS = st.sampled_from(["a", "B", "0", ".", "-", "_", "+", "@", " ", "
 def test_any_address_gets_the_validators_answer(text):
     expected = _validator_says(text.strip()) if text.strip() else None
     assert mail_address(text) == expected
+
+
+def test_the_key_cache_keeps_names_a_store_could_hold_and_no_longer_ones():
+    """userName keys are kept for the writes that ask again (a sync's batch asks for each
+    name several times), but a client's megabyte-long 'userName' is not kept: it would
+    stay, and 16,384 of them would be gigabytes."""
+    from bridge.services import users
+
+    users._cached_key.cache_clear()
+    assert users.user_name_key(" Anna.Berg ") == "anna.berg"
+    assert users.user_name_key("x" * 1_000_000) == "x" * 1_000_000
+    assert users._cached_key.cache_info().currsize == 1
+    names = [f"user{i}@example.org" for i in range(6000)]  # more than a write batch, asked twice
+    for _ in range(2):
+        for name in names:
+            users.user_name_key(name)
+    assert users._cached_key.cache_info().hits >= 6000
