@@ -26,7 +26,8 @@ SECRET_FIELDS = frozenset({"password_hash", "password", "token_hash", "secret", 
 REDACTED = "<redacted>"
 
 
-_AS_THEY_ARE = frozenset({str, int, bool, float, type(None)})
+# what _plain gives back as it is (a dict or list as well: a JSON column's value)
+_AS_THEY_ARE = frozenset({str, int, bool, float, type(None), dict, list})
 
 
 def _plain(value: Any) -> Any:
