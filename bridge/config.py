@@ -114,7 +114,7 @@ class ServerConfig(Strict):
     listen: str = DEFAULT_LISTEN
     workers: int = Field(default=8, ge=1, le=256, description="request threads of each pool: SCIM's, the check "
                          "API's and the rest's (bridge.web.server)")
-    hot_path_threads: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = Field(
+    hot_path_threads: Annotated[int, Field(ge=0, le=256, strict=True)] | Literal["auto"] = Field(
         default="auto", description="requests SCIM serves at once, and as many the check API (bridge.gate); "
         '"auto": 1 on SQLite, 2 on PostgreSQL (where each statement waits for the database); 0: no gate. '
         "docs/operators.md says what a gate gains and costs")

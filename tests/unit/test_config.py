@@ -172,7 +172,7 @@ def test_hot_path_gates_default_by_store_and_follow_the_key(tables, slots):
     assert load_config_data(tables).hot_path_slots == slots
 
 
-@pytest.mark.parametrize("value", [-1, 257, "two", "AUTO", 1.5])
+@pytest.mark.parametrize("value", [-1, 257, "two", "AUTO", 1.5, True, "2"])  # a bool or a quoted number too
 def test_a_wrong_hot_path_thread_count_names_the_key(value):
     with pytest.raises(ConfigError, match="server.hot_path_threads"):
         load_config_data({"server": {"hot_path_threads": value}})
