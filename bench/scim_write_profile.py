@@ -24,7 +24,6 @@ import cProfile
 import json
 import pstats
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -78,19 +77,12 @@ def main() -> None:
     parser.add_argument("--echo", action="store_true")
     args = parser.parse_args()
 
-    from bridge.config import load_config_data
-    from bridge.runtime import build_runtime
+    from bench.inprocess import scim_runtime
     from bridge.services import Actor
     from bridge.web import create_app
 
-    work = Path(tempfile.mkdtemp(prefix="scim-write-"))
-    tables: dict[str, Any] = {"data_dir": str(work / "data"), "logging": {"level": "warning"}}
-    if args.database:
-        tables["database"] = {"url": args.database, "auto_migrate": True}
-    rt = build_runtime(load_config_data(tables))
+    rt, token = scim_runtime(args.database, "scim-write-")
     counter = Statements(rt.store.engine)
-    with rt.services.unit(Actor(name="bench")) as uow:
-        token = uow.tokens.create("bench", "scim")[1]
     client = create_app(rt).test_client()
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
 
