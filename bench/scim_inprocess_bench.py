@@ -11,8 +11,8 @@ lookup of each user, and a GET of each by id. Prints the CPU time per request of
 
 Beside bench/scim_bench.py, which measures the same requests through ``dirbridge
 serve`` with 8 clients, this tells the application's own cost from the server's: what
-the server spends beyond the sum of the two (waitress's I/O, threads handing the GIL
-and the hot-path gate to each other) is not the application's.
+the server spends beyond the sum of the two (waitress's I/O, its threads trading the
+GIL) is not the application's.
 """
 
 from __future__ import annotations
