@@ -194,7 +194,7 @@ class Packed(Sequence[T]):
     stays a plain list until full), for what a sync reads once and walks a chunk at a
     time: the groups of a full scan with their member DNs (1,000,000 DNs are about 96 MB
     as ``str``s, a few MB packed). Indexing or slicing unpacks the chunks it touches, so
-    walk it in slices aligned on ``chunk`` (``bridge.ldap.groups.chunks``) to unpack
+    walk it in slices aligned on ``chunk`` (``bridge.store.among.in_chunks``) to unpack
     each chunk once. Items must pickle; they come back as copies."""
 
     def __init__(self, chunk: int, items: Iterable[T] = ()):

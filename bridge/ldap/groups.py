@@ -23,16 +23,11 @@ from bridge.ldap.users import ENTRY_ERRORS
 from bridge.services import Actor, ServiceError, Services
 from bridge.services.groups import SOURCE_ORIGIN, MemberDelta, direct_members
 from bridge.services.unit import UnitOfWork
+from bridge.store.among import in_chunks
 from bridge.store.models import Group, User
 
 GROUP_BATCH = 200
 MEMBER_BATCH = 5000
-CHUNK = 500
-
-
-def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 @dataclass
@@ -81,7 +76,7 @@ class GroupWriter:
         wanted = {dn_key(dn): dn for dn in dns}
         found: dict[str, str] = {}
         with self.store.read() as session:
-            for chunk in chunks(list(wanted.values())):
+            for chunk in in_chunks(list(wanted.values())):
                 for uid, ldap_dn in session.execute(select(User.id, User.ldap_dn).where(
                         User.source == self.source, User.ldap_dn.in_(chunk))):
                     if ldap_dn is not None:
@@ -99,7 +94,7 @@ class GroupWriter:
     def upsert(self, entries: Sequence[GroupEntry]) -> dict[str, str]:
         """Create or update the groups; returns DN key -> group id of these entries."""
         ids: dict[str, str] = {}
-        for batch in chunks(entries, GROUP_BATCH):
+        for batch in in_chunks(entries, GROUP_BATCH):
             if self.plan is not None:
                 ids.update(self._plan_groups(batch))
                 continue
@@ -200,7 +195,7 @@ class GroupWriter:
         planned: list[MemberChange] = []
         batch: list[MemberChange] = []
         pending = 0
-        for chunk in chunks(entries, GROUP_BATCH):
+        for chunk in in_chunks(entries, GROUP_BATCH):
             for change in self._member_changes(chunk, group_ids, user_ids, all_group_ids, keep_users, keep_groups):
                 if self.plan is not None:
                     planned.append(change)
@@ -256,7 +251,7 @@ class GroupWriter:
         labels = {v: k for k, v in {**user_ids, **group_ids}.items()}
         removed = {i for c in changes for i in c.remove_users | c.remove_groups}
         with self.store.read() as session:
-            for chunk in chunks(sorted(removed)):
+            for chunk in in_chunks(sorted(removed)):
                 for uid, name in session.execute(select(User.id, User.user_name).where(User.id.in_(chunk))):
                     labels[uid] = name
                 for gid, name in session.execute(select(Group.id, Group.display_name).where(Group.id.in_(chunk))):
@@ -316,7 +311,7 @@ class GroupWriter:
     # -- removal ---------------------------------------------------------------
 
     def remove(self, group_ids: Sequence[str]) -> None:
-        for batch in chunks(group_ids, GROUP_BATCH):
+        for batch in in_chunks(group_ids, GROUP_BATCH):
             with self.services.unit(self.actor) as uow:
                 for gid in batch:
                     group = uow.session.get(Group, gid)

@@ -37,7 +37,7 @@ from bridge.ldap.dirsync import COOKIE_KEY, Deletions, encode_cookie, last_cooki
 from bridge.ldap.dn import dn_key
 from bridge.ldap.errors import explain
 from bridge.ldap.gcpause import fewer_collections
-from bridge.ldap.groups import GROUP_BATCH, GroupWriter, chunks
+from bridge.ldap.groups import GROUP_BATCH, GroupWriter
 from bridge.ldap.guard import GuardInput, trips
 from bridge.ldap.lock import Lease, source_lock
 from bridge.ldap.marks import MarkTracker, accesslog_value, since_filter_value
@@ -55,10 +55,14 @@ from bridge.services.runs import (
     set_mode,
     start_run,
 )
+from bridge.store.among import in_chunks
 from bridge.store.models import RunMode, RunStatus, User
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
+
+#: users removed (or deactivated) per transaction
+REMOVE_BATCH = 500
 
 log = logging.getLogger(__name__)
 
@@ -389,7 +393,7 @@ class SourceSync:
             gone = [uid for uid, sid in connection.execute(query)
                     if sid not in seen_users]
             named: dict[str, tuple[str, str | None]] = {}
-            for chunk in chunks(gone):
+            for chunk in in_chunks(gone):
                 named.update((uid, (name, dn)) for uid, name, dn in connection.execute(
                     select(users.c.id, users.c.user_name, users.c.ldap_dn).where(users.c.id.in_(chunk))))
         # (one deleted meanwhile is not there to remove any more)
@@ -496,7 +500,7 @@ class SourceSync:
             self.counts.groups_removed += len(removals.groups)
             return
         ids = [u["id"] for u in removals.users]
-        for batch in chunks(ids):
+        for batch in in_chunks(ids, REMOVE_BATCH):
             done, errors = self._remove_users(batch, hard, isolate=False)
             if errors is None:
                 done, errors = self._remove_users(batch, hard, isolate=True)

@@ -51,9 +51,9 @@ from bridge.services.errors import (
     UserNameTaken,
     VersionMismatch,
 )
-from bridge.services.memberships import ID_CHUNK
 from bridge.services.unit import UnitOfWork
 from bridge.services.visibility import Visibility
+from bridge.store.among import in_chunks
 from bridge.store.models import Group, User
 
 AfterCommit = Callable[[], None]
@@ -351,9 +351,9 @@ class StoreStorage(ScimStorage):
         """The rows (USER_DOCUMENT_COLUMNS) of these users, in the order of ``ids``; an id
         another transaction deleted meanwhile has none."""
         rows: dict[str, convert.UserColumns] = {}
-        for start in range(0, len(ids), ID_CHUNK):
+        for chunk in in_chunks(ids):
             rows.update((row.id, row) for row in session.execute(
-                select(*convert.USER_DOCUMENT_COLUMNS).where(User.id.in_(ids[start:start + ID_CHUNK]))))
+                select(*convert.USER_DOCUMENT_COLUMNS).where(User.id.in_(chunk))))
         return [rows[uid] for uid in ids if uid in rows]
 
     def lookup_documents(self, attribute: str, value: str, count: int, *,
@@ -449,9 +449,9 @@ class StoreStorage(ScimStorage):
                 users = self._user_rows(reader, ids)
                 rows.update(((name, row.id), row) for row in users)
             else:
-                for start in range(0, len(ids), ID_CHUNK):
+                for chunk in in_chunks(ids):
                     rows.update(((name, row.id), row) for row in session.scalars(
-                        select(Group).where(Group.id.in_(ids[start:start + ID_CHUNK]))))
+                        select(Group).where(Group.id.in_(chunk))))
         page = convert.PageData.load(reader, users, with_groups="groups" not in skip,
                                      visibility=ctx.visibility) if users else None
         documents = []

@@ -29,12 +29,11 @@ from bridge.services import audit
 from bridge.services.customers import rule_attributes
 from bridge.services.errors import LastAdmin
 from bridge.services.users import snapshot
+from bridge.store.among import in_chunks
 from bridge.store.models import AccessType, Group, GroupGroupMember, GroupUserMember, User
 
 if TYPE_CHECKING:
     from bridge.services.unit import UnitOfWork
-
-ID_CHUNK = 900  # ids per ``IN (...)`` (well under SQLite's variable limit)
 
 
 def _rule_set() -> ColumnElement[bool]:
@@ -50,12 +49,6 @@ _held_up = and_(User.access_type == AccessType.admin, User.access_type_note.is_n
 _HELD_UP = select(User.id).where(_held_up)
 # and, with no access-type rule, what a rule left behind: one statement, each term found by its index
 _RULE_SET_OR_HELD_UP = select(User.id).where(or_(_rule_set(), _held_up))
-
-
-def _chunked(ids: Iterable[str]) -> Iterable[list[str]]:
-    ordered = sorted(ids)
-    for start in range(0, len(ordered), ID_CHUNK):
-        yield ordered[start:start + ID_CHUNK]
 
 
 class AccessService:
@@ -97,7 +90,7 @@ class AccessService:
         granting = self._granting_groups(rules) if rules.access_rules else {}
         session = self.uow.session
         decided: list[tuple[User, AccessDecision]] = []
-        for chunk in _chunked(ids):
+        for chunk in in_chunks(sorted(ids)):
             found: dict[str, list[AccessMatch]] = defaultdict(list)
             if granting:
                 for uid, gid in session.execute(select(GroupUserMember.user_id, GroupUserMember.group_id).where(
@@ -146,13 +139,13 @@ class AccessService:
         session, seen, frontier = self.uow.session, set(group_ids), set(group_ids)
         while frontier:
             below: set[str] = set()
-            for chunk in _chunked(frontier):
+            for chunk in in_chunks(sorted(frontier)):
                 below.update(session.scalars(select(GroupGroupMember.child_group_id)
                                              .where(GroupGroupMember.group_id.in_(chunk))))
             frontier = below - seen
             seen |= frontier
         users: set[str] = set()
-        for chunk in _chunked(seen):
+        for chunk in in_chunks(sorted(seen)):
             users.update(session.scalars(select(GroupUserMember.user_id).where(GroupUserMember.group_id.in_(chunk))))
         return users
 

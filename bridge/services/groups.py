@@ -27,7 +27,7 @@ from bridge.services.errors import (
 )
 from bridge.services.fields import GroupChanges
 from bridge.services.rows import BulkInsert, RowDefaults
-from bridge.store.among import among
+from bridge.store.among import among, in_chunks
 from bridge.store.locks import lock_name
 from bridge.store.models import Group, GroupGroupMember, GroupKind, GroupUserMember, User
 
@@ -43,7 +43,6 @@ _INSERT_GROUPS = BulkInsert(Group.__table__)  # type: ignore[arg-type]
 _GROUPS = cast(Table, Group.__table__)
 _INSERT_USER_MEMBERS = BulkInsert(GroupUserMember.__table__)  # type: ignore[arg-type]
 # ids per ``IN (...)`` of a batched member change (well under SQLite's variable limit)
-ID_QUERY_CHUNK = 900
 
 
 @dataclass
@@ -57,19 +56,13 @@ class MemberDelta:
     remove_groups: set[str] = field(default_factory=set)
 
 
-def _chunked(items: Iterable[str]) -> Iterable[list[str]]:
-    ordered = sorted(items)
-    for start in range(0, len(ordered), ID_QUERY_CHUNK):
-        yield ordered[start:start + ID_QUERY_CHUNK]
-
-
 def direct_members(session: Session, group_ids: Iterable[str],
                    origin: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     """The groups' member users of ``origin`` and their child groups, a few statements for many groups."""
     ids = set(group_ids)
     users: dict[str, set[str]] = {gid: set() for gid in ids}
     groups: dict[str, set[str]] = {gid: set() for gid in ids}
-    for chunk in _chunked(ids):
+    for chunk in in_chunks(sorted(ids)):
         for gid, uid in session.execute(select(GroupUserMember.group_id, GroupUserMember.user_id).where(
                 GroupUserMember.group_id.in_(chunk), GroupUserMember.origin == origin)):
             users[gid].add(uid)
@@ -272,7 +265,7 @@ class GroupService:
         session.flush()  # what the ORM holds pending goes first, in order
         group_ids = [d.group_id for d in deltas]
         names: dict[str, str] = {}
-        for chunk in _chunked(set(group_ids)):
+        for chunk in in_chunks(sorted(set(group_ids))):
             for gid, source, name in session.execute(
                     select(Group.id, Group.source, Group.display_name).where(Group.id.in_(chunk))):
                 self._check_ownership_of(source, name)
@@ -342,7 +335,7 @@ class GroupService:
         found: dict[str, str] = {}
         table = cast(Table, model.__table__)
         connection = self.uow.session.connection()  # plain rows: 100,000 members of a bulk load
-        for chunk in _chunked(ids):
+        for chunk in in_chunks(sorted(ids)):
             found.update(connection.execute(select(table.c.id, table.c.source).where(table.c.id.in_(chunk))).all())
         missing = sorted(ids - set(found))
         if missing:

@@ -26,14 +26,13 @@ from typing import Any
 from sqlalchemy import CTE, Connection, Select, bindparam, exists, func, literal, select
 from sqlalchemy.orm import Session, aliased
 
+from bridge.store.among import in_chunks
 from bridge.store.models import Group, GroupGroupMember, GroupUserMember
 
 DIRECT, INDIRECT = "direct", "indirect"
 # How many levels of nesting are followed. Directories nest a handful deep; past this a
 # group is not shown as an indirect one (and a hostile chain costs no more than this).
 MAX_NESTING = 16
-# user ids per ``IN (...)`` (well under SQLite's variable limit)
-ID_CHUNK = 900
 
 
 @dataclass(frozen=True)
@@ -91,12 +90,11 @@ def _groups_of_users() -> Select[Any]:
 
 
 def groups_of(session: Session | Connection, user_ids: Iterable[str]) -> dict[str, list[Membership]]:
-    """Every user's groups, direct first, then by display name: one statement per ID_CHUNK users."""
+    """Every user's groups, direct first, then by display name: one statement per IN_CHUNK users."""
     ordered = sorted(set(user_ids))
     found: dict[str, list[Membership]] = {uid: [] for uid in ordered}
-    for start in range(0, len(ordered), ID_CHUNK):
-        for user_id, group_id, name, depth in session.execute(_groups_of_users(),
-                                                              {"user_ids": ordered[start:start + ID_CHUNK]}):
+    for chunk in in_chunks(ordered):
+        for user_id, group_id, name, depth in session.execute(_groups_of_users(), {"user_ids": chunk}):
             found[user_id].append(Membership(group_id, name, DIRECT if depth == 0 else INDIRECT))
     for memberships in found.values():
         memberships.sort(key=lambda m: (m.type != DIRECT, m.display_name.casefold(), m.group_id))

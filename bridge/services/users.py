@@ -50,6 +50,7 @@ from bridge.services.errors import (
 )
 from bridge.services.fields import UserChanges
 from bridge.services.rows import BulkInsert, RowDefaults
+from bridge.store.among import in_chunks
 from bridge.store.db import like_literal
 from bridge.store.models import AccessType, Customer, User, UserKind
 
@@ -57,8 +58,6 @@ if TYPE_CHECKING:
     from bridge.services.unit import UnitOfWork
 
 MIN_LOCAL_USER_NAME = 5
-# userNames per ``IN (...)`` lookup of a batched create (well under SQLite's variable limit)
-NAME_QUERY_CHUNK = 900
 WHITESPACE = re.compile(r"\s")
 
 # Identity fields belong to the user's source; portal fields are the portal's own
@@ -445,11 +444,10 @@ class UserService:
                                     if isinstance(name := fields.get("user_name"), str) and name.strip()})
 
     def _keys_in_store(self, keys: set[str]) -> set[str]:
-        """Which of ``keys`` the store has: one query per NAME_QUERY_CHUNK names, not one per row."""
+        """Which of ``keys`` the store has: one query per IN_CHUNK names, not one per row."""
         ordered = sorted(keys)
         stored: set[str] = set()
-        for start in range(0, len(ordered), NAME_QUERY_CHUNK):
-            chunk = ordered[start:start + NAME_QUERY_CHUNK]
+        for chunk in in_chunks(ordered):
             stored.update(self.uow.session.scalars(_STORED_NAME_KEYS, {"keys": chunk}))
         return stored
 

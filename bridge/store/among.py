@@ -1,4 +1,4 @@
-"""``column IN (values)`` with every value in one bound parameter.
+"""``column IN (values)`` with every value in one bound parameter, or in chunks.
 
 SQLAlchemy sends ``column.in_(values)`` as one parameter per value, and a statement may
 carry at most 65,535 on PostgreSQL (psycopg refuses it before the server sees it) and
@@ -6,13 +6,15 @@ SQLITE_MAX_VARIABLE_NUMBER on SQLite (32,766 in a default build). The sets of gr
 walk of nested groups carries grow with the directory, so they go as one parameter: an
 array compared with ``= ANY`` on PostgreSQL, a JSON array read by ``json_each`` on SQLite.
 The statement's compiled form is cached like any other (the values are its parameter).
+Where a statement keeps SQLAlchemy's one parameter per value (an ORM ``in_``, an expanding
+bind), ``in_chunks`` cuts the values into statements of IN_CHUNK each.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import Boolean, Select, String, any_, bindparam, func, literal_column, select
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -22,6 +24,16 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator, TypeEngine
+
+T = TypeVar("T")
+#: values per ``IN (...)`` of one parameter each: well under SQLite's variable limit
+IN_CHUNK = 900
+
+
+def in_chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
+    """``items`` in slices of ``size``, in order: the values of one statement each."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 class StringList(TypeDecorator[list[str]]):
