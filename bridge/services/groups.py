@@ -42,7 +42,6 @@ _GROUP_ROWS = RowDefaults(Group.__table__)  # type: ignore[arg-type]
 _INSERT_GROUPS = BulkInsert(Group.__table__)  # type: ignore[arg-type]
 _GROUPS = cast(Table, Group.__table__)
 _INSERT_USER_MEMBERS = BulkInsert(GroupUserMember.__table__)  # type: ignore[arg-type]
-# ids per ``IN (...)`` of a batched member change (well under SQLite's variable limit)
 
 
 @dataclass

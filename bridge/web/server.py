@@ -130,10 +130,6 @@ class _PathDispatcher:
         """A request is queued or served in any pool."""
         return any(pool.queue or pool.active_count for pool in self.pools.values())
 
-    def set_thread_count(self, count: int) -> None:
-        for pool in self.pools.values():
-            pool.set_thread_count(count)
-
     def shutdown(self, cancel_pending: bool = True, timeout: float = 5) -> bool:
         stopped = [pool.shutdown(cancel_pending=cancel_pending, timeout=timeout) for pool in self.pools.values()]
         return all(stopped)
