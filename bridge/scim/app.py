@@ -8,11 +8,12 @@ transaction per request (read-only for GET), and a log line per request.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
 from contextlib import ExitStack
 from http import HTTPStatus
 from typing import Any
@@ -30,6 +31,7 @@ from scim2_models import (
     ResponseParameters,
     UnauthorizedException,
 )
+from scim2_server import routing
 from scim2_server.applications.wsgi import WSGIApplication
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
@@ -68,6 +70,24 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 NUL_IN_JSON = re.compile(rb"\x00|(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)  # raw, or an unescaped \u0000
 
 
+# scim2-server's routing (a pure function of the method and path, as ScimService.match calls
+# it), remembered for the paths clients repeat (/Users for every lookup): each one tries every
+# route in turn. Paths longer than ROUTED_PATH_CHARS are routed each time, not kept.
+_route = functools.lru_cache(maxsize=1024)(routing.match)
+ROUTED_PATH_CHARS = 256
+BASE_URL_KEPT_CHARS = 512  # the roots kept are at most this long (the Host is the client's)
+
+
+@functools.lru_cache(maxsize=256)
+def _base_url(scheme: str, host: str | None, server_name: str | None, server_port: str | None,
+              script_name: str | None) -> str:
+    """scim2-server's ``get_base_url`` for the parts of the environment it reads, remembered
+    (a client names the Host: at most 256 of them are kept, each of BASE_URL_KEPT_CHARS at most)."""
+    environ = {"wsgi.url_scheme": scheme, "HTTP_HOST": host, "SERVER_NAME": server_name,
+               "SERVER_PORT": server_port, "SCRIPT_NAME": script_name}
+    return WSGIApplication.get_base_url({key: value for key, value in environ.items() if value is not None})
+
+
 class BoundedService(ScimService):
     """scim2-server's protocol steps, with what dirbridge decides differently:
 
@@ -92,7 +112,8 @@ class BoundedService(ScimService):
         known: tuple[tuple[str, str], Target] | None = getattr(request, "_target", None)
         if known is not None and known[0] == key:
             return known[1]
-        target = super().match(request)
+        target = _route(request.method.upper(), request.path) if len(request.path) <= ROUTED_PATH_CHARS \
+            else super().match(request)
         request._target = (key, target)  # type: ignore[attr-defined]
         return target
 
@@ -194,7 +215,11 @@ class ScimApplication(WSGIApplication):
         public_url = self.rt.config.server.public_url
         if public_url:
             return f"{public_url.rstrip('/')}{SCIM_MOUNT}/v2"
-        return super().get_base_url(environ)
+        parts = (environ["wsgi.url_scheme"], environ.get("HTTP_HOST"), environ.get("SERVER_NAME"),
+                 environ.get("SERVER_PORT"), environ.get("SCRIPT_NAME"))
+        if sum(len(part) for part in parts if part) > BASE_URL_KEPT_CHARS:  # a client's long Host is not kept
+            return super().get_base_url(environ)
+        return _base_url(*parts)
 
     def check_auth(self, request: ScimRequest) -> None:
         headers: Any = request.headers
@@ -304,7 +329,7 @@ class ScimApplication(WSGIApplication):
         incoming = request.header("X-Request-Id") or ""
         # Only a well-formed id is kept (it lands in logs and audit events, 64 characters at most).
         # Given before anything can fail, so every answer, a 401 or 413 too, carries it.
-        request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if REQUEST_ID.match(incoming) else secrets.token_hex(16)
         request.request_id = request_id  # type: ignore[attr-defined]
         response = super().serve(request)
         response.headers["X-Request-Id"] = request_id
@@ -314,6 +339,8 @@ class ScimApplication(WSGIApplication):
                                              str(response.status.value)).inc()
         self.rt.metrics.scim_seconds.labels(request.method).observe(elapsed)
         self.activity.record(client.name if client else None, response.status.value)
+        if not log.isEnabledFor(logging.INFO):
+            return response
         status = response.status.value
         extra: dict[str, Any] = {
             "request_id": getattr(request, "request_id", None), "status": status,

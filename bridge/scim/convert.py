@@ -117,7 +117,7 @@ class PageData:
         return cls(groups, numbers)
 
 
-def user_document(session: Session, user: UserColumns, *, with_groups: bool = True,
+def user_document(session: Session | Connection, user: UserColumns, *, with_groups: bool = True,
                   page: PageData | None = None, visibility: Visibility | None = None) -> dict[str, Any]:
     """The SCIM document of a user, as a client reads it (its groups those it may see)."""
     page = page or PageData.load(session, [user], with_groups=with_groups, visibility=visibility)

@@ -55,6 +55,7 @@ from bridge.services.unit import UnitOfWork
 from bridge.services.visibility import Visibility
 from bridge.store.among import in_chunks
 from bridge.store.models import Group, User
+from bridge.store.prepared import Prepared
 
 AfterCommit = Callable[[], None]
 IgnoredPassword = Callable[[str], None]  # (client): a password the client may not set was left out
@@ -62,7 +63,7 @@ IgnoredPassword = Callable[[str], None]  # (client): a password the client may n
 
 @dataclass
 class _Context:
-    session: Session
+    given_session: Session | None  # a write's (its unit of work's) or a Bulk's; None for a read
     uow: UnitOfWork | None  # None for a read-only request
     visibility: Visibility  # what the client may see (bridge.services.visibility)
     # Work that must wait until the request's transaction committed (LDAP write-back);
@@ -76,6 +77,16 @@ class _Context:
     # the rows a write request read (and locked), held here: the session's identity map holds
     # its objects weakly, and the write that follows (a PATCH's) finds them there, not by a SELECT
     held: list[User | Group] = field(default_factory=list)
+    # a read-only request's transaction: what the hot path reads through (bridge.store.prepared);
+    # a session on it is made only when something reads ORM objects
+    connection: Connection | None = None
+
+    @property
+    def session(self) -> Session:
+        if self.given_session is None:
+            assert self.connection is not None
+            self.given_session = Session(bind=self.connection, expire_on_commit=False)
+        return self.given_session
 
     def defer(self, action: AfterCommit) -> None:
         self.after_commit[-1].append(action)
@@ -127,13 +138,14 @@ class StoreStorage(ScimStorage):
         self.accounts = accounts  # the password policy and clock, per request; without it passwords are left out
         self.ignored = ignored or (lambda client: None)
         # lookup_documents' statements by (attribute, the client's visible sources)
-        self._lookups: dict[tuple[str, frozenset[str] | None], tuple[Select[Any], Select[Any]]] = {}
+        self._lookups: dict[tuple[str, frozenset[str] | None], tuple[Prepared, Select[Any]]] = {}
+        self._user_by_id = Prepared(_USER_BY_ID, services.store.engine.dialect, ["id"])
 
     # -- transactions ----------------------------------------------------------------
 
     @contextmanager
     def begin(self, actor: Actor, *, write: bool, per_operation: bool = False) -> Iterator[None]:
-        """One request: a write unit of work (or a read session), committed at the end. A
+        """One request: a write unit of work (or a read transaction), committed at the end. A
         Bulk request (``per_operation``) commits each operation on its own instead: the
         write lock is held for one operation at a time (a login waits for one password
         hash, not for a thousand), and RFC 7644 §3.7 asks for no more (Bulk is not atomic;
@@ -160,12 +172,15 @@ class StoreStorage(ScimStorage):
                     for action in context.after_commit[0]:
                         action()
         else:
-            with self.services.store.read() as session:
-                token = _current.set(_Context(session, None, visibility))
+            with self.services.store.reading() as connection:
+                context = _Context(None, None, visibility, connection=connection)
+                token = _current.set(context)
                 try:
                     yield
                 finally:
                     _current.reset(token)
+                    if context.given_session is not None:
+                        context.given_session.close()
 
     @contextmanager
     def _context(self, write: bool) -> Iterator[_Context]:
@@ -265,13 +280,14 @@ class StoreStorage(ScimStorage):
         A user read outside a write is read as its columns (USER_DOCUMENT_COLUMNS), no ORM object."""
         with self._context(write=False) as ctx:
             if ctx.uow is None and self._is_user(resource_type):
-                reader = ctx.session.connection()  # a read: no ORM object, nothing to flush
-                found = reader.execute(_USER_BY_ID, {"id": resource_id}).first() if resource_id else None
+                reader = _connection(ctx)  # a read: no ORM object, nothing to flush
+                rows = self._user_by_id.rows(reader, {"id": resource_id}) if resource_id else []
+                found = rows[0] if rows else None
                 if found is None or not ctx.visibility.sees_source(found.source):
                     raise NotFoundException(detail=f"{resource_type.name} {resource_id!r} not found")
                 data = convert.PageData.load(reader, [found], with_groups="groups" not in skip,
                                              visibility=ctx.visibility)
-                return convert.user_document(ctx.session, found, with_groups="groups" not in skip, page=data)
+                return convert.user_document(reader, found, with_groups="groups" not in skip, page=data)
             row = self._row(ctx.session, resource_type, resource_id, lock=ctx.uow is not None)
             if ctx.uow is not None:
                 ctx.held.append(row)
@@ -316,7 +332,7 @@ class StoreStorage(ScimStorage):
                                     offset, count, len(users))
                 page = convert.PageData.load(reader, users, with_groups="groups" not in skip,
                                              visibility=ctx.visibility)
-                return DocumentPage(total, [convert.user_document(ctx.session, row, page=page,
+                return DocumentPage(total, [convert.user_document(reader, row, page=page,
                                                                   with_groups="groups" not in skip)
                                             for row in users])
             page_query = query.order_by(*ordering).offset(offset)
@@ -369,16 +385,16 @@ class StoreStorage(ScimStorage):
                 params: dict[str, Any] = {"key": identity_key(value), "value": scim_key(value)}
             else:
                 params = {"value": value}
-            reader = _reader(ctx)
-            users: list[convert.UserColumns] = list(reader.execute(page, {**params, "count": count}).all())
+            reader = _connection(ctx)
+            users: list[convert.UserColumns] = page.rows(reader, {**params, "count": count})
             total = len(users) if len(users) < count else (reader.scalar(counted, params) or 0)
             data = convert.PageData.load(reader, users, with_groups="groups" not in skip,
                                          visibility=ctx.visibility)
-            return DocumentPage(total, [convert.user_document(ctx.session, row, page=data,
+            return DocumentPage(total, [convert.user_document(reader, row, page=data,
                                                               with_groups="groups" not in skip)
                                         for row in users])
 
-    def _lookup_statements(self, attribute: str, visibility: Visibility) -> tuple[Select[Any], Select[Any]]:
+    def _lookup_statements(self, attribute: str, visibility: Visibility) -> tuple[Prepared, Select[Any]]:
         """(the page, the count) of a lookup, built once per attribute and client visibility."""
         key = (attribute, visibility.sources)
         found = self._lookups.get(key)
@@ -386,7 +402,9 @@ class StoreStorage(ScimStorage):
             where = lookup_where(self.dialect, attribute, visibility)
             page = (select(*convert.USER_DOCUMENT_COLUMNS).where(*where).order_by(User.id)
                     .limit(bindparam("count", type_=Integer)))
-            found = (page, self._counted(select(User).where(*where)))
+            parameters = ["key", "value", "count"] if attribute == "userName" else ["value", "count"]
+            found = (Prepared(page, self.services.store.engine.dialect, parameters),
+                     self._counted(select(User).where(*where)))
             self._lookups[key] = found
         return found
 
@@ -615,7 +633,18 @@ def lookup_where(dialect: SqlDialect, attribute: str, visibility: Visibility) ->
 def _reader(ctx: _Context) -> Session | Connection:
     """What a request's reads of rows go through: the session in a write (its pending changes
     are flushed first), else the read transaction's connection (no ORM work per statement)."""
-    return ctx.session if ctx.uow is not None else ctx.session.connection()
+    if ctx.uow is not None:
+        return ctx.session
+    return ctx.connection if ctx.connection is not None else ctx.session.connection()
+
+
+def _connection(ctx: _Context) -> Connection:
+    """The connection of the request's transaction, for a Prepared read: in a write, after
+    the session's pending changes are flushed (as a query of the session would)."""
+    if ctx.uow is not None:
+        ctx.session.flush()
+        return ctx.session.connection()
+    return ctx.connection if ctx.connection is not None else ctx.session.connection()
 
 
 def _visibility() -> Visibility:

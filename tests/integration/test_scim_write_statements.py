@@ -20,11 +20,11 @@ from bridge.store.models import AuditEvent, AuthzChange, User
 from tests.fixtures.app import create_token, make_config
 from tests.integration.test_scim_http import CORE, Scim
 
-# Statements of one request, BEGIN left out (SQLite's BEGIN IMMEDIATE is a statement, PostgreSQL's
-# BEGIN the driver's own). Measured: POST 5 on SQLite, 7 on PostgreSQL (a savepoint around the
-# INSERT of the user, whose name a concurrent writer can take first there); PATCH 8 on both.
-# Before the write path was cut down: POST 11 and PATCH 12 on both, and on SQLite a read of the
-# whole users table in each.
+# Statements of one request, BEGIN left out (SQLite's BEGIN IMMEDIATE is sent on the driver's
+# connection, PostgreSQL's BEGIN is the driver's own). Measured: POST 5 on SQLite, 7 on
+# PostgreSQL (a savepoint around the INSERT of the user, whose name a concurrent writer can take
+# first there); PATCH 8 on both. Before the write path was cut down: POST 11 and PATCH 12 on
+# both, and on SQLite a read of the whole users table in each.
 CREATE_STATEMENTS = {"sqlite": 5, "postgresql": 7}
 UPDATE_STATEMENTS = {"sqlite": 8, "postgresql": 8}
 WHOLE_USERS_TABLE = re.compile(r"^SCAN users\b")
