@@ -360,7 +360,7 @@ class StoreStorage(ScimStorage):
         if count is not None:
             keys = keys.limit(count)
         page = select(*convert.USER_DOCUMENT_COLUMNS).where(User.id.in_(keys.correlate(None))).order_by(*ordering)
-        return list(session.execute(page).all())
+        return convert.document_rows(session.execute(page))
 
     @staticmethod
     def _user_rows(session: Session | Connection, ids: list[str]) -> list[convert.UserColumns]:
@@ -368,8 +368,8 @@ class StoreStorage(ScimStorage):
         another transaction deleted meanwhile has none."""
         rows: dict[str, convert.UserColumns] = {}
         for chunk in in_chunks(ids):
-            rows.update((row.id, row) for row in session.execute(
-                select(*convert.USER_DOCUMENT_COLUMNS).where(User.id.in_(chunk))))
+            rows.update((row.id, row) for row in convert.document_rows(session.execute(
+                select(*convert.USER_DOCUMENT_COLUMNS).where(User.id.in_(chunk)))))
         return [rows[uid] for uid in ids if uid in rows]
 
     def lookup_documents(self, attribute: str, value: str, count: int, *,
