@@ -10,18 +10,27 @@ so its rows hold what ``Connection.execute`` returns for the statement
 (tests/integration/test_prepared.py compares them on SQLite and PostgreSQL).
 
 Only reads: the write path's statements stay SQLAlchemy's, where the events that watch
-them (the audit, tests/fixtures/write_path.py) see them. The statements run here are
-those of the transaction the caller holds: what it read and wrote before is visible.
+them (the audit, tests/fixtures/write_path.py) see them; a statement-watching listener
+(``before_cursor_execute``) does not see these. The statements run here are those of the
+transaction the caller holds: what it read and wrote before is visible. A driver's error
+is raised as SQLAlchemy's, a dropped connection invalidated, as ``Connection.execute`` does.
+
+When to use one: a read that every request of a hot path makes, whose statement is the
+same at every run but for scalar values (an IN list of fixed values is expanded when
+prepared; one given at each run, or a parameter name the driver needs escaped, is
+refused with ValueError when prepared).
 """
 
 from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
 from typing import Any
 
 from sqlalchemy import Connection, Select
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 
 
 class Prepared:
@@ -61,12 +70,22 @@ class Prepared:
         for name, process in self._bind:
             values[name] = process(values[name])
         arguments: Any = values if self._order is None else [values[name] for name in self._order]
-        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        dialect, driver = connection.dialect, connection.connection.dbapi_connection
+        cursor = driver.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(self.sql, arguments)
             fetched = cursor.fetchall()
+        except dialect.loaded_dbapi.Error as exc:
+            # Raised as Connection.execute raises it (bridge.store.busy reads SQLAlchemy's errors),
+            # and a connection the database dropped is not given back to the pool.
+            gone = dialect.is_disconnect(exc, driver, cursor)
+            if gone:
+                connection.invalidate(exc)
+            raise DBAPIError.instance(self.sql, arguments, exc, dialect.loaded_dbapi.Error,
+                                      connection_invalidated=gone) from exc
         finally:
-            cursor.close()
+            with suppress(Exception):  # a cursor of a dropped connection may not close
+                cursor.close()
         if not self._results:
             return [self._make(raw) for raw in fetched]
         rows = []

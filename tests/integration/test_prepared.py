@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Integer, String, bindparam, select
+from sqlalchemy.exc import DBAPIError
 
 from bridge.names import identity_key
 from bridge.scim import convert
@@ -112,3 +113,28 @@ def test_what_a_prepared_statement_cannot_run_is_refused_when_prepared(store):
     listed = select(User.id).where(User.id.in_(bindparam("ids", expanding=True)))
     with pytest.raises(ValueError, match="list given at each run"):
         Prepared(listed, store.engine.dialect, ["ids"])
+
+
+def test_a_drivers_error_is_raised_as_sqlalchemys(store, people):
+    """As Connection.execute raises it: bridge.store.busy and the SCIM error handling read
+    SQLAlchemy's errors, not the driver's."""
+    statement = _page(store, "userName", Visibility.everything())
+    prepared = Prepared(statement, store.engine.dialect, ["key", "value", "count"])
+    with store.reading() as connection, pytest.raises(DBAPIError) as raised:
+        prepared.rows(connection, {"key": "k", "value": "v", "count": "not a number"})
+    assert not raised.value.connection_invalidated
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_connection_the_database_dropped_is_invalidated_not_pooled_again(store, people):
+    prepared = Prepared(_USER_BY_ID, store.engine.dialect, ["id"])
+    with store.reading() as connection:
+        pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with store.engine.connect() as admin:
+            admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        with pytest.raises(DBAPIError) as raised:
+            prepared.rows(connection, {"id": people[0]})
+        assert raised.value.connection_invalidated
+    for _ in range(3):  # every connection the pool gives out next is alive
+        with store.reading() as connection:
+            assert [row.id for row in prepared.rows(connection, {"id": people[0]})] == [people[0]]

@@ -72,3 +72,14 @@ def test_request_ids_are_made_unique_and_a_clients_is_kept_only_when_well_formed
     assert idp.get("/Users?count=0", headers={"X-Request-Id": "req-4711"}).headers["X-Request-Id"] == "req-4711"
     hostile = idp.get("/Users?count=0", headers={"X-Request-Id": "a b\u00e9"}).headers["X-Request-Id"]
     assert re.fullmatch(r"[0-9a-f]{32}", hostile)
+
+
+def test_an_id_with_a_nul_is_no_resource_on_either_store(idp):
+    """PostgreSQL refuses NUL in any text: such an id was a 500 there, a 404 on SQLite."""
+    for method in ("GET", "PATCH", "PUT", "DELETE"):
+        body = {"schemas": [CORE], "userName": "u1"} if method == "PUT" else \
+            {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+             "Operations": [{"op": "replace", "path": "displayName", "value": "x"}]} if method == "PATCH" else None
+        for path in ("/Users/a%00b", "/Groups/a%00b"):
+            answer = idp.request(method, path, body)
+            assert answer.status_code == 404, (method, path, answer.status_code, answer.json)
