@@ -1,7 +1,9 @@
 """The dirbridge configuration: TOML, validated strictly, secrets kept out of the file.
 
 Every table is a pydantic model with ``extra="forbid"`` so that a typo is an
-error instead of a silently ignored setting. Errors are reported as
+error instead of a silently ignored setting; its numbers and switches are
+StrictInt and StrictBool, so ``workers = "8"`` or ``port = true`` is an error too
+(pydantic's lax mode read them as 8 and 1). Errors are reported as
 ``dotted.key: what is wrong`` lines so an operator can find the key at once.
 
 A secret setting ``X`` may be given as ``X`` (inline), ``X_file`` (a path),
@@ -23,6 +25,8 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -112,7 +116,7 @@ Schedule = Annotated[str, Field(min_length=1)]
 
 class ServerConfig(Strict):
     listen: str = DEFAULT_LISTEN
-    workers: int = Field(default=8, ge=1, le=256, description="request threads of each pool: SCIM's, the check "
+    workers: StrictInt = Field(default=8, ge=1, le=256, description="request threads of each pool: SCIM's, the check "
                          "API's and the rest's (bridge.web.server)")
     hot_path_threads: Annotated[int, Field(ge=0, le=256, strict=True)] | Literal["auto"] = Field(
         default="auto", description="requests SCIM serves at once, and as many the check API (bridge.gate); "
@@ -120,13 +124,13 @@ class ServerConfig(Strict):
         "docs/operators.md says what a gate gains and costs")
     public_url: str | None = None
     shutdown_timeout: float = Field(default=30.0, gt=0, le=600)
-    max_connections: int = Field(default=1000, ge=10, le=100000, description="open connections served at once; "
+    max_connections: StrictInt = Field(default=1000, ge=10, le=100000, description="open connections served at once; "
                                  "more wait to be accepted")
     idle_timeout: float = Field(default=30.0, ge=1, le=3600, description="seconds a connection with no request "
                                 "under way stays open")
     request_timeout: float = Field(default=30.0, ge=1, le=3600, description="seconds a request (headers and "
                                    "body) may take to arrive; a slower client is disconnected")
-    trusted_proxies: int = Field(default=0, ge=0, le=5, description="X-Forwarded-* hops to trust")
+    trusted_proxies: StrictInt = Field(default=0, ge=0, le=5, description="X-Forwarded-* hops to trust")
 
     @field_validator("listen")
     @classmethod
@@ -147,11 +151,11 @@ class ServerConfig(Strict):
 
 class DatabaseConfig(Strict):
     url: SecretStr | None = None
-    auto_migrate: bool | None = Field(
+    auto_migrate: StrictBool | None = Field(
         default=None,
         description="apply pending migrations on serve; default: on for SQLite, off otherwise",
     )
-    pool_size: int = Field(default=10, ge=1, le=200)
+    pool_size: StrictInt = Field(default=10, ge=1, le=200)
 
     def resolved_url(self, data_dir: Path) -> str:
         if self.url is not None:
@@ -167,9 +171,9 @@ class DatabaseConfig(Strict):
 class ScimClientConfig(Strict):
     """What one SCIM client (a token name) may do beyond provisioning its own users and groups."""
 
-    admins: bool = Field(default=False, description="may create admins or make its users admins "
+    admins: StrictBool = Field(default=False, description="may create admins or make its users admins "
                          "(accessType admin); else 403")
-    passwords: bool = Field(default=False, description="may set the passwords of the users it owns (the "
+    passwords: StrictBool = Field(default=False, description="may set the passwords of the users it owns (the "
                             "password policy applies); else a password it sends is left out")
     customers: list[str] = Field(default_factory=list, description="the customer numbers it may link its users "
                                  "to (customerNumber), [\"*\"] for any; another number is 403")
@@ -187,24 +191,24 @@ class ScimClientConfig(Strict):
 
 
 class ScimConfig(Strict):
-    enabled: bool = True
+    enabled: StrictBool = True
     clients: dict[str, ScimClientConfig] = Field(default_factory=dict, description="per SCIM client, by its "
                                                  "token name: [scim.clients.entra]")
-    strict: bool = Field(default=False, description="refuse unknown attributes and schema URIs, unquoted filter "
+    strict: StrictBool = Field(default=False, description="refuse unknown attributes and schema URIs, unquoted filter "
                          "values and empty PATCHes with 400 instead of reading them leniently")
-    max_results: int = Field(default=1000, ge=1, le=100000)
-    bulk_max_operations: int = Field(default=1000, ge=1, le=100000)
-    bulk_max_payload_bytes: int = Field(default=1048576, ge=1024)
-    max_request_bytes: int = Field(default=262144, ge=1024, description="largest body of a non-Bulk request")
-    max_filter_length: int = Field(default=8192, ge=64, le=1048576, description="longest filter, in characters "
+    max_results: StrictInt = Field(default=1000, ge=1, le=100000)
+    bulk_max_operations: StrictInt = Field(default=1000, ge=1, le=100000)
+    bulk_max_payload_bytes: StrictInt = Field(default=1048576, ge=1024)
+    max_request_bytes: StrictInt = Field(default=262144, ge=1024, description="largest body of a non-Bulk request")
+    max_filter_length: StrictInt = Field(default=8192, ge=64, le=1048576, description="longest filter, in characters "
                                    "(else 400 invalidFilter)")
-    max_filter_terms: int = Field(default=100, ge=1, le=500, description="most comparisons in one filter "
+    max_filter_terms: StrictInt = Field(default=100, ge=1, le=500, description="most comparisons in one filter "
                                   "(else 400 invalidFilter)")
     cursor_secret: SecretStr | None = Field(
         default=None, description="seals the RFC 9865 paging cursors; the same on every replica "
         "(default: a random one kept in DATA_DIR/scim-cursor.secret)")
-    cursor_timeout: int = Field(default=3600, ge=1, le=604800, description="seconds a paging cursor stays valid")
-    fast_path: bool = Field(default=True, description="answer the commonest /Users requests (lookups, lists, "
+    cursor_timeout: StrictInt = Field(default=3600, ge=1, le=604800, description="seconds a paging cursor stays valid")
+    fast_path: StrictBool = Field(default=True, description="answer the commonest /Users requests (lookups, lists, "
                             "GET, POST, PATCH, PUT) from store rows without scim2-server's per-resource model "
                             "round trips; false: scim2-server serves every request (for comparison)")
 
@@ -216,7 +220,7 @@ class ScimConfig(Strict):
 class TlsConfig(Strict):
     mode: Literal["ldaps", "starttls", "none"] = "ldaps"
     ca_file: Path | None = None
-    verify: bool = Field(default=True, description="verify the server certificate")
+    verify: StrictBool = Field(default=True, description="verify the server certificate")
 
 
 class SyncSchedule(Strict):
@@ -231,12 +235,12 @@ class SyncSchedule(Strict):
 
 class DeletionGuard(Strict):
     max_percent: float = Field(default=10.0, ge=0, le=100)
-    max_count: int = Field(default=50, ge=0)
-    min_entries: int = Field(default=1, ge=0, description="a scan returning fewer entries stops the sync")
+    max_count: StrictInt = Field(default=50, ge=0)
+    min_entries: StrictInt = Field(default=1, ge=0, description="a scan returning fewer entries stops the sync")
 
 
 class WritebackConfig(Strict):
-    enabled: bool = False
+    enabled: StrictBool = False
     users_base: str | None = None
     groups_base: str | None = None
 
@@ -250,9 +254,9 @@ class WritebackConfig(Strict):
 class DirectoryPasswordsConfig(Strict):
     """Passwords of the source's users, changed through the directory (bridge.ldap.passwords)."""
 
-    change: bool = Field(default=True, description="users change their own password (bound as themselves, "
+    change: StrictBool = Field(default=True, description="users change their own password (bound as themselves, "
                          "with the old one): the directory checks the old password and applies its own policy")
-    reset: bool = Field(default=False, description="admins set a user's password without the old one, with the "
+    reset: StrictBool = Field(default=False, description="admins set a user's password without the old one, with the "
                         "bind account: off unless the bind account is meant to have write access to passwords")
 
 
@@ -271,26 +275,26 @@ class LdapSourceConfig(Strict):
     deletion_guard: DeletionGuard = DeletionGuard()
     deletion: Literal["deactivate", "delete"] = "deactivate"
     writeback: WritebackConfig = WritebackConfig()
-    page_size: int = Field(default=500, ge=1, le=10000)
-    write_batch: int = Field(default=5000, ge=1, le=100000,
+    page_size: StrictInt = Field(default=500, ge=1, le=10000)
+    write_batch: StrictInt = Field(default=5000, ge=1, le=100000,
                              description="users written per transaction by a sync (at least a page)")
     connect_timeout: float = Field(default=5.0, gt=0, le=120)
-    receive_timeout: int = Field(default=30, ge=1, le=3600, description="seconds; ldap3 needs a whole number")
-    login_timeout: int = Field(default=3, ge=1, le=60, description="seconds a user's login bind may take "
+    receive_timeout: StrictInt = Field(default=30, ge=1, le=3600, description="seconds; ldap3 needs a whole number")
+    login_timeout: StrictInt = Field(default=3, ge=1, le=60, description="seconds a user's login bind may take "
                                "(connect and answer, per URL): a directory that does not answer fails fast")
-    login_binds: int = Field(default=4, ge=1, le=256, description="user binds under way at once per process; "
+    login_binds: StrictInt = Field(default=4, ge=1, le=256, description="user binds under way at once per process; "
                              "more are refused at once (503), so a slow directory holds few request threads")
     attributes: dict[str, str] = Field(default_factory=dict, description="overrides of the preset's attribute map")
     accesslog_base: str | None = Field(default=None, description="OpenLDAP accesslog suffix: incremental syncs "
                                        "then see deletions and moves out of scope")
-    incremental_overlap: int = Field(default=60, ge=0, le=86400, description="seconds re-read before the "
+    incremental_overlap: StrictInt = Field(default=60, ge=0, le=86400, description="seconds re-read before the "
                                      "high-water mark (writes in flight, replication delay)")
-    dirsync: bool = Field(default=False, description="Active Directory: incremental syncs read deletions "
+    dirsync: StrictBool = Field(default=False, description="Active Directory: incremental syncs read deletions "
                           "with the DirSync control (needs 'Replicating Directory Changes')")
     passwords: DirectoryPasswordsConfig = Field(
         default_factory=DirectoryPasswordsConfig, description="directory users' password changes and resets, "
         "made in the directory (its policy applies): see docs/ldap.md")
-    admins: bool = Field(default=False, description="its users may hold the admin access type, given by a "
+    admins: StrictBool = Field(default=False, description="its users may hold the admin access type, given by a "
                          "mapping rule with access_type = 'admin' (a directory never sets it itself)")
     reader: Literal["auto", "ldap3", "libldap"] = Field(
         default="auto", description="what reads a full scan: libldap (python-ldap, the ldapc extra; in C, "
@@ -347,7 +351,7 @@ class MappingRule(Strict):
     group: str | None = None
     group_regex: str | None = None
     #: every user (of ``source``; of ``of_kind`` when set) gets the role: "everyone is a basic user"
-    all_users: bool = False
+    all_users: StrictBool = False
     of_kind: Literal["internal", "external"] | None = None
     attribute: str | None = None
     value: str | None = None
@@ -414,7 +418,7 @@ class MappingRule(Strict):
 
 class MappingConfig(Strict):
     rules: list[MappingRule] = Field(default_factory=list)
-    cache_users: int = Field(default=200_000, ge=100, description="compiled users kept per process for check")
+    cache_users: StrictInt = Field(default=200_000, ge=100, description="compiled users kept per process for check")
 
 
 class RoleConfig(Strict):
@@ -484,19 +488,19 @@ class CustomersConfig(Strict):
 
 
 class PasswordPolicy(Strict):
-    min_length: int = Field(default=12, ge=8, le=256)
-    require_upper: bool = True
-    require_lower: bool = True
-    require_digit: bool = True
-    require_special: bool = True
-    min_criteria: int = Field(default=3, ge=1, le=4, description="how many enabled criteria must be met")
-    history: int = Field(default=5, ge=0, le=20)
-    max_age_days: int | None = Field(default=None, ge=1)
-    warn_days: int = Field(default=7, ge=0)
+    min_length: StrictInt = Field(default=12, ge=8, le=256)
+    require_upper: StrictBool = True
+    require_lower: StrictBool = True
+    require_digit: StrictBool = True
+    require_special: StrictBool = True
+    min_criteria: StrictInt = Field(default=3, ge=1, le=4, description="how many enabled criteria must be met")
+    history: StrictInt = Field(default=5, ge=0, le=20)
+    max_age_days: StrictInt | None = Field(default=None, ge=1)
+    warn_days: StrictInt = Field(default=7, ge=0)
     # argon2id cost; a stored hash made with other values is rehashed at the next login.
-    hash_time_cost: int = Field(default=3, ge=1, le=20)
-    hash_memory_kib: int = Field(default=65536, ge=8192, le=4194304)
-    hash_parallelism: int = Field(default=4, ge=1, le=64)
+    hash_time_cost: StrictInt = Field(default=3, ge=1, le=20)
+    hash_memory_kib: StrictInt = Field(default=65536, ge=8192, le=4194304)
+    hash_parallelism: StrictInt = Field(default=4, ge=1, le=64)
 
     @model_validator(mode="after")
     def _criteria(self) -> PasswordPolicy:
@@ -509,14 +513,14 @@ class PasswordPolicy(Strict):
 
 
 class LockoutPolicy(Strict):
-    max_failures_per_account: int = Field(default=5, ge=1)
-    max_failures_per_ip: int = Field(default=25, ge=1)
-    window_hours: int = Field(default=24, ge=1)
-    lock_hours: int = Field(default=24, ge=1)
+    max_failures_per_account: StrictInt = Field(default=5, ge=1)
+    max_failures_per_ip: StrictInt = Field(default=25, ge=1)
+    window_hours: StrictInt = Field(default=24, ge=1)
+    lock_hours: StrictInt = Field(default=24, ge=1)
 
 
 class TotpPolicy(Strict):
-    required_for_admins: bool = False
+    required_for_admins: StrictBool = False
     issuer: str = "dirbridge"
     key: SecretStr | None = Field(default=None, description="seals the TOTP secrets at rest: one or more "
                                   "random secrets of 32+ characters, comma-separated (the first seals, each "
@@ -540,8 +544,8 @@ class PolicyConfig(Strict):
 
 
 class InvitesConfig(Strict):
-    valid_days: int = Field(default=5, ge=1, le=90)
-    retention_days: int = Field(default=30, ge=1, description="purge expired or used invitations after")
+    valid_days: StrictInt = Field(default=5, ge=1, le=90)
+    retention_days: StrictInt = Field(default=30, ge=1, description="purge expired or used invitations after")
     default_language: Literal["de", "en"] = "en"
     product_name: str = Field(default="dirbridge", min_length=1, max_length=80,
                               description="the name users read in mails and on the password page")
@@ -551,15 +555,16 @@ class SelfServiceConfig(Strict):
     """The users' own pages (/account) and the matching API: forgotten password, profile,
     e-mail change, own TOTP and password."""
 
-    enabled: bool = True
-    reset_minutes: int = Field(default=30, ge=5, le=1440, description="how long a password-reset link works")
-    email_change_hours: int = Field(default=24, ge=1, le=168, description="how long the link that confirms a "
+    enabled: StrictBool = True
+    reset_minutes: StrictInt = Field(default=30, ge=5, le=1440, description="how long a password-reset link works")
+    email_change_hours: StrictInt = Field(default=24, ge=1, le=168, description="how long the link that confirms a "
                                     "new e-mail address works")
-    requests_per_hour: int = Field(default=3, ge=1, le=100, description="reset mails per typed name or address "
+    requests_per_hour: StrictInt = Field(default=3, ge=1, le=100, description="reset mails per typed name or address "
                                    "and hour (known or not: the answer must not tell them apart)")
-    requests_per_ip_per_hour: int = Field(default=20, ge=1, le=10000, description="reset requests per client "
+    requests_per_ip_per_hour: StrictInt = Field(default=20, ge=1, le=10000, description="reset requests per client "
                                           "address and hour")
-    session_minutes: int = Field(default=15, ge=1, le=720, description="how long a login to the account pages lasts")
+    session_minutes: StrictInt = Field(default=15, ge=1, le=720,
+                                       description="how long a login to the account pages lasts")
     reset_url: str | None = Field(default=None, description="the portal's own page for a reset link, with {token} "
                                   "where the token goes (it then calls /api/v1/account/password-reset/confirm); "
                                   "absent: dirbridge's /account/reset")
@@ -577,7 +582,7 @@ class SelfServiceConfig(Strict):
 
 class SmtpConfig(Strict):
     host: str = "localhost"
-    port: int = Field(default=25, ge=1, le=65535)
+    port: StrictInt = Field(default=25, ge=1, le=65535)
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     username: str | None = None
     password: SecretStr | None = None
@@ -594,8 +599,8 @@ MIN_SESSION_SECRET = 32
 
 
 class StatusConfig(Strict):
-    enabled: bool = True
-    refresh_seconds: int = Field(default=30, ge=5)
+    enabled: StrictBool = True
+    refresh_seconds: StrictInt = Field(default=30, ge=5)
     session_secret: SecretStr | None = Field(default=None, description="signs the operator and invitation "
                                              "session cookies: 32 random bytes or more; absent: one is made and "
                                              "kept in the data directory")
@@ -612,9 +617,9 @@ class StatusConfig(Strict):
             raise ValueError(f"too weak: use {MIN_SESSION_SECRET} random bytes or more (openssl rand -hex 32), "
                              "or leave it out and dirbridge makes one in the data directory")
         return value
-    session_minutes: int = Field(default=480, ge=5, le=10080,
+    session_minutes: StrictInt = Field(default=480, ge=5, le=10080,
                                  description="an operator's login lasts this long, however active")
-    require_totp: bool = Field(default=True, description="operators must have TOTP enrolled to log in")
+    require_totp: StrictBool = Field(default=True, description="operators must have TOTP enrolled to log in")
 
 
 SOURCE_NAME = re.compile(r"^(local|scim:[a-z0-9][a-z0-9_.-]{0,63}|ldap:[a-z0-9][a-z0-9_-]{0,63})$")
@@ -648,7 +653,7 @@ class OwnershipConfig(Strict):
 
 
 class AuditConfig(Strict):
-    retention_days: int = Field(default=365, ge=1)
+    retention_days: StrictInt = Field(default=365, ge=1)
 
 
 class LoggingConfig(Strict):
@@ -657,8 +662,8 @@ class LoggingConfig(Strict):
 
 
 class JobsConfig(Strict):
-    enabled: bool = True
-    lease_seconds: int = Field(default=30, ge=5, le=3600)
+    enabled: StrictBool = True
+    lease_seconds: StrictInt = Field(default=30, ge=5, le=3600)
     schedules: dict[str, str] = Field(default_factory=dict, description="job name -> schedule, overriding its own")
 
     @field_validator("schedules")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import get_origin
 
 import pytest
 from pydantic import BaseModel
@@ -176,3 +177,57 @@ def test_hot_path_gates_default_by_store_and_follow_the_key(tables, slots):
 def test_a_wrong_hot_path_thread_count_names_the_key(value):
     with pytest.raises(ConfigError, match="server.hot_path_threads"):
         load_config_data({"server": {"hot_path_threads": value}})
+
+
+def _typed_keys(model: type[BaseModel], kind: type, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The keys of ``kind`` (int or bool, optional or not) in the tables under ``model``."""
+    found: list[tuple[str, ...]] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if get_origin(annotation) in (list, dict, tuple):  # a list or map of tables: not one table's key
+            continue
+        candidates = (annotation, *getattr(annotation, "__args__", ()))
+        if annotation is kind or (kind in candidates and str not in candidates and bool not in candidates) \
+                or (kind is bool and bool in candidates and int not in candidates):
+            found.append((*prefix, name))
+        for candidate in candidates:
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                found += _typed_keys(candidate, kind, (*prefix, name))
+    return found
+
+
+def _nested(path: tuple[str, ...], value: object) -> dict:
+    raw: dict = {path[-1]: value}
+    for name in reversed(path[:-1]):
+        raw = {name: raw}
+    return raw
+
+
+INT_KEYS = _typed_keys(Config, int)
+BOOL_KEYS = _typed_keys(Config, bool)
+
+
+def test_the_typed_keys_are_found():
+    assert ("server", "workers") in INT_KEYS and ("policy", "password", "min_length") in INT_KEYS
+    assert ("scim", "strict") in BOOL_KEYS and ("policy", "password", "require_upper") in BOOL_KEYS
+    assert len(INT_KEYS) > 30 and len(BOOL_KEYS) > 10
+
+
+@pytest.mark.parametrize("path", INT_KEYS, ids=".".join)
+@pytest.mark.parametrize("value", [True, "8", 8.0])
+def test_an_integer_key_takes_an_integer_only(path, value):
+    """A bool or a quoted number is a mistake in the file (``workers = "8"``, ``port = true``),
+    refused naming the key instead of read as 1 or 8."""
+    assert any(".".join(path) in problem for problem in problems(_nested(path, value))), path
+
+
+@pytest.mark.parametrize("path", BOOL_KEYS, ids=".".join)
+@pytest.mark.parametrize("value", [1, "true", "yes"])
+def test_a_boolean_key_takes_true_or_false_only(path, value):
+    assert any(".".join(path) in problem for problem in problems(_nested(path, value))), path
+
+
+def test_a_scim_clients_switches_are_booleans_too():
+    refused = problems({"scim": {"clients": {"entra": {"passwords": 1}}}})
+    assert any("scim.clients.entra.passwords" in problem for problem in refused), refused
+    assert load_config_data({"scim": {"clients": {"entra": {"passwords": True}}}}).scim.client("entra").passwords
