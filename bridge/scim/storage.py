@@ -641,9 +641,7 @@ def _possible_id(resource_id: str | None) -> str | None:
 def _reader(ctx: _Context) -> Session | Connection:
     """What a request's reads of rows go through: the session in a write (its pending changes
     are flushed first), else the read transaction's connection (no ORM work per statement)."""
-    if ctx.uow is not None:
-        return ctx.session
-    return ctx.connection if ctx.connection is not None else ctx.session.connection()
+    return ctx.session if ctx.uow is not None else _connection(ctx)
 
 
 def _connection(ctx: _Context) -> Connection:
