@@ -858,7 +858,7 @@ def _format_errors(exc: ValidationError) -> list[str]:
 
 def load_config_data(raw: dict[str, Any], base_dir: Path | None = None) -> Config:
     """Validate an already parsed TOML document; raises ConfigError."""
-    problems = _resolve_secrets(raw)
+    problems = _resolve_secrets(raw) or _nul_keys(raw, "")
     if problems:
         raise ConfigError(problems)
     if base_dir is not None and isinstance(raw.get("data_dir"), str):  # other types: pydantic's error
@@ -868,6 +868,21 @@ def load_config_data(raw: dict[str, Any], base_dir: Path | None = None) -> Confi
         return Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc)) from None
+
+
+def _nul_keys(value: Any, key: str) -> list[str]:
+    """``key: ...`` for every string of the document holding a NUL (TOML's ``\u0000``): no
+    store keeps it in text, so a role's description or a rule's value with one could never
+    be written."""
+    if isinstance(value, str):
+        return [f"{key or 'the document'}: contains a NUL character"] if "\x00" in value else []
+    if isinstance(value, dict):
+        return [problem for name, item in value.items()
+                for problem in ([f"{key}.{name}: the key contains a NUL character"] if "\x00" in str(name) else
+                                _nul_keys(item, f"{key}.{name}" if key else str(name)))]
+    if isinstance(value, list):
+        return [problem for index, item in enumerate(value) for problem in _nul_keys(item, f"{key}[{index}]")]
+    return []
 
 
 def load_config(path: Path | None) -> Config:

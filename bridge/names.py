@@ -52,6 +52,8 @@ def key_problem(name: str, what: str, key: str | None = None) -> str | None:
     """Why ``name`` cannot be an identity (its key is empty, or longer than the stored
     keys), in words naming ``what`` it is; None when it can. ``key``: its identity key,
     when the caller has it already."""
+    if "\x00" in name:  # no store keeps it in text (PostgreSQL refuses it): refused alike on every store
+        return f"{what} {name.replace(chr(0), '?')[:40]!r} contains a NUL character"
     key = identity_key(name) if key is None else key
     if not key:
         return f"{what} {name!r} has no visible characters"

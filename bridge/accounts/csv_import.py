@@ -182,6 +182,10 @@ def read_rows(text: str) -> tuple[list[str], list[dict[str, str]]]:
 def import_users(services: Services, actor: Actor, text: str, *, dry_run: bool = False) -> ImportReport:
     """Apply a CSV file of users; see the module's docstring for the columns."""
     report = ImportReport(dry_run=dry_run)
+    if "\x00" in text:  # no store keeps it in text; refused for the whole file, as the API refuses a body
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        report.problems.append(f"line {line} holds a NUL character, which no field may hold")
+        return report
     header, rows = read_rows(text)
     unknown = [h for h in header if h not in COLUMNS]
     if unknown:

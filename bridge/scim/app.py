@@ -24,6 +24,7 @@ from scim2_models import (
     Group,
     InvalidSyntaxException,
     InvalidValueException,
+    NotFoundException,
     PatchOp,
     PayloadTooLargeException,
     Resource,
@@ -238,6 +239,8 @@ class ScimApplication(WSGIApplication):
             self.check_auth(request)
         request.subject = self.get_subject(request)
         identity: TokenIdentity | None = request.subject
+        if "\x00" in request.path:  # names no resource, and PostgreSQL refuses it in any text (a 500 there)
+            raise NotFoundException(detail="no resource has a NUL character in its id")
         limit = self.service.max_body_size(request)
         if limit is not None and request.body and len(request.body) > limit:
             raise PayloadTooLargeException(detail=f"the request body is larger than {limit} bytes")

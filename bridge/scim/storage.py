@@ -259,7 +259,6 @@ class StoreStorage(ScimStorage):
         with a 412 the client never asked for (PostgreSQL; SQLite write transactions are serial)."""
         table: type[User] | type[Group] = User if self._is_user(resource_type) else Group
         row: User | Group | None
-        resource_id = _possible_id(resource_id)
         if resource_id and lock:
             row = cast("User | Group | None", session.get(table, resource_id, with_for_update=True,
                                                                populate_existing=True))
@@ -282,8 +281,7 @@ class StoreStorage(ScimStorage):
         with self._context(write=False) as ctx:
             if ctx.uow is None and self._is_user(resource_type):
                 reader = _connection(ctx)  # a read: no ORM object, nothing to flush
-                wanted = _possible_id(resource_id)
-                rows = self._user_by_id.rows(reader, {"id": wanted}) if wanted else []
+                rows = self._user_by_id.rows(reader, {"id": resource_id}) if resource_id else []
                 found = rows[0] if rows else None
                 if found is None or not ctx.visibility.sees_source(found.source):
                     raise NotFoundException(detail=f"{resource_type.name} {resource_id!r} not found")
@@ -630,12 +628,6 @@ def lookup_where(dialect: SqlDialect, attribute: str, visibility: Visibility) ->
         return [visibility.users(), and_(User.external_id.is_not(None),
                                          dialect.exact(User.external_id) == bindparam("value", type_=String))]
     raise ValueError(f"no lookup by {attribute!r}")
-
-
-def _possible_id(resource_id: str | None) -> str | None:
-    """The id to look for, or None for one no row can have: with a NUL (``/Users/a%00b``),
-    which PostgreSQL refuses in any text (a 500 there, a plain miss on SQLite)."""
-    return None if resource_id is None or "\x00" in resource_id else resource_id
 
 
 def _reader(ctx: _Context) -> Session | Connection:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from bridge.clock import Clock, stamp, utcnow
 from bridge.config import Config
-from bridge.services import audit, conflicts
+from bridge.services import audit, conflicts, validate
 from bridge.services.actor import Actor
 from bridge.services.conflicts import ConflictNote
 from bridge.services.errors import ServiceError
@@ -30,6 +30,7 @@ class Services:
         self.config = config
         #: the process's clock (``Runtime.clock`` sets it): every time a service writes
         self.clock = clock
+        store.check_flushes(validate.refuse_nul_on_flush)  # every ORM write, of every service
 
     @contextmanager
     def _write(self) -> Iterator[Session]:

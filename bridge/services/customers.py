@@ -97,7 +97,9 @@ class CustomerService:
 
     def by_ref(self, ref: str) -> Customer | None:
         """The customer a caller names by number or by id (a number wins: numbers are
-        what people type), or None."""
+        what people type), or None (no row holds a NUL; PostgreSQL refuses one even in a query)."""
+        if "\x00" in str(ref):
+            return None
         return self.find(ref) or self.uow.session.get(Customer, str(ref).strip())
 
     def get(self, ref: str) -> Customer:
@@ -107,6 +109,8 @@ class CustomerService:
         return customer
 
     def find(self, number: str) -> Customer | None:
+        if "\x00" in str(number):  # as in by_ref
+            return None
         return self.uow.session.scalar(select(Customer).where(Customer.number == str(number).strip()))
 
     def all(self) -> list[Customer]:
@@ -516,6 +520,8 @@ class CustomerService:
     def _text(value: Any, field: str) -> str:
         if not isinstance(value, str) or not value.strip():
             raise InvalidValue(f"a customer needs a {field}", field=field)
+        if "\x00" in value:
+            raise InvalidValue(f"{field}: contains a NUL character", field=field)
         return value.strip()
 
     @staticmethod

@@ -39,7 +39,7 @@ class ScopeService:
         if scope_id == ROOT:
             return ROOT, ROOT
         match = SCOPE_ID.match(scope_id or "")
-        if not match:
+        if not match or "\x00" in scope_id:
             raise InvalidValue(f"scope {scope_id!r} is not 'instance' or LEVEL:NAME (like pool:north-1)",
                                field="scope")
         if match["level"] not in self.levels[1:]:

@@ -441,7 +441,8 @@ class UserService:
     def _stored_keys(self, rows: Sequence[Mapping[str, Any]]) -> set[str]:
         """The userName keys of ``rows`` that the store has already."""
         return self._keys_in_store({user_name_key(name) for fields in rows
-                                    if isinstance(name := fields.get("user_name"), str) and name.strip()})
+                                    if isinstance(name := fields.get("user_name"), str) and name.strip()
+                                    and "\x00" not in name})  # refused by _check_user_name; no row has one
 
     def _keys_in_store(self, keys: set[str]) -> set[str]:
         """Which of ``keys`` the store has: one query per IN_CHUNK names, not one per row."""

@@ -10,10 +10,13 @@ from collections.abc import Mapping
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.orm.attributes import instance_dict, instance_state
+
 from bridge.services.errors import InvalidValue
 
 if TYPE_CHECKING:
     from sqlalchemy import FromClause
+    from sqlalchemy.orm import Session
 
 #: well-formed BCP 47 language tags (RFC 5646 langtag: language, script, region, variants)
 LANGUAGE_TAG = re.compile(
@@ -85,13 +88,16 @@ def language(value: Any) -> str | None:
 
 
 def fits_columns(table: FromClause, values: Mapping[str, Any]) -> None:
-    """Refuse a text longer than its column, naming the field: every channel gets a clear
-    400 instead of what PostgreSQL would answer (an error, a 500) or SQLite would keep."""
+    """Refuse a text longer than its column, or holding a NUL, naming the field: every channel
+    gets a clear 400 instead of what PostgreSQL would answer (an error, a 500) or SQLite would keep."""
     lengths = _column_lengths(table)
     for key, value in values.items():
-        length = lengths.get(key)
-        if length and isinstance(value, str) and len(value) > length:
-            raise InvalidValue(f"{key}: longer than {length} characters", field=key)
+        if isinstance(value, str):
+            length = lengths.get(key)
+            if length and len(value) > length:
+                raise InvalidValue(f"{key}: longer than {length} characters", field=key)
+            if "\x00" in value:
+                raise InvalidValue(f"{key}: contains a NUL character", field=key)
 
 
 @cache
@@ -99,3 +105,20 @@ def _column_lengths(table: FromClause) -> dict[str, int | None]:
     """Column key -> its declared length (None: unbounded), read from the table once: a
     batched write checks 100,000s of rows against it."""
     return {column.key: getattr(column.type, "length", None) for column in table.columns}
+
+
+def refuse_nul_on_flush(session: Session, _context: Any, _instances: Any) -> None:
+    """Before a flush: no new or changed text of any ORM object holds a NUL, whichever service
+    set it (a customer's name, a role's description, a scope's name), refused naming the field.
+    PostgreSQL refuses NUL in text (an error mid-flush, a 500) and SQLite would keep it. Plain
+    INSERTs of users and groups are checked by ``fits_columns``."""
+    for obj in session.new:
+        for key, value in instance_dict(obj).items():
+            if isinstance(value, str) and "\x00" in value:
+                raise InvalidValue(f"{key}: contains a NUL character", field=key)
+    for obj in session.dirty:
+        state = instance_state(obj)
+        for key in state.committed_state:
+            value = state.dict.get(key)
+            if isinstance(value, str) and "\x00" in value:
+                raise InvalidValue(f"{key}: contains a NUL character", field=key)

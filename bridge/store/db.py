@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,12 @@ class Store:
         # still meet SQLite's busy timeout. Re-entrant: a nested write in the same thread
         # fails as it always did (busy), it does not hang here.
         self._writer = threading.RLock() if self.is_sqlite else None
+
+    def check_flushes(self, listener: Callable[[Session, Any, Any], None]) -> None:
+        """Run ``listener`` before every flush of a write session (SQLAlchemy's before_flush):
+        how the services refuse, whatever wrote it, a value no store keeps. Once per listener."""
+        if not event.contains(self._write, "before_flush", listener):
+            event.listen(self._write, "before_flush", listener)
 
     @contextmanager
     def read(self) -> Iterator[Session]:

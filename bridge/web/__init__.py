@@ -27,6 +27,7 @@ def runtime() -> Runtime:
 
 def create_app(rt: Runtime) -> OpenAPI:
     from bridge.web.api.common import validation_error
+    from bridge.web.paths import RowIdConverter
 
     app = OpenAPI(
         __name__,
@@ -36,6 +37,7 @@ def create_app(rt: Runtime) -> OpenAPI:
         validation_error_status=422,
         validation_error_callback=validation_error,
     )
+    app.url_map.converters["int"] = RowIdConverter  # before any route is added: every <int:...> is bounded
     app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=rt.config.scim.bulk_max_payload_bytes * 2)
     app.extensions["dirbridge"] = rt
     if rt.config.server.trusted_proxies:

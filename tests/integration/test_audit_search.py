@@ -107,6 +107,10 @@ def test_odd_queries_are_refused_not_failed(client, admin_headers):
     for path in ("/api/v1/audit?actor=a%00b", "/api/v1/users?q=%00", "/api/v1/audit?user=%00"):
         answer = client.get(path, headers=admin_headers)
         assert answer.status_code == 422 and "NUL" in answer.json["error"]["message"], path
+    for path, field in (("/api/v1/users/a%00b", "user_id"), ("/api/v1/customers/%00/external-users", "number")):
+        answer = client.open(path, method="DELETE" if "external" in path else "GET", headers=admin_headers)
+        assert answer.status_code == 404 and answer.json["error"]["field"] == field, (path, answer.json)
+    assert client.get("/api/v1/sync/runs/9223372036854775808", headers=admin_headers).status_code == 404
     body = client.post("/api/v1/users", json={"user_name": "nul.user", "email": "n@example.org",
                                               "display_name": "a\x00b"}, headers=admin_headers)
     assert body.status_code == 422 and body.json["error"]["field"] == "display_name"

@@ -231,3 +231,15 @@ def test_a_scim_clients_switches_are_booleans_too():
     refused = problems({"scim": {"clients": {"entra": {"passwords": 1}}}})
     assert any("scim.clients.entra.passwords" in problem for problem in refused), refused
     assert load_config_data({"scim": {"clients": {"entra": {"passwords": True}}}}).scim.client("entra").passwords
+
+
+def test_a_nul_anywhere_in_the_file_names_its_key(tmp_path):
+    """TOML writes NUL as \\u0000; no store keeps it in text, so a role's description or a
+    rule's value with one is refused when the file is read, naming the key (not at the write)."""
+    path = tmp_path / "dirbridge.toml"
+    path.write_text('[[roles]]\nname = "r"\ndescription = "a\\u0000b"\n\n'
+                    '[[ldap.sources]]\nname = "corp"\nurl = "ldap://x\\u0000"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert refused.value.problems == ["roles[0].description: contains a NUL character",
+                                      "ldap.sources[0].url: contains a NUL character"]

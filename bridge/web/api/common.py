@@ -17,6 +17,7 @@ from bridge.services import Actor, ServiceError
 from bridge.store.models import TokenKind
 from bridge.web import runtime
 from bridge.web.api.headers import BEARER_CHALLENGE
+from bridge.web.paths import nul_in_path
 
 SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 T = TypeVar("T")
@@ -155,7 +156,11 @@ def make_blueprint(name: str, import_name: str, tag: str, description: str) -> A
 def json_body_problem() -> tuple[Response, int] | None:
     """415 for a body that says it is not JSON, 400 for JSON that does not parse (413 comes from
     Werkzeug's size limit while reading), 422 for a NUL character anywhere in the query or the
-    body (no database stores one in text; PostgreSQL refuses it)."""
+    body (no database stores one in text; PostgreSQL refuses it), 404 for one in the path (it
+    names no resource, as SCIM answers too)."""
+    in_path = nul_in_path(request.view_args)
+    if in_path is not None:
+        return error_response(404, "notFound", f"{in_path}: no such resource (it contains a NUL character)", in_path)
     for name, value in request.args.items(multi=True):
         if "\x00" in name or "\x00" in value:
             return error_response(422, "invalidValue", f"{name}: contains a NUL character", name)
