@@ -140,6 +140,8 @@ class StoreStorage(ScimStorage):
         # lookup_documents' statements by (attribute, the client's visible sources)
         self._lookups: dict[tuple[str, frozenset[str] | None], tuple[Prepared, Select[Any]]] = {}
         self._user_by_id = Prepared(_USER_BY_ID, services.store.engine.dialect, ["id"])
+        # search_documents' plain pages of users (and their count) by the client's visible sources
+        self._pages: dict[tuple[str, frozenset[str] | None], tuple[Prepared, Prepared]] = {}
 
     # -- transactions ----------------------------------------------------------------
 
@@ -325,11 +327,19 @@ class StoreStorage(ScimStorage):
             ordering = order_by(self.dialect, model, search_request)
             if table is User:
                 reader = _reader(ctx)
-                users = self._user_page(reader, where, ordering, offset, count)
-                # counted without a subquery (the WHERE reads no other table than through its own
-                # subqueries, so the rows counted are those the page is cut from)
-                total = self._total(reader, select(func.count()).select_from(User).where(*where),
-                                    offset, count, len(users))
+                if (search_request.filter is None and search_request.sort_by is None and count is not None
+                        and isinstance(reader, Connection)):
+                    # a plain page of a read (GET /Users?startIndex=&count=): prepared per client
+                    page_rows, counted_rows = self._page_statements(ctx.visibility)
+                    users = page_rows.rows(reader, {"offset": offset, "count": count})
+                    told = _told_total(offset, count, len(users))
+                    total = told if told is not None else counted_rows.rows(reader, {})[0][0]
+                else:
+                    users = self._user_page(reader, where, ordering, offset, count)
+                    # counted without a subquery (the WHERE reads no other table than through its own
+                    # subqueries, so the rows counted are those the page is cut from)
+                    total = self._total(reader, select(func.count()).select_from(User).where(*where),
+                                        offset, count, len(users))
                 page = convert.PageData.load(reader, users, with_groups="groups" not in skip,
                                              visibility=ctx.visibility)
                 return DocumentPage(total, [convert.user_document(reader, row, page=page,
@@ -345,11 +355,10 @@ class StoreStorage(ScimStorage):
     @staticmethod
     def _total(reader: Session | Connection, counted: Select[Any], offset: int, count: int | None,
                found: int) -> int:
-        """The collection's size: told by a page shorter than asked for (from the first
-        position, or holding rows), else ``counted`` (a count statement) is run."""
-        if (count is None or found < count) and (found or not offset):
-            return offset + found
-        return reader.scalar(counted) or 0
+        """The collection's size: told by the page (``_told_total``), else ``counted`` (a count
+        statement) is run."""
+        told = _told_total(offset, count, found)
+        return told if told is not None else reader.scalar(counted) or 0
 
     def _user_page(self, session: Session | Connection, where: list[Any], ordering: list[Any], offset: int,
                    count: int | None) -> list[convert.UserColumns]:
@@ -406,6 +415,20 @@ class StoreStorage(ScimStorage):
             found = (Prepared(page, self.services.store.engine.dialect, parameters),
                      self._counted(select(User).where(*where)))
             self._lookups[key] = found
+        return found
+
+    def _page_statements(self, visibility: Visibility) -> tuple[Prepared, Prepared]:
+        """(a page, the count) of the users a client sees, in id order (no filter, no sort):
+        what ``_user_page`` and ``_total`` run for such a page, built once per client visibility."""
+        key = ("page", visibility.sources)
+        found = self._pages.get(key)
+        if found is None:
+            dialect = self.services.store.engine.dialect
+            keys = (select(User.id).where(visibility.users()).order_by(User.id)
+                    .offset(bindparam("offset", type_=Integer)).limit(bindparam("count", type_=Integer)))
+            page = select(*convert.USER_DOCUMENT_COLUMNS).where(User.id.in_(keys.correlate(None))).order_by(User.id)
+            counted = select(func.count()).select_from(User).where(visibility.users())
+            found = self._pages[key] = (Prepared(page, dialect, ["offset", "count"]), Prepared(counted, dialect, []))
         return found
 
     @staticmethod
@@ -648,6 +671,14 @@ def _connection(ctx: _Context) -> Connection:
 def _visibility() -> Visibility:
     context = _current.get()
     return context.visibility if context is not None else Visibility.everything()
+
+
+def _told_total(offset: int, count: int | None, found: int) -> int | None:
+    """The collection's size as a page tells it: shorter than asked for, from the first
+    position or holding rows, it ends the collection; else None (count it)."""
+    if (count is None or found < count) and (found or not offset):
+        return offset + found
+    return None
 
 
 def _visible(table: type[User] | type[Group]) -> ColumnElement[bool]:
