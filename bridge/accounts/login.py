@@ -180,6 +180,10 @@ class Login:
     # -- the decision -------------------------------------------------------------------
 
     def run(self) -> LoginOutcome:
+        if "\x00" in self.typed or "\x00" in (self.client_ip or ""):
+            # No name or address holds one (no store keeps it in text): refused on every channel
+            # before anything is read or recorded; no account's attempts are counted by it.
+            return LoginOutcome(400, "invalidValue", "a user name or address cannot hold a NUL character")
         with self.ctx.services.store.read() as session:
             user = session.scalar(select(User).where(User.user_name_key == self.key)) if self.key else None
         refused = self._reserve(user)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from scim2_models import EnterpriseUser, InvalidFilterException, Resource, SearchRequest
@@ -351,12 +351,20 @@ class SqlFilter(FilterVisitor[Expr]):
     def visit_comparison(self, node: Comparison) -> Expr:
         from scim2_models.path.visitor import coerce_value  # type: ignore[attr-defined]
 
-        if isinstance(node.value, str) and "\x00" in node.value:
-            raise InvalidFilterException(detail="NUL characters are not allowed in filter values")
+        if isinstance(node.value, str):
+            if "\x00" in node.value:
+                raise InvalidFilterException(detail="NUL characters are not allowed in filter values")
+            if not _encodable(node.value):  # a lone surrogate ("\ud800"): no store can be asked for it
+                raise InvalidFilterException(detail="a filter value holds a lone surrogate (\\ud800-\\udfff)")
         binding = self._bind(node.attr_path, for_comparison=True)
         if binding is None:
             return false()
         expected = coerce_value(binding, node.value, node.op)
+        if isinstance(expected, datetime):
+            if expected.tzinfo is None:  # xsd:dateTime may leave the zone out: read as UTC, as stored
+                expected = expected.replace(tzinfo=UTC)
+            elif not _in_utc_range(expected):
+                raise InvalidFilterException(detail=f"the date {node.value!r} is outside the years 1-9999 in UTC")
         source = self._value(binding)
         if source is None:
             # Never stored (write-only or unknown to the store): compares as absent.
@@ -502,3 +510,21 @@ def order_by(dialect: SqlDialect, model: type[Resource[Any]], request: SearchReq
         return [missing.desc(), sortable.desc(), table.id]
     return [missing, sortable, table.id]
 
+
+def _encodable(value: str) -> bool:
+    """Whether ``value`` is text a driver can send (no lone surrogate)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _in_utc_range(value: datetime) -> bool:
+    """Whether ``value`` stays a date once in UTC (``9999-12-31T23:59:59-14:00`` does not),
+    as the store compares it (bridge.store.models.UTCDateTime)."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, configure_mappers
 
 from bridge.clock import Clock, stamp, utcnow
 from bridge.config import Config
@@ -31,6 +31,9 @@ class Services:
         #: the process's clock (``Runtime.clock`` sets it): every time a service writes
         self.clock = clock
         store.check_flushes(validate.refuse_nul_on_flush)  # every ORM write, of every service
+        # The mappers set up before the first write: a create makes its object from the row it
+        # inserted (make_transient_to_detached), which needs them, and its statements are Core.
+        configure_mappers()
 
     @contextmanager
     def _write(self) -> Iterator[Session]:

@@ -98,6 +98,36 @@ def fits_columns(table: FromClause, values: Mapping[str, Any]) -> None:
                 raise InvalidValue(f"{key}: longer than {length} characters", field=key)
             if "\x00" in value:
                 raise InvalidValue(f"{key}: contains a NUL character", field=key)
+        elif isinstance(value, dict | list):
+            _refuse_nul_inside(key, value)
+
+
+def _refuse_nul_inside(key: str, value: Any) -> None:
+    """A JSON column's value (a user's SCIM or directory attributes): no string in it, and no
+    key, holds a NUL. PostgreSQL's json type keeps ``\u0000`` but cannot compare or extract
+    it (``attributes->>'title'``: an error for every filter that reads the attribute)."""
+    where = _nul_path(value, key)
+    if where is not None:
+        raise InvalidValue(f"{where}: contains a NUL character", field=key)
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for name, item in value.items():
+            here = f"{path}.{name}"
+            if "\x00" in str(name):
+                return here.replace("\x00", "?")
+            found = _nul_path(item, here)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 @cache
@@ -114,11 +144,16 @@ def refuse_nul_on_flush(session: Session, _context: Any, _instances: Any) -> Non
     INSERTs of users and groups are checked by ``fits_columns``."""
     for obj in session.new:
         for key, value in instance_dict(obj).items():
-            if isinstance(value, str) and "\x00" in value:
-                raise InvalidValue(f"{key}: contains a NUL character", field=key)
+            _refuse_nul_in(key, value)
     for obj in session.dirty:
         state = instance_state(obj)
         for key in state.committed_state:
-            value = state.dict.get(key)
-            if isinstance(value, str) and "\x00" in value:
-                raise InvalidValue(f"{key}: contains a NUL character", field=key)
+            _refuse_nul_in(key, state.dict.get(key))
+
+
+def _refuse_nul_in(key: str, value: Any) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidValue(f"{key}: contains a NUL character", field=key)
+    elif isinstance(value, dict | list):
+        _refuse_nul_inside(key, value)

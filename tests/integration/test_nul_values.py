@@ -39,6 +39,13 @@ WRITES: list[tuple[str, Any]] = [
     ("name", lambda uow: uow.roles.create(NUL)),
     ("description", lambda uow: uow.roles.create("nul_role", description=NUL)),
     ("scope", lambda uow: uow.scopes.create(f"pool:{NUL}")),
+    ("attributes", lambda uow: uow.users.create(user_name="nul.attr", email="n@example.org",
+                                                attributes={"title": NUL})),
+    ("attributes", lambda uow: uow.users.create(user_name="nul.attr", email="n@example.org",
+                                                attributes={"emails": [{"value": "n@example.org"}], NUL: "x"})),
+    ("attributes", lambda uow: uow.users.create_many([{"user_name": "nul.attr", "email": "n@example.org",
+                                                       "attributes": {"departments": ["ok", NUL]}}])),
+    ("attributes", lambda uow: uow.groups.create("nul attr group", attributes={"note": NUL})),
     ("name", lambda uow: uow.scopes.create("pool:nul-1", name=NUL)),
 ]
 
@@ -87,6 +94,27 @@ def test_a_csv_file_with_a_nul_is_refused_whole_naming_its_line(runtime):
     assert _counts(runtime) == before
 
 
+def test_a_login_with_a_nul_is_refused_on_every_channel_before_anything_is_recorded(client, runtime,
+                                                                                   admin_headers):
+    """The operator's form, the admin API's login and the accounts layer itself: a 400/422
+    (no 500: PostgreSQL refuses NUL even in the name's lookup), and no attempt counted."""
+    from bridge.accounts.context import context_for
+    from bridge.accounts.login import login
+    from bridge.store.models import LoginAttempt
+    from tests.fixtures.browser import login_form
+
+    form = login_form(client, f"ops{NUL}person", "Some-Password-1", None)
+    assert form.status_code == 400 and "NUL" in form.get_data(as_text=True)
+    api = client.post("/api/v1/auth/login", json={"user_name": NUL, "password": "Some-Password-1"},
+                      headers=admin_headers)
+    assert api.status_code == 422
+    for name, address in ((NUL, "10.0.0.1"), ("ops.person", f"10.0.0.1{NUL}")):
+        outcome = login(context_for(runtime), name, "Some-Password-1", None, address)
+        assert outcome.status == 400 and outcome.code == "invalidValue"
+    with runtime.store.read() as session:
+        assert session.scalar(select(func.count()).select_from(LoginAttempt)) == 0
+
+
 def test_a_directory_entry_with_a_nul_is_reported_and_the_others_sync(store, ldap_tree):
     """slapd keeps a NUL in a displayName or givenName (a Directory String); the sync reports
     that entry by DN and field and goes on with the rest, on both stores."""
@@ -97,8 +125,11 @@ def test_a_directory_entry_with_a_nul_is_reported_and_the_others_sync(store, lda
     ldap_tree.add_user("plain.one")
     display = ldap_tree.add_user("nul.display", displayName=NUL)
     given = ldap_tree.add_user("nul.given", givenName=NUL)
-    result = run_sync(runtime_for(store, **source_settings(ldap_tree.server, ldap_tree)), "corp")
-    assert result.status == "ok" and result.counts.added == 1 and result.counts.errors == 2
+    title = ldap_tree.add_user("nul.title", title=NUL)  # an extra attribute: the user's JSON attributes
+    result = run_sync(runtime_for(store, **source_settings(ldap_tree.server, ldap_tree,
+                                                           attributes={"title": "title"})), "corp")
+    assert result.status == "ok" and result.counts.added == 1 and result.counts.errors == 3, result.errors
     assert sorted(result.errors) == sorted([f"user {display}: display_name: contains a NUL character",
-                                            f"user {given}: given_name: contains a NUL character"])
+                                            f"user {given}: given_name: contains a NUL character",
+                                            f"user {title}: attributes.title: contains a NUL character"])
     assert sorted(users_by_name(store)) == ["plain.one"]

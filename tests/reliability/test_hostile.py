@@ -192,3 +192,34 @@ def test_hostile_path_values_are_answered_not_failed_on_every_endpoint(client, a
     assert tried > 300
     assert not failed, "\n".join(map(str, failed))
     report.add("inputs", target="hostile path values x endpoints", tried=tried)
+
+
+# Filter values no store can be asked for: a lone surrogate (JSON's escape of half a pair),
+# and dates that leave the calendar once in UTC (the store compares UTC).
+UNASKABLE_FILTERS = ['userName eq "\\ud800"', 'externalId eq "a\\udfffb"', 'displayName sw "\\ud83d"',
+                     'id eq "\\ud800"', 'groups.value eq "\\ud800"', 'emails[value co "\\udc00"]',
+                     'meta.lastModified gt "9999-12-31T23:59:59-14:00"', 'meta.created lt "0001-01-01T00:00:00+14:00"',
+                     'meta.created gt "2020-01-01T00:00:00"']
+GROUP_FILTERS = ['displayName eq "\\ud800"', 'members.value eq "\\ud800"', 'externalId eq "\\ud800"',
+                 'meta.lastModified gt "9999-12-31T23:59:59-14:00"']
+
+
+def test_unaskable_filter_values_are_invalid_filters_not_failures(client, scim_headers, report: Report):
+    """Each is a 400 invalidFilter (RFC 7644 §3.4.2.2) on both stores, by GET and by /.search;
+    before, the driver failed on them (a 500)."""
+    headers = {**scim_headers, "Content-Type": SCIM_JSON}
+    tried = 0
+    for kind, filters in (("Users", UNASKABLE_FILTERS), ("Groups", GROUP_FILTERS)):
+        for expression in filters:
+            answers = [client.get(f"/scim/v2/{kind}", headers=headers, query_string={"filter": expression}),
+                       client.post(f"/scim/v2/{kind}/.search", headers=headers, data=json.dumps(
+                           {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                            "filter": expression}))]
+            for answer in answers:
+                tried += 1
+                if expression.endswith('"2020-01-01T00:00:00"'):  # no zone: read as UTC, a valid filter
+                    assert answer.status_code == 200, (kind, expression, answer.status_code, answer.json)
+                    continue
+                assert answer.status_code == 400, (kind, expression, answer.status_code, answer.json)
+                assert answer.json["scimType"] == "invalidFilter", (kind, expression, answer.json)
+    report.add("inputs", target="unaskable SCIM filter values", tried=tried)
