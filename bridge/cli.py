@@ -34,7 +34,7 @@ from bridge.logs import setup_logging
 from bridge.mapping import cli as mapping_cli
 from bridge.runtime import NotMigrated, build_runtime
 from bridge.services import ServiceError
-from bridge.store.models import TokenKind
+from bridge.store.models import LARGEST_ROW_ID, TokenKind
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -473,7 +473,7 @@ def conflicts(ctx: click.Context, config_path: Path | None) -> None:
 
 
 @conflicts.command("close")
-@click.argument("conflict_id", type=int)
+@click.argument("conflict_id", type=click.IntRange(1, LARGEST_ROW_ID))
 @config_option
 @click.pass_context
 def conflicts_close(ctx: click.Context, conflict_id: int, config_path: Path | None) -> None:
@@ -517,4 +517,11 @@ cli.add_command(accounts_cli.operator)
 def main() -> None:
     # whatever the daemon or a command writes (the store, secrets, exports) is its user's alone
     os.umask(0o077)
+    for position, argument in enumerate(sys.argv[1:], start=1):
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8, kept by Python as lone surrogates
+            shown = argument.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            click.echo(f"Error: argument {position} ({shown!r}) is not valid UTF-8", err=True)
+            sys.exit(2)
     cli(prog_name="dirbridge")

@@ -198,8 +198,9 @@ class ScimConfig(Strict):
                          "values and empty PATCHes with 400 instead of reading them leniently")
     max_results: StrictInt = Field(default=1000, ge=1, le=100000)
     bulk_max_operations: StrictInt = Field(default=1000, ge=1, le=100000)
-    bulk_max_payload_bytes: StrictInt = Field(default=1048576, ge=1024)
-    max_request_bytes: StrictInt = Field(default=262144, ge=1024, description="largest body of a non-Bulk request")
+    bulk_max_payload_bytes: StrictInt = Field(default=1048576, ge=1024, le=2**30)
+    max_request_bytes: StrictInt = Field(default=262144, ge=1024, le=2**30,
+                                         description="largest body of a non-Bulk request")
     max_filter_length: StrictInt = Field(default=8192, ge=64, le=1048576, description="longest filter, in characters "
                                    "(else 400 invalidFilter)")
     max_filter_terms: StrictInt = Field(default=100, ge=1, le=500, description="most comparisons in one filter "
@@ -235,8 +236,9 @@ class SyncSchedule(Strict):
 
 class DeletionGuard(Strict):
     max_percent: float = Field(default=10.0, ge=0, le=100)
-    max_count: StrictInt = Field(default=50, ge=0)
-    min_entries: StrictInt = Field(default=1, ge=0, description="a scan returning fewer entries stops the sync")
+    max_count: StrictInt = Field(default=50, ge=0, le=10_000_000)
+    min_entries: StrictInt = Field(default=1, ge=0, le=10_000_000,
+                                   description="a scan returning fewer entries stops the sync")
 
 
 class WritebackConfig(Strict):
@@ -418,7 +420,8 @@ class MappingRule(Strict):
 
 class MappingConfig(Strict):
     rules: list[MappingRule] = Field(default_factory=list)
-    cache_users: StrictInt = Field(default=200_000, ge=100, description="compiled users kept per process for check")
+    cache_users: StrictInt = Field(default=200_000, ge=100, le=100_000_000,
+                                   description="compiled users kept per process for check")
 
 
 class RoleConfig(Strict):
@@ -495,8 +498,8 @@ class PasswordPolicy(Strict):
     require_special: StrictBool = True
     min_criteria: StrictInt = Field(default=3, ge=1, le=4, description="how many enabled criteria must be met")
     history: StrictInt = Field(default=5, ge=0, le=20)
-    max_age_days: StrictInt | None = Field(default=None, ge=1)
-    warn_days: StrictInt = Field(default=7, ge=0)
+    max_age_days: StrictInt | None = Field(default=None, ge=1, le=3650)
+    warn_days: StrictInt = Field(default=7, ge=0, le=365)
     # argon2id cost; a stored hash made with other values is rehashed at the next login.
     hash_time_cost: StrictInt = Field(default=3, ge=1, le=20)
     hash_memory_kib: StrictInt = Field(default=65536, ge=8192, le=4194304)
@@ -513,10 +516,10 @@ class PasswordPolicy(Strict):
 
 
 class LockoutPolicy(Strict):
-    max_failures_per_account: StrictInt = Field(default=5, ge=1)
-    max_failures_per_ip: StrictInt = Field(default=25, ge=1)
-    window_hours: StrictInt = Field(default=24, ge=1)
-    lock_hours: StrictInt = Field(default=24, ge=1)
+    max_failures_per_account: StrictInt = Field(default=5, ge=1, le=1000)
+    max_failures_per_ip: StrictInt = Field(default=25, ge=1, le=1_000_000)
+    window_hours: StrictInt = Field(default=24, ge=1, le=8760)
+    lock_hours: StrictInt = Field(default=24, ge=1, le=8760)
 
 
 class TotpPolicy(Strict):
@@ -545,7 +548,7 @@ class PolicyConfig(Strict):
 
 class InvitesConfig(Strict):
     valid_days: StrictInt = Field(default=5, ge=1, le=90)
-    retention_days: StrictInt = Field(default=30, ge=1, description="purge expired or used invitations after")
+    retention_days: StrictInt = Field(default=30, ge=1, le=3650, description="purge expired or used invitations after")
     default_language: Literal["de", "en"] = "en"
     product_name: str = Field(default="dirbridge", min_length=1, max_length=80,
                               description="the name users read in mails and on the password page")
@@ -587,7 +590,7 @@ class SmtpConfig(Strict):
     username: str | None = None
     password: SecretStr | None = None
     sender: str = "dirbridge@localhost"
-    timeout: float = Field(default=10.0, gt=0)
+    timeout: float = Field(default=10.0, gt=0, le=600)
     ca_file: Path | None = None
 
     def cleartext_login(self) -> bool:
@@ -600,7 +603,7 @@ MIN_SESSION_SECRET = 32
 
 class StatusConfig(Strict):
     enabled: StrictBool = True
-    refresh_seconds: StrictInt = Field(default=30, ge=5)
+    refresh_seconds: StrictInt = Field(default=30, ge=5, le=3600)
     session_secret: SecretStr | None = Field(default=None, description="signs the operator and invitation "
                                              "session cookies: 32 random bytes or more; absent: one is made and "
                                              "kept in the data directory")
@@ -653,7 +656,7 @@ class OwnershipConfig(Strict):
 
 
 class AuditConfig(Strict):
-    retention_days: StrictInt = Field(default=365, ge=1)
+    retention_days: StrictInt = Field(default=365, ge=1, le=36500)
 
 
 class LoggingConfig(Strict):

@@ -106,27 +106,44 @@ def _refuse_nul_inside(key: str, value: Any) -> None:
     """A JSON column's value (a user's SCIM or directory attributes): no string in it, and no
     key, holds a NUL. PostgreSQL's json type keeps ``\u0000`` but cannot compare or extract
     it (``attributes->>'title'``: an error for every filter that reads the attribute)."""
-    where = _nul_path(value, key)
-    if where is not None:
-        raise InvalidValue(f"{where}: contains a NUL character", field=key)
+    found = unstorable(value, key)
+    if found is not None:
+        raise InvalidValue(f"{found[0]}: contains {found[1]}", field=key)
 
 
-def _nul_path(value: Any, path: str) -> str | None:
+def unstorable(value: Any, path: str = "", *, surrogates: bool = False) -> tuple[str, str] | None:
+    """(where, what) of the first string or key in ``value`` (JSON: strings, lists, dicts)
+    that no store keeps as text: one holding a NUL, or with ``surrogates`` a lone surrogate
+    (JSON's ``\ud800``, which no driver can encode); ``where`` is its path under ``path``
+    (``a.b[2]``, the NUL shown as ``?``). None when every one is storable."""
     if isinstance(value, str):
-        return path if "\x00" in value else None
+        what = _unstorable_text(value, surrogates)
+        return (path, what) if what else None
     if isinstance(value, dict):
         for name, item in value.items():
-            here = f"{path}.{name}"
-            if "\x00" in str(name):
-                return here.replace("\x00", "?")
-            found = _nul_path(item, here)
+            here = f"{path}.{name}" if path else str(name)
+            what = _unstorable_text(str(name), surrogates)
+            if what:
+                return here.replace("\x00", "?"), what
+            found = unstorable(item, here, surrogates=surrogates)
             if found is not None:
                 return found
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            found = _nul_path(item, f"{path}[{index}]")
+            found = unstorable(item, f"{path}[{index}]", surrogates=surrogates)
             if found is not None:
                 return found
+    return None
+
+
+def _unstorable_text(text: str, surrogates: bool) -> str | None:
+    if "\x00" in text:
+        return "a NUL character"
+    if surrogates:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a lone surrogate (\\ud800-\\udfff)"
     return None
 
 

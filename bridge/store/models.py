@@ -35,6 +35,10 @@ from uuid_utils import uuid7
 
 from bridge.clock import utcnow
 
+#: the largest integer SQLite and PostgreSQL's bigint store: no row id is larger, and a
+#: larger one given as an id (a URL, a CLI argument) is refused, not passed to a driver that cannot bind it
+LARGEST_ROW_ID = 2**63 - 1
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",

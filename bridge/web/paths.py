@@ -8,8 +8,7 @@ from typing import Any
 
 from werkzeug.routing import IntegerConverter, Map
 
-#: the largest integer SQLite and PostgreSQL's bigint store (a row id is never larger)
-LARGEST_ROW_ID = 2**63 - 1
+from bridge.store.models import LARGEST_ROW_ID
 
 
 class RowIdConverter(IntegerConverter):

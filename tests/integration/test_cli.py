@@ -57,6 +57,24 @@ def test_bad_usage_exits_2(tmp_path):
     assert run_cli("no-such-verb", cwd=tmp_path).returncode == 2
 
 
+def test_arguments_no_store_can_take_are_usage_errors(tmp_path):
+    """Bytes that are not UTF-8 (Python keeps them as lone surrogates, which no driver
+    encodes) and an id past 64 bits: exit 2 naming the argument, not a traceback."""
+    import os
+
+    config = sqlite_config(tmp_path)
+    assert run_cli("token", "create", "entra", "--config", str(config), cwd=tmp_path).returncode == 0
+    not_utf8 = os.fsdecode(b"caf\xe9")
+    for args in (("user", "create", not_utf8, "--email", "c@example.org"), ("token", "revoke", not_utf8),
+                 ("audit", "--user", not_utf8)):
+        refused = run_cli(*args, "--config", str(config), cwd=tmp_path)
+        assert refused.returncode == 2 and "is not valid UTF-8" in refused.stderr, (args, refused.stderr)
+        assert "Traceback" not in refused.stderr
+    for value in ("99999999999999999999", str(2**63), "0"):
+        refused = run_cli("conflicts", "close", value, "--config", str(config), cwd=tmp_path)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, (value, refused.stderr)
+
+
 def test_check_config_on_the_embedded_default(tmp_path):
     result = run_cli("check-config", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -243,3 +243,20 @@ def test_a_nul_anywhere_in_the_file_names_its_key(tmp_path):
         load_config(path)
     assert refused.value.problems == ["roles[0].description: contains a NUL character",
                                       "ldap.sources[0].url: contains a NUL character"]
+
+
+def _bounded_above(model: type[BaseModel], path: tuple[str, ...]) -> bool:
+    field = model.model_fields[path[0]]
+    if len(path) > 1:
+        nested = next(a for a in (field.annotation, *getattr(field.annotation, "__args__", ()))
+                      if isinstance(a, type) and issubclass(a, BaseModel))
+        return _bounded_above(nested, path[1:])
+    return any(getattr(m, "le", None) is not None or getattr(m, "lt", None) is not None for m in field.metadata)
+
+
+@pytest.mark.parametrize("path", INT_KEYS, ids=".".join)
+def test_every_integer_key_has_an_upper_bound_and_a_huge_value_names_it(path):
+    """A number past what the code can use (a retention of 10^20 days) would fail every job and
+    login that computes a date from it (OverflowError): refused when the file is read."""
+    assert _bounded_above(Config, path), path
+    assert any(".".join(path) in problem for problem in problems(_nested(path, 10**20))), path

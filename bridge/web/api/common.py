@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Select, func, select
 
 from bridge.services import Actor, ServiceError
+from bridge.services.validate import unstorable
 from bridge.store.models import TokenKind
 from bridge.web import runtime
 from bridge.web.api.headers import BEARER_CHALLENGE
@@ -155,15 +156,17 @@ def make_blueprint(name: str, import_name: str, tag: str, description: str) -> A
 
 def json_body_problem() -> tuple[Response, int] | None:
     """415 for a body that says it is not JSON, 400 for JSON that does not parse (413 comes from
-    Werkzeug's size limit while reading), 422 for a NUL character anywhere in the query or the
-    body (no database stores one in text; PostgreSQL refuses it), 404 for one in the path (it
-    names no resource, as SCIM answers too)."""
+    Werkzeug's size limit while reading), 422 for a NUL character or a lone surrogate anywhere
+    in the query or the body (no database stores either in text: PostgreSQL refuses NUL, the
+    drivers cannot encode a surrogate), 404 for a NUL in the path (it names no resource, as
+    SCIM answers too)."""
     in_path = nul_in_path(request.view_args)
     if in_path is not None:
         return error_response(404, "notFound", f"{in_path}: no such resource (it contains a NUL character)", in_path)
     for name, value in request.args.items(multi=True):
-        if "\x00" in name or "\x00" in value:
-            return error_response(422, "invalidValue", f"{name}: contains a NUL character", name)
+        found = unstorable({name: value}, surrogates=True)
+        if found is not None:
+            return error_response(422, "invalidValue", f"{name}: contains {found[1]}", name)
     data = request.get_data(cache=True)
     if not data:
         return None
@@ -176,29 +179,10 @@ def json_body_problem() -> tuple[Response, int] | None:
         return error_response(400, "invalidJson", f"the body is not valid JSON: {exc}")
     except RecursionError:  # thousands of nested brackets: refused here, before any parser recurses again
         return error_response(400, "invalidJson", "the body is nested too deeply")
-    where = _nul_in(parsed, "")
-    if where is not None:
-        return error_response(422, "invalidValue", f"{where or 'the body'}: contains a NUL character", where or None)
-    return None
-
-
-def _nul_in(value: Any, path: str) -> str | None:
-    """The path of the first string (value or key) in ``value`` holding a NUL, or None."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            here = f"{path}.{key}" if path else str(key)
-            if "\x00" in str(key):
-                return here
-            found = _nul_in(item, here)
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _nul_in(item, f"{path}[{index}]")
-            if found is not None:
-                return found
+    found = unstorable(parsed, surrogates=True)  # no store keeps either in text (PostgreSQL, the drivers)
+    if found is not None:
+        where, what = found
+        return error_response(422, "invalidValue", f"{where or 'the body'}: contains {what}", where or None)
     return None
 
 
