@@ -84,7 +84,7 @@ class GroupService:
     uow: UnitOfWork
 
     def get(self, group_id: str) -> Group:
-        group = self.uow.session.get(Group, group_id)
+        group = self.uow.session.get(Group, group_id) if "\x00" not in group_id else None  # (no row holds one)
         if group is None:
             raise NotFound(f"no group with id {group_id}")
         return group

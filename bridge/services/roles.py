@@ -53,7 +53,7 @@ class RoleService:
     # -- reads -------------------------------------------------------------------
 
     def get(self, name: str) -> Role:
-        role = self.uow.session.scalar(select(Role).where(Role.name == name))
+        role = self.uow.session.scalar(select(Role).where(Role.name == name)) if "\x00" not in name else None
         if role is None:
             raise NotFound(f"no role named {name!r}", field="role")
         return role

@@ -189,7 +189,7 @@ class UserService:
     # -- reads -----------------------------------------------------------------
 
     def get(self, user_id: str) -> User:
-        user = self.uow.session.get(User, user_id)
+        user = self.uow.session.get(User, user_id) if "\x00" not in user_id else None  # (no row holds one)
         if user is None:
             raise NotFound(f"no user with id {user_id}")
         return user
@@ -197,7 +197,7 @@ class UserService:
     def by_ref(self, ref: str, *, field: str = "user_id") -> User:
         """The user a caller names by id or by userName (an id wins, as in check): every
         route that takes a user takes either."""
-        user = self.uow.session.get(User, ref) or self.find_by_user_name(ref)
+        user = (self.uow.session.get(User, ref) or self.find_by_user_name(ref)) if "\x00" not in ref else None
         if user is None:
             raise NotFound(f"no user {ref!r} (by id or userName)", field=field)
         return user

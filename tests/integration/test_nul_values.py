@@ -79,11 +79,14 @@ def test_a_nul_in_an_updated_text_is_refused(runtime):
 
 
 def test_lookups_of_a_name_with_a_nul_find_nothing(runtime):
+    """For a caller that reaches the services directly: NotFound, not the driver's refusal."""
     with runtime.services.unit(ADMIN) as uow:
         assert uow.customers.by_ref(NUL) is None
-        with pytest.raises(ServiceError) as missing:
-            uow.customers.get(NUL)
-        assert missing.value.status == 404
+        for lookup in (uow.customers.get, uow.users.get, uow.users.by_ref, uow.groups.get, uow.roles.get,
+                       uow.tokens.get):
+            with pytest.raises(ServiceError) as missing:
+                lookup(NUL)
+            assert missing.value.status == 404, lookup
 
 
 def test_a_csv_file_with_a_nul_is_refused_whole_naming_its_line(runtime):
