@@ -14,10 +14,18 @@ under 400 MB.
         [--store URL | --postgres] [--repeat N]
 
 The directory is loaded offline with slapadd (minutes faster than ldapadd). Each
-reader's syncs get a fresh SQLite file, unless ``--store`` names a database (put
+reader's rounds get a fresh SQLite file each, unless ``--store`` names a database (put
 ``{reader}`` in the URL for an empty one per reader, and ``{round}`` with ``--repeat``;
-without them, later syncs find the store filled) or ``--postgres`` starts a throwaway PostgreSQL 15 cluster (as
-tests/fixtures/postgres.py does) with an empty database per reader.
+without them, later syncs find the store filled) or ``--postgres`` starts a throwaway
+PostgreSQL 15 cluster (as tests/fixtures/postgres.py does) with an empty database per
+reader and round.
+
+A round (``--repeat N``, default 1): for one reader, a full sync into an empty store and
+one with nothing changed, each divided by an ``ldapsearch`` measured beside them (the
+first round by the one printed first; the machine's speed moves between runs).
+The summary gives each round's ratios and, per reader, their median (for an even N,
+the mean of the middle two), with the range of every floor measured. The incremental
+syncs run once, after every round, on the last store.
 """
 
 from __future__ import annotations
@@ -278,10 +286,12 @@ def main() -> int:
     parser.add_argument("--readers", default="libldap,ldap3",
                         help="the readers of the full syncs, in order (libldap, ldap3)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
-                        help="N rounds per reader, each with ldapsearch again and a fresh empty store; the "
-                             "summary gives each round's ratios and their median")
+                        help="N rounds per reader: each an ldapsearch, then a sync into a fresh empty store "
+                             "and one with nothing changed; the summary gives each round's ratios and their "
+                             "median")
     parser.add_argument("--no-incremental", action="store_true", help="skip the incremental syncs")
-    parser.add_argument("--store", help="a database URL ({reader} in it: one per reader; default: SQLite files)")
+    parser.add_argument("--store", help="a database URL ({reader} in it: one per reader, {round} with --repeat: "
+                                        "one per round; default: SQLite files)")
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL 15 cluster as the store")
     parser.add_argument("--profile", metavar="PREFIX",
                         help="write a cProfile of each sync to PREFIX-N.prof (slower: compare within one run)")
@@ -344,6 +354,7 @@ def run(args: argparse.Namespace, readers: list[str], workdir: Path, process: _S
     summary: list[str] = []
     ratios: dict[str, list[tuple[float, float]]] = {}
     store = None
+    first_round_done = False  # the first round divides by the ldapsearch printed above
     for reader, round_ in ((reader, round_) for reader in readers for round_ in range(1, args.repeat + 1)):
         config = load_config_data({"ldap": {"sources": [{**source, "reader": reader}]},
                                    "logging": {"level": "warning"}})
@@ -358,12 +369,13 @@ def run(args: argparse.Namespace, readers: list[str], workdir: Path, process: _S
         store = Store(url)
         migrate.upgrade(store.engine)
         rt = build_runtime(config, store=store)
-        if round_ > 1 and floor is not None:  # the floor again beside each round: the machine's speed moves
+        if first_round_done and floor is not None:  # the floor again beside each round: the speed moves
             again = ldapsearch(process.url, attributes, group_attributes)
             assert again is not None
             floor = again
             floors.append(floor[1])
-            print(f"round {round_}: ldapsearch (C) of the same entries: {floor[1]:.2f} s  [floor]")
+            print(f"[{reader}] round {round_}: ldapsearch (C) of the same entries: {floor[1]:.2f} s  [floor]")
+        first_round_done = True
 
         def timed(label: str, rt: Any = rt, reader: str = reader, **kwargs: object) -> float:
             nonlocal runs

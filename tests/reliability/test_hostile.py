@@ -222,4 +222,11 @@ def test_unaskable_filter_values_are_invalid_filters_not_failures(client, scim_h
                     continue
                 assert answer.status_code == 400, (kind, expression, answer.status_code, answer.json)
                 assert answer.json["scimType"] == "invalidFilter", (kind, expression, answer.json)
+    for kind, body in (("Users", '{"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], '
+                                 '"userName": "half.pair", "displayName": "a\\ud800b"}'),
+                       ("Groups", '{"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], '
+                                  '"displayName": "\\udfff"}')):
+        answer = client.post(f"/scim/v2/{kind}", headers=headers, data=body)  # SCIM's JSON parser: not JSON
+        tried += 1
+        assert answer.status_code == 400, (kind, answer.status_code, answer.json)
     report.add("inputs", target="unaskable SCIM filter values", tried=tried)
