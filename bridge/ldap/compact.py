@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import struct
 import zlib
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,14 +31,14 @@ from typing import TypeVar, overload
 T = TypeVar("T")
 
 
-_LOW_64 = (1 << 64) - 1
+_TWO_64 = struct.Struct(">QQ").unpack  # a 128-bit digest as its two halves, in one call
+_BLAKE2B = hashlib.blake2b
 
 
 def key_hashes(key: str) -> tuple[int, int]:
     """Two independent 64-bit hashes of ``key`` (one 128-bit digest split), the same in
     every process and run (``hash`` is salted)."""
-    digest = int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest(), "big")
-    return digest >> 64, digest & _LOW_64
+    return _TWO_64(_BLAKE2B(key.encode("utf-8", "surrogatepass"), digest_size=16).digest())
 
 
 class _Keys:
