@@ -516,8 +516,8 @@ class PasswordPolicy(Strict):
 
 
 class LockoutPolicy(Strict):
-    max_failures_per_account: StrictInt = Field(default=5, ge=1, le=1000)
-    max_failures_per_ip: StrictInt = Field(default=25, ge=1, le=1_000_000)
+    max_failures_per_account: StrictInt = Field(default=5, ge=1, le=10**9)
+    max_failures_per_ip: StrictInt = Field(default=25, ge=1, le=10**9)
     window_hours: StrictInt = Field(default=24, ge=1, le=8760)
     lock_hours: StrictInt = Field(default=24, ge=1, le=8760)
 
