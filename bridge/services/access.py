@@ -31,6 +31,7 @@ from bridge.services.errors import LastAdmin
 from bridge.services.users import snapshot
 from bridge.store.among import in_chunks
 from bridge.store.models import AccessType, Group, GroupGroupMember, GroupUserMember, User
+from bridge.store.prepared import session_rows
 
 if TYPE_CHECKING:
     from bridge.services.unit import UnitOfWork
@@ -74,9 +75,9 @@ class AccessService:
         session = self.uow.session
         if rules.access_rules:
             ids = users | touched | self._members_below(groups)
-            ids |= set(session.scalars(_HELD_UP))
+            ids |= {row[0] for row in session_rows(session, _HELD_UP, {})}
         else:  # no rules (any more): only what one left behind, which the start normally reverted
-            ids = set(session.scalars(_RULE_SET_OR_HELD_UP))
+            ids = {row[0] for row in session_rows(session, _RULE_SET_OR_HELD_UP, {})}
         if ids:
             self._settle(rules, ids)
 

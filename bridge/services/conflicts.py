@@ -23,6 +23,7 @@ from bridge.services import audit
 from bridge.services.actor import Actor
 from bridge.store.db import rowcount
 from bridge.store.models import SourceConflict
+from bridge.store.prepared import session_rows
 
 USER_NAME = "user_name"  # a userName another source owns
 WRITEBACK = "writeback"  # a directory entry write-back did not create
@@ -48,6 +49,10 @@ _OPEN = select(_CONFLICTS.c.id, _CONFLICTS.c.subject).where(
     _CONFLICTS.c.kind == bindparam("kind"), _CONFLICTS.c.resolved_at.is_(None),
     _CONFLICTS.c.subject_key.in_(bindparam("keys", expanding=True)))
 _OPEN_OF_SOURCE = _OPEN.where(_CONFLICTS.c.source == bindparam("source"))
+# one subject of one source (every single create's name): a Prepared read, no IN list
+_OPEN_ONE_OF_SOURCE = select(_CONFLICTS.c.id, _CONFLICTS.c.subject).where(
+    _CONFLICTS.c.kind == bindparam("kind"), _CONFLICTS.c.resolved_at.is_(None),
+    _CONFLICTS.c.subject_key == bindparam("key"), _CONFLICTS.c.source == bindparam("source"))
 # Whether any conflict of a kind is open (by ix_source_conflicts_open): a batch of thousands
 # of names asks this first, and most stores have none open
 _ANY_OPEN = select(SourceConflict.id).where(SourceConflict.resolved_at.is_(None),
@@ -90,6 +95,8 @@ def resolve(session: Session, actor: Actor, kind: str, source: str | None, subje
         return 0
     if source is None:
         found = session.execute(_OPEN, {"kind": kind, "keys": sorted(keys)}).all()
+    elif len(keys) == 1:
+        found = session_rows(session, _OPEN_ONE_OF_SOURCE, {"kind": kind, "key": next(iter(keys)), "source": source})
     else:
         found = session.execute(_OPEN_OF_SOURCE, {"kind": kind, "keys": sorted(keys), "source": source}).all()
     return _close(session, actor, found, why, now)

@@ -53,6 +53,7 @@ from bridge.services.rows import BulkInsert, RowDefaults
 from bridge.store.among import in_chunks
 from bridge.store.db import like_literal
 from bridge.store.models import AccessType, Customer, User, UserKind
+from bridge.store.prepared import session_rows
 
 if TYPE_CHECKING:
     from bridge.services.unit import UnitOfWork
@@ -450,9 +451,9 @@ class UserService:
 
     def _keys_in_store(self, keys: set[str]) -> set[str]:
         """Which of ``keys`` the store has: one query per IN_CHUNK names, not one per row."""
-        if len(keys) == 1:
+        if len(keys) == 1:  # a single create (SCIM, the API): a Prepared read, no IN list
             (key,) = keys
-            return set(self.uow.session.scalars(_STORED_NAME_KEY, {"key": key}))
+            return {row[0] for row in session_rows(self.uow.session, _STORED_NAME_KEY, {"key": key})}
         ordered = sorted(keys)
         stored: set[str] = set()
         for chunk in in_chunks(ordered):

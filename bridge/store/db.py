@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bridge import jsonio
 from bridge.files import private_dir, private_file
 from bridge.gate import holding_slot, slot_released
+from bridge.store.prepared import SESSION_CACHE, Prepared
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -133,8 +134,10 @@ class Store:
         self.engine = create_store_engine(url, pool_size)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         write_bind = self.engine.execution_options(sqlite_begin="IMMEDIATE") if self.is_sqlite else self.engine
-        self._read = sessionmaker(self.engine, expire_on_commit=False)
-        self._write = sessionmaker(write_bind, expire_on_commit=False)
+        # the Prepared statements of this store's sessions (bridge.store.prepared.session_rows)
+        self._prepared: dict[Any, Prepared] = {}
+        self._read = sessionmaker(self.engine, expire_on_commit=False, info={SESSION_CACHE: self._prepared})
+        self._write = sessionmaker(write_bind, expire_on_commit=False, info={SESSION_CACHE: self._prepared})
         # SQLite has one writer at a time, and a connection that finds the write lock taken
         # polls for it, sleeping up to 100 ms between tries: under concurrent writes most of
         # the time goes to sleeping. The writers of this process queue on a lock of their

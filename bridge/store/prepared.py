@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import Connection, Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 
 class Prepared:
@@ -95,3 +96,23 @@ class Prepared:
                 row[index] = convert(row[index])
             rows.append(self._make(row))
         return rows
+
+
+#: where the sessions of a Store find its Prepared statements (``Session.info``)
+SESSION_CACHE = "bridge.store.prepared"
+
+
+def session_rows(session: Session, statement: Select[Any], parameters: Mapping[str, Any]) -> list[Any]:
+    """The rows of ``statement`` (a read) in ``session``'s transaction, run as a Prepared: compiled
+    once per Store (its sessions carry the cache in ``info``), the session's pending changes
+    flushed first, as a query of the session would. The reads every write makes (a create's
+    name lookup, its conflicts, the held-up admins) cost about 70 µs each through the session.
+    A session no Store made runs it through ``session.execute``."""
+    cache: dict[Any, Prepared] | None = session.info.get(SESSION_CACHE)
+    if cache is None:
+        return list(session.execute(statement, parameters).all())
+    found = cache.get(statement)
+    if found is None:
+        found = cache[statement] = Prepared(statement, session.get_bind().dialect, parameters.keys())
+    session.flush()
+    return found.rows(session.connection(), parameters)
