@@ -100,6 +100,8 @@ class Prepared:
 
 #: where the sessions of a Store find its Prepared statements (``Session.info``)
 SESSION_CACHE = "bridge.store.prepared"
+#: statements a Store keeps prepared for its sessions (a handful are used)
+MAX_SESSION_STATEMENTS = 64
 
 
 def session_rows(session: Session, statement: Select[Any], parameters: Mapping[str, Any]) -> list[Any]:
@@ -111,8 +113,10 @@ def session_rows(session: Session, statement: Select[Any], parameters: Mapping[s
     cache: dict[Any, Prepared] | None = session.info.get(SESSION_CACHE)
     if cache is None:
         return list(session.execute(statement, parameters).all())
-    found = cache.get(statement)
+    found = cache.get(statement)  # by the statement object: a module's constant, built once
     if found is None:
-        found = cache[statement] = Prepared(statement, session.get_bind().dialect, parameters.keys())
+        found = Prepared(statement, session.get_bind().dialect, parameters.keys())
+        if len(cache) < MAX_SESSION_STATEMENTS:  # a statement built per call is not kept, time after time
+            cache[statement] = found
     session.flush()
     return found.rows(session.connection(), parameters)

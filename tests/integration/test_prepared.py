@@ -138,3 +138,26 @@ def test_a_connection_the_database_dropped_is_invalidated_not_pooled_again(store
     for _ in range(3):  # every connection the pool gives out next is alive
         with store.reading() as connection:
             assert [row.id for row in prepared.rows(connection, {"id": people[0]})] == [people[0]]
+
+
+def test_a_sessions_prepared_read_sees_its_pending_changes_and_reads_what_sqlalchemy_reads(store, people):
+    """session_rows in a write session: what the session holds pending is flushed first (a
+    query of the session would see it), the rows equal session.execute's, and a session no
+    Store made (no cache in its info) reads through session.execute."""
+    from sqlalchemy.orm import Session
+
+    from bridge.store.prepared import session_rows
+
+    by_key = select(User.id, User.user_name, User.active).where(User.user_name_key == bindparam("key"))
+    with store.write() as session:
+        pending = User(user_name="pending.person", user_name_key=identity_key("pending.person"), source="local")
+        session.add(pending)  # not flushed yet
+        for name in ("pending.person", NAMES[1], "nobody.here"):
+            wanted = session.execute(by_key, {"key": identity_key(name)}).all()
+            got = session_rows(session, by_key, {"key": identity_key(name)})
+            assert [tuple(r) for r in got] == [tuple(r) for r in wanted], name
+        assert session_rows(session, by_key, {"key": identity_key("pending.person")})[0].id == pending.id
+        session.rollback()
+    with Session(store.engine) as plain:
+        assert [tuple(r) for r in session_rows(plain, by_key, {"key": identity_key(NAMES[0])})] == \
+            [tuple(r) for r in plain.execute(by_key, {"key": identity_key(NAMES[0])}).all()]
