@@ -57,6 +57,7 @@ from bridge.scim.convert import ENTERPRISE_ATTRIBUTES, UNASSIGNED, USER_JSON_ATT
 from bridge.scim.schema import PortalUser
 from bridge.services.customers import PENDING_NUMBER
 from bridge.services.memberships import user_groups_rows, users_in_group
+from bridge.services.validate import unstorable
 from bridge.store.models import Customer, Group, GroupGroupMember, GroupUserMember, User
 
 Expr = SQLColumnExpression[Any]  # a column, an ORM attribute or any SQL expression
@@ -354,8 +355,9 @@ class SqlFilter(FilterVisitor[Expr]):
         if isinstance(node.value, str):
             if "\x00" in node.value:
                 raise InvalidFilterException(detail="NUL characters are not allowed in filter values")
-            if not _encodable(node.value):  # a lone surrogate ("\ud800"): no store can be asked for it
-                raise InvalidFilterException(detail="a filter value holds a lone surrogate (\\ud800-\\udfff)")
+            unsendable = unstorable(node.value, surrogates=True)  # a lone surrogate ("\ud800"): no driver sends it
+            if unsendable is not None:
+                raise InvalidFilterException(detail=f"a filter value holds {unsendable[1]}")
         binding = self._bind(node.attr_path, for_comparison=True)
         if binding is None:
             return false()
@@ -509,15 +511,6 @@ def order_by(dialect: SqlDialect, model: type[Resource[Any]], request: SearchReq
     if descending:
         return [missing.desc(), sortable.desc(), table.id]
     return [missing, sortable, table.id]
-
-
-def _encodable(value: str) -> bool:
-    """Whether ``value`` is text a driver can send (no lone surrogate)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _in_utc_range(value: datetime) -> bool:

@@ -99,13 +99,14 @@ def fits_columns(table: FromClause, values: Mapping[str, Any]) -> None:
             if "\x00" in value:
                 raise InvalidValue(f"{key}: contains a NUL character", field=key)
         elif isinstance(value, dict | list):
-            _refuse_nul_inside(key, value)
+            _refuse_nul(key, value)
 
 
-def _refuse_nul_inside(key: str, value: Any) -> None:
-    """A JSON column's value (a user's SCIM or directory attributes): no string in it, and no
-    key, holds a NUL. PostgreSQL's json type keeps ``\u0000`` but cannot compare or extract
-    it (``attributes->>'title'``: an error for every filter that reads the attribute)."""
+def _refuse_nul(key: str, value: Any) -> None:
+    """A column's value: no text in it holds a NUL, nor, in a JSON column's value (a user's
+    SCIM or directory attributes), any string or key. PostgreSQL's json type keeps ``\u0000``
+    but cannot compare or extract it (``attributes->>'title'``: an error for every filter that
+    reads the attribute)."""
     found = unstorable(value, key)
     if found is not None:
         raise InvalidValue(f"{found[0]}: contains {found[1]}", field=key)
@@ -161,16 +162,8 @@ def refuse_nul_on_flush(session: Session, _context: Any, _instances: Any) -> Non
     INSERTs of users and groups are checked by ``fits_columns``."""
     for obj in session.new:
         for key, value in instance_dict(obj).items():
-            _refuse_nul_in(key, value)
+            _refuse_nul(key, value)
     for obj in session.dirty:
         state = instance_state(obj)
         for key in state.committed_state:
-            _refuse_nul_in(key, state.dict.get(key))
-
-
-def _refuse_nul_in(key: str, value: Any) -> None:
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidValue(f"{key}: contains a NUL character", field=key)
-    elif isinstance(value, dict | list):
-        _refuse_nul_inside(key, value)
+            _refuse_nul(key, state.dict.get(key))
